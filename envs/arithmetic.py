@@ -1,0 +1,119 @@
+"""Arithmetic environments: multi-digit addition and multiplication.
+
+Numbers are written least-significant digit first, as in the implicit chain-of-thought
+work of Deng et al. (2023): the model then produces the answer in the order a carry
+propagates. `1234 + 5678` is the prompt `4321+8765=` and the answer `2196`
+(6912 reversed).
+
+Stage-0 label noise (`teacher_drop_final_carry`) models an imperfect teacher: the
+supervised target of an addition whose sum has a final carry drops that digit with the
+given probability. Only the `completion` column (the stage-0 target) is affected; the
+`answer` column and therefore every reward always hold the true result. Supervised
+training on such labels caps greedy accuracy near the share of sums without a final
+carry, while the right answer stays in the model's samples: room for RL.
+
+Train and test problems are disjoint: a problem belongs to the test split when a fixed
+hash of its operands falls in the lowest fifth.
+
+    >>> env = make_addition(digits=2)
+    >>> row = env.dataset("train", 1, seed=0)[0]
+    >>> a, b = (int(x[::-1]) for x in row["prompt"].rstrip("=").split("+"))
+    >>> int(row["answer"][::-1]) == a + b
+    True
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import datasets
+
+from rewards.match import exact_match
+
+TEST_FRACTION = 0.2
+
+
+def rev(n: int) -> str:
+    """Decimal digits of `n`, least significant first."""
+    return str(n)[::-1]
+
+
+def in_test_split(a: int, b: int) -> bool:
+    """Fixed assignment of a problem to the test split (about TEST_FRACTION of all problems)."""
+    h = ((a * 1_000_003) ^ (b * 2_654_435_761)) * 0x9E3779B1 % (1 << 32)
+    return h < TEST_FRACTION * (1 << 32)
+
+
+def multiplication_cot(a: int, b: int) -> str:
+    """Implicit-CoT target: partial products of `a` by each digit of `b` (shifted), with running
+    sums in parentheses, then `####` and the product. All numbers least-significant first.
+
+    >>> multiplication_cot(12, 34)  # 12*4=48, 12*30=360, 48+360=408
+    '84+063(804)####804'
+    """
+    parts, total = [], 0
+    for j, d in enumerate(reversed(str(b))):
+        partial = a * int(d) * 10**j
+        total += partial
+        text = rev(partial).rjust(j + 1, "0") if partial == 0 else rev(partial)
+        parts.append(text if j == 0 else f"{text}({rev(total)})")
+    return "+".join(parts) + "####" + rev(a * b)
+
+
+@dataclass
+class Arithmetic:
+    """Problems `a op b` with `digits_a`- and `digits_b`-digit operands."""
+
+    op: str
+    digits_a: int
+    digits_b: int
+    teacher_drop_final_carry: float = 0.0
+    cot: bool = False
+    reward_funcs: list = field(default_factory=lambda: [exact_match])
+
+    def __post_init__(self):
+        if self.op not in "+*":
+            raise ValueError(f"op must be '+' or '*', got {self.op!r}")
+        for name in ("digits_a", "digits_b"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= 9:
+                raise ValueError(f"{name} must be an integer from 1 to 9, got {value!r}")
+        if not 0.0 <= self.teacher_drop_final_carry <= 1.0:
+            raise ValueError(f"teacher_drop_final_carry must be in [0, 1], got {self.teacher_drop_final_carry!r}")
+
+    def _operand(self, rng: random.Random, digits: int) -> int:
+        return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
+
+    def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset:
+        if split not in ("train", "test", "validation"):
+            raise ValueError(f"split must be 'train', 'test' or 'validation', got {split!r}")
+        want_test = split != "train"
+        rng = random.Random(f"{seed}-{split}-{self.op}-{self.digits_a}-{self.digits_b}")
+        rows = {"prompt": [], "answer": [], "completion": []}
+        while len(rows["prompt"]) < n:
+            a, b = self._operand(rng, self.digits_a), self._operand(rng, self.digits_b)
+            if in_test_split(a, b) != want_test:
+                continue
+            result = a + b if self.op == "+" else a * b
+            answer = rev(result)
+            target = answer
+            if self.cot:
+                target = multiplication_cot(a, b)
+            has_final_carry = self.op == "+" and len(str(result)) > max(len(str(a)), len(str(b)))
+            if has_final_carry and rng.random() < self.teacher_drop_final_carry:
+                target = answer[:-1]
+            rows["prompt"].append(f"{rev(a)}{self.op}{rev(b)}=")
+            rows["answer"].append(answer)
+            rows["completion"].append(target)
+        return datasets.Dataset.from_dict(rows)
+
+
+def make_addition(digits: int = 4, digits_b: int | None = None, teacher_drop_final_carry: float = 0.0) -> Arithmetic:
+    """Addition of a `digits`-digit and a `digits_b`-digit number (default: the same size)."""
+    return Arithmetic("+", digits, digits_b or digits, teacher_drop_final_carry=teacher_drop_final_carry)
+
+
+def make_multiplication(digits: int = 2, digits_b: int | None = None, cot: bool = False) -> Arithmetic:
+    """Multiplication of a `digits`-digit by a `digits_b`-digit number (2x2 up to 9x9)."""
+    return Arithmetic("*", digits, digits_b or digits, cot=cot)

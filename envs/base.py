@@ -1,0 +1,112 @@
+"""The environment contract, the built-in registry, and checked access to env data.
+
+An environment is what a factory `make(**args)` returns: an object with
+
+- `dataset(split: str, n: int, seed: int) -> datasets.Dataset` with columns `prompt`
+  (text, or a list of chat messages) and `answer`; every other column is passed to the
+  reward functions by name. An optional `completion` column is the teacher's target for
+  stage 0 (`neuralese pretrain`); without it the answer is the target.
+- `reward_funcs`: a list of TRL-contract reward functions
+  `fn(prompts, completions, **columns) -> list[float | None]`. The first one is the
+  correctness check: `accuracy` counts a sample correct when it scores at least 1.
+
+A recipe names a built-in (`env.name: addition`) or a plug-in factory
+(`env.name: path/to/file.py:make` or `pkg.module:make`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import datasets
+
+from rl.errors import ConfigError, EnvError
+from rl.plugins import is_reference, resolve
+
+BUILTIN_ENVS: dict[str, str] = {
+    "addition": "envs.arithmetic:make_addition",
+    "multiplication": "envs.arithmetic:make_multiplication",
+}
+
+
+@runtime_checkable
+class Environment(Protocol):
+    reward_funcs: list[Callable[..., list[float | None]]]
+
+    def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset: ...
+
+
+def env_factory(name: str) -> Callable[..., Any]:
+    """The factory for a built-in name or a plug-in reference."""
+    if is_reference(name):
+        return resolve(name, "environment factory", "env.name")
+    if name not in BUILTIN_ENVS:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(BUILTIN_ENVS), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(
+            f"env.name: unknown environment {name!r}{hint} Built-ins: {', '.join(sorted(BUILTIN_ENVS))}; "
+            "a plug-in is given as 'path/to/file.py:make' or 'pkg.module:make'"
+        )
+    module, _, attr = BUILTIN_ENVS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
+    """Call the factory with `args` and check that what it returns keeps the contract."""
+    factory = env_factory(name)
+    try:
+        env = factory(**(args or {}))
+    except TypeError as e:
+        raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
+    if not callable(getattr(env, "dataset", None)):
+        raise EnvError(
+            f"env {name!r}: the factory returned {type(env).__name__}, which has no dataset(split, n, seed) method"
+        )
+    funcs = getattr(env, "reward_funcs", None)
+    if not isinstance(funcs, (list, tuple)) or not funcs or not all(callable(f) for f in funcs):
+        raise EnvError(
+            f"env {name!r}: the factory returned {type(env).__name__} whose reward_funcs is {funcs!r}; "
+            "expected a non-empty list of functions fn(prompts, completions, **columns)"
+        )
+    return env
+
+
+def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env") -> datasets.Dataset:
+    """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`."""
+    try:
+        ds = env.dataset(split, n, seed)
+    except EnvError:
+        raise
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        raise EnvError(f"env {name!r}: dataset({split!r}, n={n}, seed={seed}) failed: {type(e).__name__}: {e}") from None
+    if not isinstance(ds, datasets.Dataset):
+        raise EnvError(
+            f"env {name!r}: dataset({split!r}, ...) returned {type(ds).__name__}; expected a datasets.Dataset"
+        )
+    missing = [c for c in ("prompt", "answer") if c not in ds.column_names]
+    if missing:
+        raise EnvError(
+            f"env {name!r}: dataset({split!r}) has columns {ds.column_names}, missing {missing}; "
+            "every environment dataset needs 'prompt' and 'answer'"
+        )
+    if len(ds) == 0:
+        raise EnvError(f"env {name!r}: dataset({split!r}, n={n}) is empty")
+    return ds
+
+
+def env_texts(ds: datasets.Dataset) -> list[str]:
+    """All text a tokenizer must cover: prompts (message contents too), answers, completions."""
+    texts: list[str] = []
+    for col in ("prompt", "answer", "completion"):
+        if col not in ds.column_names:
+            continue
+        for value in ds[col]:
+            if isinstance(value, list):
+                texts.extend(str(m.get("content", "")) for m in value)
+            else:
+                texts.append(str(value))
+    return texts

@@ -1,0 +1,155 @@
+"""Calling reward functions safely and summing them with weights.
+
+Every reward function keeps the TRL contract `fn(prompts, completions, **columns)` and
+returns one `float` or `None` per completion (`None`: does not apply to this sample).
+`compute_rewards` checks each call: an exception, a timeout, a wrong length, a NaN or a
+non-number ends the run with a message naming the function and the sample, never a
+silent reward of 0. Async functions (`async def`) are awaited.
+
+The weighted sum treats `None` as "not counted", as TRL does (a NaN-aware sum).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from rl.errors import ConfigError, RewardError
+from rl.plugins import is_reference, resolve
+
+
+def builtin_rewards() -> dict[str, Callable]:
+    """Built-in reward functions by name."""
+    from rewards import match
+
+    return {"exact_match": match.exact_match}
+
+
+def resolve_reward(name: str, args: dict[str, Any] | None = None, key: str = "rewards") -> Callable:
+    """A reward function from a built-in name or a plug-in reference, with `args` bound."""
+    if is_reference(name):
+        fn = resolve(name, "reward function", key)
+    else:
+        table = builtin_rewards()
+        if name not in table:
+            import difflib
+
+            near = difflib.get_close_matches(name, list(table), n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"{key}: unknown reward function {name!r}.{hint} Built-ins: {', '.join(sorted(table))}; "
+                "a plug-in is given as 'path/to/file.py:fn' or 'pkg.module:fn'"
+            )
+        fn = table[name]
+    if args:
+        bound = functools.partial(fn, **args)
+        functools.update_wrapper(bound, fn)
+        return bound
+    return fn
+
+
+def reward_name(fn: Callable) -> str:
+    """A short name for logs: the function's `__name__`."""
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or repr(fn)
+
+
+def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, list], timeout_s: float) -> Any:
+    """Run `fn` in a daemon thread so a hung function ends in an error, not a stuck run."""
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            out = fn(prompts=prompts, completions=completions, **columns)
+            if inspect.isawaitable(out):
+                out = asyncio.run(_await(out))
+            box["out"] = out
+        except BaseException as e:  # reported below with the function's name
+            box["err"] = e
+
+    thread = threading.Thread(target=target, daemon=True, name=f"reward-{reward_name(fn)}")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise RewardError(
+            f"reward function {reward_name(fn)!r} did not return within {timeout_s:g} s "
+            f"(rl.reward_timeout_s) on a batch of {len(completions)} completions"
+        )
+    if "err" in box:
+        err = box["err"]
+        raise RewardError(
+            f"reward function {reward_name(fn)!r} raised {type(err).__name__}: {err} "
+            f"(batch of {len(completions)}; first prompt: {_clip(prompts[0])!r}, first completion: {_clip(completions[0])!r})"
+        )
+    return box.get("out")
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+def _clip(x: Any, n: int = 80) -> str:
+    s = str(x)
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def check_rewards(fn: Callable, out: Any, prompts: list, completions: list) -> list[float]:
+    """Validate one function's output; returns floats with NaN for `None`."""
+    name = reward_name(fn)
+    if not isinstance(out, (list, tuple)):
+        raise RewardError(f"reward function {name!r} returned {type(out).__name__}; expected a list of float or None")
+    if len(out) != len(completions):
+        raise RewardError(
+            f"reward function {name!r} returned {len(out)} values for {len(completions)} completions; "
+            "expected one float or None per completion"
+        )
+    values = []
+    for i, v in enumerate(out):
+        if v is None:
+            values.append(math.nan)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise RewardError(
+                f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i} "
+                f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); expected a float or None"
+            )
+        if not math.isfinite(v):
+            raise RewardError(
+                f"reward function {name!r} returned {v} for sample {i} "
+                f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); "
+                "rewards must be finite (return None when a reward does not apply)"
+            )
+        values.append(float(v))
+    return values
+
+
+def compute_rewards(
+    funcs: list[Callable],
+    weights: list[float],
+    prompts: list,
+    completions: list,
+    columns: dict[str, list],
+    timeout_s: float = 60.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted reward per completion and each function's own values.
+
+    Returns `(total [N], {name: values [N]})`; a function's `None` is NaN in its values and
+    is left out of the sum. A sample no function applies to gets a total of 0.
+    """
+    per_func: dict[str, torch.Tensor] = {}
+    total = torch.zeros(len(completions), dtype=torch.float64)
+    for fn, w in zip(funcs, weights, strict=True):
+        out = _call(fn, prompts, completions, columns, timeout_s)
+        values = torch.tensor(check_rewards(fn, out, prompts, completions), dtype=torch.float64)
+        name = reward_name(fn)
+        while name in per_func:  # the same function twice with different args
+            name += "'"
+        per_func[name] = values
+        total += torch.nan_to_num(values, nan=0.0) * w
+    return total.float(), {k: v.float() for k, v in per_func.items()}

@@ -1,0 +1,1 @@
+"""neuralese: RL fine-tuning of language models that feed their hidden state back as a continuous thought."""

@@ -1,0 +1,513 @@
+"""The typed run configuration and its strict YAML loader.
+
+A recipe is a YAML file that only sets fields of `RunConfig`. Every field has a
+docstring (the string below it); `neuralese config` prints them. Unknown keys and wrong
+types are errors that name the file, the key and the nearest valid key. `--set a.b=v`
+overrides use the same checks. The resolved config is written to the run folder, so a
+run can be reproduced from its own `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from rl.errors import ConfigError
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class TinyModelConfig:
+    """A tiny Llama- or Qwen2-style model built from a config, for stage 0 and tests."""
+
+    arch: Literal["llama", "qwen2"] = "llama"
+    """Model family; both are plain decoder-only causal LMs in transformers."""
+    hidden_size: int = 128
+    """Width of the residual stream."""
+    num_layers: int = 4
+    """Number of decoder layers."""
+    num_heads: int = 4
+    """Attention heads (key/value heads are the same number)."""
+    intermediate_size: int = 512
+    """Width of the MLP."""
+    max_positions: int = 256
+    """Longest sequence the model accepts (prompt, thoughts and answer)."""
+
+
+@dataclass
+class LoraSettings:
+    """LoRA (peft) for RL. With `r: 0` all weights are trained."""
+
+    r: int = 0
+    """LoRA rank; 0 turns LoRA off and trains every weight."""
+    alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get adapters: peft's `all-linear` or a list of module names."""
+
+
+@dataclass
+class ModelConfig:
+    """Where the language model comes from."""
+
+    path: str | None = None
+    """Local Hugging Face folder (model + tokenizer). RL and `eval` start from it; `pretrain`
+    writes to it when `tiny` is set. Nothing is ever downloaded."""
+    tiny: TinyModelConfig | None = None
+    """If set, `neuralese pretrain` builds a fresh tiny model of this shape, with a tokenizer made
+    from the environment's own data, instead of loading `path`."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weight dtype. float32 on CPU; bfloat16 on recent GPUs."""
+    attn_implementation: str | None = None
+    """transformers attention backend (`sdpa`, `eager`, `flash_attention_2`); None keeps the default."""
+    trust_remote_code: bool = False
+    """Allow model code from the checkpoint folder to run. Off unless you trust the folder."""
+    add_thought_token: bool = False
+    """Add the thought token to a tokenizer that lacks it (its embedding starts at the mean
+    embedding). Without this, latent mode refuses such a tokenizer."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """LoRA settings for RL."""
+
+
+@dataclass
+class EnvConfig:
+    """The reward environment: task data and how it is scored."""
+
+    name: str = "addition"
+    """A built-in environment (`addition`, `multiplication`, ...) or a plug-in factory given as
+    `path/to/file.py:make` or `pkg.module:make`."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments passed to the environment factory."""
+    train_size: int = 20000
+    """Problems drawn from the `train` split for stage 0 and RL."""
+    test_size: int = 500
+    """Problems drawn from the evaluation split."""
+    test_split: str = "test"
+    """Split used for evaluation."""
+
+
+@dataclass
+class RewardConfig:
+    """One reward function and its weight in the summed reward."""
+
+    fn: str = "exact_match"
+    """A built-in reward (see `rewards/`) or a plug-in `path/to/file.py:fn` / `pkg.module:fn`."""
+    weight: float = 1.0
+    """Weight of this reward in the sum."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments bound to the function (for example a length target)."""
+
+
+@dataclass
+class NeuraleseConfig:
+    """The continuous-thought feedback: what is fed back, where, and how gradients flow."""
+
+    mode: Literal["off", "latent", "hybrid"] = "latent"
+    """`off`: the plain LM (token RL). `latent`: `num_thoughts` thought positions after the prompt,
+    then the answer. `hybrid`: feedback at every generated position."""
+    num_thoughts: int = 4
+    """Latent mode: number of thought positions K between the prompt and the answer."""
+    layer: int | Literal["mix"] = -1
+    """Which hidden state is fed back: an index into transformers' `hidden_states` (-1 is the final
+    post-norm state, -2 the output of the layer before the last), or `mix`, a learned softmax
+    mixture of all of them."""
+    projection: Literal["identity", "linear", "mlp"] = "linear"
+    """Map from the RMS-matched hidden state to the feedback vector; `linear` starts as the
+    identity, `mlp` is residual with a zero-initialised output so it does too."""
+    input: Literal["gated_sum", "latent_only"] = "gated_sum"
+    """`gated_sum`: next input = token embedding + tanh(lambda) * feedback (equals the pretrained
+    model at switch-on). `latent_only`: the input is the feedback vector alone (Coconut)."""
+    noise_std: float = 0.0
+    """Std of Gaussian exploration noise on the feedback vector at rollout. When > 0 the noise
+    log-density joins the policy log-probability."""
+    tbptt_window: int | Literal["full"] = 4
+    """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
+    fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT."""
+    thought_token: str = "<thought>"
+    """The reserved token whose embedding starts each thought position in latent mode."""
+
+
+@dataclass
+class PretrainConfig:
+    """Stage 0: train or fine-tune the LM as-is (feedback off) with TRL's SFTTrainer."""
+
+    output_dir: str | None = None
+    """Where the as-is model is saved; defaults to `model.path`."""
+    max_steps: int = 1200
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Examples per optimizer step."""
+    learning_rate: float = 1e-3
+    """Peak learning rate."""
+    lr_scheduler: str = "cosine"
+    """transformers scheduler name (`cosine`, `linear`, `constant`, ...)."""
+    warmup_steps: int = 50
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    thought_tokens_max: int = 0
+    """Insert between 0 and this many thought tokens after each prompt (uniformly at random), so
+    the as-is model already reads thought positions when latent mode switches on."""
+
+
+@dataclass
+class RLConfig:
+    """Stage 1: the RL algorithm and its sizes. Defaults follow TRL's GRPOConfig where it has one."""
+
+    algorithm: Literal["grpo", "dr_grpo", "rloo", "ppo"] = "grpo"
+    """Advantage estimator: group-relative (GRPO), GRPO without std scaling (Dr.GRPO),
+    leave-one-out (RLOO), or PPO with a value head and GAE."""
+    steps: int = 100
+    """RL steps (one rollout batch each)."""
+    prompts_per_step: int = 16
+    """Distinct prompts per step, over all processes."""
+    samples_per_prompt: int = 8
+    """Completions sampled per prompt (the group size G), over all processes."""
+    micro_batch_per_device: int = 32
+    """Sequences per forward/backward on one device; gradients accumulate over micro-batches."""
+    num_iterations: int = 1
+    """Updates per rollout batch (mu in the GRPO paper)."""
+    learning_rate: float = 1e-6
+    """Learning rate of the language model (or its LoRA adapters)."""
+    feedback_learning_rate: float | None = None
+    """Learning rate of the feedback adapter and gate; None uses `learning_rate`."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate schedule over `steps`."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (log-probs are taken at this temperature)."""
+    max_new_tokens: int = 32
+    """Most answer tokens per sample (thought positions come on top)."""
+    beta: float = 0.0
+    """KL coefficient to the reference (the model with feedback off, and adapters off with LoRA)."""
+    kl_estimator: Literal["k1", "k3"] = "k3"
+    """KL estimator: k1 = log-ratio, k3 = exp(-x) - 1 + x (Schulman), as in TRL."""
+    epsilon_low: float = 0.2
+    """Lower clip range of the importance ratio."""
+    epsilon_high: float = 0.2
+    """Upper clip range of the importance ratio (DAPO raises it, e.g. 0.28)."""
+    loss_aggregation: Literal["token", "sequence", "dr_grpo"] = "token"
+    """`token`: mean over all loss positions of the batch (DAPO, TRL's default); `sequence`: mean per
+    sequence, then over sequences (original GRPO); `dr_grpo`: sum divided by batch x max length."""
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Divide advantages by the reward std of the group, of the whole batch, or not at all."""
+    gamma: float = 1.0
+    """PPO: discount."""
+    gae_lambda: float = 0.95
+    """PPO: GAE lambda."""
+    value_clip: float = 0.2
+    """PPO: clip range of the value update."""
+    value_coef: float = 0.5
+    """PPO: weight of the value loss."""
+    max_nonfinite_steps: int = 3
+    """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
+    reward_timeout_s: float = 60.0
+    """A reward call that takes longer than this fails with an error naming the function."""
+
+
+@dataclass
+class EvalConfig:
+    """`neuralese eval` and the evaluation inside `train`."""
+
+    n: int = 200
+    """Problems evaluated."""
+    batch_size: int = 64
+    """Prompts per generation batch."""
+    samples: int = 0
+    """If > 0, also sample this many completions per problem and report pass@1 and pass@k."""
+    temperature: float = 1.0
+    """Sampling temperature for pass@k."""
+    max_new_tokens: int = 32
+    """Most answer tokens per problem."""
+
+
+@dataclass
+class LogConfig:
+    """What a run writes and how often."""
+
+    every_steps: int = 1
+    """Write a metrics line every this many steps."""
+    completions_every: int = 10
+    """Write sample completions to `completions.jsonl` every this many steps."""
+    save_every: int = 50
+    """Write a checkpoint every this many steps (and always at the end)."""
+    keep_checkpoints: int = 2
+    """Newest complete checkpoints kept; older ones are deleted."""
+    eval_every: int = 0
+    """Greedy accuracy on `eval.n` test problems every this many steps; 0 only at the end."""
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """accelerate trackers (`tensorboard`, `wandb`); an empty list disables them."""
+
+
+@dataclass
+class RunConfig:
+    """A whole run: stage 0 (`pretrain`), stage 1 (`train`) and evaluation."""
+
+    seed: int = 0
+    """Seeds Python, NumPy, torch, data order and sampling."""
+    output_dir: str = "runs/default"
+    """The run folder: config.yaml, metrics.jsonl, completions.jsonl, checkpoints/, report.png."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The language model."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The reward environment."""
+    rewards: list[RewardConfig] | None = None
+    """Reward functions and weights; None uses the environment's own `reward_funcs`, weight 1."""
+    neuralese: NeuraleseConfig = field(default_factory=NeuraleseConfig)
+    """Continuous-thought feedback."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Stage 0."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """Stage 1."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Logging and checkpoints."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML recipe, apply `key.sub=value` overrides, and return a checked RunConfig."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item, source=str(path))
+    cfg = from_dict(RunConfig, data, source=str(path))
+    validate(cfg, source=str(path))
+    return cfg
+
+
+def apply_override(data: dict, item: str, source: str = "--set") -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`1e-3`, `[a, b]`, `null`)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+    node = data
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {p!r} is not a section in {source}")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: Any, source: str = "<dict>", prefix: str = ""):
+    """Build dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'the recipe'} must be a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            choices = [f"{prefix}{n}" for n in names]
+            near = difflib.get_close_matches(full, choices, n=1, cutoff=0.5)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key '{full}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, source, full)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str):
+    """Check `value` against type hint `tp`; returns the value (dataclasses built, ints widened)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            try:
+                return _coerce(option, value, source, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: key '{key}' expects {_describe(tp)}, got {_show(value)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{source}: key '{key}' expects null, got {_show(value)}")
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: key '{key}' expects one of {_describe(tp)}, got {_show(value)}")
+    if dataclasses.is_dataclass(tp):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' expects {tp.__name__} (a mapping of its fields), got {_show(value)}")
+        return from_dict(tp, {} if value is None else value, source, prefix=f"{key}.")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{key}' expects a list, got {_show(value)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' expects a mapping, got {_show(value)}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{source}: key '{key}' expects {_describe(tp)}, got {_show(value)}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    if origin is Literal:
+        return ", ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def validate(cfg: RunConfig, source: str = "<config>") -> None:
+    """Range checks that types alone cannot express."""
+
+    def need(ok: bool, key: str, what: str, value: Any):
+        if not ok:
+            raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+
+    rl, nz = cfg.rl, cfg.neuralese
+    need(rl.learning_rate > 0, "rl.learning_rate", "> 0", rl.learning_rate)
+    if rl.feedback_learning_rate is not None:
+        need(rl.feedback_learning_rate > 0, "rl.feedback_learning_rate", "> 0", rl.feedback_learning_rate)
+    need(cfg.pretrain.learning_rate > 0, "pretrain.learning_rate", "> 0", cfg.pretrain.learning_rate)
+    need(rl.steps >= 0, "rl.steps", ">= 0", rl.steps)
+    need(rl.prompts_per_step >= 1, "rl.prompts_per_step", ">= 1", rl.prompts_per_step)
+    need(rl.samples_per_prompt >= 1, "rl.samples_per_prompt", ">= 1", rl.samples_per_prompt)
+    if rl.algorithm in ("grpo", "dr_grpo", "rloo"):
+        need(
+            rl.samples_per_prompt >= 2,
+            "rl.samples_per_prompt",
+            f">= 2 for {rl.algorithm} (group-relative advantages need a group)",
+            rl.samples_per_prompt,
+        )
+    need(rl.micro_batch_per_device >= 1, "rl.micro_batch_per_device", ">= 1", rl.micro_batch_per_device)
+    need(rl.num_iterations >= 1, "rl.num_iterations", ">= 1", rl.num_iterations)
+    need(rl.temperature > 0, "rl.temperature", "> 0 (sampling needs a temperature)", rl.temperature)
+    need(rl.max_new_tokens >= 1, "rl.max_new_tokens", ">= 1", rl.max_new_tokens)
+    need(rl.beta >= 0, "rl.beta", ">= 0", rl.beta)
+    need(0 <= rl.epsilon_low < 1, "rl.epsilon_low", "in [0, 1)", rl.epsilon_low)
+    need(rl.epsilon_high >= 0, "rl.epsilon_high", ">= 0", rl.epsilon_high)
+    need(rl.max_grad_norm >= 0, "rl.max_grad_norm", ">= 0", rl.max_grad_norm)
+    need(0 <= rl.gamma <= 1, "rl.gamma", "in [0, 1]", rl.gamma)
+    need(0 <= rl.gae_lambda <= 1, "rl.gae_lambda", "in [0, 1]", rl.gae_lambda)
+    need(rl.max_nonfinite_steps >= 1, "rl.max_nonfinite_steps", ">= 1", rl.max_nonfinite_steps)
+    need(rl.reward_timeout_s > 0, "rl.reward_timeout_s", "> 0", rl.reward_timeout_s)
+    need(nz.num_thoughts >= 0, "neuralese.num_thoughts", ">= 0", nz.num_thoughts)
+    need(nz.noise_std >= 0, "neuralese.noise_std", ">= 0", nz.noise_std)
+    if nz.mode == "latent":
+        need(nz.num_thoughts >= 1, "neuralese.num_thoughts", ">= 1 in latent mode", nz.num_thoughts)
+    if isinstance(nz.tbptt_window, int):
+        need(nz.tbptt_window >= 0, "neuralese.tbptt_window", ">= 0 or 'full'", nz.tbptt_window)
+        if nz.mode == "latent":
+            need(
+                nz.tbptt_window <= nz.num_thoughts,
+                "neuralese.tbptt_window",
+                f"<= neuralese.num_thoughts ({nz.num_thoughts}) in latent mode, or 'full'",
+                nz.tbptt_window,
+            )
+    if isinstance(nz.layer, int):
+        need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
+    need(cfg.pretrain.max_steps >= 1, "pretrain.max_steps", ">= 1", cfg.pretrain.max_steps)
+    need(cfg.pretrain.batch_size >= 1, "pretrain.batch_size", ">= 1", cfg.pretrain.batch_size)
+    need(cfg.pretrain.thought_tokens_max >= 0, "pretrain.thought_tokens_max", ">= 0", cfg.pretrain.thought_tokens_max)
+    need(cfg.model.lora.r >= 0, "model.lora.r", ">= 0", cfg.model.lora.r)
+    need(cfg.env.train_size >= 1, "env.train_size", ">= 1", cfg.env.train_size)
+    need(cfg.env.test_size >= 1, "env.test_size", ">= 1", cfg.env.test_size)
+    need(cfg.eval.n >= 1, "eval.n", ">= 1", cfg.eval.n)
+    need(cfg.eval.samples >= 0, "eval.samples", ">= 0", cfg.eval.samples)
+    need(cfg.log.every_steps >= 1, "log.every_steps", ">= 1", cfg.log.every_steps)
+    need(cfg.log.save_every >= 1, "log.save_every", ">= 1", cfg.log.save_every)
+    need(cfg.log.keep_checkpoints >= 1, "log.keep_checkpoints", ">= 1", cfg.log.keep_checkpoints)
+    if cfg.rewards is not None:
+        need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
+
+
+def to_dict(cfg) -> dict:
+    """The config as plain data (for YAML and JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config; `load_config` reads it back to the same RunConfig."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, docstring) for every field, for `neuralese config` and the docs."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        sub = next((t for t in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(t)), None)
+        if sub is not None and typing.get_origin(tp) is not list:
+            rows.append((f"{prefix}{f.name}", sub.__name__, None, docs.get(f.name, "")))
+            rows.extend(describe_fields(sub, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((f"{prefix}{f.name}", _describe(tp), default, docs.get(f.name, "")))
+    return rows

@@ -1,0 +1,31 @@
+"""User-facing errors.
+
+Everything a user can cause (a bad recipe, a missing folder, a broken plug-in) raises a
+subclass of `NeuraleseError`. The CLI prints its message as one paragraph and exits with
+status 2, with no traceback: the message itself must name the file, key, function or row
+and say what was expected.
+"""
+
+
+class NeuraleseError(Exception):
+    """Base class: an error caused by the user's input, reported without a traceback."""
+
+
+class ConfigError(NeuraleseError):
+    """A recipe or `--set` override is malformed, has an unknown key or a wrong type."""
+
+
+class EnvError(NeuraleseError):
+    """An environment factory, its dataset or its columns are not what the contract asks."""
+
+
+class RewardError(NeuraleseError):
+    """A reward function raised, hung, or returned something other than floats or None."""
+
+
+class CheckpointError(NeuraleseError):
+    """A model, run or checkpoint folder is missing, incomplete or corrupted."""
+
+
+class TrainingError(NeuraleseError):
+    """Training cannot go on (for example, too many non-finite steps in a row)."""

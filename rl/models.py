@@ -1,0 +1,85 @@
+"""Loading a language model and its tokenizer from a local folder.
+
+Every model, tiny or not, enters through `load_model`: the same code path for the
+tiny models built in tests and for a user's checkpoint. Nothing is downloaded
+(`local_files_only=True`); model code from the folder only runs with `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rl.config import ModelConfig
+from rl.errors import CheckpointError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_model_folder(path: str | Path, what: str = "model.path") -> Path:
+    """The folder as a Path, or a CheckpointError that says what is missing."""
+    if path is None:
+        raise CheckpointError(f"{what} is not set: give a local Hugging Face model folder")
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder")
+    if not any(path.glob("*.safetensors")):
+        raise CheckpointError(
+            f"{what}: {str(path)!r} has no *.safetensors weights (pickled .bin weights are not loaded)"
+        )
+    return path
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer, left-padded, with a pad token (eos if the folder has none)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot load the tokenizer: {e}") from None
+    tokenizer.padding_side = "left"  # generation appends on the right
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local folder."""
+    cfg = cfg or ModelConfig()
+    path = check_model_folder(path)
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    kwargs = {"dtype": DTYPES[cfg.dtype], "local_files_only": True, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot load the model: {e}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device), tokenizer
+
+
+def ensure_thought_token(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token: str, add: bool, source: str = "model.path"
+) -> int:
+    """The id of the thought token; add it (embedding = mean embedding) when `add` is set."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is not None and tid != tokenizer.unk_token_id and tid < model.get_input_embeddings().num_embeddings:
+        return tid
+    if not add:
+        raise CheckpointError(
+            f"{source}: the tokenizer has no thought token {token!r}, which latent mode needs; "
+            f"set model.add_thought_token: true to add it, or neuralese.thought_token to one it has"
+        )
+    tokenizer.add_special_tokens({"additional_special_tokens": [token]}, replace_extra_special_tokens=False)
+    # mean_resizing: the new row starts at the mean embedding, so it reads as an ordinary token.
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return tokenizer.convert_tokens_to_ids(token)

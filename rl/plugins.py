@@ -1,0 +1,52 @@
+"""Resolving plug-ins named in a recipe: `path/to/file.py:name` or `pkg.module:name`.
+
+Only the file or module the recipe names is imported; nothing else is searched.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rl.errors import ConfigError
+
+
+def is_reference(name: str) -> bool:
+    """True for `file.py:attr` and `pkg.module:attr`, False for a built-in name."""
+    return ":" in name
+
+
+def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
+    """The object `ref` points at; `what` and `key` make the error name the recipe key."""
+    target, _, attr = ref.rpartition(":")
+    if not target or not attr:
+        raise ConfigError(f"{key}: {what} reference {ref!r} must look like 'path/to/file.py:name' or 'pkg.module:name'")
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{key}: {what} file {str(path)!r} does not exist")
+        mod_name = f"neuralese_plugin_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(mod_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec)
+            try:
+                spec.loader.exec_module(module)
+            except Exception as e:  # the plug-in's own code failed at import
+                raise ConfigError(f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}") from None
+            sys.modules[mod_name] = module
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ConfigError(f"{key}: cannot import {what} module {target!r}: {e}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ConfigError(f"{key}: {what} {target!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise ConfigError(f"{key}: {what} {ref!r} is not callable")
+    return obj

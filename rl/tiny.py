@@ -1,0 +1,115 @@
+"""Tiny models and tokenizers built from a task's own data.
+
+No weights can be downloaded here, so tests and the demo build a small Llama- or
+Qwen2-style model from a config, with a word-level tokenizer whose vocabulary is the
+set of pieces found in the task's text. Both are saved to a folder and loaded back with
+`AutoModelForCausalLM` / `AutoTokenizer`: the same code path a user's checkpoint takes.
+
+The pre-tokenizer cuts text into words with their leading space (" wumpus"), single
+digits, single punctuation marks (with a leading space if any) and single whitespace
+characters. Every character of the input lands in exactly one piece and the decoder
+concatenates pieces, so decode(encode(s)) == s for every string made of known pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from rl.config import TinyModelConfig
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+THOUGHT = "<thought>"
+PIECE_PATTERN = r" ?[A-Za-z]+|\d| ?[^\sA-Za-z\d]|\s"
+
+# A minimal chat template so conversational prompts work with tiny tokenizers too.
+# Roles become words of the vocabulary ("user:", "assistant:"), one message per line.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+
+
+def text_pieces(text: str) -> list[str]:
+    """The pieces the tiny tokenizer cuts `text` into (before the vocabulary lookup)."""
+    return [piece for piece, _ in _pre_tokenizer().pre_tokenize_str(text)]
+
+
+def build_tokenizer(texts: Iterable[str], extra_tokens: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer whose vocabulary is every piece found in `texts`.
+
+    Special tokens: pad, bos, eos, unk and the reserved thought token (plus `extra_tokens`).
+    The vocabulary is sorted, so the same texts always give the same ids.
+    """
+    pieces: set[str] = set()
+    for text in texts:
+        # Also with a leading space: a text's first word may follow a space elsewhere
+        # (after a chat role, or when prompts are joined).
+        pieces.update(text_pieces(text))
+        pieces.update(text_pieces(" " + text))
+    # Chat-template words, so conversational prompts never hit <unk>.
+    for role in CHAT_ROLES:
+        pieces.update(text_pieces(f"{role}: \n"))
+    specials = [PAD, BOS, EOS, UNK, THOUGHT, *extra_tokens]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for piece in sorted(pieces - set(specials)):
+        vocab[piece] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = _pre_tokenizer()
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        additional_special_tokens=[THOUGHT, *extra_tokens],
+        clean_up_tokenization_spaces=False,
+        padding_side="left",
+        model_max_length=4096,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig, seed: int = 0) -> PreTrainedModel:
+    """A freshly initialised causal LM of shape `cfg` for `tokenizer`'s vocabulary (fp32)."""
+    config = AutoConfig.for_model(
+        cfg.arch,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def save_tiny(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: str | Path) -> Path:
+    """Save a model and tokenizer as a Hugging Face folder (safetensors)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up .venv (scripts/setup.sh) and run the test suite. Extra arguments go to pytest,
+# e.g. `scripts/test.sh -m slow` or `scripts/test.sh tests/test_policy.py -x`.
+# The default run is CPU-only and skips tests marked gpu, slow and vllm; the vllm tier runs
+# when vLLM is installed, the gpu tier when CUDA is available.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/python -m pytest -q "$@"
+if [ $# -eq 0 ]; then
+    # Doctests of the reward functions and environments (the examples in their docstrings).
+    .venv/bin/python -m pytest -q --doctest-modules rl envs rewards -p no:cacheprovider -o addopts=""
+    if .venv/bin/python -c "import vllm" 2>/dev/null; then
+        .venv/bin/python -m pytest -q -m vllm -o addopts="" tests
+    fi
+    if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+        .venv/bin/python -m pytest -q -m gpu -o addopts="" tests
+    fi
+fi
