@@ -80,7 +80,9 @@ class Arithmetic:
             if not isinstance(value, int) or not 1 <= value <= 9:
                 raise ValueError(f"{name} must be an integer from 1 to 9, got {value!r}")
         if not 0.0 <= self.teacher_drop_final_carry <= 1.0:
-            raise ValueError(f"teacher_drop_final_carry must be in [0, 1], got {self.teacher_drop_final_carry!r}")
+            raise ValueError(
+                f"teacher_drop_final_carry must be in [0, 1], got {self.teacher_drop_final_carry!r}"
+            )
 
     def _operand(self, rng: random.Random, digits: int) -> int:
         return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
@@ -109,7 +111,9 @@ class Arithmetic:
         return datasets.Dataset.from_dict(rows)
 
 
-def make_addition(digits: int = 4, digits_b: int | None = None, teacher_drop_final_carry: float = 0.0) -> Arithmetic:
+def make_addition(
+    digits: int = 4, digits_b: int | None = None, teacher_drop_final_carry: float = 0.0
+) -> Arithmetic:
     """Addition of a `digits`-digit and a `digits_b`-digit number (default: the same size)."""
     return Arithmetic("+", digits, digits_b or digits, teacher_drop_final_carry=teacher_drop_final_carry)
 

@@ -82,7 +82,9 @@ def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env
     except EnvError:
         raise
     except (KeyError, ValueError, FileNotFoundError) as e:
-        raise EnvError(f"env {name!r}: dataset({split!r}, n={n}, seed={seed}) failed: {type(e).__name__}: {e}") from None
+        raise EnvError(
+            f"env {name!r}: dataset({split!r}, n={n}, seed={seed}) failed: {type(e).__name__}: {e}"
+        ) from None
     if not isinstance(ds, datasets.Dataset):
         raise EnvError(
             f"env {name!r}: dataset({split!r}, ...) returned {type(ds).__name__}; expected a datasets.Dataset"

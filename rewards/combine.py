@@ -103,7 +103,9 @@ def check_rewards(fn: Callable, out: Any, prompts: list, completions: list) -> l
     """Validate one function's output; returns floats with NaN for `None`."""
     name = reward_name(fn)
     if not isinstance(out, (list, tuple)):
-        raise RewardError(f"reward function {name!r} returned {type(out).__name__}; expected a list of float or None")
+        raise RewardError(
+            f"reward function {name!r} returned {type(out).__name__}; expected a list of float or None"
+        )
     if len(out) != len(completions):
         raise RewardError(
             f"reward function {name!r} returned {len(out)} values for {len(completions)} completions; "

@@ -36,5 +36,6 @@ def exact_match(prompts: list, completions: list, answer: list[str], **_: Any) -
     [1.0, 0.0]
     """
     return [
-        float(final_answer(completion_text(c)) == str(a).strip()) for c, a in zip(completions, answer, strict=True)
+        float(final_answer(completion_text(c)) == str(a).strip())
+        for c, a in zip(completions, answer, strict=True)
     ]

@@ -363,7 +363,9 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
         raise ConfigError(f"{source}: key '{key}' expects one of {_describe(tp)}, got {_show(value)}")
     if dataclasses.is_dataclass(tp):
         if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{source}: key '{key}' expects {tp.__name__} (a mapping of its fields), got {_show(value)}")
+            raise ConfigError(
+                f"{source}: key '{key}' expects {tp.__name__} (a mapping of its fields), got {_show(value)}"
+            )
         return from_dict(tp, {} if value is None else value, source, prefix=f"{key}.")
     if origin is list:
         if not isinstance(value, list):
@@ -464,7 +466,12 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
     need(cfg.pretrain.max_steps >= 1, "pretrain.max_steps", ">= 1", cfg.pretrain.max_steps)
     need(cfg.pretrain.batch_size >= 1, "pretrain.batch_size", ">= 1", cfg.pretrain.batch_size)
-    need(cfg.pretrain.thought_tokens_max >= 0, "pretrain.thought_tokens_max", ">= 0", cfg.pretrain.thought_tokens_max)
+    need(
+        cfg.pretrain.thought_tokens_max >= 0,
+        "pretrain.thought_tokens_max",
+        ">= 0",
+        cfg.pretrain.thought_tokens_max,
+    )
     need(cfg.model.lora.r >= 0, "model.lora.r", ">= 0", cfg.model.lora.r)
     need(cfg.env.train_size >= 1, "env.train_size", ">= 1", cfg.env.train_size)
     need(cfg.env.test_size >= 1, "env.test_size", ">= 1", cfg.env.test_size)

@@ -26,7 +26,9 @@ def check_model_folder(path: str | Path, what: str = "model.path") -> Path:
     if not path.is_dir():
         raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist")
     if not (path / "config.json").is_file():
-        raise CheckpointError(f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder")
+        raise CheckpointError(
+            f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder"
+        )
     if not any(path.glob("*.safetensors")):
         raise CheckpointError(
             f"{what}: {str(path)!r} has no *.safetensors weights (pickled .bin weights are not loaded)"
@@ -55,7 +57,11 @@ def load_model(
     cfg = cfg or ModelConfig()
     path = check_model_folder(path)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
-    kwargs = {"dtype": DTYPES[cfg.dtype], "local_files_only": True, "trust_remote_code": cfg.trust_remote_code}
+    kwargs = {
+        "dtype": DTYPES[cfg.dtype],
+        "local_files_only": True,
+        "trust_remote_code": cfg.trust_remote_code,
+    }
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
@@ -68,11 +74,19 @@ def load_model(
 
 
 def ensure_thought_token(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token: str, add: bool, source: str = "model.path"
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    token: str,
+    add: bool,
+    source: str = "model.path",
 ) -> int:
     """The id of the thought token; add it (embedding = mean embedding) when `add` is set."""
     tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is not None and tid != tokenizer.unk_token_id and tid < model.get_input_embeddings().num_embeddings:
+    if (
+        tid is not None
+        and tid != tokenizer.unk_token_id
+        and tid < model.get_input_embeddings().num_embeddings
+    ):
         return tid
     if not add:
         raise CheckpointError(

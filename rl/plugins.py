@@ -24,7 +24,9 @@ def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
     """The object `ref` points at; `what` and `key` make the error name the recipe key."""
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
-        raise ConfigError(f"{key}: {what} reference {ref!r} must look like 'path/to/file.py:name' or 'pkg.module:name'")
+        raise ConfigError(
+            f"{key}: {what} reference {ref!r} must look like 'path/to/file.py:name' or 'pkg.module:name'"
+        )
     if target.endswith(".py"):
         path = Path(target).expanduser()
         if not path.is_file():
@@ -37,7 +39,9 @@ def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
             try:
                 spec.loader.exec_module(module)
             except Exception as e:  # the plug-in's own code failed at import
-                raise ConfigError(f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}") from None
+                raise ConfigError(
+                    f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}"
+                ) from None
             sys.modules[mod_name] = module
     else:
         try:

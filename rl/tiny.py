@@ -81,7 +81,9 @@ def build_tokenizer(texts: Iterable[str], extra_tokens: Iterable[str] = ()) -> P
     return tokenizer
 
 
-def build_tiny_model(tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig, seed: int = 0) -> PreTrainedModel:
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig, seed: int = 0
+) -> PreTrainedModel:
     """A freshly initialised causal LM of shape `cfg` for `tokenizer`'s vocabulary (fp32)."""
     config = AutoConfig.for_model(
         cfg.arch,

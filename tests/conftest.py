@@ -25,5 +25,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
     env = make_env("addition", {"digits": 3})
     tok = build_tokenizer(env_texts(env.dataset("train", 200, seed=0)))
-    model = build_tiny_model(tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64))
+    model = build_tiny_model(
+        tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    )
     return save_tiny(model, tok, tmp_path_factory.mktemp("tiny") / "model")

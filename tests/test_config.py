@@ -54,7 +54,10 @@ def test_misspelt_section_is_caught(tmp_path):
         ("neuralese:\n  tbptt_window: half\n", "key 'neuralese.tbptt_window' expects int or 'full'"),
         ("rl:\n  learning_rate: -1.0\n", "key 'rl.learning_rate' must be > 0"),
         ("rl:\n  samples_per_prompt: 1\n", "key 'rl.samples_per_prompt' must be >= 2 for grpo"),
-        ("neuralese:\n  num_thoughts: 2\n  tbptt_window: 5\n", "key 'neuralese.tbptt_window' must be <= neuralese.num_thoughts"),
+        (
+            "neuralese:\n  num_thoughts: 2\n  tbptt_window: 5\n",
+            "key 'neuralese.tbptt_window' must be <= neuralese.num_thoughts",
+        ),
         ("log:\n  save_every: true\n", "key 'log.save_every' expects int, got True"),
         ("rl: 3\n", "key 'rl' expects RLConfig (a mapping of its fields), got 3"),
         ("- a\n- b\n", "a recipe must be a mapping"),
@@ -74,8 +77,15 @@ def test_scientific_notation_without_dot_is_a_float(tmp_path):
 
 def test_set_overrides_and_round_trip(tmp_path):
     path = write(tmp_path, "rl:\n  steps: 3\n")
-    cfg = load_config(path, ["rl.steps=7", "neuralese.tbptt_window=full", "env.args={digits: 2}", "model.lora.r=4"])
-    assert (cfg.rl.steps, cfg.neuralese.tbptt_window, cfg.env.args, cfg.model.lora.r) == (7, "full", {"digits": 2}, 4)
+    cfg = load_config(
+        path, ["rl.steps=7", "neuralese.tbptt_window=full", "env.args={digits: 2}", "model.lora.r=4"]
+    )
+    assert (cfg.rl.steps, cfg.neuralese.tbptt_window, cfg.env.args, cfg.model.lora.r) == (
+        7,
+        "full",
+        {"digits": 2},
+        4,
+    )
     out = tmp_path / "resolved.yaml"
     save_config(cfg, out)
     assert load_config(out) == cfg

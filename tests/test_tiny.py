@@ -15,7 +15,13 @@ def test_tokenizer_round_trips_every_string_of_the_task(tmp_path):
     env = make_env("multiplication", {"digits": 3, "cot": True})
     train = env.dataset("train", 300, seed=0)
     tok = build_tokenizer(env_texts(train))
-    save_tiny(build_tiny_model(tok, TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)), tok, tmp_path)
+    save_tiny(
+        build_tiny_model(
+            tok, TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+        ),
+        tok,
+        tmp_path,
+    )
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     test = env.dataset("test", 300, seed=1)
     strings = env_texts(train) + env_texts(test)
@@ -44,7 +50,9 @@ def test_tokenizer_words_and_specials():
 
 def test_conversational_prompt_uses_the_chat_template():
     tok = build_tokenizer(["What is 2+2?", "4"])
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "user: What is 2+2?\nassistant:"
     assert tok.unk_token_id not in tok(text, add_special_tokens=False)["input_ids"]
 

@@ -1,0 +1,228 @@
+"""`NeuralesePolicy`: a Hugging Face causal LM plus the feedback adapter.
+
+The policy never changes the language model's code: it drives it through
+`inputs_embeds`, building each input itself (token embedding, plus the gated feedback
+vector at feedback positions). With the gate at its initial value, or with feedback
+switched off, its logits are the plain model's, bit for bit.
+
+A saved policy is a Hugging Face model folder (LoRA merged, safetensors) with two more
+files: `neuralese.json` (the feedback config) and `feedback.safetensors` (adapter
+weights). `AutoModelForCausalLM.from_pretrained(folder)` loads the language model alone;
+`NeuralesePolicy.from_pretrained(folder)` loads it with its thoughts. A folder without
+`neuralese.json` loads as a plain model (mode `off`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rl.config import ModelConfig, NeuraleseConfig, from_dict
+from rl.errors import CheckpointError
+from rl.feedback import FeedbackAdapter
+from rl.models import ensure_thought_token, load_model
+
+CONFIG_FILE = "neuralese.json"
+ADAPTER_FILE = "feedback.safetensors"
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]) -> str:
+    """Prompt text: plain text as is, a conversation through the tokenizer's chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("a conversational prompt needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+
+class NeuralesePolicy(nn.Module):
+    """A causal LM that can feed its hidden state back into its next input."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: NeuraleseConfig | None = None,
+        adapter: FeedbackAdapter | None = None,
+        add_thought_token: bool = False,
+    ):
+        super().__init__()
+        self.config = config or NeuraleseConfig(mode="off")
+        self.tokenizer = tokenizer
+        self.thought_token_id = -1
+        if self.config.mode == "latent":
+            self.thought_token_id = ensure_thought_token(
+                model, tokenizer, self.config.thought_token, add_thought_token
+            )
+        self.model = model
+        self.adapter = adapter or FeedbackAdapter.for_model(self.config, model)
+        self._feedback_enabled = True
+
+    # ------------------------------------------------------------------ model access
+
+    @property
+    def feedback_on(self) -> bool:
+        return self.config.mode != "off" and self._feedback_enabled
+
+    @property
+    def hidden_size(self) -> int:
+        return self.adapter.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def eos_token_ids(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[n] every id that ends a completion (tokenizer eos and the generation config's)."""
+        ids = {self.tokenizer.eos_token_id}
+        gen = getattr(self.model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+        ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
+        return torch.tensor(sorted(i for i in ids if i is not None), device=device)
+
+    @contextlib.contextmanager
+    def feedback_disabled(self) -> Iterator[None]:
+        """The reference policy: feedback off, and LoRA adapters off when the model has them."""
+        self._feedback_enabled = False
+        adapters = (
+            self.model.disable_adapter()
+            if hasattr(self.model, "disable_adapter")
+            else contextlib.nullcontext()
+        )
+        try:
+            with adapters:
+                yield
+        finally:
+            self._feedback_enabled = True
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings E[x]: [B, T] -> [B, T, D]."""
+        return self.model.get_input_embeddings()(ids)
+
+    def forward(
+        self,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any = None,
+        keep: int | torch.Tensor = 0,
+    ):
+        """One model call on input embeddings [B, T, D]; hidden states are returned when feedback is on.
+
+        attention_mask covers the cache and the new positions; `keep` is transformers'
+        `logits_to_keep` (0 = all positions, an int n = the last n, a tensor = those indices).
+        """
+        return self.model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            output_hidden_states=self.feedback_on,
+            logits_to_keep=keep,
+            return_dict=True,
+        )
+
+    def feedback_source(self, out) -> torch.Tensor | None:
+        """The hidden state fed back, [B, T, D] float32 (None with feedback off)."""
+        if not self.feedback_on:
+            return None
+        return self.adapter.select(out.hidden_states)
+
+    # ------------------------------------------------------------------ text in, text out
+
+    def encode(
+        self, prompts: list, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prompt ids and mask, [B, P] each."""
+        texts = [render_prompt(self.tokenizer, p) for p in prompts]
+        special = all(isinstance(p, str) for p in prompts)  # a chat template adds its own specials
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special)
+        device = device or self.device
+        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+    def decode(self, rollout) -> list[str]:
+        """The answer text of each sequence of a rollout (no thoughts, no special tokens)."""
+        return self.tokenizer.batch_decode(rollout.completion_ids(), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> list[str]:
+        """Answers for `prompts` (text or conversations), batched; greedy by default."""
+        from rl.rollout import generate_rollout
+
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = self.encode(prompts[start : start + batch_size])
+            rollout = generate_rollout(self, ids, mask, max_new_tokens, temperature, generator)
+            answers.extend(self.decode(rollout))
+        return answers
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, path: str | Path, extra: dict | None = None) -> Path:
+        """A Hugging Face folder (LoRA merged) plus `neuralese.json` and `feedback.safetensors`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):  # peft: merge into a copy, keep training weights intact
+            import copy
+
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        meta = {"neuralese": dataclasses.asdict(self.config), **(extra or {})}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.adapter.state_dict().items()}
+        save_file(state, str(path / ADAPTER_FILE))
+        return path
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        model_config: ModelConfig | None = None,
+        device: str | torch.device = "cpu",
+        config: NeuraleseConfig | None = None,
+    ) -> NeuralesePolicy:
+        """Load a saved policy; a plain model folder loads with feedback `off` unless `config` is given."""
+        path = Path(path)
+        model_config = model_config or ModelConfig()
+        model, tokenizer = load_model(path, model_config, device)
+        meta_file = path / CONFIG_FILE
+        adapter_state = None
+        if config is None and meta_file.is_file():
+            try:
+                meta = json.loads(meta_file.read_text())
+                config = from_dict(NeuraleseConfig, meta["neuralese"], source=str(meta_file))
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(
+                    f"{meta_file}: unreadable neuralese config ({type(e).__name__}: {e})"
+                ) from None
+            if not (path / ADAPTER_FILE).is_file():
+                raise CheckpointError(f"{path}: has {CONFIG_FILE} but no {ADAPTER_FILE} (feedback weights)")
+            adapter_state = load_file(str(path / ADAPTER_FILE))
+        policy = cls(model, tokenizer, config, add_thought_token=model_config.add_thought_token)
+        if adapter_state is not None:
+            policy.adapter.load_state_dict(adapter_state)
+        return policy.to(device)

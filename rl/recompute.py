@@ -1,0 +1,169 @@
+"""Log-probabilities of a rollout, recomputed with gradient through a truncated latent chain.
+
+A feedback edge is the step f_t -> e_{t+1}. Forward values never depend on the TBPTT
+window k; only which edges carry gradient does:
+
+1. One parallel pass over the whole sequence with every fed-back vector set to its
+   recorded constant. It gives the KV entries of every position (with gradient to the
+   weights: the shallow path) and the logits where no edge is live. With k = 0 this is
+   all there is: the cheap regime of HRPO and soft-token RL.
+2. Live blocks: ranges of positions whose inputs are recomputed step by step as
+   differentiable functions of the previous hidden state, over a copy of the pass-1 KV
+   cache cut at the block start. The first edge of a block starts from a pass-1 hidden
+   state, whose own input was a constant, so no gradient path crosses more than k edges.
+   - latent mode: one block, the last k thought positions; the answer positions after
+     it are then recomputed in parallel over the block's cache (they read the live KV).
+   - hybrid mode: the generated positions cut into blocks of k (block TBPTT); a block
+     sees earlier blocks only through pass-1 KV entries.
+   Detaching only the fed-back vector would NOT truncate: gradient would still reach
+   older feedback through the KV entries of later positions. Cutting the cache and
+   starting each block from pass-1 states is what bounds the path.
+
+Exploration noise (sigma > 0): the noisy feedback vector is an action with log-density
+log N(f~; f(h), sigma^2). On a live edge the recorded noise is replayed (f~ = f(h) + sigma*eps)
+and the gradient is pathwise, so its density term is a constant; on a constant edge f~ is
+the recorded vector and the density's score function carries the gradient. Each edge is
+therefore credited once, and the log-prob value is the same for every k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from rl.policy import NeuralesePolicy
+from rl.rollout import Rollout
+
+Window = int | str  # an int >= 0 or "full"
+
+
+@dataclass
+class Recomputed:
+    logprobs: (
+        torch.Tensor
+    )  # [B, L] float32: policy log-prob at loss positions (token + feedback noise), else 0
+    entropy: torch.Tensor  # [B, L] float32: entropy of the token distribution at action positions, else 0
+    hidden: torch.Tensor | None  # [B, L, D]: last hidden state of pass 1 (for a value head), if asked for
+
+
+def live_blocks(
+    mode: str, prompt_length: int, length: int, num_thoughts: int, window: Window
+) -> list[tuple[int, int]]:
+    """Ranges [start, end) of positions recomputed step by step (see the module docstring)."""
+    if mode == "off" or window == 0:
+        return []
+    if mode == "latent":
+        k = num_thoughts if window == "full" else min(int(window), num_thoughts)
+        end = prompt_length + num_thoughts
+        return [(end - k, end)] if k > 0 else []
+    generated = length - prompt_length
+    k = generated if window == "full" else int(window)
+    return [(s, min(s + k, length)) for s in range(prompt_length, length, k)]
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float):
+    """Log-prob of `targets` and entropy under softmax(logits / T): [B, T, V], [B, T] -> [B, T], [B, T]."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [B, T, V]
+    entropy = -(logp.exp() * logp).sum(-1)  # [B, T]
+    return logp.gather(-1, targets[..., None]).squeeze(-1), entropy
+
+
+def _cut_cache(cache, length: int, model_config) -> DynamicCache:
+    """A new cache holding the first `length` positions of `cache` (tensors shared, graph kept)."""
+    return DynamicCache(
+        ddp_cache_data=[(k[:, :, :length], v[:, :, :length]) for k, v, *_ in cache], config=model_config
+    )
+
+
+def recompute_logprobs(
+    policy: NeuralesePolicy,
+    ro: Rollout,
+    window: Window,
+    probe: torch.Tensor | None = None,
+    need_hidden: bool = False,
+) -> Recomputed:
+    """Recompute `ro`'s log-probs with gradient, truncating the latent chain to `window` edges.
+
+    probe: optional [B, L, D] tensor added to the fed-back hidden state of every position
+    (zeros that require grad); its gradient is the gradient reaching each feedback edge.
+    """
+    bsz, length = ro.input_ids.shape
+    fb_on = policy.feedback_on
+    adapter = policy.adapter
+    mask, pos, fb = ro.attention_mask, ro.position_ids, ro.feedback_mask
+    embeds = policy.embed(ro.input_ids)  # [B, L, D]
+    x0 = torch.where(fb[..., None], adapter.combine(embeds, ro.feedback), embeds) if fb_on else embeds
+    blocks = live_blocks(policy.config.mode if fb_on else "off", ro.prompt_length, length,
+                         policy.config.num_thoughts, window)  # fmt: skip
+    tail = blocks[-1][1] if blocks and policy.config.mode == "latent" else length
+
+    # Logits at t-1 score the token at t. Which of them come from pass 1?
+    need = ro.action_mask[:, 1:].any(0)  # [L-1]
+    live = torch.zeros(length - 1, dtype=torch.bool, device=need.device)
+    for s, e in blocks:
+        live[s:e] = True
+    live[tail:] = True
+    const_idx = (need & ~live).nonzero().squeeze(-1)  # [n]
+
+    out0 = policy.model(
+        inputs_embeds=x0, attention_mask=mask, position_ids=pos,
+        use_cache=bool(blocks), past_key_values=DynamicCache(config=policy.model.config) if blocks else None,
+        output_hidden_states=fb_on or need_hidden, logits_to_keep=const_idx, return_dict=True,
+    )  # fmt: skip
+    src0 = adapter.select(out0.hidden_states) if fb_on else None  # [B, L, D]
+    if probe is not None and src0 is not None:
+        src0 = src0 + probe
+    segments = [(const_idx, out0.logits)]  # (logit positions [n], logits [B, n, V])
+    live_fb = torch.zeros_like(fb)
+
+    for s, e in blocks:
+        cache = _cut_cache(out0.past_key_values, s, policy.model.config)
+        h, block_logits = src0[:, s - 1], []
+        for t in range(s, e):
+            vec = adapter.feedback(h)  # [B, D]
+            if ro.noise is not None:
+                vec = vec + ro.noise_std * ro.noise[:, t]
+            x_t = torch.where(fb[:, t, None], adapter.combine(embeds[:, t], vec), x0[:, t])  # [B, D]
+            out = policy.forward(x_t[:, None], mask[:, : t + 1], pos[:, t : t + 1], cache=cache, keep=1)
+            block_logits.append(out.logits[:, -1])
+            h = policy.feedback_source(out)[:, -1]
+            if probe is not None:
+                h = h + probe[:, t]
+        live_fb[:, s:e] = fb[:, s:e]
+        segments.append((torch.arange(s, e, device=need.device), torch.stack(block_logits, dim=1)))
+        if (s, e) == blocks[-1] and tail < length - 1:
+            out = policy.forward(x0[:, tail:], mask, pos[:, tail:], cache=cache, keep=0)
+            segments.append((torch.arange(tail, length, device=need.device), out.logits))
+
+    logprobs = torch.zeros(bsz, length, device=embeds.device)
+    entropy = torch.zeros(bsz, length, device=embeds.device)
+    for idx, logits in segments:
+        idx, logits = idx[idx < length - 1], logits[:, : (idx < length - 1).sum()]
+        if idx.numel() == 0:
+            continue
+        lp, ent = token_logprobs(logits, ro.input_ids[:, idx + 1], ro.temperature)
+        logprobs = logprobs.index_add(1, idx + 1, lp)
+        entropy = entropy.index_add(1, idx + 1, ent)
+    logprobs = torch.where(ro.action_mask, logprobs, 0.0)
+    entropy = torch.where(ro.action_mask, entropy, 0.0)
+
+    if ro.noise is not None and fb_on:
+        density = _noise_density(policy, ro, src0, live_fb)  # [B, L]
+        logprobs = logprobs + density
+    hidden = out0.hidden_states[-1] if need_hidden else None
+    return Recomputed(logprobs=logprobs, entropy=entropy, hidden=hidden)
+
+
+def _noise_density(
+    policy: NeuralesePolicy, ro: Rollout, src0: torch.Tensor, live_fb: torch.Tensor
+) -> torch.Tensor:
+    """[B, L] log-density of the fed-back noise at feedback positions (see the module docstring)."""
+    adapter = policy.adapter
+    mean = adapter.feedback(src0[:, :-1])  # [B, L-1, D]: f(h_{t-1}) for the input at t
+    const = adapter.gaussian_logprob(ro.feedback[:, 1:], mean)  # [B, L-1], gradient via the mean
+    replay = adapter.noise_logprob(ro.noise[:, 1:])  # [B, L-1], a constant
+    density = torch.where(live_fb[:, 1:], replay, const).float()
+    density = torch.where(ro.feedback_mask[:, 1:], density, 0.0)
+    return torch.cat([density.new_zeros(density.shape[0], 1), density], dim=1)

@@ -1,0 +1,285 @@
+"""The neuralese contract (DESIGN.md, "Neuralese mechanics"), pinned on tiny real models in fp32.
+
+- gate at init: the policy is the pretrained model exactly;
+- recomputed log-probs equal the rollout's sampling log-probs for every mode and window;
+- gradients equal those of a literal, cache-free implementation of the truncation rule;
+- a window of k lets gradient cross at most k feedback edges.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from rl.config import NeuraleseConfig
+from rl.policy import NeuralesePolicy
+from rl.recompute import recompute_logprobs
+from rl.rollout import Rollout, generate_rollout
+
+PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
+K = 4
+
+
+def make_policy(tiny_dir, mode="latent", noise=0.0, layer=-1, projection="linear", gate=1.0, seed=0, **kw):
+    cfg = NeuraleseConfig(
+        mode=mode, num_thoughts=K, noise_std=noise, layer=layer, projection=projection, **kw
+    )
+    policy = NeuralesePolicy.from_pretrained(tiny_dir, config=cfg)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        if gate:  # an open gate, so feedback changes the outputs
+            policy.adapter.gate_logit.normal_(0, gate)
+        if projection == "linear":  # a projection away from the identity
+            policy.adapter.proj.weight.add_(0.3 * torch.randn_like(policy.adapter.proj.weight))
+        for p in policy.model.parameters():  # an untrained tiny model has near-uniform logits; sharpen them
+            p.mul_(3.0) if p.dim() > 1 else None
+    return policy
+
+
+def rollout(policy, prompts=PROMPTS, max_new_tokens=6, temperature=1.0, seed=0) -> Rollout:
+    ids, mask = policy.encode(prompts)
+    return generate_rollout(
+        policy, ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed)
+    )
+
+
+# ----------------------------------------------------------------------------- switch-on
+
+
+@pytest.mark.parametrize("mode", ["latent", "hybrid"])
+def test_gate_at_init_equals_plain_model(tiny_dir, mode):
+    policy = make_policy(tiny_dir, mode=mode, gate=0.0)
+    ro = rollout(policy)
+    assert ro.feedback_mask.any()
+    rc = recompute_logprobs(policy, ro, window=0, need_hidden=True)
+    with torch.no_grad():
+        plain = policy.model(
+            input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids
+        )
+    logp = (
+        torch.log_softmax(plain.logits[:, :-1].float(), -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
+    )
+    expected = torch.where(ro.action_mask[:, 1:], logp, 0.0)
+    assert torch.equal(rc.logprobs[:, 1:].detach(), expected)
+    # The feedback vectors themselves were not zero: only the gate hid them.
+    assert ro.feedback[ro.feedback_mask].abs().sum() > 0
+
+
+def test_hybrid_greedy_with_closed_gate_equals_hf_generate(tiny_dir):
+    policy = make_policy(tiny_dir, mode="hybrid", gate=0.0)
+    ids, mask = policy.encode(PROMPTS)
+    ours = generate_rollout(policy, ids, mask, 6, temperature=0.0)
+    theirs = policy.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=6,
+        do_sample=False,
+        pad_token_id=policy.pad_token_id,
+    )
+    ours_text = policy.decode(ours)
+    theirs_text = policy.tokenizer.batch_decode(theirs[:, ids.shape[1] :], skip_special_tokens=True)
+    assert ours_text == theirs_text
+
+
+# ----------------------------------------------------------------------------- consistency
+
+CASES = list(itertools.product(["latent", "hybrid"], [0.0, 0.1], [0, 1, 2, "full"]))
+
+
+@pytest.mark.parametrize("mode,noise,window", CASES)
+def test_recompute_equals_sampling_logprobs(tiny_dir, mode, noise, window):
+    policy = make_policy(tiny_dir, mode=mode, noise=noise)
+    ro = rollout(policy)
+    assert ro.attention_mask[:, 0].min() == 0, "the batch must contain left padding"
+    rc = recompute_logprobs(policy, ro, window)
+    assert ro.loss_mask.sum() > 0
+    torch.testing.assert_close(rc.logprobs, ro.logprobs, atol=1e-5, rtol=0)
+    # Positions outside the loss mask carry nothing.
+    assert rc.logprobs[~ro.loss_mask].abs().max() == 0
+
+
+@pytest.mark.parametrize("layer,projection", [("mix", "mlp"), (-2, "identity")])
+def test_recompute_other_layers_and_projections(tiny_dir, layer, projection):
+    for mode in ("latent", "hybrid"):
+        policy = make_policy(tiny_dir, mode=mode, layer=layer, projection=projection, noise=0.05)
+        ro = rollout(policy)
+        torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
+
+
+def test_noise_logprob_is_the_gaussian_density(tiny_dir):
+    policy = make_policy(tiny_dir, mode="latent", noise=0.1)
+    ro = rollout(policy)
+    fb = ro.feedback_mask
+    dist = torch.distributions.Normal(0.0, 0.1)
+    expected = dist.log_prob(0.1 * ro.noise[fb].double()).sum(-1)  # density of sigma * eps
+    thought_logp = ro.logprobs[fb & ~ro.action_mask]
+    torch.testing.assert_close(thought_logp.double(), expected, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tensor:
+    """The truncation rule written out with no KV cache: every output is a fresh forward over its prefix.
+
+    Live positions (those in a block) take inputs computed from the previous position's output;
+    when computing an output, only the live positions of its own block use live inputs and every
+    other position its recorded constant. The first edge of a block starts from an output computed
+    from constants alone.
+    """
+    a, cfg = policy.adapter, policy.config
+    bsz, length = ro.input_ids.shape
+    plen = ro.prompt_length
+    embeds = policy.embed(ro.input_ids)
+    fb = ro.feedback_mask
+    const = torch.where(fb[..., None], a.combine(embeds, ro.feedback), embeds)
+    # Blocks, written independently of rl.recompute.live_blocks.
+    if window == 0:
+        block_of = {}
+    elif cfg.mode == "latent":
+        k = K if window == "full" else window
+        block_of = {t: 0 for t in range(plen + K - k, plen + K)}
+        block_of.update({t: 0 for t in range(plen + K, length)})  # the answer reads the live block
+    else:
+        k = length - plen if window == "full" else window
+        block_of = {t: (t - plen) // k for t in range(plen, length)}
+
+    def output(t, live_inputs):  # forward over [0, t] with live inputs where given
+        x = const.clone()
+        for u, v in live_inputs.items():
+            if u <= t:
+                x[:, u] = v
+        out = policy.model(inputs_embeds=x[:, : t + 1], attention_mask=ro.attention_mask[:, : t + 1],
+                           position_ids=ro.position_ids[:, : t + 1], output_hidden_states=True)  # fmt: skip
+        return out.logits[:, -1], a.select(out.hidden_states)[:, -1]
+
+    live: dict[int, dict[int, torch.Tensor]] = {}  # block -> {position: live input}
+    logits = [None] * length
+    for t in range(length - 1):
+        b = block_of.get(t)
+        inputs = live.setdefault(b, {}) if b is not None else {}
+        is_thought_or_gen = b is not None and (cfg.mode == "hybrid" or t < plen + K)
+        if is_thought_or_gen:
+            src_view = inputs if block_of.get(t - 1) == b else {}
+            _, h = output(t - 1, src_view)
+            vec = a.feedback(h) + (ro.noise_std * ro.noise[:, t] if ro.noise is not None else 0)
+            inputs[t] = torch.where(fb[:, t, None], a.combine(embeds[:, t], vec), const[:, t])
+        logits[t], _ = output(t, inputs)
+    logp = torch.zeros(bsz, length)
+    for t in range(1, length):
+        lp = (
+            torch.log_softmax(logits[t - 1] / ro.temperature, -1)
+            .gather(-1, ro.input_ids[:, t, None])
+            .squeeze(-1)
+        )
+        logp[:, t] = torch.where(ro.action_mask[:, t], lp, 0.0)
+    if ro.noise is not None:
+        for t in range(plen, length):
+            if block_of.get(t) is not None and (cfg.mode == "hybrid" or t < plen + K):
+                d = a.noise_logprob(ro.noise[:, t]).float()
+            else:
+                _, h = output(t - 1, {})
+                d = a.gaussian_logprob(ro.feedback[:, t], a.feedback(h)).float()
+            logp[:, t] = logp[:, t] + torch.where(fb[:, t], d, 0.0)
+    return logp
+
+
+def grads(policy, logp, weights):
+    policy.zero_grad(set_to_none=True)
+    (logp * weights).sum().backward()
+    return {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("mode,noise,window", [c for c in CASES if c[2] != 1 or c[1] == 0])
+def test_gradients_equal_literal_implementation(tiny_dir, mode, noise, window):
+    policy = make_policy(tiny_dir, mode=mode, noise=noise)
+    ro = rollout(policy, max_new_tokens=5)
+    weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))
+    ours = grads(policy, recompute_logprobs(policy, ro, window).logprobs, weights)
+    ref = grads(policy, literal_logprobs(policy, ro, window), weights)
+    assert ours.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], atol=2e-5, rtol=1e-4, msg=name)
+    # And the window matters: full BPTT and window 0 differ on the feedback adapter.
+    if window == "full":
+        zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
+        if noise == 0:  # with constants only, nothing reaches the projection
+            assert "adapter.proj.weight" not in zero and ours["adapter.proj.weight"].abs().sum() > 0
+        else:  # the noise density's score function does
+            assert not torch.allclose(zero["adapter.proj.weight"], ours["adapter.proj.weight"], atol=1e-6)
+
+
+def edge_gradients(policy, ro, window, loss_positions):
+    """|d loss / d probe| per position: the gradient reaching each feedback edge's source."""
+    probe = torch.zeros(*ro.input_ids.shape, policy.hidden_size, requires_grad=True)
+    rc = recompute_logprobs(policy, ro, window, probe=probe)
+    rc.logprobs[:, loss_positions].sum().backward()
+    grad = probe.grad if probe.grad is not None else torch.zeros_like(probe)  # None: no path at all
+    return grad.abs().sum(-1).sum(0)  # [L]
+
+
+@pytest.mark.parametrize("window", [0, 1, 2, 3, "full"])
+def test_latent_window_bounds_the_edges_that_carry_gradient(tiny_dir, window):
+    policy = make_policy(tiny_dir, mode="latent")
+    ro = rollout(policy, temperature=0.0)
+    plen = ro.prompt_length
+    answer = list(range(plen + K, ro.input_ids.shape[1]))
+    g = edge_gradients(policy, ro, window, answer)
+    k = K if window == "full" else window
+    # Edge into thought t has its source at t-1; the last k thoughts are plen+K-k .. plen+K-1.
+    carrying = set(range(plen + K - k - 1, plen + K - 1))
+    nonzero = {int(i) for i in torch.nonzero(g > 0)}
+    assert nonzero == carrying
+
+
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_hybrid_window_bounds_the_edges_that_carry_gradient(tiny_dir, window):
+    policy = make_policy(tiny_dir, mode="hybrid")
+    ro = rollout(policy, prompts=["123+456="], max_new_tokens=8, temperature=0.0)
+    plen, length = ro.prompt_length, ro.input_ids.shape[1]
+    for t in range(plen + 1, length):  # loss on the token at t, scored by the logits at t-1
+        g = edge_gradients(policy, ro, window, [t])
+        block_start = plen + ((t - 1 - plen) // window) * window
+        # Edges into block_start .. t-1; their sources are block_start-1 .. t-2.
+        expected = set(range(block_start - 1, t - 1))
+        assert {int(i) for i in torch.nonzero(g > 0)} == expected, t
+        assert len(expected) <= window
+        if (t - plen) % window == 0:
+            assert len(expected) == window  # a loss at a block's end sees exactly k edges
+
+
+def test_full_window_reaches_the_first_edge(tiny_dir):
+    policy = make_policy(tiny_dir, mode="hybrid")
+    ro = rollout(policy, prompts=["123+456="], max_new_tokens=8, temperature=0.0)
+    g = edge_gradients(policy, ro, "full", [ro.input_ids.shape[1] - 1])
+    assert g[ro.prompt_length - 1] > 0  # the edge from the prompt's last position
+
+
+@pytest.mark.parametrize("mode", ["latent", "hybrid"])
+def test_gate_gets_gradient_at_init(tiny_dir, mode):
+    policy = make_policy(tiny_dir, mode=mode, gate=0.0)
+    assert policy.adapter.gate_logit.abs().max() == 0
+    ro = rollout(policy)
+    for window in (0, "full"):
+        policy.zero_grad(set_to_none=True)
+        recompute_logprobs(policy, ro, window).logprobs.sum().backward()
+        assert policy.adapter.gate_logit.grad.abs().sum() > 0
+
+
+def test_rollout_record_is_consistent(tiny_dir):
+    policy = make_policy(tiny_dir, mode="latent")
+    ro = rollout(policy, temperature=1.0)
+    plen = ro.prompt_length
+    # K forced thought tokens, then answers; thoughts are feedback positions without a sampled token.
+    assert (ro.input_ids[:, plen : plen + K] == policy.thought_token_id).all()
+    assert (ro.num_thoughts == K).all()
+    assert not ro.action_mask[:, : plen + K].any() and ro.feedback_mask[:, plen : plen + K].all()
+    # After eos nothing is real.
+    eos = policy.tokenizer.eos_token_id
+    for row, mask in zip(ro.input_ids, ro.attention_mask):
+        hits = (row[plen:] == eos).nonzero()
+        if len(hits):
+            assert mask[plen + int(hits[0]) + 1 :].sum() == 0
+    assert ro.select(torch.tensor([1, 2])).input_ids.shape[0] == 2
