@@ -168,15 +168,10 @@ class NeuralesePolicy(nn.Module):
         seed: int = 0,
     ) -> list[str]:
         """Answers for `prompts` (text or conversations), batched; greedy by default."""
-        from rl.rollout import generate_rollout
+        from rl.rollout import complete
 
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        answers: list[str] = []
-        for start in range(0, len(prompts), batch_size):
-            ids, mask = self.encode(prompts[start : start + batch_size])
-            rollout = generate_rollout(self, ids, mask, max_new_tokens, temperature, generator)
-            answers.extend(self.decode(rollout))
-        return answers
+        return complete(self, prompts, max_new_tokens, temperature, batch_size, generator)[0]
 
     # ------------------------------------------------------------------ save / load
 

@@ -200,3 +200,23 @@ def generate_rollout(
         temperature=temperature if temperature > 0 else 1.0,
         noise_std=sigma,
     )
+
+
+@torch.no_grad()
+def complete(
+    policy: NeuralesePolicy,
+    prompts: list,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> tuple[list[str], list[int]]:
+    """Answer texts and generated positions (thoughts + answer tokens) for `prompts`, in batches."""
+    texts: list[str] = []
+    positions: list[int] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = policy.encode(prompts[start : start + batch_size])
+        ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
+        texts.extend(policy.decode(ro))
+        positions.extend(ro.generated_positions.tolist())
+    return texts, positions

@@ -1,0 +1,143 @@
+"""The `neuralese` command line.
+
+    neuralese pretrain RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T]
+    neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
+
+User errors (a bad recipe, a missing folder, a broken plug-in) print one paragraph and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+import yaml
+
+from rl.errors import ConfigError, NeuraleseError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def _load(args) -> object:
+    from rl.config import load_config
+
+    cfg = load_config(args.recipe, args.set or [])
+    return cfg
+
+
+def cmd_pretrain(args) -> None:
+    from rl.pretrain import pretrain
+
+    cfg = _load(args)
+    if args.out:
+        cfg.pretrain.output_dir = args.out
+    out = pretrain(cfg)
+    print(json.dumps({"stage": "pretrain", "model": str(out)}))
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    from envs import make_env
+    from rl.config import ModelConfig
+    from rl.evaluate import evaluate
+    from rl.policy import NeuralesePolicy
+
+    try:
+        env_args = yaml.safe_load(args.env_args) if args.env_args else {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--env-args {args.env_args!r} is not valid YAML: {e}") from None
+    if not isinstance(env_args, dict):
+        raise ConfigError(f"--env-args must be a mapping such as '{{digits: 4}}', got {args.env_args!r}")
+    torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = NeuralesePolicy.from_pretrained(args.checkpoint, ModelConfig(), device=device)
+    env = make_env(args.env, env_args)
+    result = evaluate(
+        policy,
+        env,
+        split=args.split,
+        n=args.n,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        samples=args.samples,
+        temperature=args.temperature,
+        env_name=args.env,
+        progress=not args.quiet,
+    )
+    print(json.dumps(result))
+
+
+def cmd_config(args) -> None:
+    from rl.config import describe_fields, to_dict
+
+    if args.recipe:
+        print(yaml.safe_dump(to_dict(_load(args)), sort_keys=False), end="")
+        return
+    for key, tp, default, doc in describe_fields():
+        shown = "" if default is None and tp[0].isupper() else f" = {default!r}"
+        print(f"{key}: {tp}{shown}\n    {doc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuralese", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def recipe_command(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("recipe", help="YAML recipe (see recipes/)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = recipe_command("pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer")
+    p.add_argument("--out", help="folder for the as-is model (default: pretrain.output_dir or model.path)")
+
+    p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
+    p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")
+    p.add_argument("--env", required=True, help="built-in env name or plug-in 'file.py:make'")
+    p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}'")
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=int, default=200, help="problems to evaluate")
+    p.add_argument("--samples", type=int, default=0, help="also sample K answers per problem: pass@1, pass@K")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --samples")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("config", help="document every config field, or print a recipe fully resolved")
+    p.add_argument("recipe", nargs="?")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(fn=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        args.fn(args)
+    except NeuraleseError as e:
+        print(f"neuralese {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
