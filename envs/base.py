@@ -60,7 +60,7 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
     factory = env_factory(name)
     try:
         env = factory(**(args or {}))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
     if not callable(getattr(env, "dataset", None)):
         raise EnvError(
