@@ -28,6 +28,7 @@ from rl.plugins import is_reference, resolve
 BUILTIN_ENVS: dict[str, str] = {
     "addition": "envs.arithmetic:make_addition",
     "multiplication": "envs.arithmetic:make_multiplication",
+    "prosqa": "envs.prosqa:make_prosqa",
 }
 
 
