@@ -29,6 +29,7 @@ BUILTIN_ENVS: dict[str, str] = {
     "addition": "envs.arithmetic:make_addition",
     "multiplication": "envs.arithmetic:make_multiplication",
     "prosqa": "envs.prosqa:make_prosqa",
+    "prontoqa": "envs.prontoqa:make_prontoqa",
 }
 
 
