@@ -30,6 +30,7 @@ BUILTIN_ENVS: dict[str, str] = {
     "multiplication": "envs.arithmetic:make_multiplication",
     "prosqa": "envs.prosqa:make_prosqa",
     "prontoqa": "envs.prontoqa:make_prontoqa",
+    "countdown": "envs.countdown:make_countdown",
 }
 
 
