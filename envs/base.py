@@ -31,6 +31,7 @@ BUILTIN_ENVS: dict[str, str] = {
     "prosqa": "envs.prosqa:make_prosqa",
     "prontoqa": "envs.prontoqa:make_prontoqa",
     "countdown": "envs.countdown:make_countdown",
+    "gsm8k": "envs.gsm8k:make_gsm8k",
 }
 
 
