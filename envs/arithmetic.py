@@ -46,18 +46,30 @@ def in_test_split(a: int, b: int) -> bool:
 
 
 def multiplication_cot(a: int, b: int) -> str:
-    """Implicit-CoT target: partial products of `a` by each digit of `b` (shifted), with running
-    sums in parentheses, then `####` and the product. All numbers least-significant first.
+    """Implicit-CoT target in the format of Deng et al. (2023): the partial product of `a` by each
+    digit of `b` (shifted), with the running sum in parentheses after every partial but the
+    first and the last, then `####` and the product. All numbers least-significant digit first;
+    the j-th partial and its running sum are zero-padded to len(a) + 1 + j digits, as in their
+    data, so a digit's position in the text fixes its place value.
 
-    >>> multiplication_cot(12, 34)  # 12*4=48, 12*30=360, 48+360=408
-    '84+063(804)####804'
+    Departure: the product after `####` is not padded (theirs is, to len(a) + len(b) digits),
+    so the final answer equals the `answer` column and the non-CoT target.
+
+    >>> multiplication_cot(12, 34)  # 12*4 = 48, 12*30 = 360, 48 + 360 = 408
+    '840+0630####804'
+    >>> multiplication_cot(5431, 3918)  # a line of their 4x4 data, without the spaces
+    '84434+013450(857790)+0097884(8565894)+00039261####85687212'
     """
+    width = len(str(a)) + 1
     parts, total = [], 0
-    for j, d in enumerate(reversed(str(b))):
-        partial = a * int(d) * 10**j
+    digits = [int(d) for d in reversed(str(b))]
+    for j, d in enumerate(digits):
+        partial = a * d * 10**j
         total += partial
-        text = rev(partial).rjust(j + 1, "0") if partial == 0 else rev(partial)
-        parts.append(text if j == 0 else f"{text}({rev(total)})")
+        text = rev(partial).ljust(width + j, "0")
+        if 0 < j < len(digits) - 1:
+            text += f"({rev(total).ljust(width + j, '0')})"
+        parts.append(text)
     return "+".join(parts) + "####" + rev(a * b)
 
 
@@ -111,13 +123,23 @@ class Arithmetic:
         return datasets.Dataset.from_dict(rows)
 
 
+def _sizes(digits: int, digits_b: int | None) -> tuple[int, int]:
+    """Operand sizes, checked under the names a recipe uses (`env.args.digits`, `env.args.digits_b`)."""
+    for name, value in (("digits", digits), ("digits_b", digits_b)):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 9
+        ):
+            raise ValueError(f"{name} must be an integer from 1 to 9, got {value!r}")
+    return digits, digits if digits_b is None else digits_b
+
+
 def make_addition(
     digits: int = 4, digits_b: int | None = None, teacher_drop_final_carry: float = 0.0
 ) -> Arithmetic:
     """Addition of a `digits`-digit and a `digits_b`-digit number (default: the same size)."""
-    return Arithmetic("+", digits, digits_b or digits, teacher_drop_final_carry=teacher_drop_final_carry)
+    return Arithmetic("+", *_sizes(digits, digits_b), teacher_drop_final_carry=teacher_drop_final_carry)
 
 
 def make_multiplication(digits: int = 2, digits_b: int | None = None, cot: bool = False) -> Arithmetic:
     """Multiplication of a `digits`-digit by a `digits_b`-digit number (2x2 up to 9x9)."""
-    return Arithmetic("*", digits, digits_b or digits, cot=cot)
+    return Arithmetic("*", *_sizes(digits, digits_b), cot=cot)

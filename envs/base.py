@@ -28,6 +28,10 @@ from rl.plugins import is_reference, resolve
 BUILTIN_ENVS: dict[str, str] = {
     "addition": "envs.arithmetic:make_addition",
     "multiplication": "envs.arithmetic:make_multiplication",
+    "prosqa": "envs.prosqa:make_prosqa",
+    "prontoqa": "envs.prontoqa:make_prontoqa",
+    "countdown": "envs.countdown:make_countdown",
+    "gsm8k": "envs.gsm8k:make_gsm8k",
 }
 
 
@@ -60,7 +64,7 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
     factory = env_factory(name)
     try:
         env = factory(**(args or {}))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
     if not callable(getattr(env, "dataset", None)):
         raise EnvError(

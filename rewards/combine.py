@@ -15,7 +15,9 @@ import asyncio
 import functools
 import inspect
 import math
+import numbers
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +29,43 @@ from rl.plugins import is_reference, resolve
 
 def builtin_rewards() -> dict[str, Callable]:
     """Built-in reward functions by name."""
-    from rewards import match
+    from rewards import countdown, match, numeric, shaping
 
-    return {"exact_match": match.exact_match}
+    return {
+        "exact_match": match.exact_match,
+        "numeric_match": numeric.numeric_match,
+        "countdown_match": countdown.countdown_match,
+        "format_match": shaping.format_match,
+        "length_penalty": shaping.length_penalty,
+        "thought_penalty": shaping.thought_penalty,
+    }
+
+
+CONTRACT_PARAMS = ("prompts", "completions")
+
+
+def check_reward_args(fn: Callable, args: dict[str, Any], key: str) -> None:
+    """Every bound argument must be a named parameter of `fn` (not only swallowed by `**kwargs`).
+
+    Reward functions take `**kwargs` so that extra columns never break them; without
+    this check a misspelt argument (`max_token`) would vanish silently.
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return  # a builtin or C function without a signature: let the call decide
+    named = [
+        p
+        for p in params
+        if p not in CONTRACT_PARAMS
+        and params[p].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    unknown = [a for a in args if a not in named]
+    if unknown:
+        raise ConfigError(
+            f"{key}: reward function {reward_name(fn)!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters are: {', '.join(named) or '(none besides prompts, completions)'}"
+        )
 
 
 def resolve_reward(name: str, args: dict[str, Any] | None = None, key: str = "rewards") -> Callable:
@@ -49,6 +85,7 @@ def resolve_reward(name: str, args: dict[str, Any] | None = None, key: str = "re
             )
         fn = table[name]
     if args:
+        check_reward_args(fn, args, f"{key}.args")
         bound = functools.partial(fn, **args)
         functools.update_wrapper(bound, fn)
         return bound
@@ -60,8 +97,13 @@ def reward_name(fn: Callable) -> str:
     return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or repr(fn)
 
 
-def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, list], timeout_s: float) -> Any:
-    """Run `fn` in a daemon thread so a hung function ends in an error, not a stuck run."""
+def _run(
+    fn: Callable, prompts: list, completions: list, columns: dict[str, Any], timeout_s: float
+) -> dict[str, Any]:
+    """Run `fn` in a daemon thread so a hung function ends in an error, not a stuck run.
+
+    Returns {"out": value}, {"err": exception} or {} when it did not finish in time.
+    """
     box: dict[str, Any] = {}
 
     def target():
@@ -70,24 +112,52 @@ def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, lis
             if inspect.isawaitable(out):
                 out = asyncio.run(_await(out))
             box["out"] = out
-        except BaseException as e:  # reported below with the function's name
+        except BaseException as e:  # reported by the caller with the function's name
             box["err"] = e
 
     thread = threading.Thread(target=target, daemon=True, name=f"reward-{reward_name(fn)}")
     thread.start()
     thread.join(timeout_s)
-    if thread.is_alive():
+    return box
+
+
+def _failing_sample(
+    fn: Callable, prompts: list, completions: list, columns: dict[str, Any], timeout_s: float
+) -> int | None:
+    """The first sample on which `fn` raises when called on it alone, within `timeout_s` in all.
+
+    Only runs after a batch call failed, to name the sample in the error message.
+    """
+    n = len(completions)
+    deadline = time.monotonic() + timeout_s
+    for i in range(n):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        one = {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in columns.items()}
+        if "err" in _run(fn, [prompts[i]], [completions[i]], one, left):
+            return i
+    return None
+
+
+def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, list], timeout_s: float) -> Any:
+    """`fn` on the batch; an exception or timeout becomes a RewardError naming the function and sample."""
+    box = _run(fn, prompts, completions, columns, timeout_s)
+    if not box:
         raise RewardError(
             f"reward function {reward_name(fn)!r} did not return within {timeout_s:g} s "
             f"(rl.reward_timeout_s) on a batch of {len(completions)} completions"
         )
     if "err" in box:
         err = box["err"]
-        raise RewardError(
-            f"reward function {reward_name(fn)!r} raised {type(err).__name__}: {err} "
-            f"(batch of {len(completions)}; first prompt: {_clip(prompts[0])!r}, first completion: {_clip(completions[0])!r})"
+        i = _failing_sample(fn, prompts, completions, columns, timeout_s) if len(completions) > 1 else 0
+        where = (
+            f"on sample {i} (prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r})"
+            if i is not None
+            else f"on a batch of {len(completions)} (no single sample fails alone; first prompt {_clip(prompts[0])!r})"
         )
-    return box.get("out")
+        raise RewardError(f"reward function {reward_name(fn)!r} raised {type(err).__name__}: {err} {where}")
+    return box["out"]
 
 
 async def _await(awaitable):
@@ -116,7 +186,7 @@ def check_rewards(fn: Callable, out: Any, prompts: list, completions: list) -> l
         if v is None:
             values.append(math.nan)
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):  # numpy floats count, True does not
             raise RewardError(
                 f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i} "
                 f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); expected a float or None"

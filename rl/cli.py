@@ -100,11 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     def recipe_command(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("recipe", help="YAML recipe (see recipes/)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10")
+        p.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10"
+        )
         p.set_defaults(fn=fn)
         return p
 
-    p = recipe_command("pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer")
+    p = recipe_command(
+        "pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer"
+    )
     p.add_argument("--out", help="folder for the as-is model (default: pretrain.output_dir or model.path)")
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")

@@ -19,7 +19,9 @@ from rl.policy import NeuralesePolicy
 from rl.rollout import complete
 
 
-def correct(env: Environment, rows: datasets.Dataset, completions: list[str], repeat: int = 1) -> torch.Tensor:
+def correct(
+    env: Environment, rows: datasets.Dataset, completions: list[str], repeat: int = 1
+) -> torch.Tensor:
     """[N * repeat] bool: each completion scored by the env's correctness check (its first reward)."""
     columns = {c: [v for v in rows[c] for _ in range(repeat)] for c in rows.column_names if c != "prompt"}
     prompts = [p for p in rows["prompt"] for _ in range(repeat)]
@@ -48,7 +50,9 @@ def evaluate(
 
     texts, positions = [], []
     for start in range(0, len(prompts), batch_size):
-        t, p = complete(policy, prompts[start : start + batch_size], max_new_tokens, 0.0, batch_size, generator)
+        t, p = complete(
+            policy, prompts[start : start + batch_size], max_new_tokens, 0.0, batch_size, generator
+        )
         texts += t
         positions += p
         bar.update(len(t))
@@ -63,7 +67,14 @@ def evaluate(
         repeated = [p for p in prompts for _ in range(samples)]
         sampled = []
         for start in range(0, len(repeated), batch_size):
-            t, _ = complete(policy, repeated[start : start + batch_size], max_new_tokens, temperature, batch_size, generator)
+            t, _ = complete(
+                policy,
+                repeated[start : start + batch_size],
+                max_new_tokens,
+                temperature,
+                batch_size,
+                generator,
+            )
             sampled += t
             bar.update(len(t))
         hits = correct(env, rows, sampled, repeat=samples).view(len(prompts), samples)  # [N, k]

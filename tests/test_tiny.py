@@ -72,7 +72,7 @@ def test_tiny_model_is_deterministic_and_qwen2_builds(tmp_path):
     tok = build_tokenizer(["1+2=3"])
     cfg = TinyModelConfig(arch="qwen2", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     a, b = build_tiny_model(tok, cfg, seed=3), build_tiny_model(tok, cfg, seed=3)
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     save_tiny(a, tok, tmp_path)
     model, _ = load_model(tmp_path)
     assert model.config.model_type == "qwen2"

@@ -1,0 +1,170 @@
+"""The environment contract for every built-in, evaluation without a trainer, every recipe's env,
+and one clear message for every bad plug-in environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import pytest
+
+from envs import BUILTIN_ENVS, env_texts, load_split, make_env
+from rewards.combine import compute_rewards, resolve_reward
+from rl.config import load_config
+from rl.errors import ConfigError, EnvError
+from rl.tiny import text_pieces
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+EVAL_SPLIT = {"prosqa": "valid"}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_ENVS))
+def test_builtin_env_evaluates_without_a_trainer(name):
+    """What an evaluator does: a split, the first reward on completions; the teacher scores 1, junk 0."""
+    env = make_env(name)
+    ds = load_split(env, EVAL_SPLIT.get(name, "test"), 12, seed=0, name=name)
+    assert (
+        len(ds) == 12
+        and isinstance(ds[0]["prompt"], str)
+        and all(isinstance(a, str) and a for a in ds["answer"])
+    )
+    columns = {c: ds[c] for c in ds.column_names if c != "prompt"}
+    correct = env.reward_funcs[0]
+    teacher = correct(ds["prompt"], ds["completion"], **columns)
+    junk = correct(ds["prompt"], ["I do not know."] * 12, **columns)
+    assert teacher == [1.0] * 12 and junk == [0.0] * 12
+    # The same through the checked path the trainer takes, with its extra keyword arguments.
+    extra = {"completion_ids": [[1, 2]] * 12, "num_thoughts": [4] * 12, "generated_positions": [6] * 12}
+    total, _ = compute_rewards(
+        env.reward_funcs, [1.0] * len(env.reward_funcs), ds["prompt"], ds["completion"], {**columns, **extra}
+    )
+    assert total.tolist() == [1.0] * 12
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_ENVS))
+def test_builtin_env_training_split_is_seeded(name):
+    env = make_env(name)
+    a, b = env.dataset("train", 8, seed=5), env.dataset("train", 8, seed=5)
+    assert a.to_dict() == b.to_dict()
+    assert a["prompt"] != env.dataset("train", 8, seed=6)["prompt"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_env_rewards_and_sizes_fit(recipe):
+    """Each recipe's env builds, its rewards resolve with their args, and its longest sequence fits."""
+    cfg = load_config(recipe)
+    env = make_env(cfg.env.name, cfg.env.args)
+    for i, r in enumerate(cfg.rewards or []):
+        resolve_reward(r.fn, r.args, key=f"rewards[{i}]")
+    train = load_split(env, "train", 200, seed=cfg.seed, name=cfg.env.name)
+    test = load_split(env, cfg.env.test_split, 200, seed=cfg.seed, name=cfg.env.name)
+    thoughts = cfg.neuralese.num_thoughts if cfg.neuralese.mode == "latent" else 0
+    longest = max(
+        len(text_pieces(p)) + len(text_pieces(c))
+        for ds in (train, test)
+        for p, c in zip(ds["prompt"], ds["completion"], strict=True)
+    )
+    assert longest + thoughts + 2 <= cfg.model.tiny.max_positions  # + bos and eos
+    answer_tokens = max(len(text_pieces(a)) for a in test["answer"])
+    assert answer_tokens + 1 <= cfg.eval.max_new_tokens
+    assert env_texts(train)
+
+
+def write(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "myenv.py"
+    path.write_text("import datasets\n" + body)
+    return str(path)
+
+
+def test_dataset_missing_answer_is_named(tmp_path):
+    ref = write(
+        tmp_path,
+        """
+class Env:
+    reward_funcs = [lambda prompts, completions, **kw: [0.0] * len(completions)]
+    def dataset(self, split, n, seed):
+        return datasets.Dataset.from_dict({"prompt": ["a"] * n, "solution": ["b"] * n})
+def make():
+    return Env()
+""",
+    )
+    env = make_env(f"{ref}:make")
+    with pytest.raises(EnvError) as e:
+        load_split(env, "train", 3, seed=0, name=f"{ref}:make")
+    assert str(e.value) == (
+        f"env '{ref}:make': dataset('train') has columns ['prompt', 'solution'], missing ['answer']; "
+        "every environment dataset needs 'prompt' and 'answer'"
+    )
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (
+            "def make():\n    return {'dataset': None}\n",
+            "the factory returned dict, which has no dataset(split, n, seed) method",
+        ),
+        (
+            "class E:\n    reward_funcs = []\n    def dataset(self, s, n, seed): ...\ndef make():\n    return E()\n",
+            "the factory returned E whose reward_funcs is []; expected a non-empty list of functions",
+        ),
+        (
+            "class E:\n    reward_funcs = ['exact_match']\n    def dataset(self, s, n, seed): ...\ndef make():\n    return E()\n",
+            "whose reward_funcs is ['exact_match']",
+        ),
+        (
+            "def make(size):\n    return None\n",
+            "the factory rejected env.args {'digits': 3}: make() got an unexpected keyword argument 'digits'",
+        ),
+    ],
+)
+def test_factory_returning_the_wrong_thing_is_named(tmp_path, body, fragment):
+    ref = write(tmp_path, body)
+    with pytest.raises(EnvError) as e:
+        make_env(f"{ref}:make", {"digits": 3} if "size" in body else None)
+    assert str(e.value).startswith(f"env '{ref}:make': ") and fragment in str(e.value)
+
+
+def test_dataset_of_the_wrong_type_or_empty_is_named(tmp_path):
+    ref = write(
+        tmp_path,
+        """
+class Env:
+    reward_funcs = [lambda prompts, completions, **kw: [0.0] * len(completions)]
+    def dataset(self, split, n, seed):
+        if split == "train":
+            return [{"prompt": "a", "answer": "b"}]
+        return datasets.Dataset.from_dict({"prompt": [], "answer": []})
+def make():
+    return Env()
+""",
+    )
+    env = make_env(f"{ref}:make")
+    with pytest.raises(
+        EnvError, match=r"dataset\('train', \.\.\.\) returned list; expected a datasets.Dataset"
+    ):
+        load_split(env, "train", 3, seed=0, name="myenv")
+    with pytest.raises(EnvError, match=r"env 'myenv': dataset\('test', n=3\) is empty"):
+        load_split(env, "test", 3, seed=0, name="myenv")
+
+
+def test_plugin_envs_that_do_not_resolve(tmp_path):
+    missing = tmp_path / "nowhere.py"
+    with pytest.raises(ConfigError, match=rf"env.name: environment factory file '{missing}' does not exist"):
+        make_env(f"{missing}:make")
+    with pytest.raises(
+        ConfigError, match=r"env.name: cannot import environment factory module 'no_such_pkg.envs'"
+    ):
+        make_env("no_such_pkg.envs:make")
+    ref = write(tmp_path, "def make():\n    return None\n")
+    with pytest.raises(ConfigError, match=r"environment factory '.*myenv.py' has no attribute 'build'"):
+        make_env(f"{ref}:build")
+    with pytest.raises(ConfigError, match=r"unknown environment 'prosq'; did you mean 'prosqa'\?"):
+        make_env("prosq")
+
+
+def test_a_package_module_plugin_works():
+    env = make_env("envs.countdown:make_countdown", {"count": 2, "max_number": 5, "max_target": 10})
+    ds = env.dataset("train", 3, seed=0)
+    assert isinstance(ds, datasets.Dataset) and all(len(n) == 2 for n in ds["numbers"])
