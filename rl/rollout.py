@@ -107,11 +107,13 @@ def generate_rollout(
     max_new_tokens: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    ignore_eos: bool = False,
 ) -> Rollout:
     """Sample thoughts and answers for a batch of left-padded prompts.
 
     prompt_ids, prompt_mask: [B, P]. Greedy when `temperature` is 0. Latent mode runs
     `num_thoughts` thought positions before the at most `max_new_tokens` answer tokens.
+    `ignore_eos` keeps sampling after eos (benchmarks that need a fixed length).
     """
     cfg, device = policy.config, prompt_ids.device
     bsz, plen = prompt_ids.shape
@@ -142,7 +144,7 @@ def generate_rollout(
             tokens, logp = _sample(logits, temperature, generator)
             tokens = torch.where(alive, tokens, policy.pad_token_id)
             action = alive.clone()
-        ends = action & torch.isin(tokens, eos)
+        ends = action & torch.isin(tokens, eos) & (not ignore_eos)
         last = step == total - 1
         # Feedback into an input whose output is never used (eos, or the last position) would be
         # noise without effect: leave it out.

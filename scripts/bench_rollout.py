@@ -1,0 +1,167 @@
+"""Rollout throughput and latent-chain memory, measured against Hugging Face `generate` in the same run.
+
+    .venv/bin/python scripts/bench_rollout.py                 # tiny model on CPU, 32 prompts x 64 positions
+    .venv/bin/python scripts/bench_rollout.py --device cuda --hidden 512 --layers 8
+    .venv/bin/python scripts/bench_rollout.py --model PATH    # any local causal LM folder
+
+Throughput: HF `generate` (sampling, KV cache, no early stop) in tokens/s, and our latent
+and hybrid rollouts in positions/s (a thought position costs one forward step like a
+token), on the same model and batch. Printed as ratios to HF: the goal is >= 0.9.
+
+Memory: the latent-chain memory of a recompute + backward, i.e. its peak minus that of
+window 0 at the same chain length, for K = 4 and K = 32 thoughts with window 4 and
+`full`. On CUDA this is the allocator's peak; on CPU (no allocator statistics) it is the
+bytes of distinct tensors autograd saves for the backward pass, which is what the
+window changes. Goal: with window 4 the K = 32 figure stays within 1.25x of K = 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from envs import env_texts, make_env  # noqa: E402
+from rl.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
+from rl.policy import NeuralesePolicy  # noqa: E402
+from rl.recompute import recompute_logprobs  # noqa: E402
+from rl.rollout import generate_rollout  # noqa: E402
+from rl.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
+
+
+def model_folder(args) -> str:
+    if args.model:
+        return args.model
+    env = make_env("addition", {"digits": 4})
+    tok = build_tokenizer(env_texts(env.dataset("train", 500, seed=0)))
+    tiny = TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
+                           intermediate_size=4 * args.hidden, max_positions=512)  # fmt: skip
+    path = Path(tempfile.mkdtemp()) / "bench-model"
+    save_tiny(build_tiny_model(tok, tiny), tok, path)
+    return str(path)
+
+
+def prompts(n: int) -> list[str]:
+    return [row for row in make_env("addition", {"digits": 4}).dataset("test", n, seed=0)["prompt"]]
+
+
+def timed(fn, reps: int, device: str) -> float:
+    """Median seconds of `fn()` over `reps` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(reps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def throughput(path: str, args) -> dict:
+    base = NeuralesePolicy.from_pretrained(path, device=args.device)
+    ids, mask = base.encode(prompts(args.batch))
+    n = args.batch * args.positions
+    g = torch.Generator(device=args.device)
+
+    def hf():
+        base.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                            max_new_tokens=args.positions, min_new_tokens=args.positions,
+                            pad_token_id=base.pad_token_id)  # fmt: skip
+
+    result = {"hf_generate_tokens_per_s": n / timed(hf, args.reps, args.device)}
+    for mode in ("latent", "hybrid"):
+        cfg = NeuraleseConfig(mode=mode, num_thoughts=args.thoughts)
+        policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
+        answer_tokens = args.positions - (args.thoughts if mode == "latent" else 0)
+
+        def ours(policy=policy, answer_tokens=answer_tokens):
+            ro = generate_rollout(policy, ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
+            assert ro.input_ids.shape[1] - ro.prompt_length == args.positions
+
+        result[f"{mode}_positions_per_s"] = n / timed(ours, args.reps, args.device)
+        result[f"{mode}_ratio_to_hf"] = result[f"{mode}_positions_per_s"] / result["hf_generate_tokens_per_s"]
+    return result
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the distinct tensors autograd saves while `fn` builds its graph."""
+    seen: dict[tuple, int] = {}
+
+    def pack(t):
+        key = (t.untyped_storage().data_ptr(), t.device.type)
+        seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return sum(seen.values()), out
+
+
+def chain_memory(path: str, args, num_thoughts: int, window) -> int:
+    """Peak memory (CUDA) or saved bytes (CPU) of recompute + backward."""
+    cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
+    policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
+    ids, mask = policy.encode(prompts(args.batch))
+    ro = generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0),
+                          ignore_eos=True)  # fmt: skip
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        recompute_logprobs(policy, ro, window).logprobs.sum().backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    nbytes, rc = saved_bytes(lambda: recompute_logprobs(policy, ro, window))
+    rc.logprobs.sum().backward()
+    return nbytes
+
+
+def memory(path: str, args) -> dict:
+    out = {}
+    for k in (4, 32):
+        base = chain_memory(path, args, k, 0)
+        for window in (4, "full"):
+            out[f"K{k}_window_{window}_MiB"] = (chain_memory(path, args, k, window) - base) / 2**20
+    out["window4_K32_over_K4"] = out["K32_window_4_MiB"] / out["K4_window_4_MiB"]
+    out["full_K32_over_K4"] = out["K32_window_full_MiB"] / out["K4_window_full_MiB"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="local model folder (default: a tiny Llama built here)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--batch", type=int, default=32, help="prompts per batch")
+    p.add_argument("--positions", type=int, default=64, help="generated positions per prompt")
+    p.add_argument("--thoughts", type=int, default=8, help="thought positions in latent mode (of --positions)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--json", help="also write the results here")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    path = model_folder(args)
+    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+               "threads": torch.get_num_threads(), **vars(args)}  # fmt: skip
+    results.update(throughput(path, args))
+    results.update(memory(path, args))
+    for key, value in results.items():
+        print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
