@@ -109,7 +109,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     count = mask.to(x.dtype)  # [B, T]
     if dim is None:
         return masked.sum() / count.sum().clamp(min=1.0)  # []
-    return masked.sum(dim) / count.sum(dim).clamp(min=1.0)
+    return masked.sum(dim) / count.sum(dim).clamp(min=1.0)  # [B, T] reduced over dim
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
@@ -176,7 +176,9 @@ def aggregate(
     and whatever padding each micro-batch has. `sequence` needs only `num_sequences` for
     that, since each sequence's own length lies within its micro-batch. TRL reaches the same
     sums by dividing per-micro-batch means by the accumulation steps, which equals ours
-    when micro-batches hold equal numbers of sequences.
+    when micro-batches hold equal numbers of sequences. Under DDP, which averages gradients
+    over P processes, pass the counts over all processes divided by P (TRL's `dapo` divides
+    its global token count by P the same way); the average is then the global loss.
 
     Masked-out positions are selected away, not multiplied by 0, so an inf or NaN there
     does not make the loss NaN (its gradient still can: keep padded log-probs finite, 0 as
@@ -188,14 +190,14 @@ def aggregate(
     masked = torch.where(keep, per_token, 0.0)  # [B, T]
     if mode == "token":
         denom = keep.sum().to(per_token.dtype) if num_tokens is None else num_tokens
-        return masked.sum() / _at_least_one(denom)
+        return masked.sum() / _at_least_one(denom)  # []
     n_seq = per_token.size(0) if num_sequences is None else num_sequences
     if mode == "sequence":
         lengths = keep.sum(dim=1).to(per_token.dtype).clamp(min=1.0)  # [B]
-        return (masked.sum(dim=1) / lengths).sum() / _at_least_one(n_seq)
+        return (masked.sum(dim=1) / lengths).sum() / _at_least_one(n_seq)  # []
     if mode == "dr_grpo":
         length = per_token.size(1) if max_length is None else max_length
-        return masked.sum() / _at_least_one(n_seq * length)
+        return masked.sum() / _at_least_one(n_seq * length)  # []
     raise ValueError(f"aggregation must be 'token', 'sequence' or 'dr_grpo', got {mode!r}")
 
 
@@ -226,9 +228,9 @@ def policy_loss(
 
     `logprobs` [B, T] carry gradient; `old_logprobs`, `ref_logprobs` [B, T] are constants.
     `advantages` is [B] (one per sequence, GRPO/RLOO) or [B, T] (per token, PPO). The
-    ratio is per token (TRL's `importance_sampling_level="token"`). As in TRL (and unlike
-    the GRPO paper, which puts the KL in the reward of PPO), the KL is a loss term, aggregated
-    like the surrogate. The KL is computed, and logged, whenever `ref_logprobs` is given;
+    ratio is per token (TRL's `importance_sampling_level="token"`). As in the GRPO paper and
+    TRL (and unlike RLHF's PPO, which subtracts the KL from the reward), the KL is a loss
+    term, aggregated like the surrogate. The KL is computed, and logged, whenever `ref_logprobs` is given;
     it enters the loss only when beta != 0.
 
     `kl_ratio_correction` (TRL's `use_bias_correction_kl`, on by default there and here)
@@ -261,7 +263,7 @@ def policy_loss(
         if kl is None:
             raise ValueError("beta != 0 needs ref_logprobs")
         per_token = per_token + beta * kl  # [B, T]
-    loss = aggregate(per_token, mask, aggregation, num_tokens, num_sequences, max_length)
+    loss = aggregate(per_token, mask, aggregation, num_tokens, num_sequences, max_length)  # []
     with torch.no_grad():
         low = (ratio < 1 - epsilon_low) & (advantages < 0)  # [B, T]
         high = (ratio > 1 + epsilon_high) & (advantages > 0)  # [B, T]
@@ -306,7 +308,7 @@ def gae(
         # A masked-out position passes the next valid position's value and advantage through.
         next_value = keep[:, t] * values[:, t] + (1 - keep[:, t]) * next_value  # [B]
         next_advantage = keep[:, t] * advantage + (1 - keep[:, t]) * next_advantage  # [B]
-        advantages[:, t] = keep[:, t] * advantage
+        advantages[:, t] = keep[:, t] * advantage  # [B]
     returns = (advantages + values) * keep  # [B, T]
     return advantages, returns
 
@@ -346,7 +348,7 @@ def value_loss(
         clipped = (v_clipped - returns) ** 2  # [B, T]
         per_token = 0.5 * torch.max(unclipped, clipped)  # [B, T]
         clipped_wins = clipped > unclipped  # [B, T]
-    loss = aggregate(per_token, mask, aggregation, num_tokens, num_sequences, max_length)
+    loss = aggregate(per_token, mask, aggregation, num_tokens, num_sequences, max_length)  # []
     with torch.no_grad():
         residual = returns - values  # [B, T]
         var_returns = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)  # []
