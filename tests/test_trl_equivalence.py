@@ -2,9 +2,10 @@
 
 Real objects only: a tiny Llama saved and loaded back like a user's checkpoint, and a real
 `trl.GRPOTrainer` on CPU. TRL's side is `trainer.compute_loss` on a batch dict of the
-format its `_generate_and_score_completions` produces; ours is a plain forward of the same
-model (log-softmax of logits / temperature at the completion tokens) and `policy_loss`.
-Loss, TRL's logged metrics and every parameter gradient must agree.
+format its `_generate_and_score_completions` produces; ours is a plain forward of a second
+copy of the model loaded from the same folder, which TRL never touched (log-softmax of
+logits / temperature at the completion tokens), and `policy_loss`. Loss, TRL's logged
+metrics and every parameter gradient must agree.
 
 Two things TRL's code path needs outside `Trainer.train()`:
 - `compute_loss` in train mode divides by `current_gradient_accumulation_steps`, which
@@ -79,9 +80,18 @@ def completion_logprobs(model, input_ids, attention_mask, completion_ids) -> tor
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [B, C]
 
 
-def fixed_batch(trainer: GRPOTrainer, beta: float) -> dict[str, torch.Tensor]:
+def plain_model(tiny_dir, trainer: GRPOTrainer):
+    """The same weights as the trainer's model, in a model object TRL has not patched."""
+    model, _ = load_model(tiny_dir, ModelConfig())
+    model.train()
+    theirs = dict(trainer.model.named_parameters())
+    assert all(torch.equal(p, theirs[name]) for name, p in model.named_parameters())
+    return model
+
+
+def fixed_batch(trainer: GRPOTrainer, model, beta: float) -> dict[str, torch.Tensor]:
     """One batch in the format TRL's `compute_loss` consumes, built without sampling."""
-    tokenizer, model = trainer.processing_class, trainer.model
+    tokenizer = trainer.processing_class
     g = torch.Generator().manual_seed(0)
     prompts = tokenizer(PROMPTS * 2, return_tensors="pt", padding=True, add_special_tokens=False)  # left-padded
     width = max(LENGTHS)
@@ -113,13 +123,13 @@ def gradients(model) -> dict[str, torch.Tensor]:
     return grads
 
 
-def our_loss(trainer, batch, beta, correction, **normalizers):
+def our_loss(model, loss_type, batch, beta, correction, **normalizers):
     input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    logprobs = completion_logprobs(trainer.model, input_ids, attention_mask, batch["completion_ids"])
+    logprobs = completion_logprobs(model, input_ids, attention_mask, batch["completion_ids"])
     return policy_loss(
         logprobs, batch["old_per_token_logps"], batch["advantages"], batch["completion_mask"],
-        EPS_LOW, EPS_HIGH, AGGREGATION[trainer.loss_type],
+        EPS_LOW, EPS_HIGH, AGGREGATION[loss_type],
         ref_logprobs=batch.get("ref_per_token_logps"), beta=beta, kl_estimator="k3",
         kl_ratio_correction=correction, **normalizers,
     )
@@ -135,14 +145,15 @@ def assert_same_gradients(theirs, ours):
 @pytest.mark.parametrize("beta, correction", [(0.0, True), (0.1, True), (0.1, False)], ids=["beta0", "kl", "kl-uncorrected"])
 def test_loss_metrics_and_gradients_equal_trl(tiny_dir, tmp_path, loss_type, beta, correction):
     trainer = make_trainer(tiny_dir, tmp_path, loss_type=loss_type, beta=beta, use_bias_correction_kl=correction)
-    batch = fixed_batch(trainer, beta)
+    model = plain_model(tiny_dir, trainer)
+    batch = fixed_batch(trainer, model, beta)
 
     theirs = trainer.compute_loss(trainer.model, batch)
     theirs.backward()
     their_grads = gradients(trainer.model)
-    ours, metrics = our_loss(trainer, batch, beta, correction, max_length=MAX_COMPLETION)
+    ours, metrics = our_loss(model, loss_type, batch, beta, correction, max_length=MAX_COMPLETION)
     ours.backward()
-    our_grads = gradients(trainer.model)
+    our_grads = gradients(model)
 
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     assert_same_gradients(their_grads, our_grads)
@@ -161,17 +172,19 @@ def test_accumulated_micro_batches_equal_trl(tiny_dir, tmp_path, loss_type):
         tiny_dir, tmp_path, loss_type=loss_type, beta=0.1, per_device_train_batch_size=len(LENGTHS) // 2,
         gradient_accumulation_steps=2,
     )
-    batch = fixed_batch(trainer, beta=0.1)
+    model = plain_model(tiny_dir, trainer)
+    batch = fixed_batch(trainer, model, beta=0.1)
     for micro in split_tensor_dict(batch, 2):  # TRL's own splitter; keeps num_items_in_batch whole
         trainer.compute_loss(trainer.model, micro).backward()
     their_grads = gradients(trainer.model)
     steps = {"num_tokens": batch["completion_mask"].sum(), "num_sequences": len(LENGTHS), "max_length": MAX_COMPLETION}
-    summed = sum(our_loss(trainer, micro, 0.1, True, **steps)[0] for micro in split_tensor_dict(batch, 2))
+    micro_losses = [our_loss(model, loss_type, micro, 0.1, True, **steps)[0] for micro in split_tensor_dict(batch, 2)]
+    summed = sum(micro_losses)
     summed.backward()
-    assert_same_gradients(their_grads, gradients(trainer.model))
-    full, _ = our_loss(trainer, batch, 0.1, True, max_length=MAX_COMPLETION)
+    assert_same_gradients(their_grads, gradients(model))
+    full, _ = our_loss(model, loss_type, batch, 0.1, True, max_length=MAX_COMPLETION)
     full.backward()
-    assert_same_gradients(their_grads, gradients(trainer.model))
+    assert_same_gradients(their_grads, gradients(model))
     torch.testing.assert_close(summed, full, atol=1e-6, rtol=1e-6)
 
 
