@@ -112,7 +112,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return masked.sum(dim) / count.sum(dim).clamp(min=1.0)  # [B, T] reduced over dim
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
     """(x - mean) / sqrt(var + eps) over the masked positions of `x` [B, T]; masked-out positions are 0.
 
     var is unbiased, as in verl and TRL's old PPO trainer. With `shift_mean=False` the mean
@@ -185,7 +187,9 @@ def aggregate(
     in TRL). Normalizers are clamped at 1, as in TRL, so an empty batch gives 0.
     """
     if per_token.shape != mask.shape:
-        raise ValueError(f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} must have the same shape")
+        raise ValueError(
+            f"per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} must have the same shape"
+        )
     keep = mask.bool()  # [B, T]
     masked = torch.where(keep, per_token, 0.0)  # [B, T]
     if mode == "token":

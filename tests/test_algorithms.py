@@ -224,11 +224,15 @@ def test_kl_term_and_its_ratio_correction():
     close(logp.grad, [[0.1 * math.log(2)]])
 
     logp.grad = None
-    loss, _ = policy_loss(logp, old, adv, mask, 0.2, 0.2, "token", ref_logprobs=ref, beta=0.1, kl_ratio_correction=False)
+    loss, _ = policy_loss(
+        logp, old, adv, mask, 0.2, 0.2, "token", ref_logprobs=ref, beta=0.1, kl_ratio_correction=False
+    )
     loss.backward()
     close(logp.grad, [[0.1 * 0.5]])  # without the ratio only dk3/dlogp = 1 - 0.5 remains
 
-    loss, metrics = policy_loss(logp, old, adv, mask, 0.2, 0.2, "token", ref_logprobs=ref, beta=0.1, kl_estimator="k1")
+    loss, metrics = policy_loss(
+        logp, old, adv, mask, 0.2, 0.2, "token", ref_logprobs=ref, beta=0.1, kl_estimator="k1"
+    )
     close(loss, 0.1 * math.log(2))  # k1 = log 0.5 - log 0.25
     loss, metrics = policy_loss(logp, old, adv, mask, 0.2, 0.2, "token", ref_logprobs=ref, beta=0.0)
     close(loss, 0.0)  # with beta 0 the KL is logged, not added
@@ -251,7 +255,9 @@ def test_policy_loss_refuses_bad_input():
 def test_gae_on_a_three_step_sequence_and_a_padded_one():
     rewards = t([[0.0, 0.0, 1.0], [0.0, 2.0, 5.0]])
     values = t([[0.5, 0.6, 0.7], [1.0, 0.5, 9.0]])
-    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])  # the second sequence is right-padded: its 5 and 9 never count
+    mask = torch.tensor(
+        [[1, 1, 1], [1, 1, 0]]
+    )  # the second sequence is right-padded: its 5 and 9 never count
     adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.5)
     # seq 0: d2 = 1 - 0.7 = 0.3, A2 = 0.3
     #        d1 = 0 + 0.9 x 0.7 - 0.6 = 0.03, A1 = 0.03 + 0.45 x 0.3 = 0.165
@@ -285,7 +291,9 @@ VALUES, RETURNS = [[1.0, 0.6, 0.0, 0.0]], [[1.0, 1.0, 1.0, -1.0]]
 
 def test_value_loss_clips_around_the_old_value():
     values = t(VALUES).requires_grad_()
-    loss, metrics = value_loss(values, torch.full((1, 4), 0.5, dtype=F64), t(RETURNS), torch.ones(1, 4), 0.2, "token")
+    loss, metrics = value_loss(
+        values, torch.full((1, 4), 0.5, dtype=F64), t(RETURNS), torch.ones(1, 4), 0.2, "token"
+    )
     close(loss, 1.47 / 4)  # (0.045 + 0.08 + 0.5 + 0.845) / 4
     close(metrics["value/clip_frac"], 0.5)  # a and d
     close(metrics["value/mean"], 0.4)  # (1 + 0.6 + 0 + 0) / 4
@@ -295,7 +303,9 @@ def test_value_loss_clips_around_the_old_value():
 
 
 def test_value_loss_without_clip():
-    loss, metrics = value_loss(t(VALUES), torch.full((1, 4), 0.5, dtype=F64), t(RETURNS), torch.ones(1, 4), None, "token")
+    loss, metrics = value_loss(
+        t(VALUES), torch.full((1, 4), 0.5, dtype=F64), t(RETURNS), torch.ones(1, 4), None, "token"
+    )
     close(loss, 0.5 * 2.16 / 4)  # 0.5 x (0 + 0.16 + 1 + 1) / 4
     close(metrics["value/clip_frac"], 0.0)
 
@@ -304,7 +314,9 @@ def test_value_loss_explained_variance():
     returns = t([[1.0, 2.0, 3.0]])
     _, perfect = value_loss(returns, returns, returns, torch.ones(1, 3), 0.2, "token")
     close(perfect["value/explained_variance"], 1.0)
-    _, constant = value_loss(torch.full((1, 3), 2.0, dtype=F64), returns, returns, torch.ones(1, 3), None, "token")
+    _, constant = value_loss(
+        torch.full((1, 3), 2.0, dtype=F64), returns, returns, torch.ones(1, 3), None, "token"
+    )
     close(constant["value/explained_variance"], 0.0)  # residual [-1, 0, 1] varies as much as the returns
 
 
@@ -316,7 +328,10 @@ def test_masked_mean_and_whiten():
     # mean 2.5, unbiased var (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3
     s = math.sqrt(5 / 3)
     close(masked_whiten(x, mask, eps=0.0), [[-1.5 / s, -0.5 / s, 0.5 / s], [1.5 / s, 0.0, 0.0]])
-    close(masked_whiten(x, mask, shift_mean=False, eps=0.0), [[-1.5 / s + 2.5, -0.5 / s + 2.5, 0.5 / s + 2.5], [1.5 / s + 2.5, 0.0, 0.0]])
+    close(
+        masked_whiten(x, mask, shift_mean=False, eps=0.0),
+        [[-1.5 / s + 2.5, -0.5 / s + 2.5, 0.5 / s + 2.5], [1.5 / s + 2.5, 0.0, 0.0]],
+    )
 
 
 # ----------------------------------------------------------------------------- gradient accumulation
@@ -354,9 +369,18 @@ def test_policy_loss_accumulates_exactly(mode, split):
 
     def micro(rows, width):
         return policy_loss(
-            logp[rows, :width], old[rows, :width], adv[rows], mask[rows, :width], 0.2, 0.28, mode,
-            ref_logprobs=ref[rows, :width], beta=0.05,
-            num_tokens=num_tokens, num_sequences=num_sequences, max_length=max_length,
+            logp[rows, :width],
+            old[rows, :width],
+            adv[rows],
+            mask[rows, :width],
+            0.2,
+            0.28,
+            mode,
+            ref_logprobs=ref[rows, :width],
+            beta=0.05,
+            num_tokens=num_tokens,
+            num_sequences=num_sequences,
+            max_length=max_length,
         )[0]
 
     parts = torch.arange(B).chunk(split)
@@ -388,8 +412,15 @@ def test_value_loss_accumulates_exactly(mode):
 
     def micro(rows, width):
         return value_loss(
-            values[rows, :width], old_values[rows, :width], returns[rows, :width], mask[rows, :width], 0.2, mode,
-            num_tokens=mask.sum(), num_sequences=B, max_length=T,
+            values[rows, :width],
+            old_values[rows, :width],
+            returns[rows, :width],
+            mask[rows, :width],
+            0.2,
+            mode,
+            num_tokens=mask.sum(),
+            num_sequences=B,
+            max_length=T,
         )[0]
 
     summed = accumulated(micro, torch.arange(B).chunk(B), mask)

@@ -77,7 +77,9 @@ def completion_logprobs(model, input_ids, attention_mask, completion_ids) -> tor
     width = completion_ids.size(1)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, P+C, V]
     logits = logits[:, -width - 1 : -1] / TEMPERATURE  # [B, C, V]: position t predicts token t+1
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)  # [B, C]
+    return (
+        torch.log_softmax(logits.float(), dim=-1).gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+    )  # [B, C]
 
 
 def plain_model(tiny_dir, trainer: GRPOTrainer):
@@ -93,7 +95,9 @@ def fixed_batch(trainer: GRPOTrainer, model, beta: float) -> dict[str, torch.Ten
     """One batch in the format TRL's `compute_loss` consumes, built without sampling."""
     tokenizer = trainer.processing_class
     g = torch.Generator().manual_seed(0)
-    prompts = tokenizer(PROMPTS * 2, return_tensors="pt", padding=True, add_special_tokens=False)  # left-padded
+    prompts = tokenizer(
+        PROMPTS * 2, return_tensors="pt", padding=True, add_special_tokens=False
+    )  # left-padded
     width = max(LENGTHS)
     completion_mask = (torch.arange(width)[None, :] < torch.tensor(LENGTHS)[:, None]).long()  # [B, C]
     completion_ids = torch.randint(5, len(tokenizer), (len(LENGTHS), width), generator=g)  # no special tokens
@@ -128,10 +132,18 @@ def our_loss(model, loss_type, batch, beta, correction, **normalizers):
     attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
     logprobs = completion_logprobs(model, input_ids, attention_mask, batch["completion_ids"])
     return policy_loss(
-        logprobs, batch["old_per_token_logps"], batch["advantages"], batch["completion_mask"],
-        EPS_LOW, EPS_HIGH, AGGREGATION[loss_type],
-        ref_logprobs=batch.get("ref_per_token_logps"), beta=beta, kl_estimator="k3",
-        kl_ratio_correction=correction, **normalizers,
+        logprobs,
+        batch["old_per_token_logps"],
+        batch["advantages"],
+        batch["completion_mask"],
+        EPS_LOW,
+        EPS_HIGH,
+        AGGREGATION[loss_type],
+        ref_logprobs=batch.get("ref_per_token_logps"),
+        beta=beta,
+        kl_estimator="k3",
+        kl_ratio_correction=correction,
+        **normalizers,
     )
 
 
@@ -142,9 +154,13 @@ def assert_same_gradients(theirs, ours):
 
 
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
-@pytest.mark.parametrize("beta, correction", [(0.0, True), (0.1, True), (0.1, False)], ids=["beta0", "kl", "kl-uncorrected"])
+@pytest.mark.parametrize(
+    "beta, correction", [(0.0, True), (0.1, True), (0.1, False)], ids=["beta0", "kl", "kl-uncorrected"]
+)
 def test_loss_metrics_and_gradients_equal_trl(tiny_dir, tmp_path, loss_type, beta, correction):
-    trainer = make_trainer(tiny_dir, tmp_path, loss_type=loss_type, beta=beta, use_bias_correction_kl=correction)
+    trainer = make_trainer(
+        tiny_dir, tmp_path, loss_type=loss_type, beta=beta, use_bias_correction_kl=correction
+    )
     model = plain_model(tiny_dir, trainer)
     batch = fixed_batch(trainer, model, beta)
 
@@ -158,7 +174,9 @@ def test_loss_metrics_and_gradients_equal_trl(tiny_dir, tmp_path, loss_type, bet
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     assert_same_gradients(their_grads, our_grads)
     logged = {k: v[-1] for k, v in trainer._metrics["train"].items()}  # what TRL would log for this step
-    names = ["clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"] + (["kl"] if beta else [])
+    names = ["clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"] + (
+        ["kl"] if beta else []
+    )
     for name in names:
         assert metrics[name].item() == pytest.approx(logged[name], abs=1e-6), name
     assert metrics["clip_ratio/low_mean"] > 0 and metrics["clip_ratio/high_mean"] > 0  # both clips exercised
@@ -169,7 +187,11 @@ def test_accumulated_micro_batches_equal_trl(tiny_dir, tmp_path, loss_type):
     # TRL with 2 accumulation steps: each micro-batch's loss is scaled so the sum is the step's
     # loss. Ours gets there with whole-step normalizers; both must equal our one-shot full batch.
     trainer = make_trainer(
-        tiny_dir, tmp_path, loss_type=loss_type, beta=0.1, per_device_train_batch_size=len(LENGTHS) // 2,
+        tiny_dir,
+        tmp_path,
+        loss_type=loss_type,
+        beta=0.1,
+        per_device_train_batch_size=len(LENGTHS) // 2,
         gradient_accumulation_steps=2,
     )
     model = plain_model(tiny_dir, trainer)
@@ -177,8 +199,14 @@ def test_accumulated_micro_batches_equal_trl(tiny_dir, tmp_path, loss_type):
     for micro in split_tensor_dict(batch, 2):  # TRL's own splitter; keeps num_items_in_batch whole
         trainer.compute_loss(trainer.model, micro).backward()
     their_grads = gradients(trainer.model)
-    steps = {"num_tokens": batch["completion_mask"].sum(), "num_sequences": len(LENGTHS), "max_length": MAX_COMPLETION}
-    micro_losses = [our_loss(model, loss_type, micro, 0.1, True, **steps)[0] for micro in split_tensor_dict(batch, 2)]
+    steps = {
+        "num_tokens": batch["completion_mask"].sum(),
+        "num_sequences": len(LENGTHS),
+        "max_length": MAX_COMPLETION,
+    }
+    micro_losses = [
+        our_loss(model, loss_type, micro, 0.1, True, **steps)[0] for micro in split_tensor_dict(batch, 2)
+    ]
     summed = sum(micro_losses)
     summed.backward()
     assert_same_gradients(their_grads, gradients(model))
