@@ -1,6 +1,7 @@
 """The `neuralese` command line.
 
     neuralese pretrain RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese train RECIPE.yaml [--set key.sub=value ...] [--out DIR] [--resume]
     neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
@@ -46,6 +47,16 @@ def cmd_pretrain(args) -> None:
         cfg.pretrain.output_dir = args.out
     out = pretrain(cfg)
     print(json.dumps({"stage": "pretrain", "model": str(out)}))
+
+
+def cmd_train(args) -> None:
+    from rl.trainer import Trainer
+
+    cfg = _load(args)
+    if args.out:
+        cfg.output_dir = args.out
+    result = Trainer(cfg, resume=args.resume).train()
+    print(json.dumps({"stage": "train", "output_dir": cfg.output_dir, **result}))
 
 
 def cmd_eval(args) -> None:
@@ -110,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer"
     )
     p.add_argument("--out", help="folder for the as-is model (default: pretrain.output_dir or model.path)")
+
+    p = recipe_command("train", cmd_train, "stage 1: RL with continuous-thought feedback")
+    p.add_argument("--out", help="run folder (default: the recipe's output_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")

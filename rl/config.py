@@ -197,6 +197,8 @@ class RLConfig:
     """KL coefficient to the reference (the model with feedback off, and adapters off with LoRA)."""
     kl_estimator: Literal["k1", "k3"] = "k3"
     """KL estimator: k1 = log-ratio, k3 = exp(-x) - 1 + x (Schulman), as in TRL."""
+    kl_ratio_correction: bool = True
+    """Weigh the per-token KL by the importance ratio (TRL's `use_bias_correction_kl`, DeepSeek-V3.2)."""
     epsilon_low: float = 0.2
     """Lower clip range of the importance ratio."""
     epsilon_high: float = 0.2
@@ -214,6 +216,8 @@ class RLConfig:
     """PPO: clip range of the value update."""
     value_coef: float = 0.5
     """PPO: weight of the value loss."""
+    value_learning_rate: float | None = None
+    """PPO: learning rate of the value head; None uses `learning_rate`."""
     max_nonfinite_steps: int = 3
     """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
     reward_timeout_s: float = 60.0

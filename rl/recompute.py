@@ -41,11 +41,17 @@ Window = int | str  # an int >= 0 or "full"
 
 @dataclass
 class Recomputed:
-    logprobs: (
-        torch.Tensor
-    )  # [B, L] float32: policy log-prob at loss positions (token + feedback noise), else 0
-    entropy: torch.Tensor  # [B, L] float32: entropy of the token distribution at action positions, else 0
-    hidden: torch.Tensor | None  # [B, L, D]: last hidden state of pass 1 (for a value head), if asked for
+    """Recomputed log-probs ([B, L] each, float32, 0 outside their positions)."""
+
+    token_logprobs: torch.Tensor  # [B, L] log-prob of the sampled token at action positions
+    noise_logprobs: torch.Tensor  # [B, L] log-density of the feedback noise at feedback positions
+    entropy: torch.Tensor  # [B, L] entropy of the token distribution at action positions
+    hidden: torch.Tensor | None  # [B, L, D] last hidden state of pass 1 (for a value head), if asked for
+
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """[B, L] the policy's log-prob per position, token plus noise: the rollout's `logprobs`."""
+        return self.token_logprobs + self.noise_logprobs
 
 
 def live_blocks(
@@ -149,11 +155,11 @@ def recompute_logprobs(
     logprobs = torch.where(ro.action_mask, logprobs, 0.0)
     entropy = torch.where(ro.action_mask, entropy, 0.0)
 
+    noise_logprobs = torch.zeros_like(logprobs)
     if ro.noise is not None and fb_on:
-        density = _noise_density(policy, ro, src0, live_fb)  # [B, L]
-        logprobs = logprobs + density
+        noise_logprobs = _noise_density(policy, ro, src0, live_fb)  # [B, L]
     hidden = out0.hidden_states[-1] if need_hidden else None
-    return Recomputed(logprobs=logprobs, entropy=entropy, hidden=hidden)
+    return Recomputed(token_logprobs=logprobs, noise_logprobs=noise_logprobs, entropy=entropy, hidden=hidden)
 
 
 def _noise_density(

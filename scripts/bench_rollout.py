@@ -147,7 +147,9 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--batch", type=int, default=32, help="prompts per batch")
     p.add_argument("--positions", type=int, default=64, help="generated positions per prompt")
-    p.add_argument("--thoughts", type=int, default=8, help="thought positions in latent mode (of --positions)")
+    p.add_argument(
+        "--thoughts", type=int, default=8, help="thought positions in latent mode (of --positions)"
+    )
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()

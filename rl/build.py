@@ -1,0 +1,91 @@
+"""Building the trainable pieces of a run from its config: policy (with LoRA), reference, value head, rewards."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from envs import Environment
+from rewards.combine import resolve_reward
+from rl.config import NeuraleseConfig, RunConfig
+from rl.models import ensure_thought_token, load_model
+from rl.policy import NeuralesePolicy
+
+
+class ValueHead(nn.Module):
+    """PPO critic: a linear map from the policy's last hidden state to a scalar value.
+
+    Starts at zero, so the first advantages are the returns themselves.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] -> [B, L]: values[:, t] scores the state before the token at t (read at t-1)."""
+        v = self.linear(hidden.float()).squeeze(-1)  # [B, L]
+        return torch.cat([v.new_zeros(v.shape[0], 1), v[:, :-1]], dim=1)
+
+
+def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
+    """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter."""
+    model, tokenizer = load_model(cfg.model.path, cfg.model, device)
+    if cfg.neuralese.mode == "latent":  # before LoRA: a new token resizes the embedding table
+        ensure_thought_token(model, tokenizer, cfg.neuralese.thought_token, cfg.model.add_thought_token)
+    lora = cfg.model.lora
+    if lora.r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return NeuralesePolicy(model, tokenizer, cfg.neuralese).to(device)
+
+
+def build_reference(cfg: RunConfig, policy: NeuralesePolicy) -> NeuralesePolicy | None:
+    """The KL reference: None when beta = 0 or with LoRA (the policy itself with adapters and
+    feedback off serves, with no copy in memory); otherwise a frozen copy with feedback off."""
+    if cfg.rl.beta == 0 or cfg.model.lora.r > 0:
+        return None
+    frozen = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    return NeuralesePolicy(frozen, policy.tokenizer, NeuraleseConfig(mode="off"))
+
+
+def build_rewards(cfg: RunConfig, env: Environment) -> tuple[list[Callable], list[float]]:
+    """Reward functions and weights: the recipe's `rewards`, or the environment's own with weight 1."""
+    if cfg.rewards is None:
+        return list(env.reward_funcs), [1.0] * len(env.reward_funcs)
+    funcs = [resolve_reward(r.fn, r.args, key=f"rewards[{i}].fn") for i, r in enumerate(cfg.rewards)]
+    return funcs, [r.weight for r in cfg.rewards]
+
+
+def param_groups(cfg: RunConfig, policy: NeuralesePolicy, value_head: ValueHead | None) -> list[dict]:
+    """Optimizer groups: language model (or its LoRA weights), feedback adapter + gate, value head."""
+    rl = cfg.rl
+    lm = [p for p in policy.model.parameters() if p.requires_grad]
+    groups = [{"params": lm, "lr": rl.learning_rate, "name": "model"}]
+    if policy.config.mode != "off":
+        feedback_lr = rl.feedback_learning_rate or rl.learning_rate
+        groups.append({"params": list(policy.adapter.parameters()), "lr": feedback_lr, "name": "feedback"})
+    if value_head is not None:
+        groups.append(
+            {
+                "params": list(value_head.parameters()),
+                "lr": rl.value_learning_rate or rl.learning_rate,
+                "name": "value",
+            }
+        )
+    return groups

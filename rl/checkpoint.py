@@ -1,0 +1,171 @@
+"""Training checkpoints: written atomically, verified on load, resumed bit for bit.
+
+`RUN/checkpoints/step-N/` holds
+
+    model.safetensors      trainable weights: every model weight, or only the LoRA weights
+    feedback.safetensors   feedback adapter and gate
+    value_head.safetensors PPO critic (PPO only)
+    optimizer.pt           optimizer and scheduler state (tensors and numbers only)
+    rng.pt                 torch, sampling-generator, Python and NumPy random states
+    trainer_state.json     step, data position, non-finite counters
+    manifest.json          sha256 of every file above, written last
+
+The folder is built under a temporary name and renamed when complete, so a crash never
+leaves a `step-N` that looks complete. `manifest.json` catches later corruption (a
+truncated or edited file). Nothing here unpickles arbitrary objects: `.pt` files are read
+with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from rl.errors import CheckpointError
+from rl.io import atomic_dir, write_json
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state a run draws from (NumPy's as plain lists, loadable with weights_only)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+        "python": random.getstate(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights training changes: LoRA weights for a peft model, else all of them."""
+    if hasattr(model, "peft_config"):
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(model)
+    return model.state_dict()
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    policy,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    generator: torch.Generator,
+    trainer_state: dict[str, Any],
+    value_head: torch.nn.Module | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write `checkpoints/step-{step}` atomically and delete all but the newest `keep`."""
+    target = Path(run_dir) / "checkpoints" / f"step-{step}"
+    with atomic_dir(target) as tmp:
+        if hasattr(policy.model, "peft_config"):
+            save_file(
+                {k: v.contiguous() for k, v in trainable_state(policy.model).items()},
+                str(tmp / "model.safetensors"),
+            )
+        else:
+            save_model(policy.model, str(tmp / "model.safetensors"))  # handles tied embeddings
+        save_file(policy.adapter.state_dict(), str(tmp / "feedback.safetensors"))
+        if value_head is not None:
+            save_file(value_head.state_dict(), str(tmp / "value_head.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt"
+        )
+        torch.save(rng_state(generator), tmp / "rng.pt")
+        write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
+        files = sorted(p.name for p in tmp.iterdir())
+        write_json(tmp / MANIFEST, {name: _sha256(tmp / name) for name in files})
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders (those with a manifest), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := STEP_DIR.match(p.name)) and (p / MANIFEST).is_file()
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def verify(ckpt: Path) -> None:
+    """Raise CheckpointError naming the first file that is missing or does not match the manifest."""
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{ckpt}: unreadable {MANIFEST} ({e}); the checkpoint is corrupted") from None
+    for name, digest in manifest.items():
+        path = ckpt / name
+        if not path.is_file():
+            raise CheckpointError(f"{ckpt}: {name} is missing; the checkpoint is corrupted")
+        if _sha256(path) != digest:
+            raise CheckpointError(
+                f"{ckpt}: {name} does not match its checksum in {MANIFEST}; the checkpoint is corrupted. "
+                f"Delete {ckpt} to resume from the one before it."
+            )
+
+
+def load_checkpoint(
+    ckpt: Path,
+    policy,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    generator: torch.Generator,
+    value_head: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote; returns the trainer state."""
+    verify(ckpt)
+    if hasattr(policy.model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(policy.model, load_file(str(ckpt / "model.safetensors")))
+    else:
+        load_model(policy.model, str(ckpt / "model.safetensors"))
+    policy.adapter.load_state_dict(load_file(str(ckpt / "feedback.safetensors")))
+    if value_head is not None:
+        value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
+    opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True), generator)
+    return json.loads((ckpt / "trainer_state.json").read_text())

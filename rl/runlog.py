@@ -1,0 +1,102 @@
+"""What a run writes for people to read and plot: metrics.jsonl, completions.jsonl, report.png.
+
+`metrics.jsonl` has one JSON object per logged step (flat keys such as `reward/mean`,
+`time/rollout_s`), easy to load with pandas or `jq`. The same values go to accelerate's
+trackers (TensorBoard, wandb when installed). On resume both files are cut back to the
+checkpoint's step, so a resumed run's logs read like an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPORT_PANELS = [
+    ("reward", ["reward/mean"]),
+    ("accuracy", ["accuracy", "eval/accuracy"]),
+    ("gate |tanh(lambda)|", ["feedback/gate_mean_abs"]),
+    ("generated positions", ["generated_positions/mean"]),
+]
+
+
+class RunLog:
+    """Appends metrics and completions; draws the report."""
+
+    def __init__(self, run_dir: Path, accelerator=None, enabled: bool = True):
+        self.dir = Path(run_dir)
+        self.accelerator = accelerator
+        self.enabled = enabled
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.completions_path = self.dir / "completions.jsonl"
+
+    def truncate(self, step: int) -> None:
+        """Drop lines logged after `step` (a resume from the checkpoint at `step`)."""
+        for path in (self.metrics_path, self.completions_path):
+            if not path.is_file():
+                continue
+            keep = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= step
+            ]
+            path.write_text("".join(ln + "\n" for ln in keep))
+
+    def metrics(self, step: int, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: _plain(v) for k, v in values.items()}}
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.accelerator is not None and self.accelerator.trackers:
+            self.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+
+    def completions(self, step: int, rows: list[dict[str, Any]]) -> None:
+        if not self.enabled:
+            return
+        with open(self.completions_path, "a") as f:
+            for row in rows:
+                f.write(json.dumps({"step": step, **{k: _plain(v) for k, v in row.items()}}) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+
+    def report(self, title: str = "") -> Path | None:
+        """report.png: reward, accuracy, gate and generated positions over steps."""
+        rows = self.read_metrics()
+        if not self.enabled or not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(REPORT_PANELS), figsize=(4 * len(REPORT_PANELS), 3.2))
+        for ax, (label, keys) in zip(axes, REPORT_PANELS):
+            for key in keys:
+                pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, marker="o" if len(pts) < 5 else None, ms=4, label=key)
+            ax.set_title(label)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            if len(ax.get_legend_handles_labels()[0]) > 1:
+                ax.legend(fontsize=7)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        path = self.dir / "report.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _plain(v: Any) -> Any:
+    """Tensors and NumPy scalars as Python numbers, rounded for readability."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float):
+        return round(v, 6)
+    return v

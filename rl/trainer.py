@@ -1,0 +1,412 @@
+"""Stage 1: RL with continuous-thought feedback (GRPO family, PPO), on accelerate.
+
+Launch: `neuralese train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume]`
+        `accelerate launch -m rl.cli train RECIPE.yaml` for several processes.
+
+One step, top to bottom in `Trainer.step`:
+
+    prompts   next `prompts_per_step` problems of the train split, each repeated G times
+    rollout   thoughts and answers sampled with the KV cache (rl.rollout)
+    reward    reward functions on the answers, weighted sum (rewards.combine)
+    advantage group-relative (GRPO, Dr.GRPO, RLOO) or GAE with a value head (PPO)
+    update    `num_iterations` optimizer steps; each recomputes the log-probs with gradient
+              through the latent chain truncated to `tbptt_window` (rl.recompute),
+              accumulating the loss over micro-batches with whole-step normalizers
+    log       metrics.jsonl, completions.jsonl, trackers, progress bar
+    save      checkpoints/step-N, atomically
+
+Departures from TRL's GRPOTrainer: the old log-probs are the rollout's own sampling
+log-probs (equal to a recompute within 1e-5, see tests), so the first update's ratio is
+1 without a second forward pass; and the KL reference is the same policy with feedback
+off (and LoRA adapters off), not a separate model, whenever LoRA is used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler, set_seed
+
+from envs import load_split, make_env
+from rewards.combine import compute_rewards
+from rl import algorithms as algo
+from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
+from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from rl.config import RunConfig, save_config
+from rl.errors import ConfigError, TrainingError
+from rl.evaluate import evaluate
+from rl.recompute import recompute_logprobs
+from rl.rollout import Rollout, generate_rollout
+from rl.runlog import RunLog
+
+BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
+
+
+class Trainer:
+    """Holds a run's state; `train()` runs the loop."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = False):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(), log_with=cfg.log.trackers or None, project_dir=str(self.out)
+        )
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        if cfg.rl.prompts_per_step % self.world:
+            raise ConfigError(
+                f"rl.prompts_per_step ({cfg.rl.prompts_per_step}) must be divisible by the number of processes ({self.world})"
+            )
+        self._prepare_run_dir(resume)
+        set_seed(cfg.seed)
+        device = self.accelerator.device
+        self.env = make_env(cfg.env.name, cfg.env.args)
+        self.train_rows = load_split(self.env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)
+        self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env)
+        self.policy = build_policy(cfg, device)
+        self.reference = build_reference(cfg, self.policy)
+        self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
+        self.optimizer = torch.optim.AdamW(
+            param_groups(cfg, self.policy, self.value_head), weight_decay=cfg.rl.weight_decay
+        )
+        self.scheduler = get_scheduler(
+            cfg.rl.lr_scheduler,
+            self.optimizer,
+            cfg.rl.warmup_steps,
+            max(1, cfg.rl.steps * cfg.rl.num_iterations),
+        )
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "epoch": 0,
+            "cursor": 0,
+            "nonfinite_in_row": 0,
+            "nonfinite_total": 0,
+        }
+        self.log = RunLog(self.out, self.accelerator, enabled=self.accelerator.is_main_process)
+        if resume:
+            self._resume()
+        if self.accelerator.is_main_process:
+            save_config(cfg, self.out / "config.yaml")
+        if cfg.log.trackers:
+            self.accelerator.init_trackers("tensorboard")
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Run to `rl.steps` (or stop after `stop_after` steps of this call, checkpointed, for
+        preemptible schedules); returns the final evaluation."""
+        cfg = self.cfg
+        last = cfg.rl.steps if stop_after is None else min(cfg.rl.steps, self.state["step"] + stop_after)
+        bar = tqdm(
+            total=cfg.rl.steps,
+            initial=self.state["step"],
+            desc="rl",
+            unit="step",
+            disable=not self.accelerator.is_main_process,
+        )
+        while self.state["step"] < last:
+            metrics = self.step()
+            self.state["step"] += 1
+            step = self.state["step"]
+            if cfg.log.eval_every and step % cfg.log.eval_every == 0:
+                metrics.update(self.evaluate())
+            if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
+                self.log.metrics(step, metrics)
+            if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
+                self.save()
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+            bar.update(1)
+        bar.close()
+        if self.state["step"] < cfg.rl.steps:
+            return {}
+        final = self.evaluate()
+        self.log.metrics(self.state["step"], final)
+        self.log.report(title=f"{cfg.env.name} / {cfg.neuralese.mode} / {cfg.rl.algorithm}")
+        self.accelerator.end_training()
+        return final
+
+    def step(self) -> dict[str, Any]:
+        """One RL step: prompts, rollout, reward, advantage, update."""
+        rows = self.next_prompts()
+        t0 = time.perf_counter()
+        ro, texts = self.rollout(rows)
+        t1 = time.perf_counter()
+        rewards, per_func, correct = self.score(rows, texts, ro)
+        advantages = self.advantages(rewards)
+        t2 = time.perf_counter()
+        metrics = self.update(ro, advantages, rewards)
+        t3 = time.perf_counter()
+        metrics.update(self.rollout_metrics(ro, rewards, per_func, correct))
+        metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
+        if self.state["step"] % self.cfg.log.completions_every == 0:
+            self.log.completions(self.state["step"] + 1, self.completion_rows(rows, texts, ro, rewards))
+        return metrics
+
+    # ------------------------------------------------------------------ data and rollout
+
+    def next_prompts(self) -> dict[str, list]:
+        """This process's share of the next `prompts_per_step` problems, in a seeded order per epoch."""
+        n = self.cfg.rl.prompts_per_step
+        picked = []
+        while len(picked) < n:
+            order = torch.randperm(
+                len(self.train_rows),
+                generator=torch.Generator().manual_seed(self.cfg.seed + self.state["epoch"]),
+            )
+            take = order[self.state["cursor"] : self.state["cursor"] + n - len(picked)].tolist()
+            picked += take
+            self.state["cursor"] += len(take)
+            if self.state["cursor"] >= len(self.train_rows):
+                self.state["epoch"] += 1
+                self.state["cursor"] = 0
+        mine = picked[self.rank :: self.world]
+        return self.train_rows.select(mine).to_dict()
+
+    def rollout(self, rows: dict[str, list]) -> tuple[Rollout, list[str]]:
+        """G samples per prompt, groups contiguous."""
+        G = self.cfg.rl.samples_per_prompt
+        prompts = [p for p in rows["prompt"] for _ in range(G)]
+        self.policy.eval()
+        ids, mask = self.policy.encode(prompts)
+        ro = generate_rollout(
+            self.policy, ids, mask, self.cfg.rl.max_new_tokens, self.cfg.rl.temperature, self.generator
+        )
+        self.policy.train()
+        return ro, self.policy.decode(ro)
+
+    def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
+        """Weighted rewards [N], each function's values, and correctness [N] (the env's first reward >= 1)."""
+        G = self.cfg.rl.samples_per_prompt
+        prompts = [p for p in rows["prompt"] for _ in range(G)]
+        columns = {k: [v for v in vals for _ in range(G)] for k, vals in rows.items() if k != "prompt"}
+        columns.update(
+            completion_ids=ro.completion_ids(),
+            num_thoughts=ro.num_thoughts.tolist(),
+            generated_positions=ro.generated_positions.tolist(),
+        )
+        timeout = self.cfg.rl.reward_timeout_s
+        total, per_func = compute_rewards(
+            self.reward_funcs, self.reward_weights, prompts, texts, columns, timeout
+        )
+        check = self.env.reward_funcs[0]
+        if check in self.reward_funcs:
+            correct = torch.nan_to_num(list(per_func.values())[self.reward_funcs.index(check)], nan=0.0) >= 1
+        else:
+            correct = compute_rewards([check], [1.0], prompts, texts, columns, timeout)[0] >= 1
+        return total.to(ro.logprobs.device), per_func, correct
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
+        """[N] group-relative advantages (None for PPO, whose advantages need the critic)."""
+        rl = self.cfg.rl
+        if rl.algorithm == "ppo":
+            return None
+        scale = "none" if rl.algorithm == "dr_grpo" else rl.scale_rewards
+        if scale == "batch" and self.world > 1:
+            raise ConfigError(
+                "rl.scale_rewards: 'batch' needs a cross-process std; use 'group' with several processes"
+            )
+        return algo.group_advantages(rewards, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, ro: Rollout, advantages: torch.Tensor | None, rewards: torch.Tensor) -> dict[str, Any]:
+        """`num_iterations` optimizer steps on this rollout batch."""
+        rl = self.cfg.rl
+        mask = ro.loss_mask  # [N, L]
+        ref = self.reference_logprobs(ro) if rl.beta > 0 else None  # [N, L]
+        per_token_adv, returns, old_values = advantages, None, None
+        if rl.algorithm == "ppo":
+            per_token_adv, returns, old_values = self.ppo_targets(ro, rewards)
+        # Whole-step normalizers (over all processes, divided by their number: DDP averages).
+        norm = dict(
+            num_tokens=self.all_sum(mask.sum().float()) / self.world,
+            num_sequences=ro.input_ids.shape[0],
+            max_length=rl.max_new_tokens
+            + (self.cfg.neuralese.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
+        )
+        sums: dict[str, float] = {}
+        for _ in range(rl.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_total, latent_grad = 0.0, 0.0
+            for idx in self.micro_batches(ro.input_ids.shape[0]):
+                mb = ro.select(idx)
+                probe = self.make_probe(mb)
+                rc = recompute_logprobs(
+                    self.policy,
+                    mb,
+                    self.cfg.neuralese.tbptt_window,
+                    probe,
+                    need_hidden=old_values is not None,
+                )
+                # With feedback noise the KL concerns tokens only: giving the reference our own noise
+                # log-density (with its gradient) cancels it from log pi - log ref exactly.
+                mb_ref = None if ref is None else ref[idx] + rc.noise_logprobs
+                loss, m = algo.policy_loss(
+                    rc.logprobs, mb.logprobs, per_token_adv[idx], mask[idx], rl.epsilon_low, rl.epsilon_high,
+                    rl.loss_aggregation, mb_ref, rl.beta, rl.kl_estimator, rl.kl_ratio_correction, **norm,
+                )  # fmt: skip
+                if old_values is not None:
+                    vloss, vm = algo.value_loss(
+                        self.value_head(rc.hidden), old_values[idx], returns[idx], mask[idx], rl.value_clip,
+                        rl.loss_aggregation, **norm,
+                    )  # fmt: skip
+                    loss = loss + rl.value_coef * vloss
+                    m.update(vm)
+                self.accelerator.backward(loss)
+                loss_total += loss.item()
+                if probe is not None and probe.grad is not None:
+                    latent_grad += probe.grad.float().pow(2).sum().item()
+                weight = mask[idx].sum().item() / max(1, mask.sum().item())
+                m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * weight / rl.num_iterations
+            stats = self.optimizer_step(loss_total)
+            sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
+            sums["grad_norm"] = stats
+            sums["feedback/latent_grad_norm"] = math.sqrt(latent_grad)
+        sums["lr"] = self.scheduler.get_last_lr()[0]
+        return sums
+
+    def optimizer_step(self, loss_total: float) -> float:
+        """Average gradients over processes, clip, skip non-finite steps; returns the gradient norm."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.world > 1:
+            for p in params:
+                p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        max_norm = self.cfg.rl.max_grad_norm or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        if math.isfinite(loss_total) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state["nonfinite_in_row"] = 0
+            return grad_norm
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state["nonfinite_in_row"] += 1
+        self.state["nonfinite_total"] += 1
+        if self.state["nonfinite_in_row"] >= self.cfg.rl.max_nonfinite_steps:
+            raise TrainingError(
+                f"step {self.state['step'] + 1}: {self.state['nonfinite_in_row']} updates in a row had a non-finite "
+                f"loss ({loss_total}) or gradient norm ({grad_norm}) and were skipped (rl.max_nonfinite_steps). "
+                "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
+            )
+        return grad_norm
+
+    def micro_batches(self, n: int) -> list[torch.Tensor]:
+        size = self.cfg.rl.micro_batch_per_device
+        return [torch.arange(s, min(s + size, n)) for s in range(0, n, size)]
+
+    def make_probe(self, mb: Rollout) -> torch.Tensor | None:
+        """Zeros added to the fed-back hidden states; their gradient is the gradient on the latent path."""
+        if self.cfg.neuralese.mode == "off" or self.cfg.neuralese.tbptt_window == 0:
+            return None
+        return torch.zeros(
+            *mb.input_ids.shape, self.policy.hidden_size, device=mb.input_ids.device, requires_grad=True
+        )
+
+    @torch.no_grad()
+    def reference_logprobs(self, ro: Rollout) -> torch.Tensor:
+        """[N, L] token log-probs of the reference (feedback off; LoRA adapters off or a frozen copy)."""
+        out = []
+        for idx in self.micro_batches(ro.input_ids.shape[0]):
+            if self.reference is not None:
+                out.append(recompute_logprobs(self.reference, ro.select(idx), 0).token_logprobs)
+            else:
+                with self.policy.feedback_disabled():
+                    out.append(recompute_logprobs(self.policy, ro.select(idx), 0).token_logprobs)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def ppo_targets(self, ro: Rollout, rewards: torch.Tensor):
+        """Per-position advantages (whitened), returns and old values for PPO."""
+        mask = ro.loss_mask
+        values = []
+        for idx in self.micro_batches(ro.input_ids.shape[0]):
+            rc = recompute_logprobs(self.policy, ro.select(idx), 0, need_hidden=True)
+            values.append(self.value_head(rc.hidden))
+        values = torch.cat(values) * mask  # [N, L]
+        last = mask.long().cumsum(-1).argmax(-1)  # [N] the last loss position
+        per_pos = torch.zeros_like(values).scatter(1, last[:, None], rewards[:, None])  # [N, L]
+        adv, returns = algo.gae(per_pos, values, mask, self.cfg.rl.gamma, self.cfg.rl.gae_lambda)
+        return algo.masked_whiten(adv, mask), returns, values
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(x, reduction="sum") if self.world > 1 else x
+
+    # ------------------------------------------------------------------ metrics, eval, save
+
+    def rollout_metrics(self, ro: Rollout, rewards, per_func, correct) -> dict[str, Any]:
+        G = self.cfg.rl.samples_per_prompt
+        m = {
+            "reward/mean": rewards.mean().item(),
+            "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+            "reward/zero_spread_groups": algo.zero_spread_fraction(rewards.cpu(), G).item(),
+            "accuracy": correct.float().mean().item(),
+            "generated_positions/mean": ro.generated_positions.float().mean().item(),
+            "thoughts/mean": ro.num_thoughts.float().mean().item(),
+            "nonfinite_steps": self.state["nonfinite_total"],
+        }
+        for name, values in per_func.items():
+            m[f"reward/{name}/mean"] = torch.nanmean(values).item()
+            m[f"reward/{name}/std"] = (
+                values[~values.isnan()].std().item() if (~values.isnan()).sum() > 1 else 0.0
+            )
+        if self.policy.config.mode != "off":
+            m["feedback/gate_mean_abs"] = self.policy.adapter.gate().abs().mean().item()
+            fb = ro.feedback[ro.feedback_mask]
+            m["feedback/vector_norm"] = fb.norm(dim=-1).mean().item() if len(fb) else 0.0
+        return m
+
+    def completion_rows(self, rows, texts, ro, rewards, limit: int = 8) -> list[dict[str, Any]]:
+        G = self.cfg.rl.samples_per_prompt
+        out = []
+        for i in range(min(limit, len(texts))):
+            prompt = rows["prompt"][i // G]
+            out.append(
+                {"prompt": prompt, "completion": texts[i], "answer": rows["answer"][i // G], "reward": rewards[i].item(),
+                 "thoughts": int(ro.num_thoughts[i]), "positions": int(ro.generated_positions[i])}
+            )  # fmt: skip
+        return out
+
+    def evaluate(self) -> dict[str, Any]:
+        e = self.cfg.eval
+        self.policy.eval()
+        result = evaluate(
+            self.policy, self.env, self.cfg.env.test_split, e.n, self.cfg.seed, e.batch_size, e.max_new_tokens,
+            env_name=self.cfg.env.name, progress=False,
+        )  # fmt: skip
+        self.policy.train()
+        return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+
+    def save(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        save_checkpoint(
+            self.out, self.state["step"], self.policy, self.optimizer, self.scheduler, self.generator,
+            self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
+        )  # fmt: skip
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        if not resume and (self.out / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"output_dir {str(self.out)!r} already holds a run (metrics.jsonl); "
+                "pass --resume to continue it, or --out to start a new one"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _resume(self) -> None:
+        ckpts = list_checkpoints(self.out)
+        if not ckpts:
+            self.log.truncate(0)
+            return
+        state = load_checkpoint(
+            ckpts[-1], self.policy, self.optimizer, self.scheduler, self.generator, self.value_head
+        )
+        self.state.update(state)
+        self.log.truncate(self.state["step"])

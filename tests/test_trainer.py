@@ -1,0 +1,171 @@
+"""The RL trainer on tiny real models: every algorithm runs, micro-batching does not change the
+update, a resumed run ends bit for bit where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rl.config import (
+    EnvConfig,
+    EvalConfig,
+    LogConfig,
+    LoraSettings,
+    ModelConfig,
+    NeuraleseConfig,
+    RewardConfig,
+    RLConfig,
+    RunConfig,
+)
+from rl.errors import ConfigError
+from rl.trainer import Trainer
+
+PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
+
+
+def run_config(tiny_dir, out, mode="latent", algorithm="grpo", steps=2, **rl) -> RunConfig:
+    return RunConfig(
+        seed=0,
+        output_dir=str(out),
+        model=ModelConfig(path=str(tiny_dir)),
+        env=EnvConfig(name="addition", args={"digits": 3}, train_size=64, test_size=16),
+        rewards=[
+            RewardConfig(fn=f"{PLUGINS}:digit_share"),
+            RewardConfig(fn=f"{PLUGINS}:thought_count", weight=0.5),
+        ],
+        neuralese=NeuraleseConfig(mode=mode, num_thoughts=3, tbptt_window=2),
+        rl=RLConfig(
+            **{
+                "algorithm": algorithm,
+                "steps": steps,
+                "prompts_per_step": 4,
+                "samples_per_prompt": 4,
+                "micro_batch_per_device": 8,
+                "learning_rate": 1e-3,
+                "max_new_tokens": 6,
+                **rl,
+            }
+        ),  # fmt: skip
+        eval=EvalConfig(n=8, max_new_tokens=6),
+        log=LogConfig(save_every=2, completions_every=1, trackers=[]),
+    )
+
+
+def params(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "mode,algorithm,extra",
+    [
+        ("latent", "grpo", {}),
+        ("hybrid", "dr_grpo", {"loss_aggregation": "dr_grpo"}),
+        ("latent", "rloo", {"loss_aggregation": "sequence", "beta": 0.1}),
+        ("hybrid", "ppo", {"num_iterations": 2}),
+        ("off", "grpo", {"beta": 0.05, "kl_estimator": "k1"}),
+    ],
+)
+def test_algorithms_train_and_write_the_run_folder(tiny_dir, tmp_path, mode, algorithm, extra):
+    trainer = Trainer(run_config(tiny_dir, tmp_path / "run", mode, algorithm, **extra))
+    before = params(trainer)
+    final = trainer.train()
+    after = params(trainer)
+    assert any(not torch.equal(before[n], after[n]) for n in before), "no parameter moved"
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows[:2]] == [1, 2]
+    for key in ("reward/mean", "accuracy", "loss", "grad_norm", "entropy", "time/rollout_s", "time/update_s",
+                "reward/zero_spread_groups", "generated_positions/mean", "reward/thought_count/mean"):  # fmt: skip
+        assert key in rows[0], key
+    assert rows[0]["reward/thought_count/mean"] == 1.0  # the trainer passed consistent extra columns
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows[:2])
+    if mode != "off":
+        assert rows[0]["feedback/vector_norm"] > 0
+    if extra.get("beta"):
+        assert "kl" in rows[0]
+    if algorithm == "ppo":
+        assert "value/explained_variance" in rows[0]
+    assert "eval/accuracy" in final and (run / "report.png").stat().st_size > 0
+    assert (run / "checkpoints" / "step-2" / "manifest.json").is_file()
+    assert (run / "config.yaml").is_file() and (run / "completions.jsonl").read_text().count("\n") >= 2
+
+
+def test_gate_and_latent_gradient_move_in_latent_mode(tiny_dir, tmp_path):
+    trainer = Trainer(run_config(tiny_dir, tmp_path / "run", "latent", steps=2, feedback_learning_rate=1e-2))
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Step 1 starts with the gate at exactly 0: no gradient crosses a feedback edge, the gate opens.
+    assert rows[0]["feedback/latent_grad_norm"] == 0 and rows[0]["feedback/gate_mean_abs"] > 0
+    assert rows[1]["feedback/latent_grad_norm"] > 0  # step 2: gradient flows through the chain
+
+
+def test_micro_batching_does_not_change_the_update(tiny_dir, tmp_path):
+    """1 micro-batch of 8 and 8 micro-batches of 1 give the same update (token-level loss, whole-step normalizers)."""
+    results = []
+    for micro in (16, 1):
+        cfg = run_config(tiny_dir, tmp_path / f"run{micro}", "latent", micro_batch_per_device=micro)
+        trainer = Trainer(cfg)
+        rows = trainer.next_prompts()
+        ro, texts = trainer.rollout(rows)
+        rewards, _, _ = trainer.score(rows, texts, ro)
+        assert rewards.std() > 0
+        trainer.update(ro, trainer.advantages(rewards), rewards)
+        results.append(params(trainer))
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("lora", [0, 4])
+def test_resumed_run_equals_uninterrupted_run(tiny_dir, tmp_path, lora):
+    def cfg(out):
+        c = run_config(tiny_dir, out, "latent", steps=4)
+        c.model.lora = LoraSettings(r=lora, alpha=8)
+        c.rl.lr_scheduler = "linear"
+        return c
+
+    whole = Trainer(cfg(tmp_path / "whole"))
+    whole.train()
+    first = Trainer(cfg(tmp_path / "split"))
+    first.train(stop_after=2)
+    assert (tmp_path / "split" / "checkpoints" / "step-2").is_dir()
+    resumed = Trainer(cfg(tmp_path / "split"), resume=True)
+    assert resumed.state["step"] == 2
+    resumed.train()
+    a, b = params(whole), params(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    metrics = lambda p: [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
+    assert strip(metrics(tmp_path / "whole")) == strip(metrics(tmp_path / "split"))
+
+
+def test_lora_reference_is_the_policy_with_adapters_off(tiny_dir, tmp_path):
+    cfg = run_config(tiny_dir, tmp_path / "run", "hybrid", beta=0.1)
+    cfg.model.lora = LoraSettings(r=4, alpha=8)
+    trainer = Trainer(cfg)
+    assert trainer.reference is None  # no copy of the model in memory
+    rows = trainer.next_prompts()
+    ro, _ = trainer.rollout(rows)
+    ref = trainer.reference_logprobs(ro)
+    base = copy.deepcopy(trainer.policy.model).merge_and_unload()  # LoRA B starts at 0: merged == base
+    with torch.no_grad():
+        out = base(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids)
+    logp = (
+        torch.log_softmax(out.logits[:, :-1] / ro.temperature, -1)
+        .gather(-1, ro.input_ids[:, 1:, None])
+        .squeeze(-1)
+    )
+    expected = torch.where(ro.action_mask[:, 1:], logp, 0.0)
+    torch.testing.assert_close(ref[:, 1:], expected, atol=1e-5, rtol=0)
+
+
+def test_existing_run_folder_is_not_overwritten(tiny_dir, tmp_path):
+    Trainer(run_config(tiny_dir, tmp_path / "run", steps=1)).train()
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(run_config(tiny_dir, tmp_path / "run", steps=1))
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
