@@ -2,10 +2,10 @@
 
 Real objects only: a tiny Llama saved and loaded back like a user's checkpoint, and a real
 `trl.GRPOTrainer` on CPU. TRL's side is `trainer.compute_loss` on a batch dict of the
-format its `_generate_and_score_completions` produces; ours is a plain forward of a second
-copy of the model loaded from the same folder, which TRL never touched (log-softmax of
-logits / temperature at the completion tokens), and `policy_loss`. Loss, TRL's logged
-metrics and every parameter gradient must agree.
+format its `_generate_and_score_completions` produces; ours is the trainer's own path on a
+second copy of the model loaded from the same folder, which TRL never touched: the batch as
+a `Rollout`, `recompute_logprobs` of a `NeuralesePolicy` with feedback off, and
+`policy_loss`. Loss, TRL's logged metrics and every parameter gradient must agree.
 
 Two things TRL's code path needs outside `Trainer.train()`:
 - `compute_loss` in train mode divides by `current_gradient_accumulation_steps`, which
@@ -24,8 +24,11 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 from rl.algorithms import group_advantages, policy_loss, zero_spread_fraction
-from rl.config import ModelConfig
+from rl.config import ModelConfig, NeuraleseConfig
 from rl.models import load_model
+from rl.policy import NeuralesePolicy
+from rl.recompute import recompute_logprobs
+from rl.rollout import Rollout, position_ids_from_mask
 
 TEMPERATURE = 0.7
 MAX_COMPLETION = 8  # TRL's max_completion_length; wider than the batch, so dr_grpo must be told it
@@ -91,6 +94,30 @@ def plain_model(tiny_dir, trainer: GRPOTrainer):
     return model
 
 
+def our_logprobs(model, tokenizer, batch) -> torch.Tensor:
+    """[B, C] completion log-probs through our trainer's path: a Rollout recomputed by a policy with feedback off."""
+    prompt_len = batch["prompt_ids"].size(1)
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)  # [B, L]
+    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)  # [B, L]
+    action = torch.zeros_like(input_ids, dtype=torch.bool)
+    action[:, prompt_len:] = batch["completion_mask"].bool()
+    rollout = Rollout(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        action_mask=action,
+        feedback_mask=torch.zeros_like(action),
+        feedback=torch.zeros(*input_ids.shape, model.config.hidden_size),
+        noise=None,
+        logprobs=torch.zeros(input_ids.shape),
+        prompt_length=prompt_len,
+        temperature=TEMPERATURE,
+        noise_std=0.0,
+    )
+    policy = NeuralesePolicy(model, tokenizer, NeuraleseConfig(mode="off"))
+    return recompute_logprobs(policy, rollout, window=0).token_logprobs[:, prompt_len:]  # [B, C]
+
+
 def fixed_batch(trainer: GRPOTrainer, model, beta: float) -> dict[str, torch.Tensor]:
     """One batch in the format TRL's `compute_loss` consumes, built without sampling."""
     tokenizer = trainer.processing_class
@@ -127,10 +154,8 @@ def gradients(model) -> dict[str, torch.Tensor]:
     return grads
 
 
-def our_loss(model, loss_type, batch, beta, correction, **normalizers):
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    logprobs = completion_logprobs(model, input_ids, attention_mask, batch["completion_ids"])
+def our_loss(model, tokenizer, loss_type, batch, beta, correction, **normalizers):
+    logprobs = our_logprobs(model, tokenizer, batch)
     return policy_loss(
         logprobs,
         batch["old_per_token_logps"],
@@ -167,7 +192,9 @@ def test_loss_metrics_and_gradients_equal_trl(tiny_dir, tmp_path, loss_type, bet
     theirs = trainer.compute_loss(trainer.model, batch)
     theirs.backward()
     their_grads = gradients(trainer.model)
-    ours, metrics = our_loss(model, loss_type, batch, beta, correction, max_length=MAX_COMPLETION)
+    ours, metrics = our_loss(
+        model, trainer.processing_class, loss_type, batch, beta, correction, max_length=MAX_COMPLETION
+    )
     ours.backward()
     our_grads = gradients(model)
 
@@ -205,12 +232,15 @@ def test_accumulated_micro_batches_equal_trl(tiny_dir, tmp_path, loss_type):
         "max_length": MAX_COMPLETION,
     }
     micro_losses = [
-        our_loss(model, loss_type, micro, 0.1, True, **steps)[0] for micro in split_tensor_dict(batch, 2)
+        our_loss(model, trainer.processing_class, loss_type, micro, 0.1, True, **steps)[0]
+        for micro in split_tensor_dict(batch, 2)
     ]
     summed = sum(micro_losses)
     summed.backward()
     assert_same_gradients(their_grads, gradients(model))
-    full, _ = our_loss(model, loss_type, batch, 0.1, True, max_length=MAX_COMPLETION)
+    full, _ = our_loss(
+        model, trainer.processing_class, loss_type, batch, 0.1, True, max_length=MAX_COMPLETION
+    )
     full.backward()
     assert_same_gradients(their_grads, gradients(model))
     torch.testing.assert_close(summed, full, atol=1e-6, rtol=1e-6)
