@@ -95,6 +95,7 @@ def build_tiny_model(
         intermediate_size=cfg.intermediate_size,
         max_position_embeddings=cfg.max_positions,
         tie_word_embeddings=True,
+        initializer_range=cfg.init_std or cfg.hidden_size**-0.5,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
