@@ -95,7 +95,7 @@ def save_checkpoint(
     with atomic_dir(target) as tmp:
         if hasattr(policy.model, "peft_config"):
             save_file(
-                {k: v.contiguous() for k, v in trainable_state(policy.model).items()},
+                {k: v.detach().clone().contiguous() for k, v in trainable_state(policy.model).items()},
                 str(tmp / "model.safetensors"),
             )
         else:

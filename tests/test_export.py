@@ -288,3 +288,19 @@ def test_broken_sources_name_the_path_and_what_is_missing(trained, tmp_path):
     (other / "config.yaml").unlink()
     with pytest.raises(CheckpointError, match=r"config.yaml is missing; it names the base model"):
         load_policy(other / "checkpoints" / "step-2")
+
+
+def test_a_lora_run_that_added_its_thought_token_round_trips(base, tmp_path):
+    """The added token's embedding row is trained state too: the checkpoint must carry it, or
+    the rebuilt policy would get a freshly sampled row (mean resizing draws one at random)."""
+    cfg = run_config(base, tmp_path / "run", "latent", lora=4)
+    cfg.neuralese.thought_token, cfg.model.add_thought_token, cfg.rl.steps = "<pause>", True, 1
+    trainer = Trainer(cfg)
+    trainer.train()
+    policy = trainer.policy.eval()
+    exported = NeuralesePolicy.from_pretrained(export(tmp_path / "run", tmp_path / "export"))
+    assert exported.generate(PROMPTS, max_new_tokens=8) == policy.generate(PROMPTS, max_new_tokens=8)
+    tid = exported.thought_token_id
+    assert exported.tokenizer.convert_ids_to_tokens(tid) == "<pause>" and tid == policy.thought_token_id
+    row = exported.model.get_input_embeddings().weight[tid]
+    assert torch.equal(row, policy.model.get_input_embeddings().weight[tid])
