@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 
-from rl.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, verify
+from rl.build import build_policy
+from rl.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
 from rl.config import ModelConfig, RunConfig, load_config
 from rl.errors import CheckpointError
 from rl.io import atomic_dir
@@ -112,8 +114,6 @@ def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePol
     """Load a located source: from_pretrained for a model folder, a rebuild for a checkpoint."""
     if src.kind == "model":
         return NeuralesePolicy.from_pretrained(src.path, ModelConfig(), device=device).eval()
-    from rl.build import build_policy
-
     cfg, ckpt = src.config, src.checkpoint
     verify(ckpt)
     check_model_folder(cfg.model.path, what=f"{src.run / 'config.yaml'}: model.path (the run's base model)")
@@ -133,10 +133,6 @@ def _check_lora_keys(ckpt: Path, policy: NeuralesePolicy) -> None:
     """peft loads a LoRA state dict leniently; a checkpoint whose keys it would skip is the wrong one."""
     if not hasattr(policy.model, "peft_config"):
         return
-    from safetensors import safe_open
-
-    from rl.checkpoint import trainable_state
-
     with safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
         found = set(f.keys())
     expected = set(trainable_state(policy.model))

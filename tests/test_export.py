@@ -304,3 +304,18 @@ def test_a_lora_run_that_added_its_thought_token_round_trips(base, tmp_path):
     assert exported.tokenizer.convert_ids_to_tokens(tid) == "<pause>" and tid == policy.thought_token_id
     row = exported.model.get_input_embeddings().weight[tid]
     assert torch.equal(row, policy.model.get_input_embeddings().weight[tid])
+
+
+def test_a_config_that_does_not_fit_the_checkpoint_is_refused(trained, tmp_path):
+    """A run whose config.yaml says LoRA when the checkpoint holds every weight, or the reverse."""
+    trainer, _ = trained
+    run = shutil.copytree(trainer.cfg.output_dir, tmp_path / "run")
+    lora = trainer.cfg.model.lora.r
+    text = (run / "config.yaml").read_text()
+    assert f"  r: {lora}\n" in text
+    (run / "config.yaml").write_text(text.replace(f"  r: {lora}\n", f"  r: {4 - lora}\n", 1))
+    expected = (
+        "does not hold the LoRA weights" if lora == 0 else "its weights do not fit the model built from"
+    )
+    with pytest.raises(CheckpointError, match=expected):
+        load_policy(run)
