@@ -95,7 +95,7 @@ def save_checkpoint(
     with atomic_dir(target) as tmp:
         if hasattr(policy.model, "peft_config"):
             save_file(
-                {k: v.contiguous() for k, v in trainable_state(policy.model).items()},
+                {k: v.detach().clone().contiguous() for k, v in trainable_state(policy.model).items()},
                 str(tmp / "model.safetensors"),
             )
         else:
@@ -145,6 +145,20 @@ def verify(ckpt: Path) -> None:
             )
 
 
+def load_weights(ckpt: Path, policy, value_head: torch.nn.Module | None = None) -> None:
+    """The model (or LoRA) weights, feedback adapter and value head of a checkpoint, into a policy
+    built from the run's config: what resuming and exporting share. Call `verify` first."""
+    if hasattr(policy.model, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(policy.model, load_file(str(ckpt / "model.safetensors")))
+    else:
+        load_model(policy.model, str(ckpt / "model.safetensors"))
+    policy.adapter.load_state_dict(load_file(str(ckpt / "feedback.safetensors")))
+    if value_head is not None:
+        value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
+
+
 def load_checkpoint(
     ckpt: Path,
     policy,
@@ -155,15 +169,7 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote; returns the trainer state."""
     verify(ckpt)
-    if hasattr(policy.model, "peft_config"):
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(policy.model, load_file(str(ckpt / "model.safetensors")))
-    else:
-        load_model(policy.model, str(ckpt / "model.safetensors"))
-    policy.adapter.load_state_dict(load_file(str(ckpt / "feedback.safetensors")))
-    if value_head is not None:
-        value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
+    load_weights(ckpt, policy, value_head)
     opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
     optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])

@@ -3,6 +3,8 @@
     neuralese pretrain RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese train RECIPE.yaml [--set key.sub=value ...] [--out DIR] [--resume]
     neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T]
+    neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
+    neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 User errors (a bad recipe, a missing folder, a broken plug-in) print one paragraph and
@@ -63,9 +65,8 @@ def cmd_eval(args) -> None:
     import torch
 
     from envs import make_env
-    from rl.config import ModelConfig
     from rl.evaluate import evaluate
-    from rl.policy import NeuralesePolicy
+    from rl.export import load_policy
 
     try:
         env_args = yaml.safe_load(args.env_args) if args.env_args else {}
@@ -75,7 +76,7 @@ def cmd_eval(args) -> None:
         raise ConfigError(f"--env-args must be a mapping such as '{{digits: 4}}', got {args.env_args!r}")
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = NeuralesePolicy.from_pretrained(args.checkpoint, ModelConfig(), device=device)
+    policy = load_policy(args.checkpoint, device=device)
     env = make_env(args.env, env_args)
     result = evaluate(
         policy,
@@ -91,6 +92,29 @@ def cmd_eval(args) -> None:
         progress=not args.quiet,
     )
     print(json.dumps(result))
+
+
+def cmd_export(args) -> None:
+    from rl.export import export, locate
+
+    src = locate(args.source)
+    out = export(args.source, args.out, overwrite=args.overwrite)
+    origin = str(src.checkpoint or src.path)
+    print(json.dumps({"stage": "export", "out": str(out), "source": origin, "step": src.step}))
+
+
+def cmd_inspect(args) -> None:
+    import torch
+
+    from rl.export import load_policy
+    from rl.inspector import format_table, inspect_thoughts, plot
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(args.checkpoint, device=device)
+    ins = inspect_thoughts(policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    print(format_table(ins))
+    if args.out:
+        print(f"picture: {plot(ins, args.out)}")
 
 
 def cmd_config(args) -> None:
@@ -139,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("export", help="a Hugging Face folder (LoRA merged) with the feedback weights")
+    p.add_argument(
+        "source", help="a run folder (its newest checkpoint), RUN/checkpoints/step-N, or a model folder"
+    )
+    p.add_argument("out", help="the folder to write (refused if it exists and is not empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("inspect", help="what each thought decodes to (logit lens), gate values, norms")
+    p.add_argument("checkpoint", help="an exported folder, a run folder or RUN/checkpoints/step-N")
+    p.add_argument("--prompt", required=True, help="the prompt to answer and inspect")
+    p.add_argument("--out", help="also draw the inspection to this PNG")
+    p.add_argument("--top-k", type=int, default=5, help="logit-lens tokens shown per thought")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("config", help="document every config field, or print a recipe fully resolved")
     p.add_argument("recipe", nargs="?")

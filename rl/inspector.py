@@ -1,0 +1,271 @@
+"""What the thoughts do: logit lens, gate, norms and similarity of each fed-back vector.
+
+Launch: `neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png]`.
+
+One prompt is answered (greedy by default); each thought is then read four ways:
+
+    lens        the top tokens of the hidden state that was fed back, read through the model's
+                own output head (the final norm first when that state is pre-norm: any layer
+                but the last, or the learned mix). With `layer: -1` the lens of thought i is
+                exactly the model's next-token distribution at the position it came from.
+    |f|         norm of the fed-back vector f (RMS-matched to the token embeddings, projected).
+    gate        |g * f| / |f| with g = tanh(lambda): the share of the thought that passes the
+                gate, weighted along f's own direction (g is one vector for all positions).
+    |g*f|/|e|   the gated thought against the token embedding it is added to: how loud the
+                thought is next to the token.
+    cos prev    cosine similarity of f with the previous thought's f: a chain that repeats
+                itself reads near 1.
+
+A thought is the vector fed into a position; it comes from the hidden state one position
+earlier. In latent mode the rows are the K thought positions; in hybrid mode, every
+generated position that received feedback (the row's token is the one written there).
+The hidden states come from one teacher-forced pass over the rollout with its recorded
+feedback vectors: forward values equal the rollout's (see rl/recompute.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rl.errors import CheckpointError
+from rl.policy import NeuralesePolicy
+from rl.rollout import generate_rollout
+
+
+@dataclass
+class Thought:
+    """One fed-back vector and what it reads as."""
+
+    index: int  # 1-based thought number
+    position: int  # generated position it is fed into (0 = first after the prompt)
+    token: str  # the input token at that position (the thought token, or the token written)
+    lens: list[tuple[str, float]]  # top tokens of the fed-back state and their probabilities
+    feedback_norm: float  # |f|
+    gate: float  # |g * f| / |f|
+    token_norm: float  # |E[x]|, the token embedding the thought is added to
+    thought_to_token: float  # |g * f| / |E[x]|
+    cosine_prev: float | None  # cos(f, previous f); None for the first
+
+
+@dataclass
+class Inspection:
+    """A prompt, its answer, and every thought of it."""
+
+    prompt: str
+    answer: str
+    mode: str
+    layer: int | str
+    lens_norm: bool  # the final norm was applied before the output head
+    gate_mean: float  # mean |tanh(lambda)| over the hidden dimension
+    gate_max: float
+    thoughts: list[Thought]
+    cosine: torch.Tensor = field(repr=False)  # [n, n] cosine similarity between all thoughts
+
+
+def final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The norm between the last decoder layer and the output head (Llama/Qwen `norm`, GPT `ln_f`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else base
+    for name in ("norm", "final_layernorm", "ln_f", "final_layer_norm"):
+        if isinstance(getattr(decoder, name, None), torch.nn.Module):
+            return getattr(decoder, name)
+    return None
+
+
+def fed_back_is_pre_norm(policy: NeuralesePolicy) -> bool:
+    """Every state but transformers' last `hidden_states` entry is taken before the final norm."""
+    layer, n = policy.config.layer, policy.adapter.num_hidden_states
+    return layer == "mix" or layer % n != n - 1
+
+
+def lens_logits(policy: NeuralesePolicy, states: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """[n, D] fed-back states -> [n, V] logits through (final norm and) the output head; and
+    whether the norm was applied."""
+    model = policy.model
+    norm = final_norm(model) if fed_back_is_pre_norm(policy) else None
+    head = model.get_output_embeddings()
+    dtype = head.weight.dtype
+    x = states.to(dtype)
+    if norm is not None:
+        x = norm(x)
+    return head(x).float(), norm is not None
+
+
+def _show(tokenizer, token_id: int) -> str:
+    """A token as text, quoted so spaces and newlines stay visible."""
+    return repr(tokenizer.decode([token_id]))
+
+
+@torch.no_grad()
+def inspect_thoughts(
+    policy: NeuralesePolicy,
+    prompt: str | list[dict],
+    max_new_tokens: int = 16,
+    temperature: float = 0.0,
+    top_k: int = 5,
+    seed: int = 0,
+) -> Inspection:
+    """Answer `prompt` and read every thought of the answer (see the module docstring)."""
+    if not policy.feedback_on:
+        raise CheckpointError(
+            "inspect: this policy has neuralese mode 'off' (a plain model folder, or a run without "
+            "feedback), so there are no thoughts to read; give a latent or hybrid checkpoint"
+        )
+    policy.eval()
+    ids, mask = policy.encode([prompt])
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
+    positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
+    embeds = policy.embed(ro.input_ids)  # [1, L, D]
+    x = torch.where(ro.feedback_mask[..., None], policy.adapter.combine(embeds, ro.feedback), embeds)
+    out = policy.model(
+        inputs_embeds=x,
+        attention_mask=ro.attention_mask,
+        position_ids=ro.position_ids,
+        output_hidden_states=True,
+        return_dict=True,
+    )
+    states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
+    logits, normed = lens_logits(policy, states)  # [n, V]
+    probs = torch.softmax(logits, dim=-1)
+    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
+
+    f = ro.feedback[0, positions]  # [n, D] what entered, noise included
+    gate = policy.adapter.gate()  # [D]
+    gated = f if policy.config.input == "latent_only" else gate * f  # [n, D]
+    e_norm = embeds[0, positions].float().norm(dim=-1)  # [n]
+    unit = F.normalize(f, dim=-1)
+    cosine = unit @ unit.T  # [n, n]
+    tok = policy.tokenizer
+    thoughts = [
+        Thought(
+            index=i + 1,
+            position=int(t) - ro.prompt_length,
+            token=_show(tok, int(ro.input_ids[0, t])),
+            lens=[(_show(tok, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
+            feedback_norm=float(f[i].norm()),
+            gate=float(gated[i].norm() / f[i].norm().clamp_min(1e-12)),
+            token_norm=float(e_norm[i]),
+            thought_to_token=float(gated[i].norm() / e_norm[i].clamp_min(1e-12)),
+            cosine_prev=float(cosine[i, i - 1]) if i > 0 else None,
+        )
+        for i, t in enumerate(positions.tolist())
+    ]
+    return Inspection(
+        prompt=prompt if isinstance(prompt, str) else repr(prompt),
+        answer=policy.decode(ro)[0],
+        mode=policy.config.mode,
+        layer=policy.config.layer,
+        lens_norm=normed,
+        gate_mean=float(gate.abs().mean()),
+        gate_max=float(gate.abs().max()),
+        thoughts=thoughts,
+        cosine=cosine.cpu(),
+    )
+
+
+def format_table(ins: Inspection) -> str:
+    """The inspection as a plain-text table for the terminal."""
+    lens_how = "final norm, then output head" if ins.lens_norm else "output head (state is post-norm)"
+    lines = [
+        f"prompt: {ins.prompt!r}",
+        f"answer: {ins.answer!r}",
+        f"mode {ins.mode}, layer {ins.layer}; lens = {lens_how}; "
+        f"gate |tanh(lambda)| mean {ins.gate_mean:.4f}, max {ins.gate_max:.4f}",
+        "",
+    ]
+    lens_cells = ["  ".join(f"{t} {p:.2f}" for t, p in th.lens) for th in ins.thoughts]
+    width = max([len("logit lens (top tokens, prob)"), *map(len, lens_cells)])
+    tok_w = max([len("input"), *(len(th.token) for th in ins.thoughts)])
+    head = (
+        f"{'#':>3}  {'pos':>3}  {'input':<{tok_w}}  {'logit lens (top tokens, prob)':<{width}}  "
+        f"{'|f|':>7}  {'gate':>6}  {'|g*f|/|e|':>9}  {'cos prev':>8}"
+    )
+    lines += [head, "-" * len(head)]
+    if not ins.thoughts:
+        lines.append("(no thoughts: the answer ended at its first token)")
+    for th, cell in zip(ins.thoughts, lens_cells):
+        cos = "-" if th.cosine_prev is None else f"{th.cosine_prev:.3f}"
+        lines.append(
+            f"{th.index:>3}  {th.position:>3}  {th.token:<{tok_w}}  {cell:<{width}}  "
+            f"{th.feedback_norm:>7.3f}  {th.gate:>6.4f}  {th.thought_to_token:>9.4f}  {cos:>8}"
+        )
+    return "\n".join(lines)
+
+
+def plot(ins: Inspection, path: str | Path) -> Path:
+    """A PNG: logit-lens heat map with token labels, norms, gate, and the thought-to-thought
+    cosine matrix. Drawn with matplotlib's Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    n = len(ins.thoughts)
+    if n == 0:  # hybrid mode, and the answer ended at its first token
+        fig = plt.figure(figsize=(6, 1.5))
+        fig.text(0.5, 0.5, f"{ins.prompt!r} -> {ins.answer!r}: no thoughts", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+    k = max((len(th.lens) for th in ins.thoughts), default=1)
+    idx = [th.index for th in ins.thoughts]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 4 + 0.45 * n), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig.suptitle(f"{ins.prompt!r} -> {ins.answer!r}   (mode {ins.mode}, layer {ins.layer})", fontsize=11)
+    _lens_panel(axes[0, 0], ins, n, k)
+    ax = axes[0, 1]
+    width = 0.27
+    for shift, label, values in (
+        (-width, "|f| fed-back vector", [th.feedback_norm for th in ins.thoughts]),
+        (0.0, "|g*f| after the gate", [th.gate * th.feedback_norm for th in ins.thoughts]),
+        (width, "|e| token embedding", [th.token_norm for th in ins.thoughts]),
+    ):
+        ax.bar([i + shift for i in idx], values, width, label=label)
+    top = max(max(th.feedback_norm, th.token_norm) for th in ins.thoughts)
+    ax.set(title="norms at each thought position", xlabel="thought", xticks=idx, ylim=(0, 1.3 * top))
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
+    ax = axes[1, 0]
+    gates, ratios = [th.gate for th in ins.thoughts], [th.thought_to_token for th in ins.thoughts]
+    ax.plot(idx, gates, "o-", label="gate |g*f|/|f|")
+    ax.plot(idx, ratios, "s--", label="thought vs token |g*f|/|e|")
+    top = 1.2 * max(gates + ratios) + 1e-3
+    ax.set(title="how much of each thought gets through", xlabel="thought", xticks=idx, ylim=(0, top))
+    ax.legend(fontsize=8)
+    ax = axes[1, 1]
+    im = ax.imshow(ins.cosine.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set(title="cosine similarity between thoughts", xticks=range(n), yticks=range(n))
+    ax.set_xticklabels(idx)
+    ax.set_yticklabels(idx)
+    for i in range(n):
+        for j in range(n):
+            value = float(ins.cosine[i, j])
+            colour = "white" if abs(value) > 0.6 else "black"
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _lens_panel(ax, ins: Inspection, n: int, k: int) -> None:
+    """Rows = thoughts, columns = rank; colour = probability, text = the token."""
+    grid = torch.zeros(n, k)
+    for i, th in enumerate(ins.thoughts):
+        for j, (_, p) in enumerate(th.lens):
+            grid[i, j] = p
+    ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="Greens", aspect="auto")
+    for i, th in enumerate(ins.thoughts):
+        for j, (t, p) in enumerate(th.lens):
+            colour = "white" if p > 0.6 else "black"
+            ax.text(j, i, f"{t}\n{p:.2f}", ha="center", va="center", fontsize=8, color=colour)
+    ax.set(title="logit lens of each fed-back state (top tokens)", xlabel="rank", ylabel="thought")
+    ax.set_xticks(range(k))
+    ax.set_xticklabels([str(j + 1) for j in range(k)])
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([f"{th.index} ({th.token})" for th in ins.thoughts], fontsize=8)
