@@ -83,7 +83,8 @@ def reference_run(recipe: Path, out: Path) -> None:
 def launch(recipe: Path, out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "rl.cli", "train", str(recipe), "--out", str(out), "--resume"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env, cwd=out.parent)
+    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=out.parent)
 
 
 def poll(proc: subprocess.Popen, ready, timeout: float = 300.0) -> bool:
