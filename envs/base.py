@@ -66,6 +66,12 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
         env = factory(**(args or {}))
     except (TypeError, ValueError) as e:
         raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
+    except EnvError:
+        raise
+    except Exception as e:  # a plug-in's own code failed: the user's to fix (a built-in's is our bug)
+        if not is_reference(name):
+            raise
+        raise EnvError(f"env {name!r}: the factory raised {type(e).__name__}: {e}") from None
     if not callable(getattr(env, "dataset", None)):
         raise EnvError(
             f"env {name!r}: the factory returned {type(env).__name__}, which has no dataset(split, n, seed) method"
@@ -85,7 +91,11 @@ def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env
         ds = env.dataset(split, n, seed)
     except EnvError:
         raise
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except Exception as e:
+        # The expected kinds from any env; anything from a plug-in (its own code). A built-in
+        # failing otherwise is our bug and keeps its traceback.
+        if not isinstance(e, (KeyError, ValueError, FileNotFoundError)) and not is_reference(name):
+            raise
         raise EnvError(
             f"env {name!r}: dataset({split!r}, n={n}, seed={seed}) failed: {type(e).__name__}: {e}"
         ) from None

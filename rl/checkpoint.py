@@ -11,19 +11,31 @@
     manifest.json          sha256 of every file above, written last
 
 The folder is built under a temporary name and renamed when complete, so a crash never
-leaves a `step-N` that looks complete. `manifest.json` catches later corruption (a
-truncated or edited file). Nothing here unpickles arbitrary objects: `.pt` files are read
-with `weights_only=True`.
+leaves a `step-N` that looks complete; old checkpoints are renamed away before they are
+deleted, for the same reason. What a killed writer leaves (`.step-N.tmp-*`, `.step-N.del-*`)
+is never read and is removed by the next save. `tests/test_faults.py` SIGKILLs training runs
+at random points, including mid-write, and checks that each resume ends bit for bit where an
+uninterrupted run does.
+
+`manifest.json` catches later corruption (a truncated or edited file). A crash cannot cause
+that, so resuming from a corrupted newest checkpoint is an error naming the file and the
+older checkpoint to fall back to: silently going back (or starting over) would hide a disk
+or a copy that is failing, and the next saves would delete the evidence.
+
+Nothing here unpickles arbitrary objects: `.pt` files are read with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
+from pickle import UnpicklingError  # the error type only: nothing here unpickles
 from typing import Any
 
 import numpy as np
@@ -111,8 +123,18 @@ def save_checkpoint(
         files = sorted(p.name for p in tmp.iterdir())
         write_json(tmp / MANIFEST, {name: _sha256(tmp / name) for name in files})
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _delete(old)
+    for leftover in target.parent.glob(".step-*"):  # from writers killed mid-save or mid-delete
+        shutil.rmtree(leftover, ignore_errors=True)
     return target
+
+
+def _delete(ckpt: Path) -> None:
+    """Rename, then delete: a crash mid-delete must not leave a `step-N` with its manifest but
+    without some of its files."""
+    trash = ckpt.with_name(f".{ckpt.name}.del-{os.getpid()}")
+    ckpt.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -132,16 +154,22 @@ def verify(ckpt: Path) -> None:
     """Raise CheckpointError naming the first file that is missing or does not match the manifest."""
     try:
         manifest = json.loads((ckpt / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{ckpt}: unreadable {MANIFEST} ({e}); the checkpoint is corrupted") from None
+        if not isinstance(manifest, dict):
+            raise ValueError(f"expected a JSON object, got {type(manifest).__name__}")
+    except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(
+            f"{ckpt}: unreadable {MANIFEST} ({e}); the checkpoint is corrupted. {_fallback(ckpt)}"
+        ) from None
     for name, digest in manifest.items():
         path = ckpt / name
         if not path.is_file():
-            raise CheckpointError(f"{ckpt}: {name} is missing; the checkpoint is corrupted")
+            raise CheckpointError(
+                f"{ckpt}: {name} is missing; the checkpoint is corrupted. {_fallback(ckpt)}"
+            )
         if _sha256(path) != digest:
             raise CheckpointError(
-                f"{ckpt}: {name} does not match its checksum in {MANIFEST}; the checkpoint is corrupted. "
-                f"Delete {ckpt} to resume from the one before it."
+                f"{ckpt}: {name} does not match its checksum in {MANIFEST}; the checkpoint is corrupted "
+                f"(the file changed after it was written). {_fallback(ckpt)}"
             )
 
 
@@ -159,6 +187,21 @@ def load_weights(ckpt: Path, policy, value_head: torch.nn.Module | None = None) 
         value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
 
 
+def _fallback(ckpt: Path) -> str:
+    """What the user can do about a corrupted checkpoint: the older one to fall back to, if any."""
+    older = [p for p in list_checkpoints(ckpt.parent.parent) if _step(p) < _step(ckpt)]
+    if older:
+        return f"Move {ckpt.name} out of {ckpt.parent} to resume from {older[-1].name}, the newest before it."
+    return (
+        f"No older checkpoint exists: move {ckpt.name} away to resume from step 0, or start anew with --out."
+    )
+
+
+def _step(ckpt: Path) -> int:
+    m = STEP_DIR.match(ckpt.name)
+    return int(m.group(1)) if m else -1
+
+
 def load_checkpoint(
     ckpt: Path,
     policy,
@@ -169,9 +212,29 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote; returns the trainer state."""
     verify(ckpt)
-    load_weights(ckpt, policy, value_head)
-    opt = torch.load(ckpt / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
+    opt, rng = _load_pt(ckpt / "optimizer.pt"), _load_pt(ckpt / "rng.pt")
+    try:
+        load_weights(ckpt, policy, value_head)
+        optimizer.load_state_dict(opt["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as e:  # intact files that do not fit this run's model
+        raise CheckpointError(
+            f"{ckpt}: does not fit the model this recipe builds ({' '.join(str(e).split())[:300]}); "
+            "resume with the recipe the run was started with (its config.yaml)"
+        ) from None
     scheduler.load_state_dict(opt["scheduler"])
-    set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True), generator)
+    set_rng_state(rng, generator)
     return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def _load_pt(path: Path) -> Any:
+    """A `.pt` file of tensors, numbers, strings and containers; any other object is refused
+    (`weights_only=True`), so a planted pickle never runs."""
+    try:
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols: our error says more
+            warnings.simplefilter("ignore")
+            return torch.load(path, weights_only=True)
+    except UnpicklingError:
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and numbers; refusing to unpickle it "
+            "(neuralese writes none: the file was not written by this checkpoint code)"
+        ) from None

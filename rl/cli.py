@@ -42,9 +42,9 @@ def _load(args) -> object:
 
 
 def cmd_pretrain(args) -> None:
+    cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
     from rl.pretrain import pretrain
 
-    cfg = _load(args)
     if args.out:
         cfg.pretrain.output_dir = args.out
     out = pretrain(cfg)
@@ -52,9 +52,9 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_train(args) -> None:
+    cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
     from rl.trainer import Trainer
 
-    cfg = _load(args)
     if args.out:
         cfg.output_dir = args.out
     result = Trainer(cfg, resume=args.resume).train()
@@ -65,13 +65,16 @@ def cmd_eval(args) -> None:
     import torch
 
     from envs import make_env
+    from rl.config import describe_yaml_error
     from rl.evaluate import evaluate
     from rl.export import load_policy
 
     try:
         env_args = yaml.safe_load(args.env_args) if args.env_args else {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"--env-args {args.env_args!r} is not valid YAML: {e}") from None
+        raise ConfigError(
+            f"--env-args {args.env_args!r} is not valid YAML: {describe_yaml_error(e)}"
+        ) from None
     if not isinstance(env_args, dict):
         raise ConfigError(f"--env-args must be a mapping such as '{{digits: 4}}', got {args.env_args!r}")
     torch.manual_seed(args.seed)
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except NeuraleseError as e:
-        print(f"neuralese {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one paragraph, even when a library's text spans lines
+        print(f"neuralese {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

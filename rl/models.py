@@ -7,9 +7,11 @@ tiny models built in tests and for a user's checkpoint. Nothing is downloaded
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rl.config import ModelConfig
@@ -66,11 +68,29 @@ def load_model(
         kwargs["attn_implementation"] = cfg.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, **kwargs)
+    except SafetensorError as e:  # a truncated or damaged weights file
+        raise CheckpointError(
+            f"{path}: cannot load the model: a *.safetensors file is damaged ({e})"
+        ) from None
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot load the model: {e}") from None
+        raise CheckpointError(f"{path}: cannot load the model{_remote_code_hint(path, cfg)}: {e}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
+
+
+def _remote_code_hint(path: Path, cfg: ModelConfig) -> str:
+    """Why a folder that ships its own model code fails to load while trust_remote_code is off."""
+    try:
+        auto_map = json.loads((path / "config.json").read_text()).get("auto_map")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not auto_map or cfg.trust_remote_code:
+        return ""
+    return (
+        " (its config.json names model code of its own in `auto_map`, which runs only with "
+        "model.trust_remote_code: true; set that only if you trust the folder)"
+    )
 
 
 def ensure_thought_token(

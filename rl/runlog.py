@@ -9,8 +9,11 @@ checkpoint's step, so a resumed run's logs read like an uninterrupted run's.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+from rl.errors import CheckpointError
 
 REPORT_PANELS = [
     ("reward", ["reward/mean"]),
@@ -31,16 +34,33 @@ class RunLog:
         self.completions_path = self.dir / "completions.jsonl"
 
     def truncate(self, step: int) -> None:
-        """Drop lines logged after `step` (a resume from the checkpoint at `step`)."""
+        """Drop lines logged after `step` (a resume from the checkpoint at `step`).
+
+        A killed run may have left a half-written last line (no newline): it is dropped. In
+        metrics.jsonl only the first row of `step` is kept: a second one is the final
+        evaluation, which the resumed run writes again.
+        """
         for path in (self.metrics_path, self.completions_path):
             if not path.is_file():
                 continue
-            keep = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step
-            ]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            lines = path.read_text().split("\n")[:-1]  # the part after the last newline is cut off
+            keep, seen = [], set()
+            for i, ln in enumerate(lines):
+                if not ln.strip():
+                    continue
+                try:
+                    row_step = json.loads(ln).get("step", 0)
+                except json.JSONDecodeError:
+                    raise CheckpointError(
+                        f"{path}: line {i + 1} is not JSON; the run log is corrupted"
+                    ) from None
+                if row_step > step or (path == self.metrics_path and row_step == step and step in seen):
+                    continue
+                seen.add(row_step)
+                keep.append(ln)
+            tmp = path.with_name(f".{path.name}.tmp")  # a kill mid-write must not lose the kept rows
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, path)
 
     def metrics(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:

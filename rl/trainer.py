@@ -24,6 +24,7 @@ off (and LoRA adapters off), not a separate model, whenever LoRA is used.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -104,26 +105,26 @@ class Trainer:
         preemptible schedules); returns the final evaluation."""
         cfg = self.cfg
         last = cfg.rl.steps if stop_after is None else min(cfg.rl.steps, self.state["step"] + stop_after)
-        bar = tqdm(
+        # `with`: an error closes the bar first, so its message starts on a line of its own.
+        with tqdm(
             total=cfg.rl.steps,
             initial=self.state["step"],
             desc="rl",
             unit="step",
             disable=not self.accelerator.is_main_process,
-        )
-        while self.state["step"] < last:
-            metrics = self.step()
-            self.state["step"] += 1
-            step = self.state["step"]
-            if cfg.log.eval_every and step % cfg.log.eval_every == 0:
-                metrics.update(self.evaluate())
-            if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
-                self.log.metrics(step, metrics)
-            if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
-                self.save()
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.3f}")
-            bar.update(1)
-        bar.close()
+        ) as bar:
+            while self.state["step"] < last:
+                metrics = self.step()
+                self.state["step"] += 1
+                step = self.state["step"]
+                if cfg.log.eval_every and step % cfg.log.eval_every == 0:
+                    metrics.update(self.evaluate())
+                if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
+                    self.log.metrics(step, metrics)
+                if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
+                    self.save()
+                bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+                bar.update(1)
         if self.state["step"] < cfg.rl.steps:
             return {}
         final = self.evaluate()
@@ -401,8 +402,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> None:
+        """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
         ckpts = list_checkpoints(self.out)
         if not ckpts:
+            self._notice(
+                f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting at step 0"
+            )
             self.log.truncate(0)
             return
         state = load_checkpoint(
@@ -410,3 +415,10 @@ class Trainer:
         )
         self.state.update(state)
         self.log.truncate(self.state["step"])
+        self._notice(
+            f"--resume: continuing from {ckpts[-1]} (step {self.state['step']} of {self.cfg.rl.steps})"
+        )
+
+    def _notice(self, text: str) -> None:
+        if self.accelerator.is_main_process:
+            print(f"neuralese train: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,45 @@
+"""Environment plug-ins whose datasets break the contract, one way each."""
+
+import datasets
+
+from rewards.match import exact_match
+
+
+class _Env:
+    reward_funcs = [exact_match]
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def dataset(self, split, n, seed):
+        return self.rows
+
+
+def make_empty(**args):
+    return _Env(datasets.Dataset.from_dict({"prompt": [], "answer": []}))
+
+
+def make_no_answer(**args):
+    return _Env(datasets.Dataset.from_dict({"prompt": ["1+1="], "solution": ["2"]}))
+
+
+def make_list(**args):
+    return _Env([{"prompt": "1+1=", "answer": "2"}])
+
+
+def make_no_rewards(**args):
+    env = _Env(datasets.Dataset.from_dict({"prompt": ["1+1="], "answer": ["2"]}))
+    env.reward_funcs = []
+    return env
+
+
+class _Broken(_Env):
+    def dataset(self, split, n, seed):
+        raise RuntimeError("the task server is down")
+
+
+def make_dataset_raises(**args):
+    return _Broken(None)
+
+
+NOT_CALLABLE = 3

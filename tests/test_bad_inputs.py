@@ -1,0 +1,244 @@
+"""The bad-input corpus: every case in `tests/bad_inputs/` goes through the real CLI and must end
+with exit status 2, exactly one error paragraph on stderr that contains the case's expected
+message and no traceback, and an output folder whose existing files are unchanged byte for byte.
+
+A case file is a recipe overlay (merged into `base.yaml`) with a header of `# key: value` lines:
+
+    # expect: the message fragment stderr must contain (placeholders allowed)
+    # args:   the command line (default: train @RECIPE@ --out @OUT@)
+    # out:    what the output folder holds before: `results` (user files, the default), `run`
+    #         (a finished run) or `corrupted` (a finished run with a byte flipped in a checkpoint)
+    # raw     the body is the whole recipe, not an overlay (for malformed YAML)
+
+Placeholders: @MODEL@ (a tiny real model), @MODELS@ (broken model folders), @PLUGINS@,
+@MISSING@ (a folder that does not exist), @RECIPE@, @OUT@.
+
+The default suite calls `rl.cli.main` in this process (file-descriptor-level capture, so
+library output counts too); `-m slow` runs every case as a separate `python -m rl.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rl.checkpoint import list_checkpoints
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path(__file__).parent / "bad_inputs"
+CASES = sorted(p for p in CORPUS.glob("*.yaml") if p.name != "base.yaml")
+DEFAULT_ARGS = "train @RECIPE@ --out @OUT@"
+PROGRESS_BAR = re.compile(r"^\w+:\s+\d+%\|")  # tqdm's redrawn bar lines are not messages
+
+
+def parse_case(path: Path) -> dict:
+    header, body = {}, []
+    for line in path.read_text().splitlines():
+        m = re.match(r"^# (\w+)(?:: (.*))?$", line)
+        if m and not body:
+            header[m.group(1)] = m.group(2) if m.group(2) is not None else True
+        else:
+            body.append(line)
+    assert "expect" in header, f"{path.name}: no '# expect:' line"
+    return {**header, "body": "\n".join(body) + "\n"}
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """The overlay's sections merged key by key into the base's; values inside a section replace."""
+    out = dict(base)
+    for key, value in overlay.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = {**out[key], **value} if both else value
+    return out
+
+
+def substitute(text: str, places: dict[str, Path]) -> str:
+    for name, path in places.items():
+        text = text.replace(f"@{name}@", str(path))
+    return text
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def prepare(case: dict, tmp: Path, places: dict[str, Path], runs: dict[str, Path]) -> tuple[list[str], Path]:
+    """Write the recipe and the output folder; return the argv and the output folder."""
+    out = tmp / "out"
+    kind = case.get("out", "results")
+    if kind == "results":  # somebody's results, which no failure may touch
+        (out / "results").mkdir(parents=True)
+        (out / "notes.txt").write_text("my notes\n")
+        (out / "results" / "eval.json").write_text('{"accuracy": 0.5}\n')
+    else:
+        shutil.copytree(runs[kind], out)
+    places = {**places, "RECIPE": tmp / "recipe.yaml", "OUT": out}
+    body = substitute(case["body"], places)
+    if case.get("raw"):
+        text = body
+    else:
+        base = yaml.safe_load(substitute((CORPUS / "base.yaml").read_text(), places))
+        text = yaml.safe_dump(merge(base, yaml.safe_load(body) or {}), sort_keys=False)
+    (tmp / "recipe.yaml").write_text(text)
+    return shlex.split(substitute(case.get("args", DEFAULT_ARGS), places)), out
+
+
+def check(case: dict, argv: list[str], rc: int, stderr: str, places: dict[str, Path]) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert rc == 2, f"exit status {rc}; stderr:\n{stderr}"
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not PROGRESS_BAR.match(ln)]
+    assert len(lines) == 1, "expected exactly one message on stderr, got:\n" + "\n".join(lines)
+    assert lines[0].startswith(f"neuralese {argv[0]}: error: "), lines[0]
+    expected = substitute(case["expect"], places)
+    assert expected in lines[0], f"\nexpected: {expected}\nmessage:  {lines[0]}"
+
+
+def check_folder(before: dict[str, bytes], out: Path) -> None:
+    after = snapshot(out)
+    changed = [name for name, data in before.items() if after.get(name) != data]
+    assert not changed, f"existing files changed or removed: {changed}"
+    new = sorted(set(after) - set(before))
+    assert not [n for n in new if n == "metrics.jsonl" or n.startswith("checkpoints")], new
+
+
+def tokenizer_without_thought_token(texts: list[str]):
+    """A word-level tokenizer like the tiny one, but with no `<thought>` token at all."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rl.tiny import BOS, EOS, PAD, PIECE_PATTERN, UNK, text_pieces
+
+    pieces = sorted({p for t in texts for p in text_pieces(t)})
+    backend = Tokenizer(
+        models.WordLevel({tok: i for i, tok in enumerate([PAD, BOS, EOS, UNK, *pieces])}, UNK)
+    )
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK
+    )
+
+
+def make_remote_code_folder(tiny_dir: Path, folder: Path, model_type: str = "neuralese_custom") -> Path:
+    """The tiny model, but its config.json asks for model code shipped in the folder; importing
+    that code leaves a file named EXECUTED next to it."""
+    shutil.copytree(tiny_dir, folder)
+    (folder / "modeling_custom.py").write_text(
+        "from pathlib import Path\n"
+        "Path(__file__).with_name('EXECUTED').touch()\n"
+        "from transformers import LlamaForCausalLM\n"
+        "class CustomForCausalLM(LlamaForCausalLM):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type=model_type, auto_map={"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def broken_models(tiny_dir, tmp_path_factory) -> Path:
+    """Model folders that are wrong in one way each, derived from the tiny model."""
+    import torch
+    from safetensors.torch import load_file
+
+    from envs import env_texts, make_env
+    from rl.config import TinyModelConfig
+    from rl.tiny import build_tiny_model, save_tiny
+
+    root = tmp_path_factory.mktemp("broken-models")
+    (root / "empty").mkdir()
+    for name in ("pickle_only", "bad_config", "truncated"):
+        shutil.copytree(tiny_dir, root / name)
+    weights = root / "pickle_only" / "model.safetensors"
+    torch.save(load_file(weights), root / "pickle_only" / "pytorch_model.bin")
+    weights.unlink()
+    (root / "bad_config" / "config.json").write_text('{"model_type": "llama", ')
+    truncated = root / "truncated" / "model.safetensors"
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    make_remote_code_folder(tiny_dir, root / "remote_code")
+    texts = env_texts(make_env("addition", {"digits": 3}).dataset("train", 200, seed=0))
+    tok = tokenizer_without_thought_token(texts + [" " + t for t in texts])
+    save_tiny(build_tiny_model(tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)),
+              tok, root / "no_thought")  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="session")
+def places(tiny_dir, broken_models, tmp_path_factory) -> dict[str, Path]:
+    return {
+        "MODEL": tiny_dir,
+        "MODELS": broken_models,
+        "PLUGINS": CORPUS / "plugins",
+        "MISSING": tmp_path_factory.mktemp("missing") / "not-here",
+    }
+
+
+@pytest.fixture(scope="session")
+def runs(places, tmp_path_factory) -> dict[str, Path]:
+    """A finished run of the base recipe, and a copy with a flipped byte in its newest checkpoint."""
+    from rl.cli import main
+
+    root = tmp_path_factory.mktemp("runs")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(substitute((CORPUS / "base.yaml").read_text(), places))
+    assert main(["train", str(recipe), "--out", str(root / "run")]) == 0
+    shutil.copytree(root / "run", root / "corrupted")
+    weights = list_checkpoints(root / "corrupted")[-1] / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    return {"run": root / "run", "corrupted": root / "corrupted"}
+
+
+def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
+    assert len(CASES) >= 30
+    assert (runs["run"] / "checkpoints" / "step-1" / "manifest.json").is_file()  # the base recipe trains
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_bad_input_in_process(path, places, runs, tmp_path, capfd):
+    from rl.cli import main
+
+    case = parse_case(path)
+    argv, out = prepare(case, tmp_path, places, runs)
+    before = snapshot(out)
+    capfd.readouterr()
+    rc = main(argv)  # anything but a NeuraleseError propagates: a traceback fails the test
+    check(case, argv, rc, capfd.readouterr().err, places)
+    check_folder(before, out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_bad_input_subprocess(path, places, runs, tmp_path):
+    run_cli_case(path, places, runs, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["negative_learning_rate"])
+def test_bad_input_subprocess_sample(name, places, runs, tmp_path):
+    """One case in the default suite through a real `python -m rl.cli` process."""
+    run_cli_case(CORPUS / f"{name}.yaml", places, runs, tmp_path)
+
+
+def run_cli_case(path: Path, places, runs, tmp_path: Path) -> None:
+    case = parse_case(path)
+    argv, out = prepare(case, tmp_path, places, runs)
+    before = snapshot(out)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    check(case, argv, proc.returncode, proc.stderr, places)
+    check_folder(before, out)
