@@ -1,11 +1,19 @@
 """neuralese: RL fine-tuning of language models that feed their hidden state back as a continuous thought.
 
-from rl import NeuraleseConfig, NeuralesePolicy
-policy = NeuralesePolicy.from_pretrained("runs/demo/export")
-policy.generate(["4321+8765="], max_new_tokens=8)
+    from rl import NeuraleseConfig, NeuralesePolicy
+    policy = NeuralesePolicy.from_pretrained("runs/demo/export")
+    policy.generate(["4321+8765="], max_new_tokens=8)
 """
 
 from rl.config import NeuraleseConfig, RunConfig, load_config
-from rl.policy import NeuralesePolicy
 
 __all__ = ["NeuraleseConfig", "NeuralesePolicy", "RunConfig", "load_config"]
+
+
+def __getattr__(name: str):
+    # Imported on first use: `rl.cli` checks a recipe before torch and transformers load.
+    if name == "NeuralesePolicy":
+        from rl.policy import NeuralesePolicy
+
+        return NeuralesePolicy
+    raise AttributeError(f"module 'rl' has no attribute {name!r}")
