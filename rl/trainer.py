@@ -1,7 +1,8 @@
 """Stage 1: RL with continuous-thought feedback (GRPO family, PPO), on accelerate.
 
 Launch: `neuralese train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume]`
-        `accelerate launch -m rl.cli train RECIPE.yaml` for several processes.
+        `accelerate launch --config_file recipes/accelerate/CONFIG.yaml -m rl.cli train RECIPE.yaml`
+        for several processes or DeepSpeed ZeRO (rl.distributed says how they split the work).
 
 One step, top to bottom in `Trainer.step`:
 
@@ -39,6 +40,15 @@ from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
 from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from rl.config import RunConfig, save_config
+from rl.distributed import (
+    check_deepspeed,
+    deepspeed_requested,
+    full_parameters,
+    gather,
+    local_block,
+    prepare_deepspeed,
+    uses_deepspeed,
+)
 from rl.errors import ConfigError, TrainingError
 from rl.evaluate import evaluate
 from rl.recompute import recompute_logprobs
@@ -54,8 +64,11 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
+        # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(), log_with=cfg.log.trackers or None, project_dir=str(self.out)
+            cpu=not torch.cuda.is_available() and not deepspeed_requested(),
+            log_with=cfg.log.trackers or None,
+            project_dir=str(self.out),
         )
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -63,6 +76,8 @@ class Trainer:
             raise ConfigError(
                 f"rl.prompts_per_step ({cfg.rl.prompts_per_step}) must be divisible by the number of processes ({self.world})"
             )
+        if uses_deepspeed(self.accelerator):
+            check_deepspeed(self.accelerator, cfg)
         self._prepare_run_dir(resume)
         set_seed(cfg.seed)
         device = self.accelerator.device
@@ -81,6 +96,16 @@ class Trainer:
             cfg.rl.warmup_steps,
             max(1, cfg.rl.steps * cfg.rl.num_iterations),
         )
+        self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
+        if uses_deepspeed(self.accelerator):
+            if resume:
+                raise ConfigError(
+                    "--resume under DeepSpeed is not supported yet: the checkpoint holds the weights (gathered) "
+                    "but not ZeRO's partitioned optimizer state. Start a new run from the exported weights."
+                )
+            self.engine = prepare_deepspeed(
+                self.accelerator, cfg, self.policy, self.value_head, self.optimizer
+            )
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state: dict[str, Any] = {
             "step": 0,
@@ -166,7 +191,7 @@ class Trainer:
             if self.state["cursor"] >= len(self.train_rows):
                 self.state["epoch"] += 1
                 self.state["cursor"] = 0
-        mine = picked[self.rank :: self.world]
+        mine = picked[local_block(n, self.rank, self.world)]
         return self.train_rows.select(mine).to_dict()
 
     def rollout(self, rows: dict[str, list]) -> tuple[Rollout, list[str]]:
@@ -203,16 +228,15 @@ class Trainer:
         return total.to(ro.logprobs.device), per_func, correct
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
-        """[N] group-relative advantages (None for PPO, whose advantages need the critic)."""
+        """[N] group-relative advantages of this process's samples (None for PPO, whose advantages
+        need the critic), from the rewards of the whole step gathered over processes."""
         rl = self.cfg.rl
         if rl.algorithm == "ppo":
             return None
         scale = "none" if rl.algorithm == "dr_grpo" else rl.scale_rewards
-        if scale == "batch" and self.world > 1:
-            raise ConfigError(
-                "rl.scale_rewards: 'batch' needs a cross-process std; use 'group' with several processes"
-            )
-        return algo.group_advantages(rewards, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
+        everyone = gather(self.accelerator, rewards)  # [N * world], the one-process order
+        adv = algo.group_advantages(everyone, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
+        return adv[local_block(everyone.numel(), self.rank, self.world)]
 
     # ------------------------------------------------------------------ update
 
@@ -232,10 +256,12 @@ class Trainer:
             + (self.cfg.neuralese.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
         )
         sums: dict[str, float] = {}
+        micro = self.micro_batches(ro.input_ids.shape[0])
         for _ in range(rl.num_iterations):
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.engine is None:  # the engine clears its own (partitioned) gradients after each step
+                self.optimizer.zero_grad(set_to_none=True)
             loss_total, latent_grad = 0.0, 0.0
-            for idx in self.micro_batches(ro.input_ids.shape[0]):
+            for j, idx in enumerate(micro):
                 mb = ro.select(idx)
                 probe = self.make_probe(mb)
                 rc = recompute_logprobs(
@@ -259,7 +285,7 @@ class Trainer:
                     )  # fmt: skip
                     loss = loss + rl.value_coef * vloss
                     m.update(vm)
-                self.accelerator.backward(loss)
+                self.backward(loss, last=j == len(micro) - 1)
                 loss_total += loss.item()
                 if probe is not None and probe.grad is not None:
                     latent_grad += probe.grad.float().pow(2).sum().item()
@@ -267,6 +293,8 @@ class Trainer:
                 m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * weight / rl.num_iterations
+            # The whole step's loss: every process then takes the same skip decision, and logs it.
+            loss_total = self.all_mean(loss_total)
             stats = self.optimizer_step(loss_total)
             sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
             sums["grad_norm"] = stats
@@ -274,8 +302,20 @@ class Trainer:
         sums["lr"] = self.scheduler.get_last_lr()[0]
         return sums
 
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Accumulate one micro-batch's gradients; `last` marks the step's final micro-batch."""
+        if self.engine is None:
+            self.accelerator.backward(loss)
+            return
+        # Our boundary, not DeepSpeed's count; and no division by its accumulation steps: the
+        # loss normalizers already cover the whole step.
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
     def optimizer_step(self, loss_total: float) -> float:
         """Average gradients over processes, clip, skip non-finite steps; returns the gradient norm."""
+        if self.engine is not None:
+            return self.deepspeed_step(loss_total)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.world > 1:
             for p in params:
@@ -296,6 +336,21 @@ class Trainer:
                 f"loss ({loss_total}) or gradient norm ({grad_norm}) and were skipped (rl.max_nonfinite_steps). "
                 "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
             )
+        return grad_norm
+
+    def deepspeed_step(self, loss_total: float) -> float:
+        """The engine reduces, clips and steps. It cannot be told to skip an update afterwards, so
+        a non-finite one stops the run at once rather than after `rl.max_nonfinite_steps`."""
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        grad_norm = float(norm) if norm is not None else 0.0  # None: ZeRO did not compute it
+        if not (math.isfinite(loss_total) and math.isfinite(grad_norm)):
+            raise TrainingError(
+                f"step {self.state['step'] + 1}: non-finite loss ({loss_total}) or gradient norm ({grad_norm}) "
+                "under DeepSpeed, which has already applied the update. Lower rl.learning_rate or "
+                "rl.feedback_learning_rate, or set rl.max_grad_norm, and restart from the last checkpoint."
+            )
+        self.scheduler.step()
         return grad_norm
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
@@ -339,10 +394,18 @@ class Trainer:
     def all_sum(self, x: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(x, reduction="sum") if self.world > 1 else x
 
+    def all_mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        return self.all_sum(torch.tensor(value, device=self.accelerator.device)).item() / self.world
+
     # ------------------------------------------------------------------ metrics, eval, save
 
     def rollout_metrics(self, ro: Rollout, rewards, per_func, correct) -> dict[str, Any]:
+        """Reward and accuracy over the whole step (gathered); lengths and feedback of this process."""
         G = self.cfg.rl.samples_per_prompt
+        rewards, correct = gather(self.accelerator, rewards), gather(self.accelerator, correct)
+        per_func = {name: gather(self.accelerator, values) for name, values in per_func.items()}
         m = {
             "reward/mean": rewards.mean().item(),
             "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
@@ -385,12 +448,15 @@ class Trainer:
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
 
     def save(self) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        save_checkpoint(
-            self.out, self.state["step"], self.policy, self.optimizer, self.scheduler, self.generator,
-            self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
-        )  # fmt: skip
+        # Under ZeRO-3 every process takes part in gathering the weights; the main one writes them.
+        with full_parameters(self.accelerator, self.policy, self.value_head):
+            if not self.accelerator.is_main_process:
+                return
+            optimizer = self.optimizer if self.engine is None else None  # ZeRO's state is partitioned
+            save_checkpoint(
+                self.out, self.state["step"], self.policy, optimizer, self.scheduler, self.generator,
+                self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
+            )  # fmt: skip
 
     def _prepare_run_dir(self, resume: bool) -> None:
         if not resume and (self.out / "metrics.jsonl").exists():
