@@ -54,6 +54,7 @@ from rl.evaluate import evaluate
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
+from rl.vllm_engine import with_policy_logprobs
 
 BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
 
@@ -117,6 +118,7 @@ class Trainer:
         self.log = RunLog(self.out, self.accelerator, enabled=self.accelerator.is_main_process)
         if resume:
             self._resume()
+        self.vllm = self._start_vllm() if cfg.rl.rollout_engine == "vllm" else None
         if self.accelerator.is_main_process:
             save_config(cfg, self.out / "config.yaml")
         if cfg.log.trackers:
@@ -154,6 +156,8 @@ class Trainer:
         final = self.evaluate()
         self.log.metrics(self.state["step"], final)
         self.log.report(title=f"{cfg.env.name} / {cfg.neuralese.mode} / {cfg.rl.algorithm}")
+        if self.vllm is not None:
+            self.vllm.close()
         self.accelerator.end_training()
         return final
 
@@ -167,6 +171,10 @@ class Trainer:
         advantages = self.advantages(rewards)
         t2 = time.perf_counter()
         metrics = self.update(ro, advantages, rewards)
+        if self.vllm is not None:
+            with full_parameters(self.accelerator, self.policy):  # the new weights, for the next rollout
+                self.vllm.sync(self.policy)
+            metrics["rollout/vllm_logprob_gap_max"] = self.vllm_gap
         t3 = time.perf_counter()
         metrics.update(self.rollout_metrics(ro, rewards, per_func, correct))
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
@@ -200,11 +208,21 @@ class Trainer:
         prompts = [p for p in rows["prompt"] for _ in range(G)]
         self.policy.eval()
         ids, mask = self.policy.encode(prompts)
-        ro = generate_rollout(
+        engine = generate_rollout if self.vllm is None else self.vllm.generate
+        ro = engine(
             self.policy, ids, mask, self.cfg.rl.max_new_tokens, self.cfg.rl.temperature, self.generator
         )
+        if self.vllm is not None:  # the policy's own log-probs: the first update's ratio is then exactly 1
+            ro, self.vllm_gap = with_policy_logprobs(self.policy, ro, self.cfg.rl.micro_batch_per_device)
         self.policy.train()
         return ro, self.policy.decode(ro)
+
+    def _start_vllm(self):
+        from rl.vllm_engine import VLLMEngine  # the optional extra
+
+        with full_parameters(self.accelerator, self.policy):  # vLLM starts from the full weights
+            return VLLMEngine(self.policy, self.cfg.vllm, self.cfg.seed * 1000 + self.rank,
+                              self.out / f"vllm-rank{self.rank}", self.world)  # fmt: skip
 
     def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
         """Weighted rewards [N], each function's values, and correctness [N] (the env's first reward >= 1)."""
