@@ -165,12 +165,15 @@ class Trainer:
         """One RL step: prompts, rollout, reward, advantage, update."""
         rows = self.next_prompts()
         t0 = time.perf_counter()
-        ro, texts = self.rollout(rows)
+        # bf16 math over float32 weights under `accelerate launch --mixed_precision bf16`; else a no-op.
+        with self.accelerator.autocast():
+            ro, texts = self.rollout(rows)
         t1 = time.perf_counter()
         rewards, per_func, correct = self.score(rows, texts, ro)
         advantages = self.advantages(rewards)
         t2 = time.perf_counter()
-        metrics = self.update(ro, advantages, rewards)
+        with self.accelerator.autocast():
+            metrics = self.update(ro, advantages, rewards)
         if self.vllm is not None:
             with full_parameters(self.accelerator, self.policy):  # the new weights, for the next rollout
                 self.vllm.sync(self.policy)
@@ -458,10 +461,11 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         e = self.cfg.eval
         self.policy.eval()
-        result = evaluate(
-            self.policy, self.env, self.cfg.env.test_split, e.n, self.cfg.seed, e.batch_size, e.max_new_tokens,
-            env_name=self.cfg.env.name, progress=False,
-        )  # fmt: skip
+        with self.accelerator.autocast():
+            result = evaluate(
+                self.policy, self.env, self.cfg.env.test_split, e.n, self.cfg.seed, e.batch_size,
+                e.max_new_tokens, env_name=self.cfg.env.name, progress=False,
+            )  # fmt: skip
         self.policy.train()
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
 
