@@ -78,6 +78,14 @@ class TrainedModules(nn.Module):
 
 def check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:
     """Refuse, before any model is built, the DeepSpeed settings the trainer cannot honour."""
+    launched = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if launched != accelerator.num_processes:
+        # accelerate (1.15) takes DeepSpeed processes without a GPU for one: every one would act as rank 0.
+        raise ConfigError(
+            f"DeepSpeed was launched with {launched} processes, but accelerate counts {accelerator.num_processes}: "
+            "accelerate supports DeepSpeed over several processes only on GPUs. On CPU run DeepSpeed with "
+            "--num_processes 1, or data parallel with recipes/accelerate/ddp_cpu.yaml."
+        )
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     for section in ("bf16", "fp16"):
         if ds.get(section, {}).get("enabled") in (True, "true"):

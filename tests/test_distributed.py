@@ -110,6 +110,19 @@ def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path):
         assert two["metrics"][key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
 
 
+@pytest.mark.slow
+def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
+    """The whole loop over 2 processes: sharded prompts, gathered rewards, one writer."""
+    save_config(recipe(tiny_dir, tmp_path / "run", scale_rewards="batch"), tmp_path / "recipe.yaml")
+    launch(CONFIGS / "ddp_cpu.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"),
+           num_processes=2)  # fmt: skip
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["world"] == 2 and "adapter.gate_logit" in out["moved"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows[:2]] == [1, 2]  # one writer: no line twice
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:2])
+
+
 @pytest.fixture(scope="module")
 def zero3_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama whose MLP matrices (32 x 3200) exceed ZeRO-3's default persistence threshold
@@ -148,6 +161,18 @@ def test_deepspeed_zero_trains_on_cpu(zero3_model_dir, tmp_path, stage):
 
 
 @pytest.mark.slow
+def test_deepspeed_over_several_cpu_processes_is_refused_clearly(tiny_dir, tmp_path):
+    """accelerate counts DeepSpeed CPU processes as one (each would think it is rank 0)."""
+    pytest.importorskip("deepspeed")
+    save_config(recipe(tiny_dir, tmp_path / "run"), tmp_path / "recipe.yaml")
+    with pytest.raises(
+        AssertionError, match="accelerate supports DeepSpeed over several processes only on GPUs"
+    ):
+        launch(CONFIGS / "zero2.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"),
+               num_processes=2)  # fmt: skip
+
+
+@pytest.mark.slow
 def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
     """`accelerate launch --mixed_precision bf16` (the full-weight GSM8K recipe's line): bf16 math
     over float32 weights, on CPU here; compared with the same run launched without the flag."""
@@ -169,3 +194,15 @@ def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
     # Same seed, same samples' first step: only the arithmetic's precision differs.
     assert rows["no"][0]["entropy"] != pytest.approx(rows["bf16"][0]["entropy"], abs=1e-5)
     assert rows["no"][0]["entropy"] == pytest.approx(rows["bf16"][0]["entropy"], abs=0.05)
+
+
+def test_vllm_engine_is_refused_in_hybrid_mode(tmp_path):
+    from rl.config import load_config
+    from rl.errors import ConfigError
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("neuralese:\n  mode: hybrid\nrl:\n  rollout_engine: vllm\n")
+    with pytest.raises(ConfigError, match="key 'rl.rollout_engine' must be 'hf' in hybrid mode"):
+        load_config(path)
+    path.write_text("neuralese:\n  mode: latent\nrl:\n  rollout_engine: vllm\n")
+    assert load_config(path).rl.rollout_engine == "vllm"
