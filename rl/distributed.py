@@ -107,6 +107,7 @@ def prepare_deepspeed(
     policy: NeuralesePolicy,
     value_head: nn.Module | None,
     optimizer: torch.optim.Optimizer,
+    resume: bool = False,
 ):
     """The ZeRO engine over policy (+ value head), set up for the trainer's own micro-batching.
 
@@ -115,6 +116,11 @@ def prepare_deepspeed(
     `rl.max_grad_norm`. The learning-rate scheduler stays ours: it drives the wrapped torch
     optimizer's param groups, which the ZeRO optimizer steps with.
     """
+    if resume:
+        raise ConfigError(
+            "--resume under DeepSpeed is not supported yet: the checkpoint holds the weights (gathered) "
+            "but not ZeRO's partitioned optimizer state. Start a new run from the exported weights."
+        )
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     ds["train_micro_batch_size_per_gpu"] = cfg.rl.micro_batch_per_device
     ds["gradient_accumulation_steps"] = 1

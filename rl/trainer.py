@@ -7,7 +7,8 @@ Launch: `neuralese train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume
 One step, top to bottom in `Trainer.step`:
 
     prompts   next `prompts_per_step` problems of the train split, each repeated G times
-    rollout   thoughts and answers sampled with the KV cache (rl.rollout)
+    rollout   thoughts and answers sampled with the KV cache (rl.rollout), or the answers by
+              vLLM after the policy's thoughts (rl.vllm_engine, `rl.rollout_engine: vllm`)
     reward    reward functions on the answers, weighted sum (rewards.combine)
     advantage group-relative (GRPO, Dr.GRPO, RLOO) or GAE with a value head (PPO)
     update    `num_iterations` optimizer steps; each recomputes the log-probs with gradient
@@ -99,13 +100,8 @@ class Trainer:
         )
         self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
         if uses_deepspeed(self.accelerator):
-            if resume:
-                raise ConfigError(
-                    "--resume under DeepSpeed is not supported yet: the checkpoint holds the weights (gathered) "
-                    "but not ZeRO's partitioned optimizer state. Start a new run from the exported weights."
-                )
             self.engine = prepare_deepspeed(
-                self.accelerator, cfg, self.policy, self.value_head, self.optimizer
+                self.accelerator, cfg, self.policy, self.value_head, self.optimizer, resume
             )
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state: dict[str, Any] = {
@@ -314,8 +310,7 @@ class Trainer:
                 m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * weight / rl.num_iterations
-            # The whole step's loss: every process then takes the same skip decision, and logs it.
-            loss_total = self.all_mean(loss_total)
+            loss_total = self.all_mean(loss_total)  # the step's: every process takes the same skip decision
             stats = self.optimizer_step(loss_total)
             sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
             sums["grad_norm"] = stats

