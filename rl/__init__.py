@@ -1,8 +1,8 @@
 """neuralese: RL fine-tuning of language models that feed their hidden state back as a continuous thought.
 
-    from rl import NeuraleseConfig, NeuralesePolicy
-    policy = NeuralesePolicy.from_pretrained("runs/demo/export")
-    policy.generate(["4321+8765="], max_new_tokens=8)
+from rl import NeuraleseConfig, NeuralesePolicy
+policy = NeuralesePolicy.from_pretrained("runs/demo/export")
+policy.generate(["4321+8765="], max_new_tokens=8)
 """
 
 from rl.config import NeuraleseConfig, RunConfig, load_config

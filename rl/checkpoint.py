@@ -91,18 +91,32 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+def _save_full_model(model: torch.nn.Module, path: Path) -> None:
+    """Every weight of `model`; tied embeddings written once when the weights own their storage."""
+    state = model.state_dict()
+    if all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in state.values()):
+        save_model(model, str(path))  # handles tied embeddings
+        return
+    # DeepSpeed ZeRO keeps the weights as views of one flat buffer, which safetensors' tied-weight
+    # check cannot split: write copies (a tied weight then appears under both names, which loads).
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(path))
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
     policy,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     scheduler,
     generator: torch.Generator,
     trainer_state: dict[str, Any],
     value_head: torch.nn.Module | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write `checkpoints/step-{step}` atomically and delete all but the newest `keep`."""
+    """Write `checkpoints/step-{step}` atomically and delete all but the newest `keep`.
+
+    `optimizer` None (DeepSpeed, whose partitioned state this format does not hold) writes a
+    checkpoint that exports but does not resume."""
     target = Path(run_dir) / "checkpoints" / f"step-{step}"
     with atomic_dir(target) as tmp:
         if hasattr(policy.model, "peft_config"):
@@ -111,12 +125,16 @@ def save_checkpoint(
                 str(tmp / "model.safetensors"),
             )
         else:
-            save_model(policy.model, str(tmp / "model.safetensors"))  # handles tied embeddings
+            _save_full_model(policy.model, tmp / "model.safetensors")
         save_file(policy.adapter.state_dict(), str(tmp / "feedback.safetensors"))
         if value_head is not None:
             save_file(value_head.state_dict(), str(tmp / "value_head.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt"
+            {
+                "optimizer": None if optimizer is None else optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            },
+            tmp / "optimizer.pt",
         )
         torch.save(rng_state(generator), tmp / "rng.pt")
         write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
@@ -213,6 +231,10 @@ def load_checkpoint(
     """Restore everything `save_checkpoint` wrote; returns the trainer state."""
     verify(ckpt)
     opt, rng = _load_pt(ckpt / "optimizer.pt"), _load_pt(ckpt / "rng.pt")
+    if opt["optimizer"] is None:
+        raise CheckpointError(
+            f"{ckpt}: written under DeepSpeed without optimizer state; it exports but cannot resume"
+        )
     try:
         load_weights(ckpt, policy, value_head)
         optimizer.load_state_dict(opt["optimizer"])

@@ -226,6 +226,25 @@ class RLConfig:
     """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
     reward_timeout_s: float = 60.0
     """A reward call that takes longer than this fails with an error naming the function."""
+    rollout_engine: Literal["hf", "vllm"] = "hf"
+    """Who samples the answers: `hf`, the policy's own batched KV-cache loop (every mode); or `vllm`
+    (the optional extra; modes `off` and `latent`: the policy computes the thoughts, vLLM decodes the
+    answer from the prompt and thought embeddings). Settings in the `vllm` section."""
+
+
+@dataclass
+class VLLMConfig:
+    """The vLLM rollout engine, used when `rl.rollout_engine: vllm` (pip install 'neuralese[vllm]')."""
+
+    gpu_memory_utilization: float = 0.3
+    """Share of the GPU's memory vLLM may take for weights and KV cache; training keeps the rest.
+    On a CPU build it is the share of host memory, unless `kv_cache_memory_bytes` is set."""
+    kv_cache_memory_bytes: int | None = None
+    """A fixed KV-cache size in bytes, instead of sizing it from `gpu_memory_utilization`."""
+    max_model_len: int | None = None
+    """Longest prompt + thoughts + answer vLLM must hold; None takes the model's own limit."""
+    enforce_eager: bool = True
+    """Run without CUDA graphs: quicker to start, slower per token."""
 
 
 @dataclass
@@ -284,6 +303,8 @@ class RunConfig:
     """Stage 1."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM rollout engine (when `rl.rollout_engine: vllm`)."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""
 
@@ -490,6 +511,11 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
     need(0 <= rl.gae_lambda <= 1, "rl.gae_lambda", "in [0, 1]", rl.gae_lambda)
     need(rl.max_nonfinite_steps >= 1, "rl.max_nonfinite_steps", ">= 1", rl.max_nonfinite_steps)
     need(rl.reward_timeout_s > 0, "rl.reward_timeout_s", "> 0", rl.reward_timeout_s)
+    if rl.rollout_engine == "vllm":
+        need(nz.mode != "hybrid", "rl.rollout_engine",
+             "'hf' in hybrid mode (feedback at every written token is beyond vLLM's decoding)", "vllm")  # fmt: skip
+    need(0 < cfg.vllm.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", "in (0, 1]",
+         cfg.vllm.gpu_memory_utilization)  # fmt: skip
     need(nz.num_thoughts >= 0, "neuralese.num_thoughts", ">= 0", nz.num_thoughts)
     need(nz.noise_std >= 0, "neuralese.noise_std", ">= 0", nz.noise_std)
     if nz.mode == "latent":

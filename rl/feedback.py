@@ -13,6 +13,7 @@ d(loss)/d(e) is not zero: the gate can open from the first step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -27,6 +28,16 @@ RMS_EPS = 1e-6
 def rms(x: torch.Tensor) -> torch.Tensor:
     """Root mean square over the last dimension, kept for broadcasting."""
     return x.pow(2).mean(-1, keepdim=True).add(RMS_EPS).sqrt()
+
+
+def _whole(param: nn.Parameter):
+    """Context in which `param` holds all its values: a model loaded under DeepSpeed ZeRO-3 keeps
+    only this process's partition (every process must enter: gathering is collective)."""
+    if not hasattr(param, "ds_id"):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([param])
 
 
 class ResidualMLP(nn.Module):
@@ -79,7 +90,7 @@ class FeedbackAdapter(nn.Module):
     def for_model(cls, cfg: NeuraleseConfig, model: nn.Module) -> FeedbackAdapter:
         """An adapter sized for `model`, RMS target taken from its embedding table."""
         emb = model.get_input_embeddings().weight
-        with torch.no_grad():
+        with torch.no_grad(), _whole(emb):
             embed_rms = emb.float().pow(2).mean().sqrt().item()
         text_cfg = model.config.get_text_config()
         return cls(cfg, text_cfg.hidden_size, text_cfg.num_hidden_layers + 1, embed_rms)

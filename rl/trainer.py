@@ -1,12 +1,14 @@
 """Stage 1: RL with continuous-thought feedback (GRPO family, PPO), on accelerate.
 
 Launch: `neuralese train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume]`
-        `accelerate launch -m rl.cli train RECIPE.yaml` for several processes.
+        `accelerate launch --config_file recipes/accelerate/CONFIG.yaml -m rl.cli train RECIPE.yaml`
+        for several processes or DeepSpeed ZeRO (rl.distributed says how they split the work).
 
 One step, top to bottom in `Trainer.step`:
 
     prompts   next `prompts_per_step` problems of the train split, each repeated G times
-    rollout   thoughts and answers sampled with the KV cache (rl.rollout)
+    rollout   thoughts and answers sampled with the KV cache (rl.rollout), or the answers by
+              vLLM after the policy's thoughts (rl.vllm_engine, `rl.rollout_engine: vllm`)
     reward    reward functions on the answers, weighted sum (rewards.combine)
     advantage group-relative (GRPO, Dr.GRPO, RLOO) or GAE with a value head (PPO)
     update    `num_iterations` optimizer steps; each recomputes the log-probs with gradient
@@ -40,11 +42,21 @@ from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
 from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from rl.config import RunConfig, save_config
+from rl.distributed import (
+    check_deepspeed,
+    deepspeed_requested,
+    full_parameters,
+    gather,
+    local_block,
+    prepare_deepspeed,
+    uses_deepspeed,
+)
 from rl.errors import ConfigError, TrainingError
 from rl.evaluate import evaluate
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
+from rl.vllm_engine import with_policy_logprobs
 
 BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
 
@@ -55,8 +67,11 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
+        # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(), log_with=cfg.log.trackers or None, project_dir=str(self.out)
+            cpu=not torch.cuda.is_available() and not deepspeed_requested(),
+            log_with=cfg.log.trackers or None,
+            project_dir=str(self.out),
         )
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -64,6 +79,8 @@ class Trainer:
             raise ConfigError(
                 f"rl.prompts_per_step ({cfg.rl.prompts_per_step}) must be divisible by the number of processes ({self.world})"
             )
+        if uses_deepspeed(self.accelerator):
+            check_deepspeed(self.accelerator, cfg)
         self._prepare_run_dir(resume)
         set_seed(cfg.seed)
         device = self.accelerator.device
@@ -82,6 +99,11 @@ class Trainer:
             cfg.rl.warmup_steps,
             max(1, cfg.rl.steps * cfg.rl.num_iterations),
         )
+        self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
+        if uses_deepspeed(self.accelerator):
+            self.engine = prepare_deepspeed(
+                self.accelerator, cfg, self.policy, self.value_head, self.optimizer, resume
+            )
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state: dict[str, Any] = {
             "step": 0,
@@ -93,6 +115,7 @@ class Trainer:
         self.log = RunLog(self.out, self.accelerator, enabled=self.accelerator.is_main_process)
         if resume:
             self._resume()
+        self.vllm = self._start_vllm() if cfg.rl.rollout_engine == "vllm" else None
         if self.accelerator.is_main_process:
             save_config(cfg, self.out / "config.yaml")
         if cfg.log.trackers:
@@ -130,6 +153,8 @@ class Trainer:
         final = self.evaluate()
         self.log.metrics(self.state["step"], final)
         self.log.report(title=f"{cfg.env.name} / {cfg.neuralese.mode} / {cfg.rl.algorithm}")
+        if self.vllm is not None:
+            self.vllm.close()
         self.accelerator.end_training()
         return final
 
@@ -137,12 +162,19 @@ class Trainer:
         """One RL step: prompts, rollout, reward, advantage, update."""
         rows = self.next_prompts()
         t0 = time.perf_counter()
-        ro, texts = self.rollout(rows)
+        # bf16 math over float32 weights under `accelerate launch --mixed_precision bf16`; else a no-op.
+        with self.accelerator.autocast():
+            ro, texts = self.rollout(rows)
         t1 = time.perf_counter()
         rewards, per_func, correct = self.score(rows, texts, ro)
         advantages = self.advantages(rewards)
         t2 = time.perf_counter()
-        metrics = self.update(ro, advantages, rewards)
+        with self.accelerator.autocast():
+            metrics = self.update(ro, advantages, rewards)
+        if self.vllm is not None:
+            with full_parameters(self.accelerator, self.policy):  # the new weights, for the next rollout
+                self.vllm.sync(self.policy)
+            metrics["rollout/vllm_logprob_gap_max"] = self.vllm_gap
         t3 = time.perf_counter()
         metrics.update(self.rollout_metrics(ro, rewards, per_func, correct))
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
@@ -167,7 +199,7 @@ class Trainer:
             if self.state["cursor"] >= len(self.train_rows):
                 self.state["epoch"] += 1
                 self.state["cursor"] = 0
-        mine = picked[self.rank :: self.world]
+        mine = picked[local_block(n, self.rank, self.world)]
         return self.train_rows.select(mine).to_dict()
 
     def rollout(self, rows: dict[str, list]) -> tuple[Rollout, list[str]]:
@@ -176,11 +208,21 @@ class Trainer:
         prompts = [p for p in rows["prompt"] for _ in range(G)]
         self.policy.eval()
         ids, mask = self.policy.encode(prompts)
-        ro = generate_rollout(
+        engine = generate_rollout if self.vllm is None else self.vllm.generate
+        ro = engine(
             self.policy, ids, mask, self.cfg.rl.max_new_tokens, self.cfg.rl.temperature, self.generator
         )
+        if self.vllm is not None:  # the policy's own log-probs: the first update's ratio is then exactly 1
+            ro, self.vllm_gap = with_policy_logprobs(self.policy, ro, self.cfg.rl.micro_batch_per_device)
         self.policy.train()
         return ro, self.policy.decode(ro)
+
+    def _start_vllm(self):
+        from rl.vllm_engine import VLLMEngine  # the optional extra
+
+        with full_parameters(self.accelerator, self.policy):  # vLLM starts from the full weights
+            return VLLMEngine(self.policy, self.cfg.vllm, self.cfg.seed * 1000 + self.rank,
+                              self.out / f"vllm-rank{self.rank}", self.world)  # fmt: skip
 
     def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
         """Weighted rewards [N], each function's values, and correctness [N] (the env's first reward >= 1)."""
@@ -204,16 +246,15 @@ class Trainer:
         return total.to(ro.logprobs.device), per_func, correct
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
-        """[N] group-relative advantages (None for PPO, whose advantages need the critic)."""
+        """[N] group-relative advantages of this process's samples (None for PPO, whose advantages
+        need the critic), from the rewards of the whole step gathered over processes."""
         rl = self.cfg.rl
         if rl.algorithm == "ppo":
             return None
         scale = "none" if rl.algorithm == "dr_grpo" else rl.scale_rewards
-        if scale == "batch" and self.world > 1:
-            raise ConfigError(
-                "rl.scale_rewards: 'batch' needs a cross-process std; use 'group' with several processes"
-            )
-        return algo.group_advantages(rewards, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
+        everyone = gather(self.accelerator, rewards)  # [N * world], the one-process order
+        adv = algo.group_advantages(everyone, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
+        return adv[local_block(everyone.numel(), self.rank, self.world)]
 
     # ------------------------------------------------------------------ update
 
@@ -233,10 +274,12 @@ class Trainer:
             + (self.cfg.neuralese.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
         )
         sums: dict[str, float] = {}
+        micro = self.micro_batches(ro.input_ids.shape[0])
         for _ in range(rl.num_iterations):
-            self.optimizer.zero_grad(set_to_none=True)
+            if self.engine is None:  # the engine clears its own (partitioned) gradients after each step
+                self.optimizer.zero_grad(set_to_none=True)
             loss_total, latent_grad = 0.0, 0.0
-            for idx in self.micro_batches(ro.input_ids.shape[0]):
+            for j, idx in enumerate(micro):
                 mb = ro.select(idx)
                 probe = self.make_probe(mb)
                 rc = recompute_logprobs(
@@ -260,7 +303,7 @@ class Trainer:
                     )  # fmt: skip
                     loss = loss + rl.value_coef * vloss
                     m.update(vm)
-                self.accelerator.backward(loss)
+                self.backward(loss, last=j == len(micro) - 1)
                 loss_total += loss.item()
                 if probe is not None and probe.grad is not None:
                     latent_grad += probe.grad.float().pow(2).sum().item()
@@ -268,6 +311,7 @@ class Trainer:
                 m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * weight / rl.num_iterations
+            loss_total = self.all_mean(loss_total)  # the step's: every process takes the same skip decision
             stats = self.optimizer_step(loss_total)
             sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
             sums["grad_norm"] = stats
@@ -275,8 +319,20 @@ class Trainer:
         sums["lr"] = self.scheduler.get_last_lr()[0]
         return sums
 
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        """Accumulate one micro-batch's gradients; `last` marks the step's final micro-batch."""
+        if self.engine is None:
+            self.accelerator.backward(loss)
+            return
+        # Our boundary, not DeepSpeed's count; and no division by its accumulation steps: the
+        # loss normalizers already cover the whole step.
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
     def optimizer_step(self, loss_total: float) -> float:
         """Average gradients over processes, clip, skip non-finite steps; returns the gradient norm."""
+        if self.engine is not None:
+            return self.deepspeed_step(loss_total)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.world > 1:
             for p in params:
@@ -297,6 +353,21 @@ class Trainer:
                 f"loss ({loss_total}) or gradient norm ({grad_norm}) and were skipped (rl.max_nonfinite_steps). "
                 "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
             )
+        return grad_norm
+
+    def deepspeed_step(self, loss_total: float) -> float:
+        """The engine reduces, clips and steps. It cannot be told to skip an update afterwards, so
+        a non-finite one stops the run at once rather than after `rl.max_nonfinite_steps`."""
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        grad_norm = float(norm) if norm is not None else 0.0  # None: ZeRO did not compute it
+        if not (math.isfinite(loss_total) and math.isfinite(grad_norm)):
+            raise TrainingError(
+                f"step {self.state['step'] + 1}: non-finite loss ({loss_total}) or gradient norm ({grad_norm}) "
+                "under DeepSpeed, which has already applied the update. Lower rl.learning_rate or "
+                "rl.feedback_learning_rate, or set rl.max_grad_norm, and restart from the last checkpoint."
+            )
+        self.scheduler.step()
         return grad_norm
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
@@ -340,10 +411,18 @@ class Trainer:
     def all_sum(self, x: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(x, reduction="sum") if self.world > 1 else x
 
+    def all_mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        return self.all_sum(torch.tensor(value, device=self.accelerator.device)).item() / self.world
+
     # ------------------------------------------------------------------ metrics, eval, save
 
     def rollout_metrics(self, ro: Rollout, rewards, per_func, correct) -> dict[str, Any]:
+        """Reward and accuracy over the whole step (gathered); lengths and feedback of this process."""
         G = self.cfg.rl.samples_per_prompt
+        rewards, correct = gather(self.accelerator, rewards), gather(self.accelerator, correct)
+        per_func = {name: gather(self.accelerator, values) for name, values in per_func.items()}
         m = {
             "reward/mean": rewards.mean().item(),
             "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
@@ -378,20 +457,24 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         e = self.cfg.eval
         self.policy.eval()
-        result = evaluate(
-            self.policy, self.env, self.cfg.env.test_split, e.n, self.cfg.seed, e.batch_size, e.max_new_tokens,
-            env_name=self.cfg.env.name, progress=False,
-        )  # fmt: skip
+        with self.accelerator.autocast():
+            result = evaluate(
+                self.policy, self.env, self.cfg.env.test_split, e.n, self.cfg.seed, e.batch_size,
+                e.max_new_tokens, env_name=self.cfg.env.name, progress=False,
+            )  # fmt: skip
         self.policy.train()
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
 
     def save(self) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        save_checkpoint(
-            self.out, self.state["step"], self.policy, self.optimizer, self.scheduler, self.generator,
-            self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
-        )  # fmt: skip
+        # Under ZeRO-3 every process takes part in gathering the weights; the main one writes them.
+        with full_parameters(self.accelerator, self.policy, self.value_head):
+            if not self.accelerator.is_main_process:
+                return
+            optimizer = self.optimizer if self.engine is None else None  # ZeRO's state is partitioned
+            save_checkpoint(
+                self.out, self.state["step"], self.policy, optimizer, self.scheduler, self.generator,
+                self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
+            )  # fmt: skip
 
     def _prepare_run_dir(self, resume: bool) -> None:
         if not resume and (self.out / "metrics.jsonl").exists():

@@ -8,6 +8,12 @@ Throughput: HF `generate` (sampling, KV cache, no early stop) in tokens/s, and o
 and hybrid rollouts in positions/s (a thought position costs one forward step like a
 token), on the same model and batch. Printed as ratios to HF: the goal is >= 0.9.
 
+vLLM (when installed, `--no-vllm` skips it): the vLLM engine (rl.vllm_engine) on the same
+model and batch, in token mode (`off`: vLLM writes every token) and latent mode (the policy
+computes the thoughts, vLLM writes the answer), in positions/s, as ratios to HF `generate`
+and to our HF engine in the same mode. vLLM starts from the same folder in this process; on a
+CPU build its KV cache is `--vllm-kv-mib` MiB.
+
 Memory: the latent-chain memory of a recompute + backward, i.e. its peak minus that of
 window 0 at the same chain length, for K = 4 and K = 32 thoughts with window 4 and
 `full`. On CUDA this is the allocator's peak; on CPU (no allocator statistics) it is the
@@ -18,6 +24,7 @@ window changes. Goal: with window 4 the K = 32 figure stays within 1.25x of K = 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -94,6 +101,36 @@ def throughput(path: str, args) -> dict:
     return result
 
 
+def vllm_throughput(path: str, args, result: dict) -> dict:
+    """vLLM engine positions/s in token and latent mode, as ratios to HF generate and to our HF engine."""
+    from rl.config import VLLMConfig
+    from rl.vllm_engine import VLLMEngine
+
+    start = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="latent", num_thoughts=args.thoughts),
+                                            device=args.device)  # fmt: skip
+    cfg = VLLMConfig(kv_cache_memory_bytes=args.vllm_kv_mib * 2**20 if args.device == "cpu" else None,
+                     gpu_memory_utilization=0.5, max_model_len=512)  # fmt: skip
+    engine = VLLMEngine(start, cfg, seed=0, workdir=tempfile.mkdtemp())
+    n = args.batch * args.positions
+    out = {}
+    for mode in ("off", "latent"):
+        policy = start if mode == "latent" else NeuralesePolicy.from_pretrained(path, device=args.device)
+        ids, mask = policy.encode(prompts(args.batch))
+        answer_tokens = args.positions - (args.thoughts if mode == "latent" else 0)
+        g = torch.Generator(device=args.device).manual_seed(0)
+
+        def run(policy=policy, ids=ids, mask=mask, answer_tokens=answer_tokens, g=g):
+            ro = engine.generate(policy, ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
+            assert ro.input_ids.shape[1] - ro.prompt_length == args.positions
+
+        out[f"vllm_{mode}_positions_per_s"] = n / timed(run, args.reps, args.device)
+        out[f"vllm_{mode}_ratio_to_hf"] = (
+            out[f"vllm_{mode}_positions_per_s"] / result["hf_generate_tokens_per_s"]
+        )
+    out["vllm_latent_over_hf_engine"] = out["vllm_latent_positions_per_s"] / result["latent_positions_per_s"]
+    return out
+
+
 def saved_bytes(fn) -> int:
     """Bytes of the distinct tensors autograd saves while `fn` builds its graph."""
     seen: dict[tuple, int] = {}
@@ -151,6 +188,8 @@ def main() -> None:
         "--thoughts", type=int, default=8, help="thought positions in latent mode (of --positions)"
     )
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--no-vllm", action="store_true", help="skip the vLLM engine even when vLLM is installed")
+    p.add_argument("--vllm-kv-mib", type=int, default=512, help="vLLM KV cache on a CPU build, MiB")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     torch.manual_seed(0)
@@ -158,6 +197,8 @@ def main() -> None:
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                "threads": torch.get_num_threads(), **vars(args)}  # fmt: skip
     results.update(throughput(path, args))
+    if not args.no_vllm and importlib.util.find_spec("vllm") is not None:
+        results.update(vllm_throughput(path, args, results))
     results.update(memory(path, args))
     for key, value in results.items():
         print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")

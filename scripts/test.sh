@@ -11,9 +11,14 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANS
 if [ $# -eq 0 ]; then
     # Doctests of the reward functions and environments (the examples in their docstrings).
     .venv/bin/python -m pytest -q --doctest-modules rl envs rewards -p no:cacheprovider -o addopts=""
-    if .venv/bin/python -c "import vllm" 2>/dev/null; then
-        .venv/bin/python -m pytest -q -m vllm -o addopts="" tests
-    fi
+    # The vllm tier runs where vLLM is installed: .venv-vllm (scripts/setup_vllm.sh, the CPU build)
+    # or .venv itself (the `vllm` extra on a GPU machine).
+    for VPY in .venv-vllm/bin/python .venv/bin/python; do
+        if [ -x "$VPY" ] && "$VPY" -c "import vllm" 2>/dev/null; then
+            "$VPY" -m pytest -q -m "vllm and not gpu" -o addopts="" tests
+            break
+        fi
+    done
     if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
         .venv/bin/python -m pytest -q -m gpu -o addopts="" tests
     fi

@@ -59,6 +59,8 @@ def test_recipe_env_rewards_and_sizes_fit(recipe):
         resolve_reward(r.fn, r.args, key=f"rewards[{i}]")
     train = load_split(env, "train", 200, seed=cfg.seed, name=cfg.env.name)
     test = load_split(env, cfg.env.test_split, 200, seed=cfg.seed, name=cfg.env.name)
+    if cfg.model.tiny is None:  # a user's own checkpoint (the GPU recipes): no tiny tokenizer to count with
+        return
     thoughts = cfg.neuralese.num_thoughts if cfg.neuralese.mode == "latent" else 0
     longest = max(
         len(text_pieces(p)) + len(text_pieces(c))

@@ -1,0 +1,192 @@
+"""Scale-out plumbing for the trainer: data-parallel shards and gathers, and the DeepSpeed ZeRO engine.
+
+Launch lines (accelerate configs in `recipes/accelerate/`, each with its own header):
+
+    accelerate launch --config_file recipes/accelerate/ddp_cpu.yaml -m rl.cli train RECIPE.yaml
+    accelerate launch --config_file recipes/accelerate/zero2.yaml   -m rl.cli train RECIPE.yaml
+    accelerate launch --config_file recipes/accelerate/zero3.yaml   -m rl.cli train RECIPE.yaml
+
+Data parallel. `prompts_per_step` and `samples_per_prompt` are global sizes: process r rolls
+out the r-th contiguous block of whole groups, so gathering the rewards rank by rank gives
+back the one-process batch in its own order, and group (or batch) statistics see the whole
+step. Gradients are averaged by hand in the plain path (`Trainer.optimizer_step`), because
+the policy is driven through `policy.model(...)` calls that a DDP wrapper's `forward` would
+never see; the loss normalizers are whole-step counts divided by the world size, so the
+average is the gradient of the global loss (see `rl.algorithms.aggregate`).
+
+DeepSpeed. accelerate's `prepare` turns the trained modules into a ZeRO engine, which then
+owns backward, gradient reduction, clipping and the optimizer step. Both the policy (model
+and feedback adapter) and the PPO value head go into the engine as one module, so every
+parameter the optimizer holds is one the engine manages. ZeRO-3 partitions parameters and
+gathers them in module hooks on forward; our direct `policy.model(...)`,
+`policy.embed(...)` and `adapter.proj(...)` calls are module calls, so those hooks fire.
+The adapter's gate `lambda` (and the layer mix) are read as bare parameters, outside any
+module's forward, so they must stay whole: ZeRO-3 keeps parameters below
+`stage3_param_persistence_threshold` unpartitioned, and `prepare_deepspeed` checks that
+they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import nn
+
+from rl.config import RunConfig
+from rl.errors import ConfigError
+from rl.policy import NeuralesePolicy
+
+
+def deepspeed_requested() -> bool:
+    """True under `accelerate launch` with a DeepSpeed config (accelerate's own switch)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def uses_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def local_block(n_global: int, rank: int, world: int) -> slice:
+    """This process's contiguous share of `n_global` items (`n_global` divisible by `world`)."""
+    per = n_global // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+def gather(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
+    """[n] on every process -> [n * world], rank by rank (the one-process order, see above)."""
+    if accelerator.num_processes == 1:
+        return x
+    # gloo cannot all-gather bool tensors; floats carry bools and NaN ("does not apply") alike.
+    # Reward tensors live on the CPU, and NCCL gathers only device tensors.
+    x = x.float() if x.dtype == torch.bool else x
+    return accelerator.gather(x.to(accelerator.device))
+
+
+class TrainedModules(nn.Module):
+    """Every trained module under one root, the module a DeepSpeed engine wraps."""
+
+    def __init__(self, policy: NeuralesePolicy, value_head: nn.Module | None):
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+
+
+def check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:
+    """Refuse, before any model is built, the DeepSpeed settings the trainer cannot honour."""
+    launched = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if launched != accelerator.num_processes:
+        # accelerate (1.15) takes DeepSpeed processes without a GPU for one: every one would act as rank 0.
+        raise ConfigError(
+            f"DeepSpeed was launched with {launched} processes, but accelerate counts {accelerator.num_processes}: "
+            "accelerate supports DeepSpeed over several processes only on GPUs. On CPU run DeepSpeed with "
+            "--num_processes 1, or data parallel with recipes/accelerate/ddp_cpu.yaml."
+        )
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    for section in ("bf16", "fp16"):
+        if ds.get(section, {}).get("enabled") in (True, "true"):
+            raise ConfigError(
+                f"DeepSpeed config enables {section}: DeepSpeed would cast every parameter, the float32 "
+                "feedback adapter included. Set accelerate's mixed_precision to 'no' and load the model in "
+                "half precision with model.dtype instead."
+            )
+    if zero_stage(accelerator) == 3 and cfg.rl.beta > 0 and cfg.model.lora.r == 0:
+        raise ConfigError(
+            "rl.beta > 0 under ZeRO-3 needs LoRA (model.lora.r > 0): the KL reference is then the policy with "
+            "its adapters off; a frozen full copy of a partitioned model is not supported."
+        )
+
+
+def prepare_deepspeed(
+    accelerator: Accelerator,
+    cfg: RunConfig,
+    policy: NeuralesePolicy,
+    value_head: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    resume: bool = False,
+):
+    """The ZeRO engine over policy (+ value head), set up for the trainer's own micro-batching.
+
+    The trainer marks the accumulation boundary itself (its number of micro-batches depends on
+    the step's batch), so DeepSpeed's own accumulation count is 1 and its clipping is
+    `rl.max_grad_norm`. The learning-rate scheduler stays ours: it drives the wrapped torch
+    optimizer's param groups, which the ZeRO optimizer steps with.
+    """
+    if resume:
+        raise ConfigError(
+            "--resume under DeepSpeed is not supported yet: the checkpoint holds the weights (gathered) "
+            "but not ZeRO's partitioned optimizer state. Start a new run from the exported weights."
+        )
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = cfg.rl.micro_batch_per_device
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_batch_size"] = cfg.rl.micro_batch_per_device * accelerator.num_processes
+    ds["gradient_clipping"] = cfg.rl.max_grad_norm
+    engine, _ = accelerator.prepare(TrainedModules(policy, value_head), optimizer)
+    if zero_stage(accelerator) == 3:
+        _keep_bare_parameters_whole(policy, ds)
+    return engine
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    if not uses_deepspeed(accelerator):
+        return 0
+    return int(
+        accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0)
+    )
+
+
+def _keep_bare_parameters_whole(policy: NeuralesePolicy, ds: dict) -> None:
+    """The adapter's gate (and layer mix) are read outside any module forward, where no ZeRO-3 hook
+    gathers them. Small enough to be "persistent", they are gathered here once; ZeRO-3 never
+    releases persistent parameters and gathers them again after every optimizer step."""
+    adapter = policy.adapter
+    bare = {"gate_logit": adapter.gate_logit}
+    if hasattr(adapter, "layer_logits"):
+        bare["layer_logits"] = adapter.layer_logits
+    for name, p in bare.items():
+        if not getattr(p, "ds_persist", False):
+            threshold = ds.get("zero_optimization", {}).get(
+                "stage3_param_persistence_threshold", "1e5, the default"
+            )
+            raise ConfigError(
+                f"ZeRO-3 would partition the feedback adapter's {name} ({p.ds_numel} values), which is read outside "
+                f"any module forward. Raise zero_optimization.stage3_param_persistence_threshold (now {threshold}) "
+                f"to at least {p.ds_numel} in the DeepSpeed config."
+            )
+    _gather_persistent(list(bare.values()))
+
+
+@contextlib.contextmanager
+def full_parameters(accelerator: Accelerator, *modules: nn.Module | None) -> Iterator[None]:
+    """Inside, ZeRO-3 parameters of `modules` hold their full values (for saving or syncing).
+
+    A collective: every process must enter. A no-op without ZeRO-3.
+    """
+    if zero_stage(accelerator) != 3:
+        yield
+        return
+    import deepspeed
+
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    # Persistent parameters (the gate among them) must stay whole, and GatheredParameters would
+    # partition everything it gathered on exit: gather those outright, the others for the block.
+    _gather_persistent(params)
+    transient = [p for p in params if not getattr(p, "ds_persist", False)]
+    with deepspeed.zero.GatheredParameters(transient, modifier_rank=None):
+        yield
+
+
+def _gather_persistent(params: list[nn.Parameter]) -> None:
+    """All-gather ZeRO-3's persistent parameters among `params`; ZeRO-3 then never releases them."""
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    missing = [
+        p for p in params if getattr(p, "ds_persist", False) and p.ds_status != ZeroParamStatus.AVAILABLE
+    ]
+    if missing:
+        missing[0].all_gather(missing)

@@ -1,0 +1,208 @@
+"""Scale-out on real processes started by `accelerate launch` with the shipped configs.
+
+- Two CPU processes (gloo) take the same update as one process on the same global batch.
+  The batch is fixed (rolled out once, then split by whole groups) rather than sampled by
+  each process: a process draws from its own generator, so two processes sample other
+  completions than one does. What data parallelism must preserve is the update given the
+  batch, and that is what is compared, together with the gathered reward statistics
+  (`scale_rewards: batch` needs the std over both processes' rewards).
+- DeepSpeed ZeRO-2 and ZeRO-3, one CPU process each, train a few steps with finite losses,
+  and the feedback adapter trains with the model. Skipped when DeepSpeed is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rl.config import (
+    EnvConfig,
+    EvalConfig,
+    LogConfig,
+    ModelConfig,
+    NeuraleseConfig,
+    RewardConfig,
+    RLConfig,
+    RunConfig,
+    save_config,
+)
+from rl.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "recipes" / "accelerate"
+PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
+
+
+def free_port() -> int:
+    """A port no one listens on, so parallel test runs on one machine do not meet."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(config: Path, *args: str, num_processes: int = 1, timeout: int = 600) -> None:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
+           str(Path(__file__).parent / "dist_worker.py"), *args]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+
+def recipe(model_dir: Path, out: Path, **rl) -> RunConfig:
+    return RunConfig(
+        seed=0,
+        output_dir=str(out),
+        model=ModelConfig(path=str(model_dir)),
+        env=EnvConfig(name="addition", args={"digits": 3}, train_size=64, test_size=16),
+        rewards=[RewardConfig(fn=f"{PLUGINS}:digit_share")],
+        neuralese=NeuraleseConfig(mode="latent", num_thoughts=3, tbptt_window=2),
+        rl=RLConfig(
+            **{
+                "steps": 2,
+                "prompts_per_step": 4,
+                "samples_per_prompt": 4,
+                "micro_batch_per_device": 8,
+                "learning_rate": 1e-3,
+                "max_new_tokens": 6,
+                **rl,
+            }
+        ),  # fmt: skip
+        eval=EvalConfig(n=8, max_new_tokens=6),
+        log=LogConfig(save_every=100, completions_every=100, trackers=[]),
+    )
+
+
+def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path):
+    # Batch-wide reward scaling, a KL term, uneven micro-batches and two updates per batch:
+    # each depends on statistics or normalizers over the whole step.
+    rl = dict(
+        scale_rewards="batch", beta=0.05, micro_batch_per_device=3, num_iterations=2, learning_rate=1e-4
+    )
+    one = Trainer(recipe(tiny_dir, tmp_path / "one", **rl))
+    before = {n: p.detach().clone() for n, p in one.policy.named_parameters()}
+    rows = one.next_prompts()
+    ro, texts = one.rollout(rows)
+    rewards, _, _ = one.score(rows, texts, ro)
+    assert rewards[:8].std() != rewards[8:].std(), "the two halves must differ for the batch std to matter"
+    torch.save({"rollout": ro, "rewards": rewards}, tmp_path / "batch.pt")
+    expected = one.update(ro, one.advantages(rewards), rewards)
+
+    save_config(recipe(tiny_dir, tmp_path / "two", **rl), tmp_path / "two.yaml")
+    launch(CONFIGS / "ddp_cpu.yaml", "update", str(tmp_path / "two.yaml"), str(tmp_path / "batch.pt"),
+           str(tmp_path / "two.pt"), num_processes=2)  # fmt: skip
+    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    assert two["world"] == 2
+
+    moved = max((p - before[n]).abs().max().item() for n, p in one.policy.named_parameters())
+    assert moved > 1e-4, "the update must move the weights for the comparison to mean anything"
+    for name, p in one.policy.named_parameters():
+        torch.testing.assert_close(two["params"][name], p.detach(), atol=1e-5, rtol=0, msg=name)
+    # Adam hides a uniform gradient scale; the gradient norm and the loss do not.
+    for key in ("grad_norm", "loss"):
+        assert two["metrics"][key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
+    """The whole loop over 2 processes: sharded prompts, gathered rewards, one writer."""
+    save_config(recipe(tiny_dir, tmp_path / "run", scale_rewards="batch"), tmp_path / "recipe.yaml")
+    launch(CONFIGS / "ddp_cpu.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"),
+           num_processes=2)  # fmt: skip
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["world"] == 2 and "adapter.gate_logit" in out["moved"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows[:2]] == [1, 2]  # one writer: no line twice
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:2])
+
+
+@pytest.fixture(scope="module")
+def zero3_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama whose MLP matrices (32 x 3200) exceed ZeRO-3's default persistence threshold
+    (1e5 values), so ZeRO-3 really partitions them; the gate (32 values) stays whole."""
+    from envs import env_texts, make_env
+    from rl.config import TinyModelConfig
+    from rl.tiny import build_tiny_model, build_tokenizer, save_tiny
+
+    tok = build_tokenizer(env_texts(make_env("addition", {"digits": 3}).dataset("train", 200, seed=0)))
+    shape = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=3200)
+    return save_tiny(build_tiny_model(tok, shape), tok, tmp_path_factory.mktemp("zero3") / "model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_trains_on_cpu(zero3_model_dir, tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    save_config(recipe(zero3_model_dir, tmp_path / "run", steps=3), tmp_path / "recipe.yaml")
+    launch(CONFIGS / f"zero{stage}.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"))
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["distributed_type"] == "DistributedType.DEEPSPEED"
+    if stage == 3:
+        assert out["partitioned_params"] > 0, (
+            "ZeRO-3 partitioned nothing: the test would not exercise its hooks"
+        )
+    else:
+        assert out["partitioned_params"] == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows[:3]] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:3])
+    assert rows[1]["grad_norm"] > 0
+    assert any(n.startswith("model.") for n in out["moved"]), out["moved"]
+    assert "adapter.gate_logit" in out["moved"], "the feedback adapter must train under DeepSpeed too"
+    assert (tmp_path / "run" / "checkpoints" / "step-3" / "manifest.json").is_file()
+    assert "eval/accuracy" in out["final"]
+
+
+@pytest.mark.slow
+def test_deepspeed_over_several_cpu_processes_is_refused_clearly(tiny_dir, tmp_path):
+    """accelerate counts DeepSpeed CPU processes as one (each would think it is rank 0)."""
+    pytest.importorskip("deepspeed")
+    save_config(recipe(tiny_dir, tmp_path / "run"), tmp_path / "recipe.yaml")
+    with pytest.raises(
+        AssertionError, match="accelerate supports DeepSpeed over several processes only on GPUs"
+    ):
+        launch(CONFIGS / "zero2.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"),
+               num_processes=2)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
+    """`accelerate launch --mixed_precision bf16` (the full-weight GSM8K recipe's line): bf16 math
+    over float32 weights, on CPU here; compared with the same run launched without the flag."""
+    from safetensors.torch import load_file
+
+    rows = {}
+    for precision in ("no", "bf16"):
+        out = tmp_path / precision
+        save_config(recipe(tiny_dir, out, steps=2), tmp_path / f"{precision}.yaml")
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--mixed_precision", precision,
+               "--num_processes", "1", "--cpu", "-m", "rl.cli", "train", str(tmp_path / f"{precision}.yaml")]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-5000:]
+        rows[precision] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        weights = load_file(str(out / "checkpoints" / "step-2" / "model.safetensors"))
+        assert all(w.dtype == torch.float32 for w in weights.values())
+    assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows["bf16"][:2])
+    # Same seed, same samples' first step: only the arithmetic's precision differs.
+    assert rows["no"][0]["entropy"] != pytest.approx(rows["bf16"][0]["entropy"], abs=1e-5)
+    assert rows["no"][0]["entropy"] == pytest.approx(rows["bf16"][0]["entropy"], abs=0.05)
+
+
+def test_vllm_engine_is_refused_in_hybrid_mode(tmp_path):
+    from rl.config import load_config
+    from rl.errors import ConfigError
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("neuralese:\n  mode: hybrid\nrl:\n  rollout_engine: vllm\n")
+    with pytest.raises(ConfigError, match="key 'rl.rollout_engine' must be 'hf' in hybrid mode"):
+        load_config(path)
+    path.write_text("neuralese:\n  mode: latent\nrl:\n  rollout_engine: vllm\n")
+    assert load_config(path).rl.rollout_engine == "vllm"
