@@ -133,7 +133,9 @@ class NeuraleseConfig:
     model at switch-on). `latent_only`: the input is the feedback vector alone (Coconut)."""
     noise_std: float = 0.0
     """Std of Gaussian exploration noise on the feedback vector at rollout. When > 0 the noise
-    log-density joins the policy log-probability."""
+    log-density joins the policy log-probability. The feedback vector has the RMS of the token
+    embeddings (`neuralese inspect` shows it), so pick sigma on that scale: far below it, the
+    log-density turns float32 rounding of the hidden states into ratio noise (|eps| / sigma)."""
     tbptt_window: int | Literal["full"] = 4
     """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
     fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT."""

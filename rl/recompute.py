@@ -41,17 +41,17 @@ Window = int | str  # an int >= 0 or "full"
 
 @dataclass
 class Recomputed:
-    """Recomputed log-probs ([B, L] each, float32, 0 outside their positions)."""
+    """Recomputed log-probs ([B, L] each, 0 outside their positions)."""
 
-    token_logprobs: torch.Tensor  # [B, L] log-prob of the sampled token at action positions
-    noise_logprobs: torch.Tensor  # [B, L] log-density of the feedback noise at feedback positions
+    token_logprobs: torch.Tensor  # [B, L] float32 log-prob of the sampled token at action positions
+    noise_logprobs: torch.Tensor  # [B, L] float64 log-density of the feedback noise at feedback positions
     entropy: torch.Tensor  # [B, L] entropy of the token distribution at action positions
     hidden: torch.Tensor | None  # [B, L, D] last hidden state of pass 1 (for a value head), if asked for
 
     @property
     def logprobs(self) -> torch.Tensor:
-        """[B, L] the policy's log-prob per position, token plus noise: the rollout's `logprobs`."""
-        return self.token_logprobs + self.noise_logprobs
+        """[B, L] float64: the policy's log-prob per position, token plus noise (the rollout's `logprobs`)."""
+        return self.token_logprobs.double() + self.noise_logprobs
 
 
 def live_blocks(
@@ -155,7 +155,7 @@ def recompute_logprobs(
     logprobs = torch.where(ro.action_mask, logprobs, 0.0)
     entropy = torch.where(ro.action_mask, entropy, 0.0)
 
-    noise_logprobs = torch.zeros_like(logprobs)
+    noise_logprobs = torch.zeros_like(logprobs, dtype=torch.float64)
     if ro.noise is not None and fb_on:
         noise_logprobs = _noise_density(policy, ro, src0, live_fb)  # [B, L]
     hidden = out0.hidden_states[-1] if need_hidden else None
@@ -170,6 +170,6 @@ def _noise_density(
     mean = adapter.feedback(src0[:, :-1])  # [B, L-1, D]: f(h_{t-1}) for the input at t
     const = adapter.gaussian_logprob(ro.feedback[:, 1:], mean)  # [B, L-1], gradient via the mean
     replay = adapter.noise_logprob(ro.noise[:, 1:])  # [B, L-1], a constant
-    density = torch.where(live_fb[:, 1:], replay, const).float()
+    density = torch.where(live_fb[:, 1:], replay, const)
     density = torch.where(ro.feedback_mask[:, 1:], density, 0.0)
     return torch.cat([density.new_zeros(density.shape[0], 1), density], dim=1)

@@ -33,13 +33,13 @@ class Rollout:
     position_ids: torch.Tensor  # [B, L] long
     action_mask: torch.Tensor  # [B, L] bool: the token at t was sampled (its log-prob counts)
     feedback_mask: torch.Tensor  # [B, L] bool: the input at t received feedback from position t-1
-    feedback: (
-        torch.Tensor
-    )  # [B, L, D] float32: fed-back vector (noise included) at feedback positions, else 0
-    noise: torch.Tensor | None  # [B, L, D] float32: standard-normal draws behind the noise, None if sigma = 0
-    logprobs: (
-        torch.Tensor
-    )  # [B, L] float32: sampling log-prob (token + feedback noise) at loss positions, else 0
+    # [B, L, D] float32: fed-back vector (noise included) at feedback positions, else 0
+    feedback: torch.Tensor
+    # [B, L, D] float32: standard-normal draws behind the noise, None if sigma = 0
+    noise: torch.Tensor | None
+    # [B, L] float64: sampling log-prob (token + feedback noise) at loss positions, else 0. float64
+    # because the noise log-density sums D terms: its float32 value would blur the ratio.
+    logprobs: torch.Tensor
     prompt_length: int  # P
     temperature: float  # log-probs are of softmax(logits / temperature); 1.0 for greedy
     noise_std: float  # sigma
@@ -161,7 +161,7 @@ def generate_rollout(
             if sigma > 0:
                 noise = torch.randn(vec.shape, generator=generator, device=device)
                 vec = vec + sigma * noise
-                logp = logp + torch.where(fb, policy.adapter.noise_logprob(noise).float(), 0.0)
+                logp = logp + torch.where(fb, policy.adapter.noise_logprob(noise), 0.0)
             vec = torch.where(fb[:, None], vec, 0.0)
             embeds = torch.where(fb[:, None, None], policy.adapter.combine(embeds, vec[:, None]), embeds)
         step_ids.append(tokens)
@@ -197,7 +197,9 @@ def generate_rollout(
         )
         if sigma > 0
         else None,
-        logprobs=torch.cat([prompt_ids.new_zeros(bsz, plen, dtype=torch.float32), stack(step_logp)], dim=1),
+        logprobs=torch.cat(
+            [prompt_ids.new_zeros(bsz, plen, dtype=torch.float64), stack(step_logp).double()], dim=1
+        ),
         prompt_length=plen,
         temperature=temperature if temperature > 0 else 1.0,
         noise_std=sigma,

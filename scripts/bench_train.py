@@ -74,7 +74,7 @@ def time_trl(path: Path, args, root: Path) -> list[float]:
         logging_steps=1, disable_tqdm=True, seed=0,
     )  # fmt: skip
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path),
+        model=AutoModelForCausalLM.from_pretrained(path, use_safetensors=True),
         reward_funcs=exact_match,
         args=config,
         train_dataset=data,

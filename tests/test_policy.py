@@ -33,8 +33,6 @@ def make_policy(tiny_dir, mode="latent", noise=0.0, layer=-1, projection="linear
             policy.adapter.gate_logit.normal_(0, gate)
         if projection == "linear":  # a projection away from the identity
             policy.adapter.proj.weight.add_(0.3 * torch.randn_like(policy.adapter.proj.weight))
-        for p in policy.model.parameters():  # an untrained tiny model has near-uniform logits; sharpen them
-            p.mul_(3.0) if p.dim() > 1 else None
     return policy
 
 
@@ -62,7 +60,7 @@ def test_gate_at_init_equals_plain_model(tiny_dir, mode):
         torch.log_softmax(plain.logits[:, :-1].float(), -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
     )
     expected = torch.where(ro.action_mask[:, 1:], logp, 0.0)
-    assert torch.equal(rc.logprobs[:, 1:].detach(), expected)
+    assert torch.equal(rc.token_logprobs[:, 1:].detach(), expected)
     # The feedback vectors themselves were not zero: only the gate hid them.
     assert ro.feedback[ro.feedback_mask].abs().sum() > 0
 
@@ -85,7 +83,11 @@ def test_hybrid_greedy_with_closed_gate_equals_hf_generate(tiny_dir):
 
 # ----------------------------------------------------------------------------- consistency
 
-CASES = list(itertools.product(["latent", "hybrid"], [0.0, 0.1], [0, 1, 2, "full"]))
+# Noise on the scale of the feedback vector itself (the test model's embedding RMS is about 0.18).
+# Much smaller noise makes the Gaussian log-density ill-conditioned in float32: it amplifies the
+# ~1e-6 relative difference between incremental and parallel hidden states by |eps| / sigma.
+SIGMA = 0.2
+CASES = list(itertools.product(["latent", "hybrid"], [0.0, SIGMA], [0, 1, 2, "full"]))
 
 
 @pytest.mark.parametrize("mode,noise,window", CASES)
@@ -103,7 +105,7 @@ def test_recompute_equals_sampling_logprobs(tiny_dir, mode, noise, window):
 @pytest.mark.parametrize("layer,projection", [("mix", "mlp"), (-2, "identity")])
 def test_recompute_other_layers_and_projections(tiny_dir, layer, projection):
     for mode in ("latent", "hybrid"):
-        policy = make_policy(tiny_dir, mode=mode, layer=layer, projection=projection, noise=0.05)
+        policy = make_policy(tiny_dir, mode=mode, layer=layer, projection=projection, noise=SIGMA)
         ro = rollout(policy)
         torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
 
@@ -112,10 +114,12 @@ def test_noise_logprob_is_the_gaussian_density(tiny_dir):
     policy = make_policy(tiny_dir, mode="latent", noise=0.1)
     ro = rollout(policy)
     fb = ro.feedback_mask
-    dist = torch.distributions.Normal(0.0, 0.1)
+    dist = torch.distributions.Normal(
+        torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
+    )
     expected = dist.log_prob(0.1 * ro.noise[fb].double()).sum(-1)  # density of sigma * eps
     thought_logp = ro.logprobs[fb & ~ro.action_mask]
-    torch.testing.assert_close(thought_logp.double(), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(thought_logp.double(), expected, atol=1e-9, rtol=0)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -167,7 +171,7 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
             vec = a.feedback(h) + (ro.noise_std * ro.noise[:, t] if ro.noise is not None else 0)
             inputs[t] = torch.where(fb[:, t, None], a.combine(embeds[:, t], vec), const[:, t])
         logits[t], _ = output(t, inputs)
-    logp = torch.zeros(bsz, length)
+    logp = torch.zeros(bsz, length, dtype=torch.float64)
     for t in range(1, length):
         lp = (
             torch.log_softmax(logits[t - 1] / ro.temperature, -1)
@@ -178,10 +182,10 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
     if ro.noise is not None:
         for t in range(plen, length):
             if block_of.get(t) is not None and (cfg.mode == "hybrid" or t < plen + K):
-                d = a.noise_logprob(ro.noise[:, t]).float()
+                d = a.noise_logprob(ro.noise[:, t])
             else:
                 _, h = output(t - 1, {})
-                d = a.gaussian_logprob(ro.feedback[:, t], a.feedback(h)).float()
+                d = a.gaussian_logprob(ro.feedback[:, t], a.feedback(h))
             logp[:, t] = logp[:, t] + torch.where(fb[:, t], d, 0.0)
     return logp
 
@@ -201,7 +205,9 @@ def test_gradients_equal_literal_implementation(tiny_dir, mode, noise, window):
     ref = grads(policy, literal_logprobs(policy, ro, window), weights)
     assert ours.keys() == ref.keys()
     for name in ref:
-        torch.testing.assert_close(ours[name], ref[name], atol=2e-5, rtol=1e-4, msg=name)
+        # Normwise: the noise density's score function makes some gradients large (|eps| / sigma).
+        scale = ref[name].abs().max().item()
+        torch.testing.assert_close(ours[name], ref[name], atol=5e-6 * max(scale, 1.0), rtol=1e-4, msg=name)
     # And the window matters: full BPTT and window 0 differ on the feedback adapter.
     if window == "full":
         zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
