@@ -29,6 +29,7 @@ they were.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 
@@ -38,7 +39,7 @@ from accelerate.utils import DistributedType
 from torch import nn
 
 from rl.config import RunConfig
-from rl.errors import ConfigError
+from rl.errors import ConfigError, TrainingError
 from rl.policy import NeuralesePolicy
 
 
@@ -74,6 +75,35 @@ class TrainedModules(nn.Module):
         super().__init__()
         self.policy = policy
         self.value_head = value_head
+
+
+def all_sum(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over processes (the tensor itself with one process)."""
+    return accelerator.reduce(x, reduction="sum") if accelerator.num_processes > 1 else x
+
+
+def all_mean(accelerator: Accelerator, value: float) -> float:
+    """Mean of a number over processes."""
+    if accelerator.num_processes == 1:
+        return value
+    total = all_sum(accelerator, torch.tensor(value, device=accelerator.device)).item()
+    return total / accelerator.num_processes
+
+
+def deepspeed_step(engine, scheduler, loss_total: float, step: int) -> float:
+    """The engine reduces, clips and steps. It cannot be told to skip an update afterwards, so
+    a non-finite one stops the run at once rather than after `rl.max_nonfinite_steps`."""
+    engine.step()
+    norm = engine.get_global_grad_norm()
+    grad_norm = float(norm) if norm is not None else 0.0  # None: ZeRO did not compute it
+    if not (math.isfinite(loss_total) and math.isfinite(grad_norm)):
+        raise TrainingError(
+            f"step {step}: non-finite loss ({loss_total}) or gradient norm ({grad_norm}) "
+            "under DeepSpeed, which has already applied the update. Lower rl.learning_rate or "
+            "rl.feedback_learning_rate, or set rl.max_grad_norm, and restart from the last checkpoint."
+        )
+    scheduler.step()
+    return grad_norm
 
 
 def check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:

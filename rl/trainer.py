@@ -43,8 +43,11 @@ from rl.build import ValueHead, build_policy, build_reference, build_rewards, pa
 from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from rl.config import RunConfig, save_config
 from rl.distributed import (
+    all_mean,
+    all_sum,
     check_deepspeed,
     deepspeed_requested,
+    deepspeed_step,
     full_parameters,
     gather,
     local_block,
@@ -140,8 +143,8 @@ class Trainer:
                 metrics = self.step()
                 self.state["step"] += 1
                 step = self.state["step"]
-                if cfg.log.eval_every and step % cfg.log.eval_every == 0:
-                    metrics.update(self.evaluate())
+                if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
+                    metrics.update(self.evaluate())  # the last step's evaluation follows the loop
                 if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
                     self.log.metrics(step, metrics)
                 if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
@@ -259,65 +262,68 @@ class Trainer:
     # ------------------------------------------------------------------ update
 
     def update(self, ro: Rollout, advantages: torch.Tensor | None, rewards: torch.Tensor) -> dict[str, Any]:
-        """`num_iterations` optimizer steps on this rollout batch."""
+        """`num_iterations` optimizer steps on this rollout batch, each accumulating every micro-batch."""
         rl = self.cfg.rl
-        mask = ro.loss_mask  # [N, L]
         ref = self.reference_logprobs(ro) if rl.beta > 0 else None  # [N, L]
-        per_token_adv, returns, old_values = advantages, None, None
-        if rl.algorithm == "ppo":
-            per_token_adv, returns, old_values = self.ppo_targets(ro, rewards)
+        targets = self.ppo_targets(ro, rewards) if rl.algorithm == "ppo" else (advantages, None, None)
+        mask = ro.loss_mask  # [N, L]
         # Whole-step normalizers (over all processes, divided by their number: DDP averages).
         norm = dict(
-            num_tokens=self.all_sum(mask.sum().float()) / self.world,
+            num_tokens=all_sum(self.accelerator, mask.sum().float()) / self.world,
             num_sequences=ro.input_ids.shape[0],
             max_length=rl.max_new_tokens
             + (self.cfg.neuralese.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
         )
-        sums: dict[str, float] = {}
         micro = self.micro_batches(ro.input_ids.shape[0])
+        sums: dict[str, float] = {}
         for _ in range(rl.num_iterations):
             if self.engine is None:  # the engine clears its own (partitioned) gradients after each step
                 self.optimizer.zero_grad(set_to_none=True)
-            loss_total, latent_grad = 0.0, 0.0
+            loss_total, latent_sq = 0.0, 0.0
             for j, idx in enumerate(micro):
-                mb = ro.select(idx)
-                probe = self.make_probe(mb)
-                rc = recompute_logprobs(
-                    self.policy,
-                    mb,
-                    self.cfg.neuralese.tbptt_window,
-                    probe,
-                    need_hidden=old_values is not None,
-                )
-                # With feedback noise the KL concerns tokens only: giving the reference our own noise
-                # log-density (with its gradient) cancels it from log pi - log ref exactly.
-                mb_ref = None if ref is None else ref[idx] + rc.noise_logprobs
-                loss, m = algo.policy_loss(
-                    rc.logprobs, mb.logprobs, per_token_adv[idx], mask[idx], rl.epsilon_low, rl.epsilon_high,
-                    rl.loss_aggregation, mb_ref, rl.beta, rl.kl_estimator, rl.kl_ratio_correction, **norm,
-                )  # fmt: skip
-                if old_values is not None:
-                    vloss, vm = algo.value_loss(
-                        self.value_head(rc.hidden), old_values[idx], returns[idx], mask[idx], rl.value_clip,
-                        rl.loss_aggregation, **norm,
-                    )  # fmt: skip
-                    loss = loss + rl.value_coef * vloss
-                    m.update(vm)
+                loss, m, probe = self.micro_loss(ro.select(idx), idx, ref, targets, norm)
                 self.backward(loss, last=j == len(micro) - 1)
                 loss_total += loss.item()
                 if probe is not None and probe.grad is not None:
-                    latent_grad += probe.grad.float().pow(2).sum().item()
-                weight = mask[idx].sum().item() / max(1, mask.sum().item())
-                m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
+                    latent_sq += probe.grad.float().pow(2).sum().item()
+                weight = mask[idx].sum().item() / max(1, mask.sum().item()) / rl.num_iterations
                 for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * weight / rl.num_iterations
-            loss_total = self.all_mean(loss_total)  # the step's: every process takes the same skip decision
-            stats = self.optimizer_step(loss_total)
+                    sums[k] = sums.get(k, 0.0) + float(v) * weight
+            loss_total = all_mean(
+                self.accelerator, loss_total
+            )  # the step's: every process takes the same skip decision
+            sums["grad_norm"] = self.optimizer_step(loss_total)
             sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
-            sums["grad_norm"] = stats
-            sums["feedback/latent_grad_norm"] = math.sqrt(latent_grad)
+            sums["feedback/latent_grad_norm"] = math.sqrt(latent_sq)
         sums["lr"] = self.scheduler.get_last_lr()[0]
         return sums
+
+    def micro_loss(self, mb: Rollout, idx: torch.Tensor, ref, targets, norm: dict):
+        """Loss of one micro-batch: recompute with gradient through the truncated latent chain, then
+        the clipped surrogate (+ KL) (+ value loss). Returns (loss, metrics, probe)."""
+        rl = self.cfg.rl
+        advantages, returns, old_values = targets
+        probe = self.make_probe(mb)
+        rc = recompute_logprobs(
+            self.policy, mb, self.cfg.neuralese.tbptt_window, probe, need_hidden=old_values is not None
+        )
+        # With feedback noise the KL concerns tokens only: giving the reference our own noise
+        # log-density (with its gradient) cancels it from log pi - log ref exactly.
+        mb_ref = None if ref is None else ref[idx] + rc.noise_logprobs
+        mask = mb.loss_mask
+        loss, m = algo.policy_loss(
+            rc.logprobs, mb.logprobs, advantages[idx], mask, rl.epsilon_low, rl.epsilon_high,
+            rl.loss_aggregation, mb_ref, rl.beta, rl.kl_estimator, rl.kl_ratio_correction, **norm,
+        )  # fmt: skip
+        if old_values is not None:
+            vloss, vm = algo.value_loss(
+                self.value_head(rc.hidden), old_values[idx], returns[idx], mask, rl.value_clip,
+                rl.loss_aggregation, **norm,
+            )  # fmt: skip
+            loss = loss + rl.value_coef * vloss
+            m.update(vm)
+        m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
+        return loss, m, probe
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         """Accumulate one micro-batch's gradients; `last` marks the step's final micro-batch."""
@@ -332,7 +338,7 @@ class Trainer:
     def optimizer_step(self, loss_total: float) -> float:
         """Average gradients over processes, clip, skip non-finite steps; returns the gradient norm."""
         if self.engine is not None:
-            return self.deepspeed_step(loss_total)
+            return deepspeed_step(self.engine, self.scheduler, loss_total, self.state["step"] + 1)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.world > 1:
             for p in params:
@@ -353,21 +359,6 @@ class Trainer:
                 f"loss ({loss_total}) or gradient norm ({grad_norm}) and were skipped (rl.max_nonfinite_steps). "
                 "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
             )
-        return grad_norm
-
-    def deepspeed_step(self, loss_total: float) -> float:
-        """The engine reduces, clips and steps. It cannot be told to skip an update afterwards, so
-        a non-finite one stops the run at once rather than after `rl.max_nonfinite_steps`."""
-        self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        grad_norm = float(norm) if norm is not None else 0.0  # None: ZeRO did not compute it
-        if not (math.isfinite(loss_total) and math.isfinite(grad_norm)):
-            raise TrainingError(
-                f"step {self.state['step'] + 1}: non-finite loss ({loss_total}) or gradient norm ({grad_norm}) "
-                "under DeepSpeed, which has already applied the update. Lower rl.learning_rate or "
-                "rl.feedback_learning_rate, or set rl.max_grad_norm, and restart from the last checkpoint."
-            )
-        self.scheduler.step()
         return grad_norm
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
@@ -407,14 +398,6 @@ class Trainer:
         per_pos = torch.zeros_like(values).scatter(1, last[:, None], rewards[:, None])  # [N, L]
         adv, returns = algo.gae(per_pos, values, mask, self.cfg.rl.gamma, self.cfg.rl.gae_lambda)
         return algo.masked_whiten(adv, mask), returns, values
-
-    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
-        return self.accelerator.reduce(x, reduction="sum") if self.world > 1 else x
-
-    def all_mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        return self.all_sum(torch.tensor(value, device=self.accelerator.device)).item() / self.world
 
     # ------------------------------------------------------------------ metrics, eval, save
 
