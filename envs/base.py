@@ -16,14 +16,13 @@ A recipe names a built-in (`env.name: addition`) or a plug-in factory
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import datasets
 
-from rl.errors import ConfigError, EnvError
-from rl.plugins import is_reference, resolve
+from rl.errors import EnvError
+from rl.plugins import is_reference, lookup
 
 BUILTIN_ENVS: dict[str, str] = {
     "addition": "envs.arithmetic:make_addition",
@@ -44,19 +43,7 @@ class Environment(Protocol):
 
 def env_factory(name: str) -> Callable[..., Any]:
     """The factory for a built-in name or a plug-in reference."""
-    if is_reference(name):
-        return resolve(name, "environment factory", "env.name")
-    if name not in BUILTIN_ENVS:
-        import difflib
-
-        near = difflib.get_close_matches(name, list(BUILTIN_ENVS), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise ConfigError(
-            f"env.name: unknown environment {name!r}{hint} Built-ins: {', '.join(sorted(BUILTIN_ENVS))}; "
-            "a plug-in is given as 'path/to/file.py:make' or 'pkg.module:make'"
-        )
-    module, _, attr = BUILTIN_ENVS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return lookup(name, BUILTIN_ENVS, "env.name", "environment", "environment factory")
 
 
 def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from rl.errors import ConfigError, RewardError
-from rl.plugins import is_reference, resolve
+from rl.plugins import lookup
 
 
 def builtin_rewards() -> dict[str, Callable]:
@@ -70,20 +70,7 @@ def check_reward_args(fn: Callable, args: dict[str, Any], key: str) -> None:
 
 def resolve_reward(name: str, args: dict[str, Any] | None = None, key: str = "rewards") -> Callable:
     """A reward function from a built-in name or a plug-in reference, with `args` bound."""
-    if is_reference(name):
-        fn = resolve(name, "reward function", key)
-    else:
-        table = builtin_rewards()
-        if name not in table:
-            import difflib
-
-            near = difflib.get_close_matches(name, list(table), n=1)
-            hint = f" Did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(
-                f"{key}: unknown reward function {name!r}.{hint} Built-ins: {', '.join(sorted(table))}; "
-                "a plug-in is given as 'path/to/file.py:fn' or 'pkg.module:fn'"
-            )
-        fn = table[name]
+    fn = lookup(name, builtin_rewards(), key, "reward function")
     if args:
         check_reward_args(fn, args, f"{key}.args")
         bound = functools.partial(fn, **args)

@@ -5,10 +5,11 @@ Only the file or module the recipe names is imported; nothing else is searched.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,25 @@ def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ConfigError(f"{key}: {what} {ref!r} is not callable")
     return obj
+
+
+def lookup(
+    name: str, builtins: Mapping[str, Callable | str], key: str, what: str, plugin_what: str | None = None
+) -> Callable[..., Any]:
+    """A plug-in reference resolved, or a built-in by name (a callable, or 'module:attr' imported on
+    use); an unknown name is an error that suggests the nearest built-in. `what` names the thing in
+    messages ("environment"), `plugin_what` the object a reference points at (its factory)."""
+    if is_reference(name):
+        return resolve(name, plugin_what or what, key)
+    if name not in builtins:
+        near = difflib.get_close_matches(name, list(builtins), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(
+            f"{key}: unknown {what} {name!r}{hint} Built-ins: {', '.join(sorted(builtins))}; "
+            "a plug-in is given as 'path/to/file.py:name' or 'pkg.module:name'"
+        )
+    target = builtins[name]
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return target

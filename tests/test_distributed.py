@@ -23,21 +23,14 @@ import pytest
 import torch
 
 from rl.config import (
-    EnvConfig,
-    EvalConfig,
-    LogConfig,
-    ModelConfig,
-    NeuraleseConfig,
-    RewardConfig,
-    RLConfig,
     RunConfig,
     save_config,
 )
 from rl.trainer import Trainer
+from runs import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "accelerate"
-PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
 
 
 def free_port() -> int:
@@ -57,26 +50,8 @@ def launch(config: Path, *args: str, num_processes: int = 1, timeout: int = 600)
 
 
 def recipe(model_dir: Path, out: Path, **rl) -> RunConfig:
-    return RunConfig(
-        seed=0,
-        output_dir=str(out),
-        model=ModelConfig(path=str(model_dir)),
-        env=EnvConfig(name="addition", args={"digits": 3}, train_size=64, test_size=16),
-        rewards=[RewardConfig(fn=f"{PLUGINS}:digit_share")],
-        neuralese=NeuraleseConfig(mode="latent", num_thoughts=3, tbptt_window=2),
-        rl=RLConfig(
-            **{
-                "steps": 2,
-                "prompts_per_step": 4,
-                "samples_per_prompt": 4,
-                "micro_batch_per_device": 8,
-                "learning_rate": 1e-3,
-                "max_new_tokens": 6,
-                **rl,
-            }
-        ),  # fmt: skip
-        eval=EvalConfig(n=8, max_new_tokens=6),
-        log=LogConfig(save_every=100, completions_every=100, trackers=[]),
+    return run_config(
+        model_dir, out, rewards=("digit_share",), log={"save_every": 100, "completions_every": 100}, **rl
     )
 
 

@@ -21,14 +21,6 @@ import torch
 from envs import env_texts, make_env
 from rl.cli import main
 from rl.config import (
-    EnvConfig,
-    EvalConfig,
-    LogConfig,
-    LoraSettings,
-    ModelConfig,
-    NeuraleseConfig,
-    RewardConfig,
-    RLConfig,
     RunConfig,
     TinyModelConfig,
 )
@@ -37,32 +29,18 @@ from rl.export import export, load_policy, locate
 from rl.policy import NeuralesePolicy
 from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
 from rl.trainer import Trainer
+from runs import run_config
 
-PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999=", "5+55=", "321+7=", "40+404="]
 
 
-def run_config(base: Path, out: Path, mode: str, lora: int) -> RunConfig:
+def export_run(base: Path, out: Path, mode: str, lora: int) -> RunConfig:
     """Two RL steps; learning rates high enough that weights and gate move visibly (LoRA needs more)."""
-    return RunConfig(
-        seed=0,
-        output_dir=str(out),
-        model=ModelConfig(path=str(base), lora=LoraSettings(r=lora, alpha=8)),
-        env=EnvConfig(name="addition", args={"digits": 3}, train_size=64, test_size=8),
-        rewards=[RewardConfig(fn=f"{PLUGINS}:digit_share")],
-        neuralese=NeuraleseConfig(mode=mode, num_thoughts=3, tbptt_window=2),
-        rl=RLConfig(
-            steps=2,
-            prompts_per_step=2,
-            samples_per_prompt=4,
-            micro_batch_per_device=8,
-            max_new_tokens=6,
-            learning_rate=1e-2 if lora else 3e-3,
-            feedback_learning_rate=0.3 if lora else 0.1,
-        ),
-        eval=EvalConfig(n=2, max_new_tokens=6),
-        log=LogConfig(save_every=1, keep_checkpoints=2, trackers=[]),
-    )
+    return run_config(
+        base, out, mode, lora=lora, rewards=("digit_share",), prompts_per_step=2,
+        learning_rate=1e-2 if lora else 3e-3, feedback_learning_rate=0.3 if lora else 0.1,
+        log={"save_every": 1, "keep_checkpoints": 2},
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,7 +89,7 @@ def runs(base, tmp_path_factory) -> dict[str, tuple[Trainer, Path]]:
     result = {}
     for name, (mode, lora) in RUNS.items():
         root = tmp_path_factory.mktemp(name)
-        trainer = Trainer(run_config(base, root / "run", mode, lora))
+        trainer = Trainer(export_run(base, root / "run", mode, lora))
         trainer.train()
         trainer.policy.eval()
         result[name] = trainer, export(root / "run", root / "export")
@@ -293,7 +271,7 @@ def test_broken_sources_name_the_path_and_what_is_missing(trained, tmp_path):
 def test_a_lora_run_that_added_its_thought_token_round_trips(base, tmp_path):
     """The added token's embedding row is trained state too: the checkpoint must carry it, or
     the rebuilt policy would get a freshly sampled row (mean resizing draws one at random)."""
-    cfg = run_config(base, tmp_path / "run", "latent", lora=4)
+    cfg = export_run(base, tmp_path / "run", "latent", lora=4)
     cfg.neuralese.thought_token, cfg.model.add_thought_token, cfg.rl.steps = "<pause>", True, 1
     trainer = Trainer(cfg)
     trainer.train()

@@ -163,7 +163,7 @@ def test_plugin_references_that_do_not_resolve(tmp_path):
     ):
         resolve_reward(f"{tmp_path / 'broken.py'}:f")
     with pytest.raises(
-        ConfigError, match=r"unknown reward function 'exact_mach'. Did you mean 'exact_match'\?"
+        ConfigError, match=r"unknown reward function 'exact_mach'; did you mean 'exact_match'\?"
     ):
         resolve_reward("exact_mach")
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from test_bad_inputs import make_remote_code_folder
-from test_trainer import run_config
 
 from rl.checkpoint import MANIFEST, _sha256, list_checkpoints, load_checkpoint
 from rl.config import ModelConfig
@@ -25,6 +24,7 @@ from rl.errors import CheckpointError
 from rl.io import write_json
 from rl.models import load_model
 from rl.plugins import resolve
+from runs import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = [p for d in ("rl", "envs", "rewards", "scripts") for p in sorted((ROOT / d).rglob("*.py"))]

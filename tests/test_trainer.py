@@ -5,54 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from rl.config import (
-    EnvConfig,
-    EvalConfig,
-    LogConfig,
-    LoraSettings,
-    ModelConfig,
-    NeuraleseConfig,
-    RewardConfig,
-    RLConfig,
-    RunConfig,
-)
 from rl.errors import ConfigError
 from rl.trainer import Trainer
-
-PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
-
-
-def run_config(tiny_dir, out, mode="latent", algorithm="grpo", steps=2, **rl) -> RunConfig:
-    return RunConfig(
-        seed=0,
-        output_dir=str(out),
-        model=ModelConfig(path=str(tiny_dir)),
-        env=EnvConfig(name="addition", args={"digits": 3}, train_size=64, test_size=16),
-        rewards=[
-            RewardConfig(fn=f"{PLUGINS}:digit_share"),
-            RewardConfig(fn=f"{PLUGINS}:thought_count", weight=0.5),
-        ],
-        neuralese=NeuraleseConfig(mode=mode, num_thoughts=3, tbptt_window=2),
-        rl=RLConfig(
-            **{
-                "algorithm": algorithm,
-                "steps": steps,
-                "prompts_per_step": 4,
-                "samples_per_prompt": 4,
-                "micro_batch_per_device": 8,
-                "learning_rate": 1e-3,
-                "max_new_tokens": 6,
-                **rl,
-            }
-        ),  # fmt: skip
-        eval=EvalConfig(n=8, max_new_tokens=6),
-        log=LogConfig(save_every=2, completions_every=1, trackers=[]),
-    )
+from runs import run_config
 
 
 def params(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -132,8 +91,7 @@ def test_micro_batching_does_not_change_the_update(tiny_dir, tmp_path):
 @pytest.mark.parametrize("lora", [0, 4])
 def test_resumed_run_equals_uninterrupted_run(tiny_dir, tmp_path, lora):
     def cfg(out):
-        c = run_config(tiny_dir, out, "latent", steps=4)
-        c.model.lora = LoraSettings(r=lora, alpha=8)
+        c = run_config(tiny_dir, out, "latent", steps=4, lora=lora)
         c.rl.lr_scheduler = "linear"
         return c
 
@@ -154,8 +112,7 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dir, tmp_path, lora):
 
 
 def test_lora_reference_is_the_policy_with_adapters_off(tiny_dir, tmp_path):
-    cfg = run_config(tiny_dir, tmp_path / "run", "hybrid", beta=0.1)
-    cfg.model.lora = LoraSettings(r=4, alpha=8)
+    cfg = run_config(tiny_dir, tmp_path / "run", "hybrid", lora=4, beta=0.1)
     trainer = Trainer(cfg)
     assert trainer.reference is None  # no copy of the model in memory
     rows = trainer.next_prompts()
