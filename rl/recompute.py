@@ -28,6 +28,7 @@ therefore credited once, and the log-prob value is the same for every k.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from transformers import DynamicCache
 
 from rl.policy import NeuralesePolicy
 from rl.rollout import Rollout
+from rl.segments import SegmentCache, causal_mask_4d, segment_attention_on, supports_segments
 
 Window = int | str  # an int >= 0 or "full"
 
@@ -76,10 +78,23 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
     return logp.gather(-1, targets[..., None]).squeeze(-1), entropy
 
 
-def _cut_cache(cache, length: int, model_config) -> DynamicCache:
-    """A new cache holding the first `length` positions of `cache` (tensors shared, graph kept)."""
-    return DynamicCache(
-        ddp_cache_data=[(k[:, :, :length], v[:, :, :length]) for k, v, *_ in cache], config=model_config
+@contextlib.contextmanager
+def _live_cache(policy: NeuralesePolicy, cache, start: int, mask: torch.Tensor):
+    """A cache holding pass 1's first `start` positions for a live block, and the attention mask
+    for `count` new positions from `first` on: `mask_for(first, count)`. `mask` [B, L] is the padding mask.
+
+    With segment attention (rl.segments) the pass-1 keys and values are read in place; otherwise
+    a DynamicCache of views, which every step copies whole into its concatenation.
+    """
+    model = policy.model
+    prefix = [(k[:, :, :start], v[:, :, :start]) for k, v, *_ in cache]
+    if supports_segments(model):
+        with segment_attention_on(model):
+            yield SegmentCache(prefix, model.config), lambda first, count: causal_mask_4d(mask, first, count)
+        return
+    yield (
+        DynamicCache(ddp_cache_data=prefix, config=model.config),
+        lambda first, count: mask[:, : first + count],
     )
 
 
@@ -125,23 +140,25 @@ def recompute_logprobs(
     live_fb = torch.zeros_like(fb)
 
     for s, e in blocks:
-        cache = _cut_cache(out0.past_key_values, s, policy.model.config)
-        h, block_logits = src0[:, s - 1], []
-        for t in range(s, e):
-            vec = adapter.feedback(h)  # [B, D]
-            if ro.noise is not None:
-                vec = vec + ro.noise_std * ro.noise[:, t]
-            x_t = torch.where(fb[:, t, None], adapter.combine(embeds[:, t], vec), x0[:, t])  # [B, D]
-            out = policy.forward(x_t[:, None], mask[:, : t + 1], pos[:, t : t + 1], cache=cache, keep=1)
-            block_logits.append(out.logits[:, -1])
-            h = policy.feedback_source(out)[:, -1]
-            if probe is not None:
-                h = h + probe[:, t]
-        live_fb[:, s:e] = fb[:, s:e]
-        segments.append((torch.arange(s, e, device=need.device), torch.stack(block_logits, dim=1)))
-        if (s, e) == blocks[-1] and tail < length - 1:
-            out = policy.forward(x0[:, tail:], mask, pos[:, tail:], cache=cache, keep=0)
-            segments.append((torch.arange(tail, length, device=need.device), out.logits))
+        with _live_cache(policy, out0.past_key_values, s, mask) as (cache, mask_for):
+            h, block_logits = src0[:, s - 1], []
+            for t in range(s, e):
+                vec = adapter.feedback(h)  # [B, D]
+                if ro.noise is not None:
+                    vec = vec + ro.noise_std * ro.noise[:, t]
+                x_t = torch.where(fb[:, t, None], adapter.combine(embeds[:, t], vec), x0[:, t])  # [B, D]
+                out = policy.forward(x_t[:, None], mask_for(t, 1), pos[:, t : t + 1], cache=cache, keep=1)
+                block_logits.append(out.logits[:, -1])
+                h = policy.feedback_source(out)[:, -1]
+                if probe is not None:
+                    h = h + probe[:, t]
+            live_fb[:, s:e] = fb[:, s:e]
+            segments.append((torch.arange(s, e, device=need.device), torch.stack(block_logits, dim=1)))
+            if (s, e) == blocks[-1] and tail < length - 1:
+                out = policy.forward(
+                    x0[:, tail:], mask_for(tail, length - tail), pos[:, tail:], cache=cache, keep=0
+                )
+                segments.append((torch.arange(tail, length, device=need.device), out.logits))
 
     logprobs = torch.zeros(bsz, length, device=embeds.device)
     entropy = torch.zeros(bsz, length, device=embeds.device)

@@ -60,19 +60,22 @@ def prompts(n: int) -> list[str]:
     return [row for row in make_env("addition", {"digits": 4}).dataset("test", n, seed=0)["prompt"]]
 
 
-def timed(fn, reps: int, device: str) -> float:
-    """Median seconds of `fn()` over `reps` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def timed(fns: dict, reps: int, device: str) -> dict[str, float]:
+    """Median seconds of each `fns[name]()` over `reps` rounds after one warm-up. The engines take
+    turns within each round, so a change in machine load hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def throughput(path: str, args) -> dict:
@@ -86,18 +89,23 @@ def throughput(path: str, args) -> dict:
                             max_new_tokens=args.positions, min_new_tokens=args.positions,
                             pad_token_id=base.pad_token_id)  # fmt: skip
 
-    result = {"hf_generate_tokens_per_s": n / timed(hf, args.reps, args.device)}
-    for mode in ("latent", "hybrid"):
-        cfg = NeuraleseConfig(mode=mode, num_thoughts=args.thoughts)
-        policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
+    def ours(mode: str):
+        policy = NeuralesePolicy.from_pretrained(
+            path, config=NeuraleseConfig(mode=mode, num_thoughts=args.thoughts), device=args.device
+        )
         answer_tokens = args.positions - (args.thoughts if mode == "latent" else 0)
 
-        def ours(policy=policy, answer_tokens=answer_tokens):
+        def run():
             ro = generate_rollout(policy, ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
             assert ro.input_ids.shape[1] - ro.prompt_length == args.positions
 
-        result[f"{mode}_positions_per_s"] = n / timed(ours, args.reps, args.device)
-        result[f"{mode}_ratio_to_hf"] = result[f"{mode}_positions_per_s"] / result["hf_generate_tokens_per_s"]
+        return run
+
+    secs = timed({"hf": hf, "latent": ours("latent"), "hybrid": ours("hybrid")}, args.reps, args.device)
+    result = {"hf_generate_tokens_per_s": n / secs["hf"]}
+    for mode in ("latent", "hybrid"):
+        result[f"{mode}_positions_per_s"] = n / secs[mode]
+        result[f"{mode}_ratio_to_hf"] = secs["hf"] / secs[mode]
     return result
 
 
@@ -123,7 +131,7 @@ def vllm_throughput(path: str, args, result: dict) -> dict:
             ro = engine.generate(policy, ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
             assert ro.input_ids.shape[1] - ro.prompt_length == args.positions
 
-        out[f"vllm_{mode}_positions_per_s"] = n / timed(run, args.reps, args.device)
+        out[f"vllm_{mode}_positions_per_s"] = n / timed({mode: run}, args.reps, args.device)[mode]
         out[f"vllm_{mode}_ratio_to_hf"] = (
             out[f"vllm_{mode}_positions_per_s"] / result["hf_generate_tokens_per_s"]
         )
