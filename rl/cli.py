@@ -25,13 +25,11 @@ from rl.errors import ConfigError, NeuraleseError
 
 
 def _quiet_libraries() -> None:
+    """Library chatter off (through the environment, so nothing heavy is imported yet)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' and datasets' bars too
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def _load(args) -> object:
@@ -201,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(e).split())  # one paragraph, even when a library's text spans lines
         print(f"neuralese {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and cut: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

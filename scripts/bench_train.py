@@ -72,6 +72,7 @@ def time_trl(path: Path, args, root: Path) -> list[float]:
         num_generations=args.samples, max_completion_length=args.new_tokens, temperature=1.0, learning_rate=1e-6,
         beta=0.0, loss_type="dapo", use_cpu=args.device == "cpu", bf16=False, report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, seed=0,
+        gradient_checkpointing=False,  # TRL's default recomputes activations; ours does not
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, use_safetensors=True),
@@ -122,16 +123,24 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round (after one warm-up step)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; each times TRL, ours off, ours latent")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp())
     path = model_folder(args, root)
-    trl = statistics.median(time_trl(path, args, root))
+    # Rounds take turns (TRL, ours off, ours latent), so a change in machine load hits all alike;
+    # each figure is the median over rounds of the median step time within a round.
+    times: dict[str, list[float]] = {"trl": [], "off": [], "latent": []}
+    for r in range(args.rounds):
+        times["trl"].append(statistics.median(time_trl(path, args, root / f"r{r}")))
+        for mode in ("off", "latent"):
+            times[mode].append(statistics.median(time_ours(path, args, root / f"r{r}", mode)))
+    trl = statistics.median(times["trl"])
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                "threads": torch.get_num_threads(), **vars(args), "trl_step_s": trl}  # fmt: skip
     for mode in ("off", "latent"):
-        ours = statistics.median(time_ours(path, args, root, mode))
+        ours = statistics.median(times[mode])
         results[f"ours_{mode}_step_s"] = ours
         results[f"ours_{mode}_over_trl"] = ours / trl
     for key, value in results.items():
