@@ -404,6 +404,10 @@ def from_dict(cls: type, data: Any, source: str = "<dict>", prefix: str = ""):
     return cls(**kwargs)
 
 
+YAML_TRUE = ("on", "yes", "true", "y")
+YAML_FALSE = ("off", "no", "false", "n")
+
+
 def _coerce(tp: Any, value: Any, source: str, key: str):
     """Check `value` against type hint `tp`; returns the value (dataclasses built, ints widened)."""
     origin = typing.get_origin(tp)
@@ -424,6 +428,11 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
     if origin is Literal:
         if value in typing.get_args(tp) and not isinstance(value, bool):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads `off`, `no` as false and `on`, `yes` as true
+            spellings = YAML_TRUE if value else YAML_FALSE
+            matches = [o for o in typing.get_args(tp) if isinstance(o, str) and o.lower() in spellings]
+            if len(matches) == 1:
+                return matches[0]
         raise ConfigError(f"{source}: key '{key}' expects one of {_describe(tp)}, got {_show(value)}")
     if dataclasses.is_dataclass(tp):
         if value is not None and not isinstance(value, dict):

@@ -111,3 +111,11 @@ def test_defaults_follow_trl():
     assert ours.scale_rewards == theirs.scale_rewards
     assert theirs.loss_type == "dapo" and ours.loss_aggregation == "token"  # DAPO = token-level mean
     yaml.safe_dump({"ok": True})
+
+
+def test_yaml_off_is_the_mode_off(tmp_path):
+    # YAML 1.1 reads an unquoted `off` as false; a choice field takes it as the word.
+    assert load_config(write(tmp_path, "neuralese:\n  mode: off\n")).neuralese.mode == "off"
+    assert load_config(write(tmp_path, "rl: {}\n"), ["neuralese.mode=off"]).neuralese.mode == "off"
+    with pytest.raises(ConfigError, match="key 'rl.algorithm' expects one of"):
+        load_config(write(tmp_path, "rl:\n  algorithm: off\n"))
