@@ -127,15 +127,20 @@ def recompute_logprobs(
         live[s:e] = True
     live[tail:] = True
     const_idx = (need & ~live).nonzero().squeeze(-1)  # [n]
+    # Pass 1 stops where the last live block starts: what comes after is recomputed over the
+    # live cache anyway (unless a value head needs every hidden state).
+    end1 = length
+    if blocks and not need_hidden:
+        end1 = max(blocks[-1][0], int(const_idx.max()) + 1 if const_idx.numel() else 0)
 
     out0 = policy.model(
-        inputs_embeds=x0, attention_mask=mask, position_ids=pos,
+        inputs_embeds=x0[:, :end1], attention_mask=mask[:, :end1], position_ids=pos[:, :end1],
         use_cache=bool(blocks), past_key_values=DynamicCache(config=policy.model.config) if blocks else None,
         output_hidden_states=fb_on or need_hidden, logits_to_keep=const_idx, return_dict=True,
     )  # fmt: skip
     src0 = adapter.select(out0.hidden_states) if fb_on else None  # [B, L, D]
     if probe is not None and src0 is not None:
-        src0 = src0 + probe
+        src0 = src0 + probe[:, :end1]
     segments = [(const_idx, out0.logits)]  # (logit positions [n], logits [B, n, V])
     live_fb = torch.zeros_like(fb)
 
@@ -182,11 +187,16 @@ def recompute_logprobs(
 def _noise_density(
     policy: NeuralesePolicy, ro: Rollout, src0: torch.Tensor, live_fb: torch.Tensor
 ) -> torch.Tensor:
-    """[B, L] log-density of the fed-back noise at feedback positions (see the module docstring)."""
+    """[B, L] log-density of the fed-back noise at feedback positions (see the module docstring).
+
+    Constant edges all lie within pass 1 (`src0` [B, end1, D]); every feedback position after it is live.
+    """
     adapter = policy.adapter
-    mean = adapter.feedback(src0[:, :-1])  # [B, L-1, D]: f(h_{t-1}) for the input at t
-    const = adapter.gaussian_logprob(ro.feedback[:, 1:], mean)  # [B, L-1], gradient via the mean
+    end1 = src0.shape[1]
     replay = adapter.noise_logprob(ro.noise[:, 1:])  # [B, L-1], a constant
-    density = torch.where(live_fb[:, 1:], replay, const)
+    mean = adapter.feedback(src0[:, :-1])  # [B, end1-1, D]: f(h_{t-1}) for the input at t
+    const = adapter.gaussian_logprob(ro.feedback[:, 1:end1], mean)  # [B, end1-1], gradient via the mean
+    head = torch.where(live_fb[:, 1:end1], replay[:, : end1 - 1], const)
+    density = torch.cat([head, replay[:, end1 - 1 :]], dim=1)
     density = torch.where(ro.feedback_mask[:, 1:], density, 0.0)
     return torch.cat([density.new_zeros(density.shape[0], 1), density], dim=1)

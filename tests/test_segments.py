@@ -96,12 +96,17 @@ def chain_memory(tiny_dir, num_thoughts, window) -> int:
     return saved_bytes(policy, ro, window) - saved_bytes(policy, ro, 0)
 
 
+def chain_growth(tiny_dir, window) -> int:
+    """How much the latent-chain memory grows when the chain goes from 4 to 32 thoughts."""
+    return chain_memory(tiny_dir, 32, window) - chain_memory(tiny_dir, 4, window)
+
+
 def test_window_memory_does_not_grow_with_the_chain(tiny_dir, monkeypatch):
-    short, long = chain_memory(tiny_dir, 4, 4), chain_memory(tiny_dir, 32, 4)
-    assert short > 0 and long <= 1.25 * short, (short, long)
-    full_short, full_long = chain_memory(tiny_dir, 4, "full"), chain_memory(tiny_dir, 32, "full")
-    assert full_long > 4 * full_short  # exact BPTT does grow with the chain
+    # Exact BPTT keeps every step of the chain; a window of 4 keeps 4 steps whatever the chain
+    # length. Its steps attend over a longer prefix, so a little (the attention reads) does grow.
+    full, window = chain_growth(tiny_dir, "full"), chain_growth(tiny_dir, 4)
+    assert chain_memory(tiny_dir, 4, 4) > 0 and full > 0
+    assert window <= 0.05 * full, (window, full)
     # The concatenating cache copies the prefix at every live step: the same window then grows.
     monkeypatch.setattr(recompute_module, "supports_segments", lambda model: False)
-    cat_short, cat_long = chain_memory(tiny_dir, 4, 4), chain_memory(tiny_dir, 32, 4)
-    assert cat_long > 1.25 * cat_short
+    assert chain_growth(tiny_dir, 4) > 0.2 * full
