@@ -18,7 +18,7 @@ Steps:
 
 1. Stage 0 once: the recipe's `model.path` is used if it holds a model, else `neuralese
    pretrain` writes it there. The ablation recipes train it on both formats the arms start
-   from (`pretrain.thought_token_counts: [0, K]`; docs/ablation.md says why).
+   from (`pretrain.thought_tokens_max: K`; docs/ablation.md says why).
 2. The as-is model is scored in the plain format and with K thought tokens at a closed gate:
    step 0 of every curve and the baseline of the table.
 3. Each arm x seed is its own `python -m rl.cli train` process, so its peak RSS is its own,
@@ -37,6 +37,7 @@ step times are taken in the same conditions.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import os
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every process")
     args = p.parse_args(argv)
-    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    args.arms = list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown or not args.arms:
         p.error(f"--arms: unknown {unknown or 'none given'}; choose from {', '.join(ARMS)}")
@@ -99,20 +100,38 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_child(cmd: list[str], log: Path, threads: int) -> tuple[float, float]:
-    """Run `cmd` with output to `log`; (wall seconds, peak RSS in MiB of that process alone)."""
+def run_child(cli_args: list[str], log: Path, threads: int) -> tuple[float, float | None]:
+    """`neuralese CLI_ARGS` in a fresh process, output to `log`; (wall seconds, its peak RSS in MiB)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    peak_file = log.with_suffix(".peak")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(peak_file), *cli_args]
     start = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env(threads), cwd=ROOT)
-        # wait4, not wait: its rusage is this child's own, not the maximum over all children so far.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env(threads), cwd=ROOT)
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
+    if code != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        sys.exit(f"ablate: {' '.join(cmd[2:5])} failed (exit {proc.returncode}); log {log}:\n{tail}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
+        sys.exit(f"ablate: neuralese {' '.join(cli_args[:2])} failed (exit {code}); log {log}:\n{tail}")
+    return wall, json.loads(peak_file.read_text())
+
+
+def child_main(argv: list[str]) -> int:
+    """`ablate.py --child PEAK_FILE ARGS...` runs `neuralese ARGS...` and writes its peak RSS (MiB).
+
+    Not wait4's ru_maxrss: Linux carries the RSS high-water mark of the image before exec (the
+    parent's, torch and all) into the child's. VmHWM is the new address space's own."""
+    peak_file = Path(argv[0])
+
+    def write_peak() -> None:
+        status = Path("/proc/self/status")  # Linux; elsewhere the table shows no peak RSS
+        lines = status.read_text().splitlines() if status.is_file() else []
+        kib = [int(ln.split()[1]) for ln in lines if ln.startswith("VmHWM:")]
+        peak_file.write_text(json.dumps(kib[0] / 1024 if kib else None))
+
+    atexit.register(write_peak)
+    from rl.cli import main as cli_main
+
+    return cli_main(argv[1:])
 
 
 def arm_overrides(arm: str, seed: int, data_seed: int, as_is: Path) -> list[str]:
@@ -196,11 +215,11 @@ def run_arm(args, cfg: RunConfig, arm: str, seed: int, as_is: Path, out: Path) -
     sets = [*args.set, *arm_overrides(arm, seed, cfg.seed, as_is)]
     wall, rss = 0.0, None
     if not training_done(run, cfg.rl.steps):
-        cmd = [sys.executable, "-m", "rl.cli", "train", str(Path(args.recipe).resolve()), "--out", str(run)]
-        cmd += [x for s in sets for x in ("--set", s)]
+        cli = ["train", str(Path(args.recipe).resolve()), "--out", str(run)]
+        cli += [x for s in sets for x in ("--set", s)]
         if (run / "metrics.jsonl").is_file():
-            cmd.append("--resume")  # cut off earlier: the peak RSS is then the resumed part's
-        wall, rss = run_child(cmd, out / "logs" / f"{arm}-s{seed}.log", args.threads)
+            cli.append("--resume")  # cut off earlier: the peak RSS is then the resumed part's
+        wall, rss = run_child(cli, out / "logs" / f"{arm}-s{seed}.log", args.threads)
     result = {"arm": arm, "seed": seed, "wall_s": wall, "peak_rss_mib": rss, **summarize(metrics_rows(run))}
     if ARMS[arm][0] == "off":
         result["latent_grad_norm"] = None  # the trainer logs 0 for it: there is no latent path at all
@@ -225,8 +244,7 @@ def summarize(rows: list[dict]) -> dict:
         "positions": final["eval/mean_generated_positions"],
         "eval_n": final["eval/n"],
         "step_s": statistics.median(step_s),
-        "eval_curve": [[r["step"], r["eval/accuracy"]] for r in steps if "eval/accuracy" in r]
-        + [[final["step"], final["eval/accuracy"]]],
+        "eval_curve": sorted({r["step"]: r["eval/accuracy"] for r in rows if "eval/accuracy" in r}.items()),
         "train_curve": [[r["step"], r["accuracy"]] for r in steps],
         "gate": steps[-1].get("feedback/gate_mean_abs"),
         "latent_grad_norm": mean_of("feedback/latent_grad_norm", late),
@@ -375,7 +393,8 @@ def write_table(path: Path, cfg: RunConfig, arms: dict[str, dict], baseline: dic
         "| arm | accuracy | Δ vs as-is | positions / answer | s / step | peak RSS MiB | saved MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, key in (("as-is, plain prompt", "plain"), ("as-is, K thought tokens", "thoughts")):
+    k = cfg.neuralese.num_thoughts
+    for name, key in (("as-is, plain prompt", "plain"), (f"as-is, {k} thought tokens", "thoughts")):
         b = baseline[key]
         lines.append(f"| {name} | {b['accuracy']:.3f} | | {b['mean_generated_positions']:.1f} | | | |")
     for a in arms.values():
@@ -461,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
         how = (
             "done earlier"
             if r.get("skipped")
-            else f"{r['wall_s']:.0f} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
+            else f"{r['wall_s']:.0f} s, peak RSS {fmt(r['peak_rss_mib'], '.0f')} MiB"
         )
         print(f"ablate: [{i}/{len(jobs)}] {arm} seed {seed}: accuracy {r['accuracy']:.3f} "
               f"({r['positions']:.1f} positions), {r['step_s']:.2f} s/step, {how}", flush=True)  # fmt: skip
@@ -475,4 +494,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        sys.exit(child_main(sys.argv[2:]))
     main()
