@@ -86,9 +86,10 @@ class Trainer:
             check_deepspeed(self.accelerator, cfg)
         self._prepare_run_dir(resume)
         set_seed(cfg.seed)
+        self.data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
         device = self.accelerator.device
         self.env = make_env(cfg.env.name, cfg.env.args)
-        self.train_rows = load_split(self.env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)
+        self.train_rows = load_split(self.env, "train", cfg.env.train_size, self.data_seed, cfg.env.name)
         self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env)
         self.policy = build_policy(cfg, device)
         self.reference = build_reference(cfg, self.policy)
@@ -194,7 +195,7 @@ class Trainer:
         while len(picked) < n:
             order = torch.randperm(
                 len(self.train_rows),
-                generator=torch.Generator().manual_seed(self.cfg.seed + self.state["epoch"]),
+                generator=torch.Generator().manual_seed(self.data_seed + self.state["epoch"]),
             )
             take = order[self.state["cursor"] : self.state["cursor"] + n - len(picked)].tolist()
             picked += take
@@ -442,7 +443,7 @@ class Trainer:
         self.policy.eval()
         with self.accelerator.autocast():
             result = evaluate(
-                self.policy, self.env, self.cfg.env.test_split, e.n, self.cfg.seed, e.batch_size,
+                self.policy, self.env, self.cfg.env.test_split, e.n, self.data_seed, e.batch_size,
                 e.max_new_tokens, env_name=self.cfg.env.name, progress=False,
             )  # fmt: skip
         self.policy.train()
