@@ -14,11 +14,13 @@ computes the thoughts, vLLM writes the answer), in positions/s, as ratios to HF 
 and to our HF engine in the same mode. vLLM starts from the same folder in this process; on a
 CPU build its KV cache is `--vllm-kv-mib` MiB.
 
-Memory: the latent-chain memory of a recompute + backward, i.e. its peak minus that of
-window 0 at the same chain length, for K = 4 and K = 32 thoughts with window 4 and
-`full`. On CUDA this is the allocator's peak; on CPU (no allocator statistics) it is the
-bytes of distinct tensors autograd saves for the backward pass, which is what the
-window changes. Goal: with window 4 the K = 32 figure stays within 1.25x of K = 4.
+Memory: of a recompute + backward, for K = 4 and K = 32 thoughts with windows 0, 4 and
+`full`: on CUDA the allocator's peak, on CPU (no allocator statistics) the bytes of distinct
+tensors autograd saves for the backward pass, which is what the window changes. `*_total_MiB`
+is the whole figure; `K*_window_*_MiB` what the live chain adds over window 0 at the same
+chain length (window 0 is one parallel pass, which grows with the sequence in every mode, token
+mode included). Goal: with window 4 the chain's memory stays flat from K = 4 to K = 32 (within
+1.25x), while exact BPTT grows with K.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def saved_bytes(fn) -> int:
     return sum(seen.values()), out
 
 
-def chain_memory(path: str, args, num_thoughts: int, window) -> int:
+def recompute_memory(path: str, args, num_thoughts: int, window) -> int:
     """Peak memory (CUDA) or saved bytes (CPU) of recompute + backward."""
     cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
     policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
@@ -173,11 +175,15 @@ def chain_memory(path: str, args, num_thoughts: int, window) -> int:
 
 
 def memory(path: str, args) -> dict:
-    out = {}
+    out, saved = {}, {}
     for k in (4, 32):
-        base = chain_memory(path, args, k, 0)
-        for window in (4, "full"):
-            out[f"K{k}_window_{window}_MiB"] = (chain_memory(path, args, k, window) - base) / 2**20
+        for window in (0, 4, "full"):
+            saved[k, window] = recompute_memory(path, args, k, window) / 2**20
+            out[f"K{k}_window_{window}_total_MiB"] = saved[k, window]
+        for window in (4, "full"):  # what the live chain adds over the parallel pass of window 0
+            out[f"K{k}_window_{window}_MiB"] = saved[k, window] - saved[k, 0]
+    for window in (0, 4, "full"):
+        out[f"window_{window}_total_K32_over_K4"] = saved[32, window] / saved[4, window]
     out["window4_K32_over_K4"] = out["K32_window_4_MiB"] / out["K4_window_4_MiB"]
     out["full_K32_over_K4"] = out["K32_window_full_MiB"] / out["K4_window_full_MiB"]
     return out
