@@ -387,8 +387,8 @@ def write_table(path: Path, cfg: RunConfig, arms: dict[str, dict], baseline: dic
         f"every arm from `{baseline['model']}`. Accuracy: greedy, on {cfg.eval.n} problems of the "
         f"`{cfg.env.test_split}` split, mean ± sample std over seeds; Δ: against the as-is model in the arm's "
         f"own format. s/step: median wall seconds of rollout + reward + update, torch on {args.threads} "
-        "thread(s), one process at a time. Peak RSS: the training process's `ru_maxrss` (the whole process: "
-        "Python, torch, data). Saved MiB: bytes autograd saves for one micro-batch's recompute at full length.",
+        "thread(s), one process at a time. Peak RSS: the training process's own high-water mark (`VmHWM`, "
+        "the whole process: Python, torch, data). Saved MiB: bytes autograd saves for one micro-batch's recompute at full length.",
         "",
         "| arm | accuracy | Δ vs as-is | positions / answer | s / step | peak RSS MiB | saved MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
