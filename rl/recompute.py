@@ -3,13 +3,15 @@
 A feedback edge is the step f_t -> e_{t+1}. Forward values never depend on the TBPTT
 window k; only which edges carry gradient does:
 
-1. One parallel pass over the whole sequence with every fed-back vector set to its
-   recorded constant. It gives the KV entries of every position (with gradient to the
-   weights: the shallow path) and the logits where no edge is live. With k = 0 this is
-   all there is: the cheap regime of HRPO and soft-token RL.
+1. One parallel pass with every fed-back vector set to its recorded constant. It gives the
+   KV entries of the positions it covers (with gradient to the weights: the shallow path) and the
+   logits where no edge is live. With k = 0 this is all there is, over the whole sequence:
+   the cheap regime of HRPO and soft-token RL. With live blocks it stops where the last
+   block starts (unless a value head needs every hidden state), since what follows is
+   recomputed in step 2 anyway.
 2. Live blocks: ranges of positions whose inputs are recomputed step by step as
-   differentiable functions of the previous hidden state, over a copy of the pass-1 KV
-   cache cut at the block start. The first edge of a block starts from a pass-1 hidden
+   differentiable functions of the previous hidden state, over the pass-1 KV cache cut
+   at the block start. The first edge of a block starts from a pass-1 hidden
    state, whose own input was a constant, so no gradient path crosses more than k edges.
    - latent mode: one block, the last k thought positions; the answer positions after
      it are then recomputed in parallel over the block's cache (they read the live KV).
