@@ -161,6 +161,9 @@ class PretrainConfig:
     """Linear warm-up steps."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for a large model, about a third
+    more compute (TRL's `SFTConfig` turns it on by default; tiny models do not need it)."""
     thought_tokens_max: int = 0
     """Insert between 0 and this many thought tokens after each prompt (uniformly at random), so
     the as-is model already reads thought positions when latent mode switches on."""

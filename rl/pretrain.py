@@ -17,6 +17,7 @@ answers after a run of thought tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 from pathlib import Path
@@ -66,8 +67,14 @@ def pretrain(cfg: RunConfig) -> Path:
             )
     data = sft_dataset(train, tokenizer, cfg.pretrain.thought_tokens_max, cfg.seed)
     p = cfg.pretrain
+    # transformers >= 5 names it activation_checkpointing (gradient_checkpointing is its deprecated alias).
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
     with atomic_dir(out) as tmp:
         args = SFTConfig(
+            **{checkpointing: p.activation_checkpointing},
             output_dir=str(tmp / "trainer"),
             max_steps=p.max_steps,
             per_device_train_batch_size=p.batch_size,
