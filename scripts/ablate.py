@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rl.config import RunConfig, load_config  # noqa: E402  (light: no torch)
+from rl.runlog import RunLog  # noqa: E402
 
 ARMS: dict[str, tuple[str, int | str]] = {
     "token": ("off", 0),
@@ -136,16 +137,12 @@ def child_main(argv: list[str]) -> int:
 
 def arm_overrides(arm: str, seed: int, data_seed: int, as_is: Path) -> list[str]:
     mode, window = ARMS[arm]
-    # Quoted: a --set value is YAML, where a bare `off` reads as false.
-    return [f"model.path={as_is}", f"neuralese.mode='{mode}'", f"neuralese.tbptt_window={window}",
+    return [f"model.path={as_is}", f"neuralese.mode={mode}", f"neuralese.tbptt_window={window}",
             f"seed={seed}", f"data_seed={data_seed}"]  # fmt: skip
 
 
 def metrics_rows(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunLog(run).read_metrics()
 
 
 def training_done(run: Path, steps: int) -> bool:
@@ -319,10 +316,9 @@ def saved_mib(policy, cfg: RunConfig) -> float:
     (ignore_eos) so that arms differ only in mode and window: the memory the window changes.
     On CUDA, the allocator's peak over the recompute and backward instead."""
     import torch
-    from bench_rollout import saved_bytes  # scripts/ is on sys.path: this file's own folder
+    from bench_rollout import recompute_memory  # scripts/ is on sys.path: this file's own folder
 
     from envs import load_split, make_env
-    from rl.recompute import recompute_logprobs
     from rl.rollout import generate_rollout
 
     rl = cfg.rl
@@ -333,15 +329,7 @@ def saved_mib(policy, cfg: RunConfig) -> float:
     ids, mask = policy.encode(prompts)
     generator = torch.Generator(device=policy.device).manual_seed(cfg.seed)
     ro = generate_rollout(policy, ids, mask, rl.max_new_tokens, rl.temperature, generator, ignore_eos=True)
-    window = cfg.neuralese.tbptt_window
-    if policy.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        recompute_logprobs(policy.train(), ro, window).logprobs.sum().backward()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    nbytes, rc = saved_bytes(lambda: recompute_logprobs(policy.train(), ro, window))
-    rc.logprobs.sum().backward()
-    return nbytes / 2**20
+    return recompute_memory(policy.train(), ro, cfg.neuralese.tbptt_window) / 2**20
 
 
 # ----------------------------------------------------------------------------- table and plot

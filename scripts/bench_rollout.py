@@ -155,14 +155,10 @@ def saved_bytes(fn) -> int:
     return sum(seen.values()), out
 
 
-def recompute_memory(path: str, args, num_thoughts: int, window) -> int:
-    """Peak memory (CUDA) or saved bytes (CPU) of recompute + backward."""
-    cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
-    policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
-    ids, mask = policy.encode(prompts(args.batch))
-    ro = generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0),
-                          ignore_eos=True)  # fmt: skip
-    if args.device == "cuda":
+def recompute_memory(policy, ro, window) -> int:
+    """Bytes of one recompute + backward of `ro`: the allocator's peak on CUDA; on CPU (no
+    allocator statistics) the bytes of the distinct tensors autograd saves for the backward."""
+    if policy.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -174,11 +170,21 @@ def recompute_memory(path: str, args, num_thoughts: int, window) -> int:
     return nbytes
 
 
+def chain_length_memory(path: str, args, num_thoughts: int, window) -> int:
+    """`recompute_memory` of latent rollouts with `num_thoughts` thoughts and 8 answer tokens."""
+    cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
+    policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
+    ids, mask = policy.encode(prompts(args.batch))
+    ro = generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0),
+                          ignore_eos=True)  # fmt: skip
+    return recompute_memory(policy, ro, window)
+
+
 def memory(path: str, args) -> dict:
     out, saved = {}, {}
     for k in (4, 32):
         for window in (0, 4, "full"):
-            saved[k, window] = recompute_memory(path, args, k, window) / 2**20
+            saved[k, window] = chain_length_memory(path, args, k, window) / 2**20
             out[f"K{k}_window_{window}_total_MiB"] = saved[k, window]
         for window in (4, "full"):  # what the live chain adds over the parallel pass of window 0
             out[f"K{k}_window_{window}_MiB"] = saved[k, window] - saved[k, 0]
