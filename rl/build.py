@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -52,7 +53,8 @@ def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
                 task_type="CAUSAL_LM",
             ),
         )
-    return NeuralesePolicy(model, tokenizer, cfg.neuralese).to(device)
+    # A copy: the curriculum changes the policy's number of thoughts, never the run's config.
+    return NeuralesePolicy(model, tokenizer, dataclasses.replace(cfg.neuralese)).to(device)
 
 
 def build_reference(cfg: RunConfig, policy: NeuralesePolicy) -> NeuralesePolicy | None:

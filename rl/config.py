@@ -121,6 +121,25 @@ class NeuraleseConfig:
     then the answer. `hybrid`: feedback at every generated position."""
     num_thoughts: int = 4
     """Latent mode: number of thought positions K between the prompt and the answer."""
+    space: Literal["hidden", "embedding", "mix", "pause"] = "hidden"
+    """What a thought is (rl.thoughts). `hidden`: the hidden state of `layer`, RMS-matched to the token
+    embeddings. `embedding`: a mixture of token embeddings weighted by the next-token distribution,
+    softmax(logits / thought_temperature) @ E, a vector the model already reads (with a model whose chain
+    of thought is written in tokens, a latent thought then starts as a soft version of the token it would
+    have written). `mix`: a learned per-dimension mix of the two. `pause`: one learned vector for every
+    thought, the same for every input (a control: thought positions without content)."""
+    thought_temperature: float = 1.0
+    """Temperature tau of the embedding-space weights (`embedding`, `mix`): softmax(logits / tau). Small
+    tau approaches the greedy token's embedding; with `embedding_weights: gumbel`, a sampled token's."""
+    embedding_weights: Literal["softmax", "gumbel", "multiplex"] = "softmax"
+    """How the embedding-space weights are formed: `softmax` (deterministic, the expected embedding);
+    `gumbel` (Gumbel-softmax soft tokens, SofT-GRPO: the perturbed log-probs are sampled, with their exact
+    density in the policy's log-prob); `multiplex` (`multiplex_samples` tokens drawn from the next-token
+    distribution, the mean of their embeddings fed; log-prob = the sum of theirs)."""
+    multiplex_samples: int = 4
+    """Tokens drawn per multiplex thought."""
+    mix_init: float = 0.1
+    """`space: mix`: the hidden part's share at switch-on (the rest is the embedding part)."""
     layer: int | Literal["mix"] = -1
     """Which hidden state is fed back: an index into transformers' `hidden_states` (-1 is the final
     post-norm state, -2 the output of the layer before the last), or `mix`, a learned softmax
@@ -167,6 +186,12 @@ class PretrainConfig:
     thought_tokens_max: int = 0
     """Insert between 0 and this many thought tokens after each prompt (uniformly at random), so
     the as-is model already reads thought positions when latent mode switches on."""
+    elided_steps: bool = False
+    """Train the formats of the RL curriculum (`curriculum`): each example drops its first s written
+    steps (s uniform in 0..curriculum.stages) for thoughts_per_step * s thought tokens and keeps the
+    rest, so at stage s the as-is model already writes from step s+1 on. Feedback is off: the thought
+    tokens are positions without content, and no latent is supervised. Needs an environment with a
+    `written_steps` column (the pieces the chain-of-thought `completion` begins with)."""
 
 
 @dataclass
@@ -253,6 +278,30 @@ class VLLMConfig:
 
 
 @dataclass
+class CurriculumConfig:
+    """An RL curriculum from written to latent steps (rl.curriculum): Coconut's schedule, with every
+    stage RL on the task reward and no latent ever supervised. Stage s puts `thoughts_per_step * s`
+    latent thoughts where the first s written steps of the environment's chain were; the model writes
+    the rest. Latent mode only; 0 stages turns it off."""
+
+    stages: int = 0
+    """The last stage S (stages run from `start` to S); 0 = no curriculum (`neuralese.num_thoughts` holds)."""
+    thoughts_per_step: int = 1
+    """c: thoughts that stand for one written step."""
+    start: int = 1
+    """The stage RL begins at (0 = every step written: token chain-of-thought with feedback on)."""
+    advance: Literal["steps", "plateau"] = "steps"
+    """When a stage ends: after `steps_per_stage` RL steps, or when the training reward's moving mean has
+    not risen by `min_delta` for `patience` steps (at most `steps_per_stage` steps either way)."""
+    steps_per_stage: int = 50
+    """RL steps per stage (the most a stage lasts with `advance: plateau`)."""
+    patience: int = 20
+    """`advance: plateau`: steps without improvement before the next stage."""
+    min_delta: float = 0.01
+    """`advance: plateau`: the rise of the reward's moving mean (over `patience` steps) that counts."""
+
+
+@dataclass
 class EvalConfig:
     """`neuralese eval` and the evaluation inside `train`."""
 
@@ -310,6 +359,8 @@ class RunConfig:
     """Stage 0."""
     rl: RLConfig = field(default_factory=RLConfig)
     """Stage 1."""
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    """Stage 1's schedule from written to latent steps (latent mode)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Evaluation."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
@@ -536,11 +587,20 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
          cfg.vllm.gpu_memory_utilization)  # fmt: skip
     need(nz.num_thoughts >= 0, "neuralese.num_thoughts", ">= 0", nz.num_thoughts)
     need(nz.noise_std >= 0, "neuralese.noise_std", ">= 0", nz.noise_std)
-    if nz.mode == "latent":
+    need(nz.thought_temperature > 0, "neuralese.thought_temperature", "> 0", nz.thought_temperature)
+    need(nz.multiplex_samples >= 1, "neuralese.multiplex_samples", ">= 1", nz.multiplex_samples)
+    need(0 < nz.mix_init < 1, "neuralese.mix_init", "in (0, 1)", nz.mix_init)
+    if nz.embedding_weights != "softmax":
+        need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
+             f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
+             nz.embedding_weights)  # fmt: skip
+        need(nz.noise_std == 0, "neuralese.noise_std",
+             f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)", nz.noise_std)  # fmt: skip
+    if nz.mode == "latent" and cfg.curriculum.stages == 0:
         need(nz.num_thoughts >= 1, "neuralese.num_thoughts", ">= 1 in latent mode", nz.num_thoughts)
     if isinstance(nz.tbptt_window, int):
         need(nz.tbptt_window >= 0, "neuralese.tbptt_window", ">= 0 or 'full'", nz.tbptt_window)
-        if nz.mode == "latent":
+        if nz.mode == "latent" and cfg.curriculum.stages == 0:
             need(
                 nz.tbptt_window <= nz.num_thoughts,
                 "neuralese.tbptt_window",
@@ -557,6 +617,19 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         ">= 0",
         cfg.pretrain.thought_tokens_max,
     )
+    cur = cfg.curriculum
+    need(cur.stages >= 0, "curriculum.stages", ">= 0", cur.stages)
+    need(cur.thoughts_per_step >= 1, "curriculum.thoughts_per_step", ">= 1", cur.thoughts_per_step)
+    need(cur.steps_per_stage >= 1, "curriculum.steps_per_stage", ">= 1", cur.steps_per_stage)
+    need(cur.patience >= 1, "curriculum.patience", ">= 1", cur.patience)
+    need(cur.min_delta >= 0, "curriculum.min_delta", ">= 0", cur.min_delta)
+    if cur.stages > 0:
+        need(nz.mode == "latent", "curriculum.stages", "0 unless neuralese.mode is 'latent'", cur.stages)
+        need(0 <= cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
+             cur.start)  # fmt: skip
+    if cfg.pretrain.elided_steps:
+        need(cur.stages > 0, "pretrain.elided_steps", "false unless curriculum.stages > 0 (the formats it trains)",
+             True)  # fmt: skip
     need(cfg.model.lora.r >= 0, "model.lora.r", ">= 0", cfg.model.lora.r)
     need(cfg.env.train_size >= 1, "env.train_size", ">= 1", cfg.env.train_size)
     need(cfg.env.test_size >= 1, "env.test_size", ">= 1", cfg.env.test_size)

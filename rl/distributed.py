@@ -124,6 +124,12 @@ def check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:
                 "feedback adapter included. Set accelerate's mixed_precision to 'no' and load the model in "
                 "half precision with model.dtype instead."
             )
+    if zero_stage(accelerator) == 3 and cfg.neuralese.mode != "off" and cfg.neuralese.space in ("embedding", "mix"):
+        raise ConfigError(
+            f"neuralese.space {cfg.neuralese.space!r} under ZeRO-3: an embedding-space thought reads the whole "
+            "embedding table outside any module forward, where ZeRO-3 keeps only this process's partition. "
+            "Use ZeRO-2, data parallel, or neuralese.space: hidden."
+        )
     if zero_stage(accelerator) == 3 and cfg.rl.beta > 0 and cfg.model.lora.r == 0:
         raise ConfigError(
             "rl.beta > 0 under ZeRO-3 needs LoRA (model.lora.r > 0): the KL reference is then the policy with "
@@ -176,8 +182,9 @@ def _keep_bare_parameters_whole(policy: NeuralesePolicy, ds: dict) -> None:
     releases persistent parameters and gathers them again after every optimizer step."""
     adapter = policy.adapter
     bare = {"gate_logit": adapter.gate_logit}
-    if hasattr(adapter, "layer_logits"):
-        bare["layer_logits"] = adapter.layer_logits
+    for name in ("layer_logits", "mix_logit", "pause_vector"):
+        if hasattr(adapter, name):
+            bare[name] = getattr(adapter, name)
     for name, p in bare.items():
         if not getattr(p, "ds_persist", False):
             threshold = ds.get("zero_optimization", {}).get(

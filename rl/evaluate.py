@@ -5,6 +5,11 @@ check) gives it at least 1. pass@k is the fraction of problems with at least one
 correct answer among k samples; pass@1 the mean correctness of all samples. Both come
 from the same k samples per problem, so pass@1 < pass@k shows answers the model can
 sample but does not prefer: the room RL has to work with.
+
+`thoughts: shuffled` is the control that says whether a policy uses what its thoughts carry:
+each answer is generated from another prompt's thoughts (those of the next prompt of its
+batch, computed in that prompt's own context). A policy whose shuffled accuracy equals its
+own ignores the content of its thoughts.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from tqdm.auto import tqdm
 from envs import Environment, load_split
 from rewards.combine import compute_rewards
 from rl.policy import NeuralesePolicy
-from rl.rollout import complete
+from rl.rollout import complete, generate_rollout
 
 
 def correct(
@@ -41,8 +46,14 @@ def evaluate(
     temperature: float = 1.0,
     env_name: str = "env",
     progress: bool = True,
+    thoughts: str = "own",
 ) -> dict:
-    """Metrics of `policy` on `n` problems of `split` (the JSON line `neuralese eval` prints)."""
+    """Metrics of `policy` on `n` problems of `split` (the JSON line `neuralese eval` prints).
+
+    thoughts: `own`, or `shuffled` (greedy answers from another prompt's thoughts; see the module docstring).
+    """
+    if thoughts not in ("own", "shuffled"):
+        raise ValueError(f"thoughts must be 'own' or 'shuffled', got {thoughts!r}")
     rows = load_split(env, split, n, seed, env_name)
     prompts = list(rows["prompt"])
     generator = torch.Generator(device=policy.device).manual_seed(seed)
@@ -50,9 +61,11 @@ def evaluate(
 
     texts, positions = [], []
     for start in range(0, len(prompts), batch_size):
-        t, p = complete(
-            policy, prompts[start : start + batch_size], max_new_tokens, 0.0, batch_size, generator
-        )
+        chunk = prompts[start : start + batch_size]
+        if thoughts == "shuffled":
+            t, p = shuffled_answers(policy, chunk, max_new_tokens)
+        else:
+            t, p = complete(policy, chunk, max_new_tokens, 0.0, batch_size, generator)
         texts += t
         positions += p
         bar.update(len(t))
@@ -63,6 +76,8 @@ def evaluate(
         "mean_generated_positions": round(sum(positions) / len(positions), 3),
         "split": split,
     }
+    if thoughts != "own":
+        result["thoughts"] = thoughts
     if samples > 0:
         repeated = [p for p in prompts for _ in range(samples)]
         sampled = []
@@ -86,3 +101,15 @@ def evaluate(
         )
     bar.close()
     return result
+
+
+@torch.no_grad()
+def shuffled_answers(policy: NeuralesePolicy, prompts: list, max_new_tokens: int) -> tuple[list[str], list[int]]:
+    """Greedy answers where prompt i reads the thoughts prompt i+1 (cyclically) had in its own answer."""
+    if not policy.feedback_on or len(prompts) < 2:
+        raise ValueError("the shuffled control needs a policy with thoughts and at least 2 prompts per batch")
+    ids, mask = policy.encode(prompts)
+    own = generate_rollout(policy, ids, mask, max_new_tokens, 0.0)
+    steps = own.feedback[:, own.prompt_length :]  # [B, G, D]: the vector fed at each generated step
+    ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0, thoughts=steps.roll(-1, dims=0))
+    return policy.decode(ro), ro.generated_positions.tolist()

@@ -126,6 +126,9 @@ def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePol
             f"(model.path={cfg.model.path}, model.lora.r={cfg.model.lora.r}): {e}"
         ) from None
     _check_lora_keys(ckpt, policy)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if cfg.curriculum.stages > 0 and "curriculum" in state:  # the thoughts of the stage it was saved at
+        policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * int(state["curriculum"]["stage"])
     return policy.eval()
 
 

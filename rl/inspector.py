@@ -7,7 +7,9 @@ One prompt is answered (greedy by default); each thought is then read four ways:
     lens        the top tokens of the hidden state that was fed back, read through the model's
                 own output head (the final norm first when that state is pre-norm: any layer
                 but the last, or the learned mix). With `layer: -1` the lens of thought i is
-                exactly the model's next-token distribution at the position it came from.
+                exactly the model's next-token distribution at the position it came from; in
+                the embedding (and mix, pause) spaces it is that distribution, the weights the
+                thought's token embeddings are mixed with.
     |f|         norm of the fed-back vector f (RMS-matched to the token embeddings, projected).
     gate        |g * f| / |f| with g = tanh(lambda): the share of the thought that passes the
                 gate, weighted along f's own direction (g is one vector for all positions).
@@ -129,8 +131,12 @@ def inspect_thoughts(
         output_hidden_states=True,
         return_dict=True,
     )
-    states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
-    logits, normed = lens_logits(policy, states)  # [n, V]
+    if policy.config.space == "hidden":
+        states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
+        logits, normed = lens_logits(policy, states)  # [n, V]
+    else:  # the next-token distribution the thought's embedding part is weighted by
+        final = out.hidden_states[-1][0, positions - 1]
+        logits, normed = policy.model.get_output_embeddings()(final).float(), False
     probs = torch.softmax(logits, dim=-1)
     top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
 

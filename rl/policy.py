@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rl.config import ModelConfig, NeuraleseConfig, from_dict
 from rl.errors import CheckpointError
-from rl.feedback import FeedbackAdapter
+from rl.feedback import FeedbackAdapter, Source
 from rl.models import ensure_thought_token, load_model
 
 CONFIG_FILE = "neuralese.json"
@@ -65,6 +65,12 @@ class NeuralesePolicy(nn.Module):
             )
         self.model = model
         self.adapter = adapter or FeedbackAdapter.for_model(self.config, model)
+        if adapter is None and self.config.space == "pause":
+            # A pause thought starts as the thought token's embedding (the mean embedding without one).
+            table = model.get_input_embeddings().weight.detach().float()
+            start = table[self.thought_token_id] if self.thought_token_id >= 0 else table.mean(0)
+            with torch.no_grad():
+                self.adapter.pause_vector.copy_(start)
         self._feedback_enabled = True
 
     # ------------------------------------------------------------------ model access
@@ -131,16 +137,36 @@ class NeuralesePolicy(nn.Module):
             position_ids=position_ids,
             past_key_values=cache,
             use_cache=cache is not None,
-            output_hidden_states=self.feedback_on,
+            output_hidden_states=self.feedback_on,  # thought sources, logits included (thought_source)
             logits_to_keep=keep,
             return_dict=True,
         )
 
-    def feedback_source(self, out) -> torch.Tensor | None:
-        """The hidden state fed back, [B, T, D] float32 (None with feedback off)."""
+    @property
+    def embedding_table(self) -> torch.Tensor:
+        """E [V, D]: what embedding-space thoughts are mixtures of."""
+        return self.model.get_input_embeddings().weight
+
+    def thought_source(self, out, index=slice(None), probe: torch.Tensor | None = None) -> Source | None:
+        """What the thoughts after positions `index` of a model output are computed from (None with
+        feedback off): the selected hidden state [B, n, D] and the next-token logits [B, n, V].
+
+        probe: [B, n, D] zeros added to the source hidden states (the selected one and the final one the
+        logits come from), whose gradient is the gradient reaching each feedback edge.
+        """
         if not self.feedback_on:
             return None
-        return self.adapter.select(out.hidden_states)
+        adapter, hidden, logits = self.adapter, None, None
+        if adapter.uses_hidden:
+            hidden = adapter.select(out.hidden_states)[:, index]
+            if probe is not None:
+                hidden = hidden + probe
+        if adapter.uses_logits:
+            final = out.hidden_states[-1][:, index]
+            if probe is not None:
+                final = final + probe.to(final.dtype)
+            logits = self.model.get_output_embeddings()(final)
+        return Source(hidden=hidden, logits=logits)
 
     # ------------------------------------------------------------------ text in, text out
 

@@ -12,7 +12,9 @@ skip this stage.
 `pretrain.thought_tokens_max > 0` appends between 0 and that many thought tokens to each
 prompt, so the as-is model has read thought positions before latent mode switches on;
 with the gate closed at switch-on, latent RL then starts from a model that already
-answers after a run of thought tokens.
+answers after a run of thought tokens. `pretrain.elided_steps` trains the formats of the
+RL curriculum instead (rl.curriculum): the first s written steps of a chain of thought
+dropped for c * s thought tokens, so that at stage s the as-is model writes the rest.
 """
 
 from __future__ import annotations
@@ -36,17 +38,56 @@ from rl.policy import render_prompt
 from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer
 
 
-def sft_dataset(train: datasets.Dataset, tokenizer, thought_tokens_max: int, seed: int) -> datasets.Dataset:
-    """prompt/completion text pairs for SFTTrainer (prompts rendered, optional thought tokens)."""
+def sft_dataset(
+    train: datasets.Dataset, tokenizer, thought_tokens_max: int, seed: int, elide: tuple[int, int] | None = None
+) -> datasets.Dataset:
+    """prompt/completion text pairs for SFTTrainer (prompts rendered, optional thought tokens).
+
+    elide: (stages S, thoughts per step c): each example drops its first s written steps, s uniform
+    in 0..S, for c * s thought tokens after the prompt (the formats of the RL curriculum).
+    """
     rng = random.Random(seed)
     targets = train["completion"] if "completion" in train.column_names else train["answer"]
-    prompts = []
-    for prompt in train["prompt"]:
-        text = render_prompt(tokenizer, prompt)
-        if thought_tokens_max:
+    if elide is not None:
+        steps_of = written_steps(train)
+    prompts, completions = [], []
+    for i, (prompt, target) in enumerate(zip(train["prompt"], targets)):
+        text, target = render_prompt(tokenizer, prompt), str(target)
+        if elide is not None:
+            stages, per_step = elide
+            s = rng.randint(0, stages)
+            steps = steps_of[i]
+            written = "".join(steps[:s])
+            text += THOUGHT * (per_step * s)
+            target = target[len(written):]
+        elif thought_tokens_max:
             text += THOUGHT * rng.randint(0, thought_tokens_max)
         prompts.append(text)
-    return datasets.Dataset.from_dict({"prompt": prompts, "completion": [str(t) for t in targets]})
+        completions.append(target)
+    return datasets.Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def written_steps(train: datasets.Dataset) -> list[list[str]]:
+    """Each row's `written_steps`, checked: pieces that the row's `completion` begins with, in order."""
+    if "written_steps" not in train.column_names or "completion" not in train.column_names:
+        raise ConfigError(
+            "pretrain.elided_steps needs an environment whose train split has `completion` (a written chain: "
+            "its `cot` option) and `written_steps` columns; it has " + ", ".join(train.column_names)
+        )
+    out = []
+    for i, (steps, completion) in enumerate(zip(train["written_steps"], train["completion"])):
+        if not isinstance(steps, list) or not str(completion).startswith("".join(map(str, steps))):
+            raise ConfigError(
+                f"train row {i}: written_steps {steps!r} is not a list of pieces that completion "
+                f"{completion!r} begins with"
+            )
+        out.append([str(x) for x in steps])
+    if not any(out):
+        raise ConfigError(
+            "pretrain.elided_steps: no train row has written steps to drop (written_steps is empty everywhere); "
+            "turn on the environment's chain of thought (env.args.cot: true)"
+        )
+    return out
 
 
 def pretrain(cfg: RunConfig) -> Path:
@@ -65,7 +106,9 @@ def pretrain(cfg: RunConfig) -> Path:
             raise ConfigError(
                 f"pretrain.output_dir ({out}) must differ from model.path when fine-tuning an existing model"
             )
-    data = sft_dataset(train, tokenizer, cfg.pretrain.thought_tokens_max, cfg.seed)
+    cur = cfg.curriculum
+    elide = (cur.stages, cur.thoughts_per_step) if cfg.pretrain.elided_steps else None
+    data = sft_dataset(train, tokenizer, cfg.pretrain.thought_tokens_max, cfg.seed, elide)
     p = cfg.pretrain
     # transformers >= 5 names it activation_checkpointing (gradient_checkpointing is its deprecated alias).
     names = {f.name for f in dataclasses.fields(SFTConfig)}

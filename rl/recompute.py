@@ -21,11 +21,13 @@ window k; only which edges carry gradient does:
    older feedback through the KV entries of later positions. Cutting the cache and
    starting each block from pass-1 states is what bounds the path.
 
-Exploration noise (sigma > 0): the noisy feedback vector is an action with log-density
-log N(f~; f(h), sigma^2). On a live edge the recorded noise is replayed (f~ = f(h) + sigma*eps)
-and the gradient is pathwise, so its density term is a constant; on a constant edge f~ is
-the recorded vector and the density's score function carries the gradient. Each edge is
-therefore credited once, and the log-prob value is the same for every k.
+Sampled thoughts (Gaussian noise, Gumbel-softmax or multiplex weights, rl.thoughts) are
+actions with an exact log-probability. On a live edge the recorded draw is replayed (f~ =
+f(h) + sigma*eps, y = log softmax(z) + g) and the gradient is pathwise, so a reparameterised
+draw's density is a constant there; on a constant edge the recorded thought is the action and
+its density's score function carries the gradient. Each edge is therefore credited once, and
+the log-prob value is the same for every k. Multiplex tokens are discrete: their log-prob is a
+score function on every edge.
 """
 
 from __future__ import annotations
@@ -48,14 +50,14 @@ class Recomputed:
     """Recomputed log-probs ([B, L] each, 0 outside their positions)."""
 
     token_logprobs: torch.Tensor  # [B, L] float32 log-prob of the sampled token at action positions
-    noise_logprobs: torch.Tensor  # [B, L] float64 log-density of the feedback noise at feedback positions
+    thought_logprobs: torch.Tensor  # [B, L] float64 log-prob of the sampled thoughts at feedback positions
     entropy: torch.Tensor  # [B, L] entropy of the token distribution at action positions
     hidden: torch.Tensor | None  # [B, L, D] last hidden state of pass 1 (for a value head), if asked for
 
     @property
     def logprobs(self) -> torch.Tensor:
-        """[B, L] float64: the policy's log-prob per position, token plus noise (the rollout's `logprobs`)."""
-        return self.token_logprobs.double() + self.noise_logprobs
+        """[B, L] float64: the policy's log-prob per position, token plus thought (the rollout's `logprobs`)."""
+        return self.token_logprobs.double() + self.thought_logprobs
 
 
 def live_blocks(
@@ -109,7 +111,7 @@ def recompute_logprobs(
 ) -> Recomputed:
     """Recompute `ro`'s log-probs with gradient, truncating the latent chain to `window` edges.
 
-    probe: optional [B, L, D] tensor added to the fed-back hidden state of every position
+    probe: optional [B, L, D] tensor added to the fed-back source state of every position
     (zeros that require grad); its gradient is the gradient reaching each feedback edge.
     """
     bsz, length = ro.input_ids.shape
@@ -140,26 +142,27 @@ def recompute_logprobs(
         use_cache=bool(blocks), past_key_values=DynamicCache(config=policy.model.config) if blocks else None,
         output_hidden_states=fb_on or need_hidden, logits_to_keep=const_idx, return_dict=True,
     )  # fmt: skip
-    src0 = adapter.select(out0.hidden_states) if fb_on else None  # [B, L, D]
-    if probe is not None and src0 is not None:
-        src0 = src0 + probe[:, :end1]
-    segments = [(const_idx, out0.logits)]  # (logit positions [n], logits [B, n, V])
     live_fb = torch.zeros_like(fb)
+    for s, e in blocks:
+        live_fb[:, s:e] = fb[:, s:e]
+    const_fb = fb & ~live_fb  # [B, L] feedback positions whose recorded thought is a constant
+    sources = _pass1_sources(policy, out0, ro, blocks, const_fb, probe) if fb_on else None
+    segments = [(const_idx, out0.logits)]  # (logit positions [n], logits [B, n, V])
+    thought_logprobs = torch.zeros(bsz, length, dtype=torch.float64, device=embeds.device)
 
     for s, e in blocks:
         with _live_cache(policy, out0.past_key_values, s, mask) as (cache, mask_for):
-            h, block_logits = src0[:, s - 1], []
+            src, block_logits = sources(s - 1), []
             for t in range(s, e):
-                vec = adapter.feedback(h)  # [B, D]
-                if ro.noise is not None:
-                    vec = vec + ro.noise_std * ro.noise[:, t]
+                draw = ro.draw[:, t]
+                vec = adapter.vector(src, policy.embedding_table, draw)  # [B, D], the recorded draw replayed
+                if ro.sampler != "none":
+                    dens = adapter.logprob(src, policy.embedding_table, draw, vec, live=True)
+                    thought_logprobs[:, t] = torch.where(fb[:, t], dens, 0.0)
                 x_t = torch.where(fb[:, t, None], adapter.combine(embeds[:, t], vec), x0[:, t])  # [B, D]
                 out = policy.forward(x_t[:, None], mask_for(t, 1), pos[:, t : t + 1], cache=cache, keep=1)
                 block_logits.append(out.logits[:, -1])
-                h = policy.feedback_source(out)[:, -1]
-                if probe is not None:
-                    h = h + probe[:, t]
-            live_fb[:, s:e] = fb[:, s:e]
+                src = policy.thought_source(out, -1, None if probe is None else probe[:, t])
             segments.append((torch.arange(s, e, device=need.device), torch.stack(block_logits, dim=1)))
             if (s, e) == blocks[-1] and tail < length - 1:
                 out = policy.forward(
@@ -178,27 +181,40 @@ def recompute_logprobs(
         entropy = entropy.index_add(1, idx + 1, ent)
     logprobs = torch.where(ro.action_mask, logprobs, 0.0)
     entropy = torch.where(ro.action_mask, entropy, 0.0)
-
-    noise_logprobs = torch.zeros_like(logprobs, dtype=torch.float64)
-    if ro.noise is not None and fb_on:
-        noise_logprobs = _noise_density(policy, ro, src0, live_fb)  # [B, L]
+    if fb_on and ro.sampler != "none" and const_fb.any():
+        thought_logprobs = thought_logprobs + _constant_densities(policy, ro, sources, const_fb)
     hidden = out0.hidden_states[-1] if need_hidden else None
-    return Recomputed(token_logprobs=logprobs, noise_logprobs=noise_logprobs, entropy=entropy, hidden=hidden)
+    return Recomputed(token_logprobs=logprobs, thought_logprobs=thought_logprobs, entropy=entropy, hidden=hidden)
 
 
-def _noise_density(
-    policy: NeuralesePolicy, ro: Rollout, src0: torch.Tensor, live_fb: torch.Tensor
-) -> torch.Tensor:
-    """[B, L] log-density of the fed-back noise at feedback positions (see the module docstring).
+def _pass1_sources(policy, out0, ro: Rollout, blocks, const_fb: torch.Tensor, probe):
+    """`sources(p)`: the thought source [B] at position p of pass 1, or at several positions [B, n].
 
-    Constant edges all lie within pass 1 (`src0` [B, end1, D]); every feedback position after it is live.
+    Computed once, at the positions some thought reads from: the start of each live block, and
+    (for sampled thoughts) the positions before constant thoughts, whose density is scored.
     """
-    adapter = policy.adapter
-    end1 = src0.shape[1]
-    replay = adapter.noise_logprob(ro.noise[:, 1:])  # [B, L-1], a constant
-    mean = adapter.feedback(src0[:, :-1])  # [B, end1-1, D]: f(h_{t-1}) for the input at t
-    const = adapter.gaussian_logprob(ro.feedback[:, 1:end1], mean)  # [B, end1-1], gradient via the mean
-    head = torch.where(live_fb[:, 1:end1], replay[:, : end1 - 1], const)
-    density = torch.cat([head, replay[:, end1 - 1 :]], dim=1)
-    density = torch.where(ro.feedback_mask[:, 1:], density, 0.0)
-    return torch.cat([density.new_zeros(density.shape[0], 1), density], dim=1)
+    wanted = {s - 1 for s, _ in blocks}
+    if ro.sampler != "none":
+        wanted |= {int(t) - 1 for t in const_fb.any(0).nonzero().squeeze(-1)}
+    idx = torch.tensor(sorted(wanted), dtype=torch.long, device=ro.input_ids.device)
+    src = policy.thought_source(out0, idx, None if probe is None else probe[:, idx])
+    column = {int(p): i for i, p in enumerate(idx.tolist())}
+
+    def sources(p):
+        if isinstance(p, int):
+            return src[:, column[p]]
+        return src[:, torch.tensor([column[int(q)] for q in p], device=idx.device)]
+
+    return sources
+
+
+def _constant_densities(policy, ro: Rollout, sources, const_fb: torch.Tensor) -> torch.Tensor:
+    """[B, L] float64 log-density of the recorded (constant) thoughts, scored against pass-1 sources.
+
+    Their gradient is the score function: on a constant edge the recorded thought is the action.
+    """
+    at = const_fb.any(0).nonzero().squeeze(-1)  # [n] positions with a constant thought in some row
+    src = sources((at - 1).tolist())  # [B, n]
+    dens = policy.adapter.logprob(src, policy.embedding_table, ro.draw[:, at], ro.feedback[:, at], live=False)
+    out = torch.zeros(const_fb.shape, dtype=torch.float64, device=const_fb.device)
+    return out.index_copy(1, at, torch.where(const_fb[:, at], dens, 0.0))

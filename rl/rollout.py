@@ -16,11 +16,12 @@ Left padding: prompts are padded on the left and position ids are given explicit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from transformers import DynamicCache
 
+from rl.feedback import Draw
 from rl.policy import NeuralesePolicy
 
 
@@ -35,19 +36,19 @@ class Rollout:
     feedback_mask: torch.Tensor  # [B, L] bool: the input at t received feedback from position t-1
     # [B, L, D] float32: fed-back vector (noise included) at feedback positions, else 0
     feedback: torch.Tensor
-    # [B, L, D] float32: standard-normal draws behind the noise, None if sigma = 0
-    noise: torch.Tensor | None
-    # [B, L] float64: sampling log-prob (token + feedback noise) at loss positions, else 0. float64
-    # because the noise log-density sums D terms: its float32 value would blur the ratio.
+    # [B, L] float64: sampling log-prob (token + sampled thought) at loss positions, else 0. float64
+    # because a thought's density sums D or V terms: its float32 value would blur the ratio.
     logprobs: torch.Tensor
     prompt_length: int  # P
     temperature: float  # log-probs are of softmax(logits / temperature); 1.0 for greedy
-    noise_std: float  # sigma
+    sampler: str = "none"  # what made the thoughts random (FeedbackAdapter.sampler)
+    # The thoughts' random draws, [B, L, ...] per tensor (zeros where no thought was drawn)
+    draw: Draw = field(default_factory=Draw)
 
     @property
     def loss_mask(self) -> torch.Tensor:
         """[B, L] bool: positions whose log-prob is part of the policy's log-probability."""
-        if self.noise_std > 0:
+        if self.sampler != "none":
             return self.action_mask | self.feedback_mask
         return self.action_mask
 
@@ -65,22 +66,18 @@ class Rollout:
         """The sampled answer tokens of each sequence (no thoughts, no padding), eos included."""
         return [row[mask].tolist() for row, mask in zip(self.input_ids, self.action_mask)]
 
+    def map(self, fn) -> Rollout:
+        """The record with `fn` applied to every tensor (each has the batch first, positions second)."""
+        tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
+        return replace(self, **tensors, draw=self.draw.map(fn))
+
     def select(self, index: torch.Tensor | slice) -> Rollout:
         """The rows `index` (for micro-batches)."""
-        tensors = {
-            f.name: getattr(self, f.name)[index]
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-        return replace(self, **tensors)
+        return self.map(lambda t: t[index])
 
     def to(self, device: torch.device | str) -> Rollout:
-        tensors = {
-            f.name: getattr(self, f.name).to(device)
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-        return replace(self, **tensors)
+        return self.map(lambda t: t.to(device))
 
 
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -108,29 +105,33 @@ def generate_rollout(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     ignore_eos: bool = False,
+    thoughts: torch.Tensor | None = None,
 ) -> Rollout:
     """Sample thoughts and answers for a batch of left-padded prompts.
 
     prompt_ids, prompt_mask: [B, P]. Greedy when `temperature` is 0. Latent mode runs
     `num_thoughts` thought positions before the at most `max_new_tokens` answer tokens.
     `ignore_eos` keeps sampling after eos (benchmarks that need a fixed length).
+    `thoughts` [B, S, D]: feed these vectors at the first S feedback steps instead of the policy's
+    own (the `shuffled` control gives each prompt another prompt's thoughts); they are drawn by
+    nobody, so they add no log-prob.
     """
     cfg, device = policy.config, prompt_ids.device
     bsz, plen = prompt_ids.shape
     latent = cfg.mode == "latent"
     hybrid = cfg.mode == "hybrid"
-    sigma = cfg.noise_std if policy.feedback_on else 0.0
     num_thoughts = cfg.num_thoughts if latent and policy.feedback_on else 0
     total = num_thoughts + max_new_tokens
     eos = policy.eos_token_ids(device)
+    sampler = policy.adapter.sampler if policy.feedback_on else "none"
 
     mask = prompt_mask.long()
     positions = position_ids_from_mask(mask)
     cache = DynamicCache(config=policy.model.config)
     out = policy.forward(policy.embed(prompt_ids), mask, positions, cache=cache, keep=1)
-    logits, h_prev = out.logits[:, -1], policy.feedback_source(out)
+    logits, src = out.logits[:, -1], policy.thought_source(out, -1)
 
-    step_ids, step_mask, step_action, step_fb, step_vec, step_noise, step_logp = [], [], [], [], [], [], []
+    steps: list[dict[str, torch.Tensor]] = []
     finished = torch.zeros(bsz, dtype=torch.bool, device=device)
     next_pos = positions[:, -1] + 1
     for step in range(total):
@@ -138,12 +139,12 @@ def generate_rollout(
         alive = ~finished
         if thinking:
             tokens = torch.full((bsz,), policy.thought_token_id, device=device)
-            logp = torch.zeros(bsz, device=device)
+            logp = torch.zeros(bsz, device=device, dtype=torch.float64)
             action = torch.zeros(bsz, dtype=torch.bool, device=device)
         else:
             tokens, logp = _sample(logits, temperature, generator)
             tokens = torch.where(alive, tokens, policy.pad_token_id)
-            action = alive.clone()
+            logp, action = logp.double(), alive.clone()
         ends = action & torch.isin(tokens, eos) & (not ignore_eos)
         last = step == total - 1
         # Feedback into an input whose output is never used (eos, or the last position) would be
@@ -154,55 +155,65 @@ def generate_rollout(
             else torch.zeros_like(alive)
         )
         embeds = policy.embed(tokens[:, None])  # [B, 1, D]
-        vec = torch.zeros(bsz, policy.hidden_size, device=device)
-        noise = None
+        record = {"ids": tokens, "mask": alive.long(), "action": action, "fb": fb}
         if fb.any():
-            vec = policy.adapter.feedback(h_prev[:, -1])  # [B, D]
-            if sigma > 0:
-                noise = torch.randn(vec.shape, generator=generator, device=device)
-                vec = vec + sigma * noise
-                logp = logp + torch.where(fb, policy.adapter.noise_logprob(noise), 0.0)
-            vec = torch.where(fb[:, None], vec, 0.0)
+            vec, thought_logp, draw = _thought(policy, src, generator, thoughts, len(steps), fb)
+            logp = logp + torch.where(fb, thought_logp, 0.0)
             embeds = torch.where(fb[:, None, None], policy.adapter.combine(embeds, vec[:, None]), embeds)
-        step_ids.append(tokens)
-        step_mask.append(alive.long())
-        step_action.append(action)
-        step_fb.append(fb)
-        step_vec.append(vec)
-        step_noise.append(noise if noise is not None else torch.zeros_like(vec))
-        step_logp.append(torch.where(action | (fb & (sigma > 0)), logp, 0.0))
+            record.update(vec=vec, **{f"draw.{k}": v for k, v in draw.items()})
+        record["logp"] = torch.where(action | (fb & (sampler != "none")), logp, 0.0)
+        steps.append(record)
         finished = finished | ends
         if finished.all() or last:
             break
         mask = torch.cat([mask, alive.long()[:, None]], dim=1)
         out = policy.forward(embeds, mask, next_pos[:, None], cache=cache, keep=1)
-        logits, h_prev = out.logits[:, -1], policy.feedback_source(out)
+        logits, src = out.logits[:, -1], policy.thought_source(out, -1)
         next_pos = next_pos + 1
+    return _record(policy, prompt_ids, prompt_mask, positions, steps, temperature, sampler)
 
-    stack = lambda xs: torch.stack(xs, dim=1)  # noqa: E731
+
+def _thought(policy: NeuralesePolicy, src, generator, forced: torch.Tensor | None, step: int, fb: torch.Tensor):
+    """One step's thoughts [B, D], their log-prob [B] and draw tensors, masked to feedback rows `fb`."""
+    if forced is not None and step < forced.shape[1]:
+        vec = forced[:, step].float()
+        return vec, torch.zeros(vec.shape[0], dtype=torch.float64, device=vec.device), {}
+    vec, logp, draw = policy.adapter.sample(src, policy.embedding_table, generator)
+    vec = torch.where(fb[:, None], vec, 0.0)
+    keep = lambda t: torch.where(fb.view(-1, *[1] * (t.dim() - 1)), t, torch.zeros_like(t))  # noqa: E731
+    return vec, logp, {k: keep(v) for k, v in vars(draw).items() if v is not None}
+
+
+def _record(policy, prompt_ids, prompt_mask, positions, steps, temperature, sampler) -> Rollout:
+    """The Rollout of a finished loop: prompt columns, then one column per step."""
+    bsz, plen = prompt_ids.shape
+    device = prompt_ids.device
+
+    def column(key: str, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Step values of `key` stacked along positions, zeros at steps that lack it, prompt zeros first."""
+        ref = like if like is not None else next(s[key] for s in steps if key in s)
+        vals = [s[key] if key in s else torch.zeros_like(ref) for s in steps]
+        gen = torch.stack(vals, dim=1)  # [B, G, ...]
+        return torch.cat([gen.new_zeros(bsz, plen, *gen.shape[2:]), gen], dim=1)
+
+    vec_like = torch.zeros(bsz, policy.hidden_size, device=device)
+    draw_keys = {k.split(".", 1)[1] for s in steps for k in s if k.startswith("draw.")}
+    draw = Draw(**{k: column(f"draw.{k}") for k in draw_keys})
+    gen_len = len(steps)
     return Rollout(
-        input_ids=torch.cat([prompt_ids, stack(step_ids)], dim=1),
-        attention_mask=torch.cat([prompt_mask.long(), stack(step_mask)], dim=1),
+        input_ids=torch.cat([prompt_ids, torch.stack([s["ids"] for s in steps], 1)], dim=1),
+        attention_mask=torch.cat([prompt_mask.long(), torch.stack([s["mask"] for s in steps], 1)], dim=1),
         position_ids=torch.cat(
-            [positions, positions[:, -1:] + 1 + torch.arange(len(step_ids), device=device)], dim=1
+            [positions, positions[:, -1:] + 1 + torch.arange(gen_len, device=device)], dim=1
         ),
-        action_mask=torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), stack(step_action)], dim=1),
-        feedback_mask=torch.cat([torch.zeros_like(prompt_mask, dtype=torch.bool), stack(step_fb)], dim=1),
-        feedback=torch.cat(
-            [prompt_ids.new_zeros(bsz, plen, policy.hidden_size, dtype=torch.float32), stack(step_vec)], dim=1
-        ),
-        noise=torch.cat(
-            [prompt_ids.new_zeros(bsz, plen, policy.hidden_size, dtype=torch.float32), stack(step_noise)],
-            dim=1,
-        )
-        if sigma > 0
-        else None,
-        logprobs=torch.cat(
-            [prompt_ids.new_zeros(bsz, plen, dtype=torch.float64), stack(step_logp).double()], dim=1
-        ),
+        action_mask=column("action"),
+        feedback_mask=column("fb"),
+        feedback=column("vec", vec_like),
+        logprobs=column("logp").double(),
         prompt_length=plen,
         temperature=temperature if temperature > 0 else 1.0,
-        noise_std=sigma,
+        sampler=sampler,
+        draw=draw,
     )
 
 

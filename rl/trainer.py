@@ -14,6 +14,7 @@ One step, top to bottom in `Trainer.step`:
     update    `num_iterations` optimizer steps; each recomputes the log-probs with gradient
               through the latent chain truncated to `tbptt_window` (rl.recompute),
               accumulating the loss over micro-batches with whole-step normalizers
+    schedule  the curriculum's next stage when this one is done (rl.curriculum)
     log       metrics.jsonl, completions.jsonl, trackers, progress bar
     save      checkpoints/step-N, atomically
 
@@ -42,6 +43,7 @@ from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
 from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from rl.config import RunConfig, save_config
+from rl.curriculum import Curriculum
 from rl.distributed import (
     all_mean,
     all_sum,
@@ -92,6 +94,9 @@ class Trainer:
         self.train_rows = load_split(self.env, "train", cfg.env.train_size, self.data_seed, cfg.env.name)
         self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env)
         self.policy = build_policy(cfg, device)
+        self.curriculum = Curriculum(cfg.curriculum)
+        if self.curriculum.enabled:
+            self.policy.config.num_thoughts = self.curriculum.num_thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
         self.optimizer = torch.optim.AdamW(
@@ -184,7 +189,22 @@ class Trainer:
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
         if self.state["step"] % self.cfg.log.completions_every == 0:
             self.log.completions(self.state["step"] + 1, self.completion_rows(rows, texts, ro, rewards))
+        metrics.update(self.schedule(metrics["reward/mean"]))
         return metrics
+
+    def schedule(self, reward_mean: float) -> dict[str, Any]:
+        """The curriculum's stage of this step; the next stage's thoughts when this step ended a stage."""
+        if not self.curriculum.enabled:
+            return {}
+        m = {"curriculum/stage": self.curriculum.stage}
+        if self.curriculum.observe(reward_mean):
+            self.policy.config.num_thoughts = self.curriculum.num_thoughts
+            m["curriculum/advanced"] = 1
+            self._notice(
+                f"curriculum: stage {self.curriculum.stage} of {self.cfg.curriculum.stages} from step "
+                f"{self.state['step'] + 2}: {self.curriculum.num_thoughts} thoughts"
+            )
+        return m
 
     # ------------------------------------------------------------------ data and rollout
 
@@ -273,7 +293,7 @@ class Trainer:
             num_tokens=all_sum(self.accelerator, mask.sum().float()) / self.world,
             num_sequences=ro.input_ids.shape[0],
             max_length=rl.max_new_tokens
-            + (self.cfg.neuralese.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
+            + (self.policy.config.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
         )
         micro = self.micro_batches(ro.input_ids.shape[0])
         sums: dict[str, float] = {}
@@ -308,9 +328,9 @@ class Trainer:
         rc = recompute_logprobs(
             self.policy, mb, self.cfg.neuralese.tbptt_window, probe, need_hidden=old_values is not None
         )
-        # With feedback noise the KL concerns tokens only: giving the reference our own noise
-        # log-density (with its gradient) cancels it from log pi - log ref exactly.
-        mb_ref = None if ref is None else ref[idx] + rc.noise_logprobs
+        # With sampled thoughts the KL concerns tokens only: giving the reference our own thought
+        # log-prob (with its gradient) cancels it from log pi - log ref exactly.
+        mb_ref = None if ref is None else ref[idx] + rc.thought_logprobs
         mask = mb.loss_mask
         loss, m = algo.policy_loss(
             rc.logprobs, mb.logprobs, advantages[idx], mask, rl.epsilon_low, rl.epsilon_high,
@@ -455,6 +475,8 @@ class Trainer:
             if not self.accelerator.is_main_process:
                 return
             optimizer = self.optimizer if self.engine is None else None  # ZeRO's state is partitioned
+            if self.curriculum.enabled:
+                self.state["curriculum"] = self.curriculum.state_dict()
             save_checkpoint(
                 self.out, self.state["step"], self.policy, optimizer, self.scheduler, self.generator,
                 self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
@@ -481,6 +503,9 @@ class Trainer:
             ckpts[-1], self.policy, self.optimizer, self.scheduler, self.generator, self.value_head
         )
         self.state.update(state)
+        if self.curriculum.enabled and "curriculum" in state:
+            self.curriculum.load_state_dict(state["curriculum"])
+            self.policy.config.num_thoughts = self.curriculum.num_thoughts
         self.log.truncate(self.state["step"])
         self._notice(
             f"--resume: continuing from {ckpts[-1]} (step {self.state['step']} of {self.cfg.rl.steps})"

@@ -182,10 +182,10 @@ def _prefix(
         none = torch.zeros_like(prompt_ids, dtype=torch.bool)
         return Rollout(
             input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=position_ids_from_mask(prompt_mask),
-            action_mask=none, feedback_mask=none, noise=None,
+            action_mask=none, feedback_mask=none,
             feedback=torch.zeros(bsz, plen, policy.hidden_size, device=prompt_ids.device),
-            logprobs=torch.zeros(bsz, plen, device=prompt_ids.device),
-            prompt_length=plen, temperature=1.0, noise_std=0.0,
+            logprobs=torch.zeros(bsz, plen, device=prompt_ids.device, dtype=torch.float64),
+            prompt_length=plen, temperature=1.0,
         )  # fmt: skip
     # One answer step past the thoughts is sampled and dropped: the thoughts are the rollout's own.
     ro = generate_rollout(policy, prompt_ids, prompt_mask, 1, 1.0, generator, ignore_eos=True)
@@ -194,9 +194,7 @@ def _prefix(
 
 def _slice(ro: Rollout, length: int) -> Rollout:
     """The first `length` positions of every [B, L, ...] tensor of `ro`."""
-    cut = {k: getattr(ro, k)[:, :length] for k in ("input_ids", "attention_mask", "position_ids", "action_mask",
-                                                   "feedback_mask", "feedback", "logprobs")}  # fmt: skip
-    return replace(ro, **cut, noise=None if ro.noise is None else ro.noise[:, :length])
+    return ro.map(lambda t: t[:, :length])
 
 
 def _append_answers(policy: NeuralesePolicy, head: Rollout, answers: list, temperature: float) -> Rollout:
@@ -213,15 +211,16 @@ def _append_answers(policy: NeuralesePolicy, head: Rollout, answers: list, tempe
         logp[i, :n] = torch.tensor([lp[t].logprob for t, lp in zip(tokens, logprobs)], device=device)
     zeros = lambda *shape, **kw: torch.zeros(bsz, width, *shape, device=device, **kw)  # noqa: E731
     steps = head.position_ids[:, -1:] + 1 + torch.arange(width, device=device)
+    pad = lambda t: torch.cat([t, t.new_zeros(bsz, width, *t.shape[2:])], 1)  # noqa: E731
     return replace(
         head,
+        draw=head.draw.map(pad),
         input_ids=torch.cat([head.input_ids, ids], 1),
         attention_mask=torch.cat([head.attention_mask, alive.long()], 1),
         position_ids=torch.cat([head.position_ids, steps], 1),
         action_mask=torch.cat([head.action_mask, alive], 1),
         feedback_mask=torch.cat([head.feedback_mask, zeros(dtype=torch.bool)], 1),
         feedback=torch.cat([head.feedback, zeros(head.feedback.shape[-1])], 1),
-        noise=None if head.noise is None else torch.cat([head.noise, zeros(head.noise.shape[-1])], 1),
-        logprobs=torch.cat([head.logprobs, logp], 1),
+        logprobs=torch.cat([head.logprobs, logp.double()], 1),
         temperature=temperature if temperature > 0 else 1.0,
     )

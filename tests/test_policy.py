@@ -22,10 +22,8 @@ PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left p
 K = 4
 
 
-def make_policy(tiny_dir, mode="latent", noise=0.0, layer=-1, projection="linear", gate=1.0, seed=0, **kw):
-    cfg = NeuraleseConfig(
-        mode=mode, num_thoughts=K, noise_std=noise, layer=layer, projection=projection, **kw
-    )
+def make_policy(tiny_dir, mode="latent", layer=-1, projection="linear", gate=1.0, seed=0, **kw):
+    cfg = NeuraleseConfig(mode=mode, num_thoughts=K, layer=layer, projection=projection, **kw)
     policy = NeuralesePolicy.from_pretrained(tiny_dir, config=cfg)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -87,12 +85,22 @@ def test_hybrid_greedy_with_closed_gate_equals_hf_generate(tiny_dir):
 # Much smaller noise makes the Gaussian log-density ill-conditioned in float32: it amplifies the
 # ~1e-6 relative difference between incremental and parallel hidden states by |eps| / sigma.
 SIGMA = 0.2
-CASES = list(itertools.product(["latent", "hybrid"], [0.0, SIGMA], [0, 1, 2, "full"]))
+# What a thought is and what makes it random (rl.thoughts): NeuraleseConfig fields per case.
+THOUGHTS = {
+    "hidden": {},
+    "hidden-gaussian": {"noise_std": SIGMA},
+    "embedding": {"space": "embedding", "thought_temperature": 0.7},
+    "embedding-gumbel": {"space": "embedding", "embedding_weights": "gumbel", "thought_temperature": 0.5},
+    "embedding-multiplex": {"space": "embedding", "embedding_weights": "multiplex", "multiplex_samples": 3},
+    "mix-gumbel": {"space": "mix", "embedding_weights": "gumbel", "mix_init": 0.5, "layer": -2},
+    "pause": {"space": "pause"},
+}
+CASES = list(itertools.product(["latent", "hybrid"], list(THOUGHTS), [0, 1, 2, "full"]))
 
 
-@pytest.mark.parametrize("mode,noise,window", CASES)
-def test_recompute_equals_sampling_logprobs(tiny_dir, mode, noise, window):
-    policy = make_policy(tiny_dir, mode=mode, noise=noise)
+@pytest.mark.parametrize("mode,thought,window", CASES)
+def test_recompute_equals_sampling_logprobs(tiny_dir, mode, thought, window):
+    policy = make_policy(tiny_dir, mode=mode, **THOUGHTS[thought])
     ro = rollout(policy)
     assert ro.attention_mask[:, 0].min() == 0, "the batch must contain left padding"
     rc = recompute_logprobs(policy, ro, window)
@@ -100,26 +108,71 @@ def test_recompute_equals_sampling_logprobs(tiny_dir, mode, noise, window):
     torch.testing.assert_close(rc.logprobs, ro.logprobs, atol=1e-5, rtol=0)
     # Positions outside the loss mask carry nothing.
     assert rc.logprobs[~ro.loss_mask].abs().max() == 0
+    # A sampled thought's log-prob is part of the policy's, at every feedback position; else there is none.
+    if policy.adapter.sampler != "none":
+        assert (rc.thought_logprobs[ro.feedback_mask] != 0).all()
+    else:
+        assert (rc.thought_logprobs == 0).all()
 
 
 @pytest.mark.parametrize("layer,projection", [("mix", "mlp"), (-2, "identity")])
 def test_recompute_other_layers_and_projections(tiny_dir, layer, projection):
     for mode in ("latent", "hybrid"):
-        policy = make_policy(tiny_dir, mode=mode, layer=layer, projection=projection, noise=SIGMA)
+        policy = make_policy(tiny_dir, mode=mode, layer=layer, projection=projection, noise_std=SIGMA)
         ro = rollout(policy)
         torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
 
 
 def test_noise_logprob_is_the_gaussian_density(tiny_dir):
-    policy = make_policy(tiny_dir, mode="latent", noise=0.1)
+    policy = make_policy(tiny_dir, mode="latent", noise_std=0.1)
     ro = rollout(policy)
     fb = ro.feedback_mask
     dist = torch.distributions.Normal(
         torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
     )
-    expected = dist.log_prob(0.1 * ro.noise[fb].double()).sum(-1)  # density of sigma * eps
+    expected = dist.log_prob(0.1 * ro.draw.noise[fb].double()).sum(-1)  # density of sigma * eps
     thought_logp = ro.logprobs[fb & ~ro.action_mask]
     torch.testing.assert_close(thought_logp.double(), expected, atol=1e-9, rtol=0)
+
+
+def test_gumbel_logprob_is_the_density_of_the_perturbed_logits(tiny_dir):
+    """y = log softmax(z) + g with g ~ Gumbel(0, 1) per entry: log p(y) = sum_i log Gumbel(y_i - log pi_i)."""
+    policy = make_policy(tiny_dir, mode="latent", **THOUGHTS["embedding-gumbel"])
+    ro = rollout(policy)
+    fb = ro.feedback_mask & ~ro.action_mask
+    g = ro.draw.noise[fb].double()  # [n, V]
+    expected = torch.distributions.Gumbel(torch.tensor(0.0, dtype=torch.float64), 1.0).log_prob(g).sum(-1)
+    torch.testing.assert_close(ro.logprobs[fb], expected, atol=1e-9, rtol=0)
+    # The fed thought is the Gumbel-softmax of the perturbed log-probs, mixing the token embeddings.
+    w = torch.softmax(ro.draw.perturbed[fb] / 0.5, -1)
+    torch.testing.assert_close(ro.feedback[fb], policy.adapter.proj(w @ policy.embedding_table))
+
+
+def test_multiplex_thought_is_the_mean_of_its_tokens(tiny_dir):
+    policy = make_policy(tiny_dir, mode="latent", gate=0.0, **THOUGHTS["embedding-multiplex"])
+    with torch.no_grad():  # the identity projection: the fed vector is the mean embedding itself
+        policy.adapter.proj.weight.copy_(torch.eye(policy.hidden_size))
+    ro = rollout(policy)
+    fb = ro.feedback_mask & ~ro.action_mask
+    tokens = ro.draw.tokens[fb]  # [n, 3]
+    torch.testing.assert_close(ro.feedback[fb], policy.embedding_table[tokens].mean(1))
+    # Its log-prob is the sum of the tokens' log-probs under the next-token distribution.
+    assert (ro.logprobs[fb] < 0).all()
+
+
+def test_embedding_thought_at_low_temperature_is_the_greedy_token(tiny_dir):
+    """softmax(z / tau) @ E -> E[argmax z]: with latent_only input, latent mode is then token CoT."""
+    policy = make_policy(tiny_dir, mode="latent", gate=0.0, space="embedding", thought_temperature=1e-4,
+                         input="latent_only", projection="identity")  # fmt: skip
+    ro = rollout(policy, temperature=0.0)
+    plain = NeuralesePolicy.from_pretrained(tiny_dir)  # token mode: write the K tokens greedily instead
+    ids, mask = plain.encode(PROMPTS)
+    written = generate_rollout(plain, ids, mask, K + 6, temperature=0.0, ignore_eos=True)
+    plen = ro.prompt_length
+    greedy_tokens = written.input_ids[:, plen : plen + K]  # what token CoT writes at those positions
+    # The thought fed into position plen + t is the embedding of the token greedy CoT writes there.
+    fed = ro.feedback[:, plen : plen + K]
+    torch.testing.assert_close(fed, policy.embedding_table[greedy_tokens], atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -131,9 +184,10 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
     Live positions (those in a block) take inputs computed from the previous position's output;
     when computing an output, only the live positions of its own block use live inputs and every
     other position its recorded constant. The first edge of a block starts from an output computed
-    from constants alone.
+    from constants alone. A sampled thought's log-prob: on a live edge the density of its recorded
+    draw (multiplex: its tokens' log-probs), on a constant edge the density of the recorded thought.
     """
-    a, cfg = policy.adapter, policy.config
+    a, cfg, table = policy.adapter, policy.config, policy.embedding_table
     bsz, length = ro.input_ids.shape
     plen = ro.prompt_length
     embeds = policy.embed(ro.input_ids)
@@ -157,36 +211,38 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
                 x[:, u] = v
         out = policy.model(inputs_embeds=x[:, : t + 1], attention_mask=ro.attention_mask[:, : t + 1],
                            position_ids=ro.position_ids[:, : t + 1], output_hidden_states=True)  # fmt: skip
-        return out.logits[:, -1], a.select(out.hidden_states)[:, -1]
+        return out.logits[:, -1], policy.thought_source(out, -1)
+
+    def thought_position(t):
+        return cfg.mode == "hybrid" or t < plen + K
 
     live: dict[int, dict[int, torch.Tensor]] = {}  # block -> {position: live input}
     logits = [None] * length
+    logp = torch.zeros(bsz, length, dtype=torch.float64)
     for t in range(length - 1):
         b = block_of.get(t)
         inputs = live.setdefault(b, {}) if b is not None else {}
-        is_thought_or_gen = b is not None and (cfg.mode == "hybrid" or t < plen + K)
-        if is_thought_or_gen:
+        if b is not None and thought_position(t):
             src_view = inputs if block_of.get(t - 1) == b else {}
-            _, h = output(t - 1, src_view)
-            vec = a.feedback(h) + (ro.noise_std * ro.noise[:, t] if ro.noise is not None else 0)
+            _, src = output(t - 1, src_view)
+            vec = a.vector(src, table, ro.draw[:, t])
             inputs[t] = torch.where(fb[:, t, None], a.combine(embeds[:, t], vec), const[:, t])
+            d = a.logprob(src, table, ro.draw[:, t], vec, live=True)
+            logp[:, t] = torch.where(fb[:, t], d, 0.0)
+        elif t >= plen:
+            _, src = output(t - 1, {})
+            d = a.logprob(src, table, ro.draw[:, t], ro.feedback[:, t], live=False)
+            logp[:, t] = torch.where(fb[:, t], d, 0.0)
         logits[t], _ = output(t, inputs)
-    logp = torch.zeros(bsz, length, dtype=torch.float64)
+    if ro.sampler == "none":
+        logp.zero_()
     for t in range(1, length):
         lp = (
             torch.log_softmax(logits[t - 1] / ro.temperature, -1)
             .gather(-1, ro.input_ids[:, t, None])
             .squeeze(-1)
         )
-        logp[:, t] = torch.where(ro.action_mask[:, t], lp, 0.0)
-    if ro.noise is not None:
-        for t in range(plen, length):
-            if block_of.get(t) is not None and (cfg.mode == "hybrid" or t < plen + K):
-                d = a.noise_logprob(ro.noise[:, t])
-            else:
-                _, h = output(t - 1, {})
-                d = a.gaussian_logprob(ro.feedback[:, t], a.feedback(h))
-            logp[:, t] = logp[:, t] + torch.where(fb[:, t], d, 0.0)
+        logp[:, t] = logp[:, t] + torch.where(ro.action_mask[:, t], lp, 0.0)
     return logp
 
 
@@ -196,9 +252,16 @@ def grads(policy, logp, weights):
     return {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("mode,noise,window", [c for c in CASES if c[2] != 1 or c[1] == 0])
-def test_gradients_equal_literal_implementation(tiny_dir, mode, noise, window):
-    policy = make_policy(tiny_dir, mode=mode, noise=noise)
+GRADIENT_CASES = [
+    (mode, thought, window)
+    for mode, thought, window in CASES
+    if thought == "hidden" or window in (0, "full") or (thought in ("hidden-gaussian", "embedding-gumbel") and window == 2)
+]
+
+
+@pytest.mark.parametrize("mode,thought,window", GRADIENT_CASES)
+def test_gradients_equal_literal_implementation(tiny_dir, mode, thought, window):
+    policy = make_policy(tiny_dir, mode=mode, **THOUGHTS[thought])
     ro = rollout(policy, max_new_tokens=5)
     weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))
     ours = grads(policy, recompute_logprobs(policy, ro, window).logprobs, weights)
@@ -209,12 +272,12 @@ def test_gradients_equal_literal_implementation(tiny_dir, mode, noise, window):
         scale = ref[name].abs().max().item()
         torch.testing.assert_close(ours[name], ref[name], atol=5e-6 * max(scale, 1.0), rtol=1e-4, msg=name)
     # And the window matters: full BPTT and window 0 differ on the feedback adapter.
-    if window == "full":
+    if window == "full" and thought != "pause":
         zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
-        if noise == 0:  # with constants only, nothing reaches the projection
+        if policy.adapter.sampler == "none":  # with constants only, nothing reaches the projection
             assert "adapter.proj.weight" not in zero and ours["adapter.proj.weight"].abs().sum() > 0
-        else:  # the noise density's score function does
-            assert not torch.allclose(zero["adapter.proj.weight"], ours["adapter.proj.weight"], atol=1e-6)
+        else:  # the thought density's score function reaches the weights either way, but not alike
+            assert any(n not in zero or not torch.allclose(zero[n], ours[n], atol=1e-6) for n in ours)
 
 
 def edge_gradients(policy, ro, window, loss_positions):

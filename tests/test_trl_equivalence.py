@@ -108,11 +108,9 @@ def our_logprobs(model, tokenizer, batch) -> torch.Tensor:
         action_mask=action,
         feedback_mask=torch.zeros_like(action),
         feedback=torch.zeros(*input_ids.shape, model.config.hidden_size),
-        noise=None,
         logprobs=torch.zeros(input_ids.shape),
         prompt_length=prompt_len,
         temperature=TEMPERATURE,
-        noise_std=0.0,
     )
     policy = NeuralesePolicy(model, tokenizer, NeuraleseConfig(mode="off"))
     return recompute_logprobs(policy, rollout, window=0).token_logprobs[:, prompt_len:]  # [B, C]

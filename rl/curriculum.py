@@ -1,0 +1,76 @@
+"""An RL curriculum from written to latent steps (the `curriculum` section of a recipe).
+
+Coconut (Hao et al. 2024) trains continuous thoughts in stages: at stage s the first s
+steps of the written chain are replaced by c * s thoughts and the model is supervised on
+the rest. Here every stage is RL on the task reward and no latent is ever supervised:
+stage s only sets how many thoughts the policy thinks before it writes (latent mode,
+`c * s`), and the reward scores what it writes after them. A stage-0 model that has read
+these formats (`pretrain.elided_steps`, thought tokens without content where the dropped
+steps were) writes from step s+1 on at switch-on; the thoughts can then learn to carry
+what the dropped steps said.
+
+A stage ends after `steps_per_stage` RL steps, or (`advance: plateau`) when the moving
+mean of the training reward over the last `patience` steps has not risen by `min_delta`
+above its best. The stage is part of the trainer's state (checkpoints, `--resume`) and of
+every metrics line (`curriculum/stage`); each change is announced and logged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from rl.config import CurriculumConfig
+
+
+class Curriculum:
+    """Which stage RL is at, and when the next one starts."""
+
+    def __init__(self, cfg: CurriculumConfig):
+        self.cfg = cfg
+        self.stage = cfg.start
+        self.stage_steps = 0  # RL steps taken in this stage
+        self.best = float("-inf")  # best moving mean of the reward in this stage
+        self.since_best = 0
+        self.recent: deque[float] = deque(maxlen=cfg.patience)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cfg.stages > 0
+
+    @property
+    def num_thoughts(self) -> int:
+        """Thoughts at this stage: c * s."""
+        return self.cfg.thoughts_per_step * self.stage
+
+    def observe(self, reward_mean: float) -> bool:
+        """Count one RL step with this mean reward; True when it ends the stage (the next has begun)."""
+        if not self.enabled or self.stage >= self.cfg.stages:
+            return False
+        self.stage_steps += 1
+        self.recent.append(reward_mean)
+        if len(self.recent) == self.recent.maxlen:
+            mean = sum(self.recent) / len(self.recent)
+            if mean > self.best + self.cfg.min_delta:
+                self.best, self.since_best = mean, 0
+            else:
+                self.since_best += 1
+        plateau = self.cfg.advance == "plateau" and self.since_best >= self.cfg.patience
+        if plateau or self.stage_steps >= self.cfg.steps_per_stage:
+            self.stage += 1
+            self.stage_steps, self.best, self.since_best = 0, float("-inf"), 0
+            self.recent.clear()
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON data (no infinities: `best` is None before the first full window)."""
+        best = None if self.best == float("-inf") else self.best
+        return {"stage": self.stage, "stage_steps": self.stage_steps, "best": best,
+                "since_best": self.since_best, "recent": list(self.recent)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stage, self.stage_steps = int(state["stage"]), int(state["stage_steps"])
+        self.best = float("-inf") if state["best"] is None else float(state["best"])
+        self.since_best = int(state["since_best"])
+        self.recent = deque(state["recent"], maxlen=self.cfg.patience)
