@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from rewards.match import exact_match
+from rewards.match import ANSWER_MARK, exact_match
 
 TEST_FRACTION = 0.2
 
@@ -73,6 +73,17 @@ def multiplication_cot(a: int, b: int) -> str:
     return "+".join(parts) + "####" + rev(a * b)
 
 
+def cot_steps(chain: str) -> list[str]:
+    """The written steps of a multiplication chain: each partial product (with its running sum and
+    the `+` after it), the pieces the chain begins with before `####`.
+
+    >>> cot_steps('840+0630####804')
+    ['840+', '0630']
+    """
+    parts = chain.split(ANSWER_MARK, 1)[0].split("+")
+    return [p + "+" for p in parts[:-1]] + parts[-1:]
+
+
 @dataclass
 class Arithmetic:
     """Problems `a op b` with `digits_a`- and `digits_b`-digit operands."""
@@ -104,7 +115,7 @@ class Arithmetic:
             raise ValueError(f"split must be 'train', 'test' or 'validation', got {split!r}")
         want_test = split != "train"
         rng = random.Random(f"{seed}-{split}-{self.op}-{self.digits_a}-{self.digits_b}")
-        rows = {"prompt": [], "answer": [], "completion": []}
+        rows = {"prompt": [], "answer": [], "completion": [], "written_steps": []}
         while len(rows["prompt"]) < n:
             a, b = self._operand(rng, self.digits_a), self._operand(rng, self.digits_b)
             if in_test_split(a, b) != want_test:
@@ -120,6 +131,7 @@ class Arithmetic:
             rows["prompt"].append(f"{rev(a)}{self.op}{rev(b)}=")
             rows["answer"].append(answer)
             rows["completion"].append(target)
+            rows["written_steps"].append(cot_steps(target) if self.cot else [])
         return datasets.Dataset.from_dict(rows)
 
 

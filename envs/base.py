@@ -31,6 +31,9 @@ BUILTIN_ENVS: dict[str, str] = {
     "prontoqa": "envs.prontoqa:make_prontoqa",
     "countdown": "envs.countdown:make_countdown",
     "gsm8k": "envs.gsm8k:make_gsm8k",
+    "chase": "envs.chase:make_chase",
+    "reach": "envs.reach:make_reach",
+    "mnns": "envs.mnns:make_mnns",
 }
 
 

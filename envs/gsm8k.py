@@ -56,6 +56,7 @@ class GSM8K:
     train_path: str | None = None
     test_path: str | None = None
     chat: bool = False
+    cot: bool = True
     reward_funcs: list = field(default_factory=lambda: [numeric_match])
 
     def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset:
@@ -69,16 +70,23 @@ class GSM8K:
         for i, row in enumerate(rows):
             require_keys(row, ("question", "answer"), path, i, "gsm8k")
         indexed = take(list(enumerate(rows)), n, seed, shuffle=split == "train")
-        prompts, answers, completions = [], [], []
+        prompts, answers, completions, steps = [], [], [], []
         for i, row in indexed:
             completion, answer = split_solution(row["answer"], path, i)
             question = row["question"]
             prompts.append([{"role": "user", "content": question}] if self.chat else question)
             answers.append(answer)
-            completions.append(completion)
-        return datasets.Dataset.from_dict({"prompt": prompts, "answer": answers, "completion": completions})
+            lines = completion.split(ANSWER_MARK, 1)[0].splitlines(keepends=True)
+            completions.append(completion if self.cot else f"{ANSWER_MARK} {answer}")
+            steps.append(lines if self.cot else [])
+        return datasets.Dataset.from_dict(
+            {"prompt": prompts, "answer": answers, "completion": completions, "written_steps": steps}
+        )
 
 
-def make_gsm8k(train_path: str | None = None, test_path: str | None = None, chat: bool = False) -> GSM8K:
-    """GSM8K from JSON-lines files of `question` / `answer` (`... #### <number>`)."""
-    return GSM8K(train_path=train_path, test_path=test_path, chat=chat)
+def make_gsm8k(
+    train_path: str | None = None, test_path: str | None = None, chat: bool = False, cot: bool = True
+) -> GSM8K:
+    """GSM8K from JSON-lines files of `question` / `answer` (`... #### <number>`). `cot`: the stage-0
+    target is the worked solution (one written step per line); false: `#### <number>` alone."""
+    return GSM8K(train_path=train_path, test_path=test_path, chat=chat, cot=cot)

@@ -110,7 +110,7 @@ class ProntoQA:
             raise ValueError(f"split must be 'train', 'test' or 'validation', got {split!r}")
         want_test = split != "train"
         rng = random.Random(f"prontoqa-{seed}-{split}-{self.hops}-{self.query}")
-        rows: dict[str, list] = {"prompt": [], "answer": [], "completion": [], "steps": []}
+        rows: dict[str, list] = {"prompt": [], "answer": [], "completion": [], "steps": [], "written_steps": []}
         while len(rows["prompt"]) < n:
             p = generate_problem(rng, self.hops, self.query)
             if (stable_fraction(problem_key(p["question"])) < TEST_FRACTION) != want_test:
@@ -121,6 +121,7 @@ class ProntoQA:
                 " ".join([*p["steps"], ANSWER_MARK, p["answer"]]) if self.cot else p["answer"]
             )
             rows["steps"].append(p["steps"])
+            rows["written_steps"].append([f"{x} " for x in p["steps"]] if self.cot else [])
         return datasets.Dataset.from_dict(rows)
 
 

@@ -246,6 +246,8 @@ class ProsQA:
                 "answer": [r["answer"] for r in records],
                 "completion": [target(r) for r in records],
                 "steps": [list(r["steps"]) for r in records],
+                # The pieces the chain-of-thought completion begins with (the RL curriculum's steps).
+                "written_steps": [[f"{x} " for x in r["steps"]] if self.cot else [] for r in records],
             }
         )
 

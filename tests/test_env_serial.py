@@ -1,0 +1,121 @@
+"""The serial-depth tasks (chase, reach, mnns): answers checked by code written independently of the
+generators, split disjointness, the chain-of-thought format and its written steps, bad arguments."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from envs import make_env
+from rl.errors import EnvError
+
+
+def follow(prompt: str) -> tuple[list[str], str]:
+    """Pointer chasing solved from the prompt text alone: (visited nodes, answer)."""
+    edges, question = prompt.split("|")
+    succ = {e[0]: e[1] for e in edges.split(",")}
+    hops, start = question.split(":")
+    path = [start]
+    for _ in range(int(hops)):
+        path.append(succ[path[-1]])
+    return path[1:], path[-1]
+
+
+def brute_mnns(prompt: str) -> int:
+    numbers = [int(x) for x in prompt.rstrip("?").split(",")]
+    totals = [sum(s * n for s, n in zip(signs, numbers)) for signs in itertools.product((1, -1), repeat=len(numbers))]
+    return min(t for t in totals if t >= 0)
+
+
+def reach_by_dfs(prompt: str) -> set[str]:
+    edges, question = prompt.split("|")
+    graph: dict[str, set[str]] = {}
+    for e in edges.split(","):
+        graph.setdefault(e[0], set()).add(e[2])
+    root = question.split(":")[0]
+    seen, stack = set(), [root]
+    while stack:
+        u = stack.pop()
+        for v in graph.get(u, ()):
+            if v not in seen:
+                seen.add(v)
+                stack.append(v)
+    return seen
+
+
+@pytest.mark.parametrize("args", [{"nodes": 8, "hops": 4}, {"nodes": 5, "hops": 3, "min_hops": 1}])
+def test_chase_answers_and_chains(args):
+    env = make_env("chase", {**args, "cot": True})
+    rows = env.dataset("train", 200, seed=3)
+    hops = set()
+    for row in rows:
+        visited, answer = follow(row["prompt"])
+        assert row["answer"] == answer and row["completion"] == "".join(visited)
+        assert row["written_steps"] == visited[:-1]
+        hops.add(len(visited))
+        edges = row["prompt"].split("|")[0].split(",")
+        assert sorted(e[0] for e in edges) == sorted(e[1] for e in edges)  # a permutation
+    assert hops == set(range(args.get("min_hops", args["hops"]), args["hops"] + 1))
+    score = env.reward_funcs[0]
+    assert score(rows["prompt"], rows["completion"], answer=rows["answer"]) == [1.0] * len(rows)
+
+
+def test_chase_edge_chain_cites_each_edge_it_follows():
+    env = make_env("chase", {"nodes": 8, "hops": 4, "cot": True, "chain": "edges"})
+    for row in env.dataset("train", 100, seed=0):
+        visited, answer = follow(row["prompt"])
+        start = row["prompt"][-1]
+        cited = row["completion"].split(",")
+        assert cited == [a + b for a, b in zip([start, *visited], visited)]
+        assert cited[-1][-1] == row["answer"] == answer and set(cited) <= set(row["prompt"].split("|")[0].split(","))
+        assert row["written_steps"] == [c + "," for c in cited[:-1]]
+
+
+def test_reach_has_exactly_one_reachable_candidate_at_the_given_depth():
+    env = make_env("reach", {"nodes": 12, "hops": 4, "cot": True})
+    rows = env.dataset("train", 200, seed=1)
+    for row in rows:
+        reached = reach_by_dfs(row["prompt"])
+        a, b = row["prompt"].split(":")[1].split("?")
+        assert (a in reached) != (b in reached) and row["answer"] in reached
+        path = row["completion"]
+        assert len(path) == 4 and path[-1] == row["answer"] and row["written_steps"] == list(path[:-1])
+        edges = set(row["prompt"].split("|")[0].split(","))
+        nodes = [row["prompt"].split(":")[0].split("|")[1], *path]
+        assert all(f"{u}>{v}" in edges for u, v in zip(nodes, nodes[1:]))  # the chain is a real path
+
+
+def test_mnns_answer_is_the_brute_force_minimum():
+    env = make_env("mnns", {"count": 5, "max_number": 9, "cot": True})
+    rows = env.dataset("test", 100, seed=0)
+    for row in rows:
+        assert int(row["answer"]) == brute_mnns(row["prompt"])
+        assert row["completion"].startswith("".join(row["written_steps"]))
+        assert len(row["written_steps"]) == 4 and row["completion"].endswith(f"={row['answer']}")
+
+
+@pytest.mark.parametrize("name,args", [("chase", {"nodes": 6, "hops": 3}), ("reach", {}), ("mnns", {})])
+def test_splits_are_disjoint_and_answer_only_targets_are_the_answer(name, args):
+    env = make_env(name, args)
+    train = env.dataset("train", 300, seed=0)
+    test = env.dataset("test", 100, seed=0)
+    assert not set(train["prompt"]) & set(test["prompt"])
+    assert train["completion"] == train["answer"] and all(s == [] for s in train["written_steps"])
+    assert env.dataset("train", 50, seed=0)["prompt"] == train["prompt"][:50]  # seeded
+
+
+@pytest.mark.parametrize(
+    "name,args",
+    [("chase", {"nodes": 11}), ("chase", {"hops": 3, "min_hops": 4}), ("reach", {"nodes": 6, "hops": 3}),
+     ("mnns", {"count": 1}), ("mnns", {"max_number": 0})],
+)  # fmt: skip
+def test_bad_arguments_are_refused_with_the_rule(name, args):
+    with pytest.raises(EnvError, match="rejected env.args"):
+        make_env(name, args)
+
+
+def test_chase_refuses_more_problems_than_exist():
+    env = make_env("chase", {"nodes": 2, "hops": 1})
+    with pytest.raises(ValueError, match="distinct"):
+        env.dataset("train", 50, seed=0)
