@@ -1,11 +1,12 @@
-"""Ablation: does neuralese RL beat token RL on a task? One command, one table and one plot.
+"""Ablation: does neuralese RL beat token RL on a task, and does it use its thoughts? One command, tables, a plot.
 
     python scripts/ablate.py recipes/ablate_multiplication.yaml --seeds 3
-    python scripts/ablate.py RECIPE --seeds 3 [--steps N] [--out DIR] [--arms token,latent-w2 ...]
+    python scripts/ablate.py recipes/ablate_chase.yaml --spec recipes/ablate_chase.arms.yaml --seeds 3
+    python scripts/ablate.py RECIPE --seeds 3 [--steps N] [--out DIR] [--arms a,b ...] [--spec ARMS.yaml]
                              [--set key=value ...] [--threads 1]
 
-Every arm starts from the same as-is checkpoint and runs the same number of RL steps on the
-same prompts (the recipe's RL settings; only the neuralese mode and TBPTT window change):
+An arm is a set of recipe overrides for `neuralese train` and the stage-0 model it starts
+from. Without `--spec`, the built-in arms (from one stage-0 model, the recipe's own):
 
     token        neuralese.mode off: token-only GRPO on the plain prompt
     latent-w0    latent mode, `neuralese.num_thoughts` thoughts, window 0 (recorded thoughts)
@@ -14,20 +15,36 @@ same prompts (the recipe's RL settings; only the neuralese mode and TBPTT window
     hybrid-w0    hybrid mode (a thought beside every written token), window 0
     hybrid-w4    hybrid mode, window 4
 
+A spec file (YAML) names stage-0 variants (overrides for `neuralese pretrain`, e.g. an
+answer-only and a chain-of-thought stage 0) and arms, each with its stage 0 and controls:
+
+    stage0:
+      answer: [env.args.cot=false]
+      cot: [env.args.cot=true]
+    arms:
+      token: {stage0: answer, set: [neuralese.mode=off]}
+      soft: {stage0: cot, set: [neuralese.space=embedding, neuralese.input=latent_only],
+             controls: [shuffled, pause]}
+
+Controls say whether a thought's content is used: `shuffled` scores the trained policy when
+each answer reads another prompt's thoughts; `pause` trains a twin arm (`NAME+pause`) whose
+thoughts are one learned vector for every input (`neuralese.space: pause`): positions without
+content. Neuralese built-in arms get `shuffled`.
+
 Steps:
 
-1. Stage 0 once: the recipe's `model.path` is used if it holds a model, else `neuralese
-   pretrain` writes it there. The ablation recipes train it on both formats the arms start
-   from (`pretrain.thought_tokens_max: K`; docs/ablation.md says why).
-2. The as-is model is scored in the plain format and with K thought tokens at a closed gate:
-   step 0 of every curve and the baseline of the table.
+1. Stage 0 once per variant: the recipe's `model.path` serves the `default` variant if it
+   holds a model, else `neuralese pretrain` writes OUT/as-is-VARIANT (stage0.json: wall time).
+2. Every arm is scored at switch-on (its policy before any RL step; OUT/switch_on.json),
+   the start of its curve and the baseline of its Δ.
 3. Each arm x seed is its own `python -m rl.cli train` process, so its peak RSS is its own,
    with `seed` = the RL seed (sampling) and `data_seed` = the recipe's seed: every run sees
    the same prompts and is scored on the same evaluation problems. A finished run (with its
    `ablate.json`) is skipped; a run that was cut off resumes from its last checkpoint.
 4. Diagnostics of each final policy (docs/ablation.md explains how to read them): accuracy
-   with the gate closed, gate and gradient norms from metrics.jsonl, thought statistics
-   from rl.inspector, and the bytes autograd saves for one micro-batch's recompute.
+   with the gate closed and with shuffled thoughts, gate and gradient norms from
+   metrics.jsonl, thought statistics from rl.inspector, and the bytes autograd saves for one
+   micro-batch's recompute.
 5. OUT/table.md, OUT/accuracy.png and OUT/results.json (every run's numbers).
 
 Torch runs on `--threads` threads in every process, one process at a time, so the arms'
@@ -45,27 +62,82 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
+from ablate_report import aggregate, plot, write_table  # noqa: E402  (this folder is on sys.path)
+
 from rl.config import RunConfig, load_config  # noqa: E402  (light: no torch)
 from rl.runlog import RunLog  # noqa: E402
 
-ARMS: dict[str, tuple[str, int | str]] = {
-    "token": ("off", 0),
-    "latent-w0": ("latent", 0),
-    "latent-w2": ("latent", 2),
-    "latent-full": ("latent", "full"),
-    "hybrid-w0": ("hybrid", 0),
-    "hybrid-w4": ("hybrid", 4),
-}
-# Every number of a run that the table averages over seeds (None where it does not apply).
-NUMBERS = ("accuracy", "positions", "step_s", "wall_s", "peak_rss_mib", "saved_mib", "gate", "latent_grad_norm",
-           "grad_norm", "vector_norm", "accuracy_gate_closed", "cos_consecutive", "cos_across_prompts",
-           "thought_to_token")  # fmt: skip
 DIAG_PROMPTS = 16  # evaluation prompts the thought statistics are averaged over
+CONTROLS = ("shuffled", "pause")
+# A pause twin: the same arm with thoughts that carry nothing (and nothing sampled).
+PAUSE_SETS = ["neuralese.space=pause", "neuralese.embedding_weights=softmax", "neuralese.noise_std=0"]
+
+
+@dataclass
+class Arm:
+    """One configuration trained from one stage-0 model."""
+
+    name: str
+    sets: list[str]
+    stage0: str = "default"
+    controls: tuple[str, ...] = ()
+    control_of: str | None = None  # the arm this one is the pause control of
+
+
+def builtin_arms() -> dict[str, Arm]:
+    windows = {"latent-w0": ("latent", 0), "latent-w2": ("latent", 2), "latent-full": ("latent", "full"),
+               "hybrid-w0": ("hybrid", 0), "hybrid-w4": ("hybrid", 4)}  # fmt: skip
+    arms = {"token": Arm("token", ["neuralese.mode=off", "neuralese.tbptt_window=0"])}
+    for name, (mode, window) in windows.items():
+        arms[name] = Arm(name, [f"neuralese.mode={mode}", f"neuralese.tbptt_window={window}"], controls=("shuffled",))
+    return arms
+
+
+def load_spec(path: str | None) -> tuple[dict[str, list[str]], dict[str, Arm]]:
+    """Stage-0 variants and arms from a spec file (module docstring), or the built-ins."""
+    if path is None:
+        return {"default": []}, builtin_arms()
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        sys.exit(f"ablate: --spec {path}: cannot read it as YAML: {e}")
+    if not isinstance(data, dict) or set(data) - {"stage0", "arms"} or not isinstance(data.get("arms"), dict):
+        sys.exit(f"ablate: --spec {path}: expected a mapping with `arms` (and optional `stage0`)")
+    stage0 = {"default": [], **{k: _strings(v, path, f"stage0.{k}") for k, v in (data.get("stage0") or {}).items()}}
+    arms = {}
+    for name, a in data["arms"].items():
+        if not isinstance(a, dict) or set(a) - {"stage0", "set", "controls"}:
+            sys.exit(f"ablate: --spec {path}: arms.{name} must be a mapping of stage0, set, controls")
+        controls = tuple(_strings(a.get("controls", []), path, f"arms.{name}.controls"))
+        bad = [c for c in controls if c not in CONTROLS] + ([a.get("stage0")] if a.get("stage0", "default") not in stage0 else [])
+        if bad:
+            sys.exit(f"ablate: --spec {path}: arms.{name}: unknown {bad}; controls are {CONTROLS}, "
+                     f"stage0 variants {list(stage0)}")  # fmt: skip
+        arms[name] = Arm(name, _strings(a.get("set", []), path, f"arms.{name}.set"), a.get("stage0", "default"), controls)
+    return stage0, arms
+
+
+def _strings(value, path: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        sys.exit(f"ablate: --spec {path}: {key} must be a list of strings, got {value!r}")
+    return value
+
+
+def with_controls(arms: dict[str, Arm]) -> dict[str, Arm]:
+    """The arms followed by their pause twins."""
+    out = dict(arms)
+    for arm in arms.values():
+        if "pause" in arm.controls:
+            name = f"{arm.name}+pause"
+            out[name] = Arm(name, [*arm.sets, *PAUSE_SETS], arm.stage0, (), control_of=arm.name)
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -74,14 +146,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="RL seeds per arm")
     p.add_argument("--steps", type=int, help="RL steps per run (default: the recipe's rl.steps)")
     p.add_argument("--out", help="ablation folder (default: the recipe's output_dir + '/ablate')")
-    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {', '.join(ARMS)}")
+    p.add_argument("--spec", help="YAML file of stage-0 variants and arms (default: the built-in arms)")
+    p.add_argument("--arms", help="comma-separated arms to run (default: every arm of the spec)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every process")
     args = p.parse_args(argv)
-    args.arms = list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
-    unknown = [a for a in args.arms if a not in ARMS]
-    if unknown or not args.arms:
-        p.error(f"--arms: unknown {unknown or 'none given'}; choose from {', '.join(ARMS)}")
+    args.stage0, spec_arms = load_spec(args.spec)
+    chosen = list(spec_arms) if args.arms is None else list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
+    unknown = [a for a in chosen if a not in spec_arms]
+    if unknown or not chosen:
+        p.error(f"--arms: unknown {unknown or 'none given'}; choose from {', '.join(spec_arms)}")
+    args.arms = with_controls({a: spec_arms[a] for a in chosen})
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
     if args.steps is not None:
@@ -135,12 +210,6 @@ def child_main(argv: list[str]) -> int:
     return cli_main(argv[1:])
 
 
-def arm_overrides(arm: str, seed: int, data_seed: int, as_is: Path) -> list[str]:
-    mode, window = ARMS[arm]
-    return [f"model.path={as_is}", f"neuralese.mode={mode}", f"neuralese.tbptt_window={window}",
-            f"seed={seed}", f"data_seed={data_seed}"]  # fmt: skip
-
-
 def metrics_rows(run: Path) -> list[dict]:
     return RunLog(run).read_metrics()
 
@@ -151,45 +220,73 @@ def training_done(run: Path, steps: int) -> bool:
     return bool(rows) and rows[-1]["step"] == steps and "reward/mean" not in rows[-1]
 
 
-# ----------------------------------------------------------------------------- stage 0 and baseline
+# ----------------------------------------------------------------------------- stage 0 and switch-on
 
 
-def ensure_as_is(args, cfg: RunConfig, out: Path) -> Path:
-    """The as-is model: the recipe's model.path if it holds one, else stage 0 writes it."""
-    path = Path(cfg.model.path) if cfg.model.path else out / "as-is"
-    if (path / "config.json").is_file():
-        print(f"ablate: stage 0: using {path}", flush=True)
-        return path
-    if cfg.model.tiny is None:
-        sys.exit(f"ablate: {path} holds no model and the recipe has no model.tiny to train one")
-    print(f"ablate: stage 0: training the as-is model into {path}", flush=True)
-    from rl.pretrain import pretrain
-
-    cfg.pretrain.output_dir = str(path)
-    start = time.perf_counter()
-    pretrain(cfg)
-    (out / "stage0.json").write_text(json.dumps({"model": str(path), "wall_s": time.perf_counter() - start}))
-    return path
+def as_is_path(args, cfg: RunConfig, out: Path, variant: str) -> Path:
+    if variant == "default":
+        return Path(cfg.model.path) if cfg.model.path else out / "as-is"
+    return out / f"as-is-{variant}"
 
 
-def as_is_baseline(cfg: RunConfig, as_is: Path, out: Path) -> dict:
-    """Greedy accuracy of the as-is model, plain and with K thought tokens (gate closed: exactly
-    the latent arms at step 0). Cached in OUT/as-is.json."""
+def ensure_as_is(args, out: Path) -> dict[str, Path]:
+    """The as-is model of every stage-0 variant the arms use: trained here unless it exists."""
+    paths = {}
+    for variant in dict.fromkeys(a.stage0 for a in args.arms.values()):
+        cfg = load_config(args.recipe, [*args.set, *args.stage0[variant]])
+        path = as_is_path(args, cfg, out, variant)
+        paths[variant] = path
+        if (path / "config.json").is_file():
+            print(f"ablate: stage 0 ({variant}): using {path}", flush=True)
+            continue
+        if cfg.model.tiny is None:
+            sys.exit(f"ablate: {path} holds no model and the recipe has no model.tiny to train one")
+        print(f"ablate: stage 0 ({variant}): training the as-is model into {path}", flush=True)
+        sets = [*args.set, *args.stage0[variant], f"pretrain.output_dir={path}"]
+        wall, _ = run_child(["pretrain", str(Path(args.recipe).resolve()), *[x for s in sets for x in ("--set", s)]],
+                            out / "logs" / f"stage0-{variant}.log", args.threads)  # fmt: skip
+        record = out / "stage0.json"
+        done = json.loads(record.read_text()) if record.is_file() else {}
+        done[variant] = {"model": str(path), "wall_s": wall, "overrides": args.stage0[variant]}
+        record.write_text(json.dumps(done, indent=2))
+    return paths
+
+
+def as_is_plain(args, as_is: dict[str, Path], out: Path) -> dict[str, dict]:
+    """Greedy accuracy of each as-is model on the plain prompt (no thoughts). Cached in OUT/as-is.json."""
     cache = out / "as-is.json"
-    if cache.is_file() and json.loads(cache.read_text()).get("model") == str(as_is):
-        return json.loads(cache.read_text())
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
     from rl.config import NeuraleseConfig
     from rl.policy import NeuralesePolicy
 
-    result = {"model": str(as_is)}
-    for name, mode in (("plain", "off"), ("thoughts", "latent")):
-        nz = NeuraleseConfig(mode=mode, num_thoughts=cfg.neuralese.num_thoughts)
-        result[name] = evaluate_policy(NeuralesePolicy.from_pretrained(as_is, config=nz), cfg)
-    cache.write_text(json.dumps(result, indent=2))
+    result = {}
+    for variant, path in as_is.items():
+        if known.get(variant, {}).get("model") != str(path):
+            cfg = load_config(args.recipe, args.set)
+            policy = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="off"))
+            known[variant] = {"model": str(path), **evaluate_policy(policy, cfg)}
+        result[variant] = known[variant]
+    cache.write_text(json.dumps(known, indent=2))
     return result
 
 
-def evaluate_policy(policy, cfg: RunConfig) -> dict:
+def switch_on(args, arm: Arm, cfg: RunConfig, out: Path) -> float:
+    """Greedy accuracy of the arm's policy before any RL step (its curriculum's first stage). Cached."""
+    cache = out / "switch_on.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    key = json.dumps([cfg.model.path, arm.sets, args.set])
+    if key not in known:
+        from rl.build import build_policy
+
+        policy = build_policy(cfg, "cpu")
+        if cfg.curriculum.stages > 0:
+            policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * cfg.curriculum.start
+        known[key] = {"arm": arm.name, **evaluate_policy(policy, cfg)}
+        cache.write_text(json.dumps(known, indent=2))
+    return known[key]["accuracy"]
+
+
+def evaluate_policy(policy, cfg: RunConfig, thoughts: str = "own") -> dict:
     """What `neuralese eval` prints, on the problems every run of the ablation is scored on."""
     from envs import make_env
     from rl.evaluate import evaluate
@@ -197,30 +294,34 @@ def evaluate_policy(policy, cfg: RunConfig) -> dict:
     e = cfg.eval
     env = make_env(cfg.env.name, cfg.env.args)
     return evaluate(policy.eval(), env, cfg.env.test_split, e.n, cfg.seed, e.batch_size, e.max_new_tokens,
-                    env_name=cfg.env.name, progress=False)  # fmt: skip
+                    env_name=cfg.env.name, progress=False, thoughts=thoughts)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- one run
 
 
-def run_arm(args, cfg: RunConfig, arm: str, seed: int, as_is: Path, out: Path) -> dict:
+def run_arm(args, arm: Arm, seed: int, as_is: Path, out: Path) -> dict:
     """Train one arm x seed in its own process (or skip a finished one); its numbers and diagnostics."""
-    run = out / "runs" / f"{arm}-s{seed}"
+    run = out / "runs" / f"{arm.name}-s{seed}"
     done_file = run / "ablate.json"
     if done_file.is_file():
         return {**json.loads(done_file.read_text()), "skipped": True}
-    sets = [*args.set, *arm_overrides(arm, seed, cfg.seed, as_is)]
+    base = load_config(args.recipe, args.set)
+    sets = [*args.set, f"model.path={as_is}", *arm.sets, f"seed={seed}", f"data_seed={base.seed}"]
+    cfg = load_config(args.recipe, sets)
+    start = switch_on(args, arm, cfg, out)
     wall, rss = 0.0, None
     if not training_done(run, cfg.rl.steps):
         cli = ["train", str(Path(args.recipe).resolve()), "--out", str(run)]
         cli += [x for s in sets for x in ("--set", s)]
         if (run / "metrics.jsonl").is_file():
             cli.append("--resume")  # cut off earlier: the peak RSS is then the resumed part's
-        wall, rss = run_child(cli, out / "logs" / f"{arm}-s{seed}.log", args.threads)
-    result = {"arm": arm, "seed": seed, "wall_s": wall, "peak_rss_mib": rss, **summarize(metrics_rows(run))}
-    if ARMS[arm][0] == "off":
+        wall, rss = run_child(cli, out / "logs" / f"{arm.name}-s{seed}.log", args.threads)
+    result = {"arm": arm.name, "seed": seed, "wall_s": wall, "peak_rss_mib": rss, "switch_on": start,
+              **summarize(metrics_rows(run))}  # fmt: skip
+    if cfg.neuralese.mode == "off":
         result["latent_grad_norm"] = None  # the trainer logs 0 for it: there is no latent path at all
-    result.update(diagnose(run, load_config(args.recipe, sets)))
+    result.update(diagnose(run, cfg, arm))
     done_file.write_text(json.dumps(result, indent=2))
     return result
 
@@ -253,9 +354,10 @@ def summarize(rows: list[dict]) -> dict:
 # ----------------------------------------------------------------------------- diagnostics
 
 
-def diagnose(run: Path, cfg: RunConfig) -> dict:
-    """What explains the outcome: does the thought matter (accuracy with the gate closed), is it
-    loud next to the token, does it vary along the chain and across prompts, and what it costs."""
+def diagnose(run: Path, cfg: RunConfig, arm: Arm) -> dict:
+    """What explains the outcome: does the thought matter (accuracy with the gate closed, with another
+    prompt's thoughts), is it loud next to the token, does it vary along the chain and across prompts,
+    and what it costs."""
     import torch
 
     from rl.export import load_policy
@@ -263,14 +365,18 @@ def diagnose(run: Path, cfg: RunConfig) -> dict:
     policy = load_policy(run)
     if cfg.neuralese.mode == "off":
         return {"saved_mib": saved_mib(policy, cfg)}
-    gate_logit = policy.adapter.gate_logit
-    kept = gate_logit.detach().clone()
-    with torch.no_grad():
-        gate_logit.zero_()  # tanh(0) = 0: the thought positions stay, their content is gone
-    closed = evaluate_policy(policy, cfg)["accuracy"]
-    with torch.no_grad():
-        gate_logit.copy_(kept)
-    return {"accuracy_gate_closed": closed, **thought_stats(policy, cfg), "saved_mib": saved_mib(policy, cfg)}
+    out = {}
+    if "shuffled" in arm.controls:
+        out["accuracy_shuffled"] = evaluate_policy(policy, cfg, thoughts="shuffled")["accuracy"]
+    if cfg.neuralese.input == "gated_sum":  # a latent_only input has no gate to close
+        gate_logit = policy.adapter.gate_logit
+        kept = gate_logit.detach().clone()
+        with torch.no_grad():
+            gate_logit.zero_()  # tanh(0) = 0: the thought positions stay, their content is gone
+        out["accuracy_gate_closed"] = evaluate_policy(policy, cfg)["accuracy"]
+        with torch.no_grad():
+            gate_logit.copy_(kept)
+    return {**out, **thought_stats(policy, cfg), "saved_mib": saved_mib(policy, cfg)}
 
 
 def thought_stats(policy, cfg: RunConfig) -> dict:
@@ -332,119 +438,6 @@ def saved_mib(policy, cfg: RunConfig) -> float:
     return recompute_memory(policy.train(), ro, cfg.neuralese.tbptt_window) / 2**20
 
 
-# ----------------------------------------------------------------------------- table and plot
-
-
-def mean_std(values: list) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (0 for one value) of the numbers among `values`."""
-    xs = [v for v in values if isinstance(v, (int, float))]
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
-def aggregate(runs: list[dict], baseline: dict) -> dict[str, dict]:
-    """Per arm: mean and std over seeds of every number, and the as-is accuracy it started from."""
-    arms: dict[str, dict] = {}
-    for arm in dict.fromkeys(r["arm"] for r in runs):
-        mine = [r for r in runs if r["arm"] == arm]
-        start = baseline["thoughts" if ARMS[arm][0] == "latent" else "plain"]["accuracy"]
-        row = {"arm": arm, "mode": ARMS[arm][0], "window": ARMS[arm][1], "seeds": len(mine),
-               "as_is_accuracy": start}  # fmt: skip
-        for key in NUMBERS:
-            row[key], row[f"{key}_std"] = mean_std([r.get(key) for r in mine])
-        arms[arm] = row
-    return arms
-
-
-def fmt(value, spec: str = ".3f", std=None) -> str:
-    if value is None:
-        return "—"
-    text = format(value, spec)
-    return text if std is None else f"{text} ± {format(std, spec)}"
-
-
-def write_table(path: Path, cfg: RunConfig, arms: dict[str, dict], baseline: dict, args) -> None:
-    rl, n_seeds = cfg.rl, args.seeds
-    lines = [
-        f"# Ablation: `{args.recipe}` (env `{cfg.env.name}` {cfg.env.args or ''})",
-        "",
-        f"{n_seeds} seed(s) x {rl.steps} RL steps ({rl.algorithm}, {rl.prompts_per_step} prompts x "
-        f"{rl.samples_per_prompt} samples per step, lr {rl.learning_rate:g}, feedback lr "
-        f"{rl.feedback_learning_rate or rl.learning_rate:g}), {cfg.neuralese.num_thoughts} thoughts in latent mode; "
-        f"every arm from `{baseline['model']}`. Accuracy: greedy, on {cfg.eval.n} problems of the "
-        f"`{cfg.env.test_split}` split, mean ± sample std over seeds; Δ: against the as-is model in the arm's "
-        f"own format. s/step: median wall seconds of rollout + reward + update, torch on {args.threads} "
-        "thread(s), one process at a time. Peak RSS: the training process's own high-water mark (`VmHWM`, "
-        "the whole process: Python, torch, data). Saved MiB: bytes autograd saves for one micro-batch's recompute at full length.",
-        "",
-        "| arm | accuracy | Δ vs as-is | positions / answer | s / step | peak RSS MiB | saved MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    k = cfg.neuralese.num_thoughts
-    for name, key in (("as-is, plain prompt", "plain"), (f"as-is, {k} thought tokens", "thoughts")):
-        b = baseline[key]
-        lines.append(f"| {name} | {b['accuracy']:.3f} | | {b['mean_generated_positions']:.1f} | | | |")
-    for a in arms.values():
-        delta = None if a["accuracy"] is None else a["accuracy"] - a["as_is_accuracy"]
-        lines.append(
-            f"| {a['arm']} | {fmt(a['accuracy'], std=a['accuracy_std'])} | {fmt(delta, '+.3f')} | "
-            f"{fmt(a['positions'], '.1f')} | {fmt(a['step_s'], '.2f')} | {fmt(a['peak_rss_mib'], '.0f')} | "
-            f"{fmt(a['saved_mib'], '.1f')} |"
-        )
-    lines += [
-        "",
-        "Diagnostics (final policies, mean over seeds; docs/ablation.md explains them): gate = mean |tanh λ|; "
-        "|g·f|/|e| = gated thought against the token embedding; latent grad = gradient norm on the latent path "
-        "and grad = total gradient norm before clipping (means over the second half of the steps); cos prev = "
-        "cosine of consecutive thoughts; cos across = cosine of the same thought for different prompts; "
-        "gate closed = accuracy of the trained policy with tanh λ set to 0.",
-        "",
-        "| arm | gate | abs(g·f)/abs(e) | latent grad | grad | cos prev | cos across | accuracy, gate closed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for a in arms.values():
-        lines.append(
-            f"| {a['arm']} | {fmt(a['gate'], '.4f')} | {fmt(a.get('thought_to_token'), '.4f')} | "
-            f"{fmt(a['latent_grad_norm'], '.2e')} | {fmt(a['grad_norm'], '.2e')} | {fmt(a.get('cos_consecutive'))} | "
-            f"{fmt(a.get('cos_across_prompts'))} | {fmt(a.get('accuracy_gate_closed'))} |"
-        )
-    path.write_text("\n".join(lines) + "\n")
-
-
-def plot(path: Path, runs: list[dict], arms: dict[str, dict], title: str) -> None:
-    """Greedy evaluation accuracy over steps (mean ± std over seeds, step 0 = as-is) and the
-    training samples' accuracy (moving average over 10 steps), one line per arm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for i, (arm, a) in enumerate(arms.items()):
-        colour = "black" if arm == "token" else f"C{i}"
-        mine = [r for r in runs if r["arm"] == arm]
-        curves = [dict([(0, a["as_is_accuracy"])] + [tuple(p) for p in r["eval_curve"]]) for r in mine]
-        steps = sorted(set.intersection(*(set(c) for c in curves)))
-        ys = np.array([[c[s] for s in steps] for c in curves])  # [seeds, points]
-        ax_eval.plot(steps, ys.mean(0), "o-", color=colour, label=arm, lw=2 if arm == "token" else 1.3, ms=3)
-        ax_eval.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=colour, alpha=0.12)
-        train = np.array([[acc for _, acc in r["train_curve"]] for r in mine])  # [seeds, steps]
-        width = min(10, train.shape[1])
-        smooth = np.convolve(train.mean(0), np.ones(width) / width, mode="valid")
-        ax_train.plot(np.arange(width, train.shape[1] + 1), smooth, color=colour, label=arm)
-    ax_eval.set(title="greedy accuracy, evaluation split", xlabel="RL step", ylabel="accuracy")
-    ax_train.set(title=f"sampled accuracy, training prompts (moving mean of {width})", xlabel="RL step")
-    for ax in (ax_eval, ax_train):
-        ax.grid(alpha=0.3)
-    ax_eval.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------- main
 
 
@@ -456,27 +449,28 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    as_is = ensure_as_is(args, cfg, out)
-    baseline = as_is_baseline(cfg, as_is, out)
-    print(f"ablate: as-is accuracy {baseline['plain']['accuracy']:.3f} plain, "
-          f"{baseline['thoughts']['accuracy']:.3f} with {cfg.neuralese.num_thoughts} thought tokens", flush=True)  # fmt: skip
-    jobs = [(arm, seed) for arm in args.arms for seed in range(cfg.seed, cfg.seed + args.seeds)]
+    as_is = ensure_as_is(args, out)
+    plain = as_is_plain(args, as_is, out)
+    for variant, b in plain.items():
+        print(f"ablate: as-is ({variant}) accuracy {b['accuracy']:.3f} on the plain prompt", flush=True)
+    jobs = [(arm, seed) for arm in args.arms.values() for seed in range(cfg.seed, cfg.seed + args.seeds)]
     runs = []
     for i, (arm, seed) in enumerate(jobs, 1):
-        r = run_arm(args, cfg, arm, seed, as_is, out)
+        r = run_arm(args, arm, seed, as_is[arm.stage0], out)
         runs.append(r)
         how = (
             "done earlier"
             if r.get("skipped")
-            else f"{r['wall_s']:.0f} s, peak RSS {fmt(r['peak_rss_mib'], '.0f')} MiB"
+            else f"{r['wall_s']:.0f} s, peak RSS {r['peak_rss_mib'] or 0:.0f} MiB"
         )
-        print(f"ablate: [{i}/{len(jobs)}] {arm} seed {seed}: accuracy {r['accuracy']:.3f} "
-              f"({r['positions']:.1f} positions), {r['step_s']:.2f} s/step, {how}", flush=True)  # fmt: skip
-    arms = aggregate(runs, baseline)
-    write_table(out / "table.md", cfg, arms, baseline, args)
-    plot(out / "accuracy.png", runs, arms, f"{args.recipe}: {args.seeds} seed(s) x {cfg.rl.steps} steps")
-    results = {"recipe": args.recipe, "overrides": args.set, "threads": args.threads, "as_is": baseline,
-               "arms": arms, "runs": runs}  # fmt: skip
+        print(f"ablate: [{i}/{len(jobs)}] {arm.name} seed {seed}: accuracy {r['accuracy']:.3f} "
+              f"(switch-on {r['switch_on']:.3f}, {r['positions']:.1f} positions), {r['step_s']:.2f} s/step, {how}",
+              flush=True)  # fmt: skip
+    rows = aggregate(runs, args.arms)
+    write_table(out / "table.md", cfg, rows, plain, args)
+    plot(out / "accuracy.png", runs, rows, f"{args.recipe}: {args.seeds} seed(s) x {cfg.rl.steps} steps")
+    results = {"recipe": args.recipe, "spec": args.spec, "overrides": args.set, "threads": args.threads,
+               "as_is": plain, "arms": rows, "runs": runs}  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"ablate: wrote {out / 'table.md'}, {out / 'accuracy.png'}, {out / 'results.json'}", flush=True)
 

@@ -41,7 +41,7 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
     recipe.write_text(RECIPE.format(out=tmp_path / "work"))
     out = tmp_path / "ablation"
     log = ablate(recipe, out)
-    assert "stage 0: training" in log and "[1/2] token seed 0" in log and "[2/2] latent-w2 seed 0" in log
+    assert "stage 0 (default): training" in log and "[1/2] token seed 0" in log and "[2/2] latent-w2 seed 0" in log
 
     table = (out / "table.md").read_text()
     for arm in ("token", "latent-w2"):
@@ -79,7 +79,7 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
 
     # A second call trains nothing and writes the same table.
     again = ablate(recipe, out)
-    assert "stage 0: using" in again and again.count("done earlier") == 2
+    assert "stage 0 (default): using" in again and again.count("done earlier") == 2
     assert (out / "table.md").read_text() == table
 
 
