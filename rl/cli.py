@@ -113,8 +113,11 @@ def cmd_inspect(args) -> None:
     import torch
 
     from rl.export import load_policy
-    from rl.inspector import format_table, inspect_thoughts, plot
+    from rl.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
+    from rl.io import check_output_file
 
+    if args.out:  # before the model loads: a bad picture path must not cost the inspection
+        check_output_file(args.out, "inspect --out", PICTURE_SUFFIXES)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
     ins = inspect_thoughts(policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from rl.errors import ConfigError
+from rl.io import describe_yaml_error, read_yaml
 
 # ----------------------------------------------------------------------------- sections
 
@@ -324,12 +325,7 @@ class RunConfig:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML recipe, apply `key.sub=value` overrides, and return a checked RunConfig."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    try:
-        data = yaml.load(path.read_text(), Loader=StrictLoader) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {describe_yaml_error(e)}") from None
+    data = read_yaml(path, "recipe file", ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     for item in overrides:
@@ -337,39 +333,6 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     cfg = from_dict(RunConfig, data, source=str(path))
     validate(cfg, source=str(path))
     return cfg
-
-
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping.
-
-    PyYAML silently keeps the last of two equal keys, so a recipe with two `rl:` sections
-    would lose the first one without a word.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override on purpose
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (first on line {seen[key].line + 1})",
-                    key_node.start_mark,
-                )  # fmt: skip
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep)
-
-
-def describe_yaml_error(e: yaml.YAMLError) -> str:
-    """A PyYAML error on one line: where, then what (its own text spans several lines)."""
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None)
-    if mark is None or problem is None:
-        return " ".join(str(e).split())
-    context = getattr(e, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}"
-    return f"{where}: {problem}" + (f" ({context})" if context else "")
 
 
 def apply_override(data: dict, item: str, source: str = "--set") -> None:

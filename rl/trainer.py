@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,6 +55,7 @@ from rl.distributed import (
 )
 from rl.errors import ConfigError, TrainingError
 from rl.evaluate import evaluate
+from rl.io import check_output_dir
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
@@ -69,7 +69,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, resume: bool = False):
         self.cfg = cfg
-        self.out = Path(cfg.output_dir)
+        self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")  # before anything is loaded
         # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available() and not deepspeed_requested(),
