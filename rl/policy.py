@@ -31,6 +31,7 @@ from rl.errors import CheckpointError, ConfigError
 from rl.feedback import FeedbackAdapter
 from rl.io import read_json, read_safetensors
 from rl.models import ensure_thought_token, load_model
+from rl.ranges import check_ranges
 
 CONFIG_FILE = "neuralese.json"
 ADAPTER_FILE = "feedback.safetensors"
@@ -232,6 +233,7 @@ def read_feedback_config(meta_file: Path) -> NeuraleseConfig:
         )
     try:
         config = from_dict(NeuraleseConfig, meta["neuralese"], source=str(meta_file), prefix="neuralese.")
+        check_ranges(config, str(meta_file), prefix="neuralese.")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     return config

@@ -28,7 +28,7 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from envs import env_texts, load_split, make_env
-from rl.config import RunConfig
+from rl.config import RunConfig, validate
 from rl.errors import ConfigError
 from rl.io import atomic_dir, check_output_dir, write_json
 from rl.models import load_model
@@ -51,6 +51,7 @@ def sft_dataset(train: datasets.Dataset, tokenizer, thought_tokens_max: int, see
 
 def pretrain(cfg: RunConfig) -> Path:
     """Run stage 0 and return the folder of the as-is model."""
+    validate(cfg)  # a config built in Python gets the recipe's checks
     out = check_output_dir(
         cfg.pretrain.output_dir or cfg.model.path or Path(cfg.output_dir) / "as-is",
         "the as-is model folder (pretrain.output_dir, --out, or model.path)",

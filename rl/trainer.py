@@ -40,7 +40,7 @@ from rewards.combine import compute_rewards
 from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
 from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from rl.config import RunConfig, save_config
+from rl.config import RunConfig, save_config, validate
 from rl.distributed import (
     all_mean,
     all_sum,
@@ -68,8 +68,9 @@ class Trainer:
     """Holds a run's state; `train()` runs the loop."""
 
     def __init__(self, cfg: RunConfig, resume: bool = False):
+        validate(cfg)  # a config built in Python gets the recipe's checks, before anything is loaded
         self.cfg = cfg
-        self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")  # before anything is loaded
+        self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")
         # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available() and not deepspeed_requested(),
