@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -229,17 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_paragraph(message: str) -> str:
+    """A message on one line, even when a library's text spans lines; spaces inside a line are
+    kept, so a value it quotes (a prompt of three spaces) reads as it is."""
+    return re.sub(r"\s*\n\s*", " ", message.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
-        print(f"{e.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"{e.prog}: error: {one_paragraph(str(e))}", file=sys.stderr)
         return 2
     _quiet_libraries()
     try:
         args.fn(args)
     except NeuraleseError as e:
-        message = " ".join(str(e).split())  # one paragraph, even when a library's text spans lines
+        message = one_paragraph(str(e))
         print(f"neuralese {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and cut: not an error
