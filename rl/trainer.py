@@ -56,6 +56,7 @@ from rl.distributed import (
 from rl.errors import ConfigError, TrainingError
 from rl.evaluate import evaluate
 from rl.io import check_output_dir
+from rl.models import check_model_folder
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
@@ -68,9 +69,12 @@ class Trainer:
     """Holds a run's state; `train()` runs the loop."""
 
     def __init__(self, cfg: RunConfig, resume: bool = False):
-        validate(cfg)  # a config built in Python gets the recipe's checks, before anything is loaded
+        # A config built in Python gets the recipe's checks; the run folder and the model folder
+        # are checked too, all before anything is loaded.
+        validate(cfg)
         self.cfg = cfg
         self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")
+        check_model_folder(cfg.model.path, tiny=cfg.model.tiny is not None)
         # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available() and not deepspeed_requested(),
