@@ -50,6 +50,7 @@ from rl.distributed import (
     full_parameters,
     gather,
     local_block,
+    nonfinite_parameters,
     prepare_deepspeed,
     uses_deepspeed,
 )
@@ -299,6 +300,7 @@ class Trainer:
                 self.accelerator, loss_total
             )  # the step's: every process takes the same skip decision
             sums["grad_norm"] = self.optimizer_step(loss_total)
+            self.check_weights()
             sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
             sums["feedback/latent_grad_norm"] = math.sqrt(latent_sq)
         sums["lr"] = self.scheduler.get_last_lr()[0]
@@ -352,7 +354,16 @@ class Trainer:
         max_norm = self.cfg.rl.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
         if math.isfinite(loss_total) and math.isfinite(grad_norm):
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as e:  # torch's words when a step size does not fit the weights' dtype
+                if "without overflow" not in str(e):
+                    raise
+                lrs = ", ".join(f"{g['name']} {g['lr']:g}" for g in self.optimizer.param_groups)
+                raise TrainingError(
+                    f"step {self.state['step'] + 1}: the optimizer cannot apply the update ({e}) at learning "
+                    f"rates {lrs}; the run stops and this step is not checkpointed. Lower rl.learning_rate."
+                ) from None
             self.scheduler.step()
             self.state["nonfinite_in_row"] = 0
             return grad_norm
@@ -366,6 +377,26 @@ class Trainer:
                 "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
             )
         return grad_norm
+
+    def check_weights(self) -> None:
+        """Stop when an update left a weight NaN or infinite. The skip in `optimizer_step` catches a
+        non-finite loss or gradient; this catches a finite gradient the update itself overflowed
+        (a learning rate too large for float32, a diverging step). No update can be taken back, so
+        the run stops before this step is logged or checkpointed: the newest checkpoint stays good."""
+        bad = nonfinite_parameters(self.accelerator, self.optimizer)
+        if not bad:
+            return
+        names = {id(p): n for n, p in self.policy.named_parameters()}
+        if self.value_head is not None:
+            names.update({id(p): f"value_head.{n}" for n, p in self.value_head.named_parameters()})
+        group = bad[0][0]
+        saved = list_checkpoints(self.out)
+        raise TrainingError(
+            f"step {self.state['step'] + 1}: the update left {len(bad)} weight tensors NaN or infinite, first "
+            f"{names.get(id(bad[0][1]), '?')} (optimizer group {group['name']!r}, learning rate {group['lr']:g}). "
+            "The run stops and this step is not checkpointed; the newest checkpoint is "
+            f"{saved[-1] if saved else 'none'}. Lower rl.learning_rate or rl.feedback_learning_rate."
+        )
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
         size = self.cfg.rl.micro_batch_per_device
