@@ -360,9 +360,8 @@ class Trainer:
                 if "without overflow" not in str(e):
                     raise
                 lrs = ", ".join(f"{g['name']} {g['lr']:g}" for g in self.optimizer.param_groups)
-                raise TrainingError(
-                    f"step {self.state['step'] + 1}: the optimizer cannot apply the update ({e}) at learning "
-                    f"rates {lrs}; the run stops and this step is not checkpointed. Lower rl.learning_rate."
+                raise self.stop(
+                    f"the optimizer cannot apply the update ({e}) at learning rates {lrs}"
                 ) from None
             self.scheduler.step()
             self.state["nonfinite_in_row"] = 0
@@ -389,13 +388,18 @@ class Trainer:
         names = {id(p): n for n, p in self.policy.named_parameters()}
         if self.value_head is not None:
             names.update({id(p): f"value_head.{n}" for n, p in self.value_head.named_parameters()})
-        group = bad[0][0]
+        (group, first), count = bad[0], len(bad)
+        raise self.stop(
+            f"the update left {count} weight tensors NaN or infinite, first {names.get(id(first), '?')} "
+            f"(optimizer group {group['name']!r}, learning rate {group['lr']:g})"
+        )
+
+    def stop(self, what: str) -> TrainingError:
+        """The error that ends a run at this step, before anything of the step is logged or saved."""
         saved = list_checkpoints(self.out)
-        raise TrainingError(
-            f"step {self.state['step'] + 1}: the update left {len(bad)} weight tensors NaN or infinite, first "
-            f"{names.get(id(bad[0][1]), '?')} (optimizer group {group['name']!r}, learning rate {group['lr']:g}). "
-            "The run stops and this step is not checkpointed; the newest checkpoint is "
-            f"{saved[-1] if saved else 'none'}. Lower rl.learning_rate or rl.feedback_learning_rate."
+        return TrainingError(
+            f"step {self.state['step'] + 1}: {what}. The run stops and this step is not checkpointed; the "
+            f"newest checkpoint is {saved[-1] if saved else 'none'}. Lower rl.learning_rate or rl.feedback_learning_rate."
         )
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
