@@ -246,7 +246,7 @@ def runs(places, tmp_path_factory) -> dict[str, Path]:
 
 
 def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
-    assert len(CASES) >= 30
+    assert len(CASES) >= 110
     assert (runs["run"] / "checkpoints" / "step-1" / "manifest.json").is_file()  # the base recipe trains
 
 
