@@ -3,7 +3,8 @@
 An environment is what a factory `make(**args)` returns: an object with
 
 - `dataset(split: str, n: int, seed: int) -> datasets.Dataset` with columns `prompt`
-  (text, or a list of chat messages) and `answer`; every other column is passed to the
+  (non-empty text, or a list of chat messages) and `answer` (non-empty text, or a number),
+  checked row by row when a split is loaded; every other column is passed to the
   reward functions by name. An optional `completion` column is the teacher's target for
   stage 0 (`neuralese pretrain`); without it the answer is the target.
 - `reward_funcs`: a list of TRL-contract reward functions
@@ -16,6 +17,7 @@ A recipe names a built-in (`env.name: addition`) or a plug-in factory
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,15 +95,51 @@ def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env
         raise EnvError(
             f"env {name!r}: dataset({split!r}, ...) returned {type(ds).__name__}; expected a datasets.Dataset"
         )
+    if len(ds) == 0:  # before the columns: an empty Dataset built from no rows has none
+        raise EnvError(f"env {name!r}: dataset({split!r}, n={n}) is empty")
     missing = [c for c in ("prompt", "answer") if c not in ds.column_names]
     if missing:
         raise EnvError(
             f"env {name!r}: dataset({split!r}) has columns {ds.column_names}, missing {missing}; "
             "every environment dataset needs 'prompt' and 'answer'"
         )
-    if len(ds) == 0:
-        raise EnvError(f"env {name!r}: dataset({split!r}, n={n}) is empty")
+    for column, check in (("prompt", prompt_problem), ("answer", answer_problem)):
+        for i, value in enumerate(ds[column]):
+            problem = check(value)
+            if problem is not None:
+                raise EnvError(
+                    f"env {name!r}: dataset({split!r}) row {i}, column {column!r}: {problem}, got {_brief(value)}"
+                )
     return ds
+
+
+def prompt_problem(value: Any) -> str | None:
+    """What is wrong with a `prompt` value, or None: a non-blank text, or a non-empty list of
+    chat messages `{"role": str, "content": str}` (an empty prompt leaves nothing to attend to)."""
+    if isinstance(value, str):
+        return None if value.strip() else "expected a non-empty text"
+    if isinstance(value, list) and value:
+        for j, m in enumerate(value):
+            if not (
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            ):
+                return f"message {j} must be a mapping with text 'role' and 'content'"
+        return None
+    return "expected a non-empty text or a non-empty list of chat messages {'role': ..., 'content': ...}"
+
+
+def answer_problem(value: Any) -> str | None:
+    """What is wrong with an `answer` value, or None: a non-blank text or a finite number."""
+    if isinstance(value, str):
+        return None if value.strip() else "expected a non-empty text"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return None
+    return "expected a non-empty text or a finite number"
+
+
+def _brief(value: Any) -> str:
+    shown = repr(value)
+    return f"{shown[:80]}{'...' if len(shown) > 80 else ''} ({type(value).__name__})"
 
 
 def env_texts(ds: datasets.Dataset) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.errors import EnvError
+from rl.io import read_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -43,7 +44,7 @@ def data_path(path: str | Path | None, default: str, env: str, arg: str = "path"
 def read_json_list(path: Path, env: str) -> list[dict[str, Any]]:
     """A JSON file holding a list of objects."""
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(read_text(path, f"data file of env {env!r}", EnvError))
     except json.JSONDecodeError as e:
         raise EnvError(f"env {env!r}: {str(path)!r} is not valid JSON: {e}") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -54,19 +55,19 @@ def read_json_list(path: Path, env: str) -> list[dict[str, Any]]:
 def read_jsonl(path: Path, env: str) -> list[dict[str, Any]]:
     """A JSON-lines file: one object per non-empty line."""
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EnvError(f"env {env!r}: {str(path)!r} line {lineno} is not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise EnvError(
-                    f"env {env!r}: {str(path)!r} line {lineno} is {type(row).__name__}, expected an object"
-                )
-            rows.append(row)
+    text = read_text(path, f"data file of env {env!r}", EnvError)
+    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit in a string
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise EnvError(f"env {env!r}: {str(path)!r} line {lineno} is not valid JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise EnvError(
+                f"env {env!r}: {str(path)!r} line {lineno} is {type(row).__name__}, expected an object"
+            )
+        rows.append(row)
     return rows
 
 

@@ -28,7 +28,6 @@ Nothing here unpickles arbitrary objects: `.pt` files are read with `weights_onl
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
@@ -40,10 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from rl.errors import CheckpointError
-from rl.io import atomic_dir, write_json
+from rl.io import atomic_dir, read_json, read_safetensors, write_json
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
@@ -171,10 +170,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def verify(ckpt: Path) -> None:
     """Raise CheckpointError naming the first file that is missing or does not match the manifest."""
     try:
-        manifest = json.loads((ckpt / MANIFEST).read_text())
+        manifest = read_json(ckpt / MANIFEST, MANIFEST)
         if not isinstance(manifest, dict):
-            raise ValueError(f"expected a JSON object, got {type(manifest).__name__}")
-    except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+            raise CheckpointError(f"expected a JSON object, got {type(manifest).__name__}")
+    except CheckpointError as e:
         raise CheckpointError(
             f"{ckpt}: unreadable {MANIFEST} ({e}); the checkpoint is corrupted. {_fallback(ckpt)}"
         ) from None
@@ -197,12 +196,12 @@ def load_weights(ckpt: Path, policy, value_head: torch.nn.Module | None = None) 
     if hasattr(policy.model, "peft_config"):
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(policy.model, load_file(str(ckpt / "model.safetensors")))
+        set_peft_model_state_dict(policy.model, read_safetensors(ckpt / "model.safetensors", "model weights"))
     else:
-        load_model(policy.model, str(ckpt / "model.safetensors"))
-    policy.adapter.load_state_dict(load_file(str(ckpt / "feedback.safetensors")))
+        load_model(policy.model, str(ckpt / "model.safetensors"))  # verified: its checksum matched
+    policy.adapter.load_state_dict(read_safetensors(ckpt / "feedback.safetensors", "feedback weights"))
     if value_head is not None:
-        value_head.load_state_dict(load_file(str(ckpt / "value_head.safetensors")))
+        value_head.load_state_dict(read_safetensors(ckpt / "value_head.safetensors", "value head weights"))
 
 
 def _fallback(ckpt: Path) -> str:
@@ -245,7 +244,7 @@ def load_checkpoint(
         ) from None
     scheduler.load_state_dict(opt["scheduler"])
     set_rng_state(rng, generator)
-    return json.loads((ckpt / "trainer_state.json").read_text())
+    return read_json(ckpt / "trainer_state.json", "trainer state")
 
 
 def _load_pt(path: Path) -> Any:

@@ -2,13 +2,15 @@
 
     neuralese pretrain RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese train RECIPE.yaml [--set key.sub=value ...] [--out DIR] [--resume]
-    neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T]
+    neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T] [--thoughts shuffled]
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
     neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
-User errors (a bad recipe, a missing folder, a broken plug-in) print one paragraph and
-exit with status 2; anything else is a bug and keeps its traceback.
+User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
+value) print one paragraph and exit with status 2, with nothing written; anything else is a
+bug and keeps its traceback. Every numeric flag has a declared range (rl.ranges); the eval
+flags take theirs, and their defaults, from the `eval` config fields they stand for.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import typing
 from collections.abc import Callable
 
 import yaml
 
-from rl.errors import ConfigError, NeuraleseError
+from rl.errors import ConfigError, NeuraleseError, UsageError
+from rl.ranges import NonNegativeFloat, PositiveInt, flag_type
 
 
 def _quiet_libraries() -> None:
@@ -96,6 +101,7 @@ def cmd_eval(args) -> None:
         temperature=args.temperature,
         env_name=args.env,
         progress=not args.quiet,
+        thoughts=args.thoughts,
     )
     print(json.dumps(result))
 
@@ -113,8 +119,11 @@ def cmd_inspect(args) -> None:
     import torch
 
     from rl.export import load_policy
-    from rl.inspector import format_table, inspect_thoughts, plot
+    from rl.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
+    from rl.io import check_output_file
 
+    if args.out:  # before the model loads: a bad picture path must not cost the inspection
+        check_output_file(args.out, "inspect --out", PICTURE_SUFFIXES)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
     ins = inspect_thoughts(policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
@@ -134,8 +143,35 @@ def cmd_config(args) -> None:
         print(f"{key}: {tp}{shown}\n    {doc}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is a UsageError: one message, like every user error
+    (argparse's own way prints the usage block and exits from inside the parser)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)", self.prog)
+
+
+def number_flag(p: argparse.ArgumentParser, flag: str, tp, default, help: str) -> None:
+    """A numeric flag whose type declares its range as a config field does (rl.ranges)."""
+    kind = flag_type(tp)
+    p.add_argument(
+        flag,
+        type=kind,
+        default=default,
+        help=f"{help} ({kind.base.__name__} {kind.range}; default {default})",
+    )
+
+
+def config_flag(p: argparse.ArgumentParser, flag: str, section: type, name: str, help: str) -> None:
+    """A flag that sets what a config field does: the field's range and default are the flag's."""
+    tp = typing.get_type_hints(section, include_extras=True)[name]
+    number_flag(p, flag, tp, getattr(section(), name), help)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neuralese", description=__doc__.split("\n\n")[0])
+    from rl.config import EvalConfig, RunConfig
+
+    parser = Parser(prog="neuralese", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def recipe_command(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
@@ -161,12 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True, help="built-in env name or plug-in 'file.py:make'")
     p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}'")
     p.add_argument("--split", default="test")
-    p.add_argument("--n", type=int, default=200, help="problems to evaluate")
-    p.add_argument("--samples", type=int, default=0, help="also sample K answers per problem: pass@1, pass@K")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for --samples")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    config_flag(p, "--n", EvalConfig, "n", "problems to evaluate")
+    config_flag(p, "--samples", EvalConfig, "samples", "also sample K answers per problem: pass@1, pass@K")
+    config_flag(p, "--temperature", EvalConfig, "temperature", "sampling temperature for --samples")
+    config_flag(p, "--max-new-tokens", EvalConfig, "max_new_tokens", "most answer tokens per problem")
+    config_flag(p, "--batch-size", EvalConfig, "batch_size", "prompts per generation batch")
+    config_flag(p, "--seed", RunConfig, "seed", "seeds the problems drawn and the sampling")
+    p.add_argument("--thoughts", choices=("own", "shuffled"), default="own",
+                   help="`shuffled`: each greedy answer reads another prompt's thoughts (does the policy use them?)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_eval)
 
@@ -182,10 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="an exported folder, a run folder or RUN/checkpoints/step-N")
     p.add_argument("--prompt", required=True, help="the prompt to answer and inspect")
     p.add_argument("--out", help="also draw the inspection to this PNG")
-    p.add_argument("--top-k", type=int, default=5, help="logit-lens tokens shown per thought")
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--seed", type=int, default=0)
+    number_flag(p, "--top-k", PositiveInt, 5, "logit-lens tokens shown per thought")
+    number_flag(p, "--max-new-tokens", PositiveInt, 16, "most answer tokens")
+    number_flag(p, "--temperature", NonNegativeFloat, 0.0, "sampling temperature, 0 = greedy")
+    config_flag(p, "--seed", RunConfig, "seed", "seeds the sampling")
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("config", help="document every config field, or print a recipe fully resolved")
@@ -195,13 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_paragraph(message: str) -> str:
+    """A message on one line, even when a library's text spans lines; spaces inside a line are
+    kept, so a value it quotes (a prompt of three spaces) reads as it is."""
+    return re.sub(r"\s*\n\s*", " ", message.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"{e.prog}: error: {one_paragraph(str(e))}", file=sys.stderr)
+        return 2
     _quiet_libraries()
     try:
         args.fn(args)
     except NeuraleseError as e:
-        message = " ".join(str(e).split())  # one paragraph, even when a library's text spans lines
+        message = one_paragraph(str(e))
         print(f"neuralese {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and cut: not an error

@@ -1,8 +1,10 @@
 """The typed run configuration and its strict YAML loader.
 
 A recipe is a YAML file that only sets fields of `RunConfig`. Every field has a
-docstring (the string below it); `neuralese config` prints them. Unknown keys and wrong
-types are errors that name the file, the key and the nearest valid key. `--set a.b=v`
+docstring (the string below it); `neuralese config` prints them. Every numeric field declares
+its range in its type (`PositiveFloat`, `Annotated[float, Range(0, 1)]`: rl.ranges), and a
+new numeric field without one fails tests/test_ranges.py. Unknown keys, wrong types and
+numbers out of range are errors that name the file, the key and what was expected. `--set a.b=v`
 overrides use the same checks. The resolved config is written to the run folder, so a
 run can be reproduced from its own `config.yaml`.
 """
@@ -15,11 +17,25 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from rl.errors import ConfigError
+from rl.io import describe_yaml_error, read_yaml
+from rl.ranges import (
+    AnyInt,
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Seed,
+    UnitFloat,
+    check_ranges,
+    range_of,
+)
 
 # ----------------------------------------------------------------------------- sections
 
@@ -30,17 +46,17 @@ class TinyModelConfig:
 
     arch: Literal["llama", "qwen2"] = "llama"
     """Model family; both are plain decoder-only causal LMs in transformers."""
-    hidden_size: int = 128
+    hidden_size: PositiveInt = 128
     """Width of the residual stream."""
-    num_layers: int = 4
+    num_layers: PositiveInt = 4
     """Number of decoder layers."""
-    num_heads: int = 4
+    num_heads: PositiveInt = 4
     """Attention heads (key/value heads are the same number)."""
-    intermediate_size: int = 512
+    intermediate_size: PositiveInt = 512
     """Width of the MLP."""
-    max_positions: int = 256
+    max_positions: PositiveInt = 256
     """Longest sequence the model accepts (prompt, thoughts and answer)."""
-    init_std: float | None = None
+    init_std: PositiveFloat | None = None
     """Std of the initial weights; None uses 1/sqrt(hidden_size). transformers' 0.02 suits widths
     near 2,500: at width 128 it leaves attention almost uniform, and a tiny model then sits on a
     loss plateau for hundreds of steps before it finds which digits to attend to."""
@@ -50,11 +66,11 @@ class TinyModelConfig:
 class LoraSettings:
     """LoRA (peft) for RL. With `r: 0` all weights are trained."""
 
-    r: int = 0
+    r: NonNegativeInt = 0
     """LoRA rank; 0 turns LoRA off and trains every weight."""
-    alpha: int = 16
+    alpha: PositiveInt = 16
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.0
+    dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
     """Dropout on the LoRA input."""
     target_modules: str | list[str] = "all-linear"
     """Modules that get adapters: peft's `all-linear` or a list of module names."""
@@ -92,9 +108,9 @@ class EnvConfig:
     `path/to/file.py:make` or `pkg.module:make`."""
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments passed to the environment factory."""
-    train_size: int = 20000
+    train_size: PositiveInt = 20000
     """Problems drawn from the `train` split for stage 0 and RL."""
-    test_size: int = 500
+    test_size: PositiveInt = 500
     """Problems drawn from the evaluation split."""
     test_split: str = "test"
     """Split used for evaluation."""
@@ -106,7 +122,7 @@ class RewardConfig:
 
     fn: str = "exact_match"
     """A built-in reward (see `rewards/`) or a plug-in `path/to/file.py:fn` / `pkg.module:fn`."""
-    weight: float = 1.0
+    weight: FiniteFloat = 1.0
     """Weight of this reward in the sum."""
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments bound to the function (for example a length target)."""
@@ -119,7 +135,7 @@ class NeuraleseConfig:
     mode: Literal["off", "latent", "hybrid"] = "latent"
     """`off`: the plain LM (token RL). `latent`: `num_thoughts` thought positions after the prompt,
     then the answer. `hybrid`: feedback at every generated position."""
-    num_thoughts: int = 4
+    num_thoughts: NonNegativeInt = 4
     """Latent mode: number of thought positions K between the prompt and the answer."""
     space: Literal["hidden", "embedding", "mix", "pause"] = "hidden"
     """What a thought is (rl.thoughts). `hidden`: the hidden state of `layer`, RMS-matched to the token
@@ -128,7 +144,7 @@ class NeuraleseConfig:
     of thought is written in tokens, a latent thought then starts as a soft version of the token it would
     have written). `mix`: a learned per-dimension mix of the two. `pause`: one learned vector for every
     thought, the same for every input (a control: thought positions without content)."""
-    thought_temperature: float = 1.0
+    thought_temperature: PositiveFloat = 1.0
     """Temperature tau of the embedding-space weights (`embedding`, `mix`): softmax(logits / tau). Small
     tau approaches the greedy token's embedding; with `embedding_weights: gumbel`, a sampled token's."""
     embedding_weights: Literal["softmax", "gumbel", "multiplex"] = "softmax"
@@ -136,11 +152,11 @@ class NeuraleseConfig:
     `gumbel` (Gumbel-softmax soft tokens, SofT-GRPO: the perturbed log-probs are sampled, with their exact
     density in the policy's log-prob); `multiplex` (`multiplex_samples` tokens drawn from the next-token
     distribution, the mean of their embeddings fed; log-prob = the sum of theirs)."""
-    multiplex_samples: int = 4
+    multiplex_samples: PositiveInt = 4
     """Tokens drawn per multiplex thought."""
-    mix_init: float = 0.1
+    mix_init: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.1
     """`space: mix`: the hidden part's share at switch-on (the rest is the embedding part)."""
-    layer: int | Literal["mix"] = -1
+    layer: AnyInt | Literal["mix"] = -1
     """Which hidden state is fed back: an index into transformers' `hidden_states` (-1 is the final
     post-norm state, -2 the output of the layer before the last), or `mix`, a learned softmax
     mixture of all of them."""
@@ -150,12 +166,12 @@ class NeuraleseConfig:
     input: Literal["gated_sum", "latent_only"] = "gated_sum"
     """`gated_sum`: next input = token embedding + tanh(lambda) * feedback (equals the pretrained
     model at switch-on). `latent_only`: the input is the feedback vector alone (Coconut)."""
-    noise_std: float = 0.0
+    noise_std: NonNegativeFloat = 0.0
     """Std of Gaussian exploration noise on the feedback vector at rollout. When > 0 the noise
     log-density joins the policy log-probability. The feedback vector has the RMS of the token
     embeddings (`neuralese inspect` shows it), so pick sigma on that scale: far below it, the
     log-density turns float32 rounding of the hidden states into ratio noise (|eps| / sigma)."""
-    tbptt_window: int | Literal["full"] = 4
+    tbptt_window: NonNegativeInt | Literal["full"] = 4
     """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
     fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT."""
     thought_token: str = "<thought>"
@@ -168,22 +184,22 @@ class PretrainConfig:
 
     output_dir: str | None = None
     """Where the as-is model is saved; defaults to `model.path`."""
-    max_steps: int = 1200
+    max_steps: PositiveInt = 1200
     """Optimizer steps."""
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     """Examples per optimizer step."""
-    learning_rate: float = 1e-3
+    learning_rate: PositiveFloat = 1e-3
     """Peak learning rate."""
     lr_scheduler: str = "cosine"
     """transformers scheduler name (`cosine`, `linear`, `constant`, ...)."""
-    warmup_steps: int = 50
+    warmup_steps: NonNegativeInt = 50
     """Linear warm-up steps."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """AdamW weight decay."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory for a large model, about a third
     more compute (TRL's `SFTConfig` turns it on by default; tiny models do not need it)."""
-    thought_tokens_max: int = 0
+    thought_tokens_max: NonNegativeInt = 0
     """Insert between 0 and this many thought tokens after each prompt (uniformly at random), so
     the as-is model already reads thought positions when latent mode switches on."""
     elided_steps: bool = False
@@ -201,60 +217,60 @@ class RLConfig:
     algorithm: Literal["grpo", "dr_grpo", "rloo", "ppo"] = "grpo"
     """Advantage estimator: group-relative (GRPO), GRPO without std scaling (Dr.GRPO),
     leave-one-out (RLOO), or PPO with a value head and GAE."""
-    steps: int = 100
+    steps: NonNegativeInt = 100
     """RL steps (one rollout batch each)."""
-    prompts_per_step: int = 16
+    prompts_per_step: PositiveInt = 16
     """Distinct prompts per step, over all processes."""
-    samples_per_prompt: int = 8
+    samples_per_prompt: PositiveInt = 8
     """Completions sampled per prompt (the group size G), over all processes."""
-    micro_batch_per_device: int = 32
+    micro_batch_per_device: PositiveInt = 32
     """Sequences per forward/backward on one device; gradients accumulate over micro-batches."""
-    num_iterations: int = 1
+    num_iterations: PositiveInt = 1
     """Updates per rollout batch (mu in the GRPO paper)."""
-    learning_rate: float = 1e-6
+    learning_rate: PositiveFloat = 1e-6
     """Learning rate of the language model (or its LoRA adapters)."""
-    feedback_learning_rate: float | None = None
+    feedback_learning_rate: PositiveFloat | None = None
     """Learning rate of the feedback adapter and gate; None uses `learning_rate`."""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     """Learning-rate schedule over `steps`."""
-    warmup_steps: int = 0
+    warmup_steps: NonNegativeInt = 0
     """Linear warm-up steps."""
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
     """AdamW weight decay."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: NonNegativeFloat = 1.0
     """Clip the global gradient norm to this; 0 disables clipping."""
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Sampling temperature of the rollouts (log-probs are taken at this temperature)."""
-    max_new_tokens: int = 32
+    max_new_tokens: PositiveInt = 32
     """Most answer tokens per sample (thought positions come on top)."""
-    beta: float = 0.0
+    beta: NonNegativeFloat = 0.0
     """KL coefficient to the reference (the model with feedback off, and adapters off with LoRA)."""
     kl_estimator: Literal["k1", "k3"] = "k3"
     """KL estimator: k1 = log-ratio, k3 = exp(-x) - 1 + x (Schulman), as in TRL."""
     kl_ratio_correction: bool = True
     """Weigh the per-token KL by the importance ratio (TRL's `use_bias_correction_kl`, DeepSeek-V3.2)."""
-    epsilon_low: float = 0.2
+    epsilon_low: Annotated[float, Range(0, 1, high_open=True)] = 0.2
     """Lower clip range of the importance ratio."""
-    epsilon_high: float = 0.2
+    epsilon_high: NonNegativeFloat = 0.2
     """Upper clip range of the importance ratio (DAPO raises it, e.g. 0.28)."""
     loss_aggregation: Literal["token", "sequence", "dr_grpo"] = "token"
     """`token`: mean over all loss positions of the batch (DAPO, TRL's default); `sequence`: mean per
     sequence, then over sequences (original GRPO); `dr_grpo`: sum divided by batch x max length."""
     scale_rewards: Literal["group", "batch", "none"] = "group"
     """Divide advantages by the reward std of the group, of the whole batch, or not at all."""
-    gamma: float = 1.0
+    gamma: UnitFloat = 1.0
     """PPO: discount."""
-    gae_lambda: float = 0.95
+    gae_lambda: UnitFloat = 0.95
     """PPO: GAE lambda."""
-    value_clip: float = 0.2
+    value_clip: NonNegativeFloat = 0.2
     """PPO: clip range of the value update."""
-    value_coef: float = 0.5
+    value_coef: NonNegativeFloat = 0.5
     """PPO: weight of the value loss."""
-    value_learning_rate: float | None = None
+    value_learning_rate: PositiveFloat | None = None
     """PPO: learning rate of the value head; None uses `learning_rate`."""
-    max_nonfinite_steps: int = 3
+    max_nonfinite_steps: PositiveInt = 3
     """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
-    reward_timeout_s: float = 60.0
+    reward_timeout_s: PositiveFloat = 60.0
     """A reward call that takes longer than this fails with an error naming the function."""
     rollout_engine: Literal["hf", "vllm"] = "hf"
     """Who samples the answers: `hf`, the policy's own batched KV-cache loop (every mode); or `vllm`
@@ -266,12 +282,12 @@ class RLConfig:
 class VLLMConfig:
     """The vLLM rollout engine, used when `rl.rollout_engine: vllm` (pip install 'neuralese[vllm]')."""
 
-    gpu_memory_utilization: float = 0.3
+    gpu_memory_utilization: Annotated[float, Range(0, 1, low_open=True)] = 0.3
     """Share of the GPU's memory vLLM may take for weights and KV cache; training keeps the rest.
     On a CPU build it is the share of host memory, unless `kv_cache_memory_bytes` is set."""
-    kv_cache_memory_bytes: int | None = None
+    kv_cache_memory_bytes: PositiveInt | None = None
     """A fixed KV-cache size in bytes, instead of sizing it from `gpu_memory_utilization`."""
-    max_model_len: int | None = None
+    max_model_len: PositiveInt | None = None
     """Longest prompt + thoughts + answer vLLM must hold; None takes the model's own limit."""
     enforce_eager: bool = True
     """Run without CUDA graphs: quicker to start, slower per token."""
@@ -284,20 +300,20 @@ class CurriculumConfig:
     latent thoughts where the first s written steps of the environment's chain were; the model writes
     the rest. Latent mode only; 0 stages turns it off."""
 
-    stages: int = 0
+    stages: NonNegativeInt = 0
     """The last stage S (stages run from `start` to S); 0 = no curriculum (`neuralese.num_thoughts` holds)."""
-    thoughts_per_step: int = 1
+    thoughts_per_step: PositiveInt = 1
     """c: thoughts that stand for one written step."""
-    start: int = 1
+    start: NonNegativeInt = 1
     """The stage RL begins at (0 = every step written: token chain-of-thought with feedback on)."""
     advance: Literal["steps", "plateau"] = "steps"
     """When a stage ends: after `steps_per_stage` RL steps, or when the training reward's moving mean has
     not risen by `min_delta` for `patience` steps (at most `steps_per_stage` steps either way)."""
-    steps_per_stage: int = 50
+    steps_per_stage: PositiveInt = 50
     """RL steps per stage (the most a stage lasts with `advance: plateau`)."""
-    patience: int = 20
+    patience: PositiveInt = 20
     """`advance: plateau`: steps without improvement before the next stage."""
-    min_delta: float = 0.01
+    min_delta: NonNegativeFloat = 0.01
     """`advance: plateau`: the rise of the reward's moving mean (over `patience` steps) that counts."""
 
 
@@ -305,15 +321,15 @@ class CurriculumConfig:
 class EvalConfig:
     """`neuralese eval` and the evaluation inside `train`."""
 
-    n: int = 200
+    n: PositiveInt = 200
     """Problems evaluated."""
-    batch_size: int = 64
+    batch_size: PositiveInt = 64
     """Prompts per generation batch."""
-    samples: int = 0
+    samples: NonNegativeInt = 0
     """If > 0, also sample this many completions per problem and report pass@1 and pass@k."""
-    temperature: float = 1.0
+    temperature: PositiveFloat = 1.0
     """Sampling temperature for pass@k."""
-    max_new_tokens: int = 32
+    max_new_tokens: PositiveInt = 32
     """Most answer tokens per problem."""
 
 
@@ -321,15 +337,15 @@ class EvalConfig:
 class LogConfig:
     """What a run writes and how often."""
 
-    every_steps: int = 1
+    every_steps: PositiveInt = 1
     """Write a metrics line every this many steps."""
-    completions_every: int = 10
+    completions_every: PositiveInt = 10
     """Write sample completions to `completions.jsonl` every this many steps."""
-    save_every: int = 50
+    save_every: PositiveInt = 50
     """Write a checkpoint every this many steps (and always at the end)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: PositiveInt = 2
     """Newest complete checkpoints kept; older ones are deleted."""
-    eval_every: int = 0
+    eval_every: NonNegativeInt = 0
     """Greedy accuracy on `eval.n` test problems every this many steps; 0 only at the end."""
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     """accelerate trackers (`tensorboard`, `wandb`); an empty list disables them."""
@@ -339,9 +355,9 @@ class LogConfig:
 class RunConfig:
     """A whole run: stage 0 (`pretrain`), stage 1 (`train`) and evaluation."""
 
-    seed: int = 0
+    seed: Seed = 0
     """Seeds Python, NumPy, torch, data order and sampling."""
-    data_seed: int | None = None
+    data_seed: Seed | None = None
     """RL only: seeds which problems the train and evaluation splits draw and the order prompts come
     in; None uses `seed`. Fixing it while `seed` varies gives runs that see the same prompts and are
     scored on the same problems, differing only in sampling (scripts/ablate.py's seeds)."""
@@ -375,12 +391,7 @@ class RunConfig:
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read a YAML recipe, apply `key.sub=value` overrides, and return a checked RunConfig."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: recipe file not found")
-    try:
-        data = yaml.load(path.read_text(), Loader=StrictLoader) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {describe_yaml_error(e)}") from None
+    data = read_yaml(path, "recipe file", ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     for item in overrides:
@@ -388,39 +399,6 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     cfg = from_dict(RunConfig, data, source=str(path))
     validate(cfg, source=str(path))
     return cfg
-
-
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping.
-
-    PyYAML silently keeps the last of two equal keys, so a recipe with two `rl:` sections
-    would lose the first one without a word.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override on purpose
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (first on line {seen[key].line + 1})",
-                    key_node.start_mark,
-                )  # fmt: skip
-            seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep)
-
-
-def describe_yaml_error(e: yaml.YAMLError) -> str:
-    """A PyYAML error on one line: where, then what (its own text spans several lines)."""
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None)
-    if mark is None or problem is None:
-        return " ".join(str(e).split())
-    context = getattr(e, "context", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}"
-    return f"{where}: {problem}" + (f" ({context})" if context else "")
 
 
 def apply_override(data: dict, item: str, source: str = "--set") -> None:
@@ -473,6 +451,9 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
+        shaped = [o for o in options if _same_shape(o, value)]
+        if len(shaped) == 1:  # a mapping for a section, a list for a list: its own error names the inner key
+            return _coerce(shaped[0], value, source, key)
         for option in options:
             try:
                 return _coerce(option, value, source, key)
@@ -531,6 +512,10 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
 
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is Annotated:  # a declared range: `float > 0`, `int in [0, 4294967295]`
+        rng = range_of(tp)
+        shown = "" if rng is None or rng == Range() else f" {rng}"
+        return _describe(typing.get_args(tp)[0]) + shown
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(t) for t in typing.get_args(tp))
     if origin is Literal:
@@ -542,25 +527,31 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _same_shape(tp: Any, value: Any) -> bool:
+    """A mapping for a section or dict type, a list for a list type."""
+    if isinstance(value, dict):
+        return _is_section(tp) or typing.get_origin(tp) is dict
+    return isinstance(value, list) and typing.get_origin(tp) is list
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)  # a Range is a dataclass instance
+
+
 def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
 def validate(cfg: RunConfig, source: str = "<config>") -> None:
-    """Range checks that types alone cannot express."""
+    """Every declared range (rl.ranges), then the checks that span fields; `load_config` calls it,
+    and so do the trainer and stage 0 for a config built in Python."""
+    check_ranges(cfg, source)
 
     def need(ok: bool, key: str, what: str, value: Any):
         if not ok:
             raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
 
     rl, nz = cfg.rl, cfg.neuralese
-    need(rl.learning_rate > 0, "rl.learning_rate", "> 0", rl.learning_rate)
-    if rl.feedback_learning_rate is not None:
-        need(rl.feedback_learning_rate > 0, "rl.feedback_learning_rate", "> 0", rl.feedback_learning_rate)
-    need(cfg.pretrain.learning_rate > 0, "pretrain.learning_rate", "> 0", cfg.pretrain.learning_rate)
-    need(rl.steps >= 0, "rl.steps", ">= 0", rl.steps)
-    need(rl.prompts_per_step >= 1, "rl.prompts_per_step", ">= 1", rl.prompts_per_step)
-    need(rl.samples_per_prompt >= 1, "rl.samples_per_prompt", ">= 1", rl.samples_per_prompt)
     if rl.algorithm in ("grpo", "dr_grpo", "rloo"):
         need(
             rl.samples_per_prompt >= 2,
@@ -568,76 +559,38 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
             f">= 2 for {rl.algorithm} (group-relative advantages need a group)",
             rl.samples_per_prompt,
         )
-    need(rl.micro_batch_per_device >= 1, "rl.micro_batch_per_device", ">= 1", rl.micro_batch_per_device)
-    need(rl.num_iterations >= 1, "rl.num_iterations", ">= 1", rl.num_iterations)
-    need(rl.temperature > 0, "rl.temperature", "> 0 (sampling needs a temperature)", rl.temperature)
-    need(rl.max_new_tokens >= 1, "rl.max_new_tokens", ">= 1", rl.max_new_tokens)
-    need(rl.beta >= 0, "rl.beta", ">= 0", rl.beta)
-    need(0 <= rl.epsilon_low < 1, "rl.epsilon_low", "in [0, 1)", rl.epsilon_low)
-    need(rl.epsilon_high >= 0, "rl.epsilon_high", ">= 0", rl.epsilon_high)
-    need(rl.max_grad_norm >= 0, "rl.max_grad_norm", ">= 0", rl.max_grad_norm)
-    need(0 <= rl.gamma <= 1, "rl.gamma", "in [0, 1]", rl.gamma)
-    need(0 <= rl.gae_lambda <= 1, "rl.gae_lambda", "in [0, 1]", rl.gae_lambda)
-    need(rl.max_nonfinite_steps >= 1, "rl.max_nonfinite_steps", ">= 1", rl.max_nonfinite_steps)
-    need(rl.reward_timeout_s > 0, "rl.reward_timeout_s", "> 0", rl.reward_timeout_s)
     if rl.rollout_engine == "vllm":
         need(nz.mode != "hybrid", "rl.rollout_engine",
              "'hf' in hybrid mode (feedback at every written token is beyond vLLM's decoding)", "vllm")  # fmt: skip
-    need(0 < cfg.vllm.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", "in (0, 1]",
-         cfg.vllm.gpu_memory_utilization)  # fmt: skip
-    need(nz.num_thoughts >= 0, "neuralese.num_thoughts", ">= 0", nz.num_thoughts)
-    need(nz.noise_std >= 0, "neuralese.noise_std", ">= 0", nz.noise_std)
-    need(nz.thought_temperature > 0, "neuralese.thought_temperature", "> 0", nz.thought_temperature)
-    need(nz.multiplex_samples >= 1, "neuralese.multiplex_samples", ">= 1", nz.multiplex_samples)
-    need(0 < nz.mix_init < 1, "neuralese.mix_init", "in (0, 1)", nz.mix_init)
     if nz.embedding_weights != "softmax":
         need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
              f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
              nz.embedding_weights)  # fmt: skip
         need(nz.noise_std == 0, "neuralese.noise_std",
              f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)", nz.noise_std)  # fmt: skip
-    if nz.mode == "latent" and cfg.curriculum.stages == 0:
+    cur = cfg.curriculum
+    if nz.mode == "latent" and cur.stages == 0:
         need(nz.num_thoughts >= 1, "neuralese.num_thoughts", ">= 1 in latent mode", nz.num_thoughts)
-    if isinstance(nz.tbptt_window, int):
-        need(nz.tbptt_window >= 0, "neuralese.tbptt_window", ">= 0 or 'full'", nz.tbptt_window)
-        if nz.mode == "latent" and cfg.curriculum.stages == 0:
-            need(
-                nz.tbptt_window <= nz.num_thoughts,
-                "neuralese.tbptt_window",
-                f"<= neuralese.num_thoughts ({nz.num_thoughts}) in latent mode, or 'full'",
-                nz.tbptt_window,
-            )
+    if isinstance(nz.tbptt_window, int) and nz.mode == "latent" and cur.stages == 0:
+        need(
+            nz.tbptt_window <= nz.num_thoughts,
+            "neuralese.tbptt_window",
+            f"<= neuralese.num_thoughts ({nz.num_thoughts}) in latent mode, or 'full'",
+            nz.tbptt_window,
+        )
     if isinstance(nz.layer, int):
         need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
-    need(cfg.pretrain.max_steps >= 1, "pretrain.max_steps", ">= 1", cfg.pretrain.max_steps)
-    need(cfg.pretrain.batch_size >= 1, "pretrain.batch_size", ">= 1", cfg.pretrain.batch_size)
-    need(
-        cfg.pretrain.thought_tokens_max >= 0,
-        "pretrain.thought_tokens_max",
-        ">= 0",
-        cfg.pretrain.thought_tokens_max,
-    )
-    cur = cfg.curriculum
-    need(cur.stages >= 0, "curriculum.stages", ">= 0", cur.stages)
-    need(cur.thoughts_per_step >= 1, "curriculum.thoughts_per_step", ">= 1", cur.thoughts_per_step)
-    need(cur.steps_per_stage >= 1, "curriculum.steps_per_stage", ">= 1", cur.steps_per_stage)
-    need(cur.patience >= 1, "curriculum.patience", ">= 1", cur.patience)
-    need(cur.min_delta >= 0, "curriculum.min_delta", ">= 0", cur.min_delta)
     if cur.stages > 0:
         need(nz.mode == "latent", "curriculum.stages", "0 unless neuralese.mode is 'latent'", cur.stages)
-        need(0 <= cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
+        need(cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
              cur.start)  # fmt: skip
     if cfg.pretrain.elided_steps:
         need(cur.stages > 0, "pretrain.elided_steps", "false unless curriculum.stages > 0 (the formats it trains)",
              True)  # fmt: skip
-    need(cfg.model.lora.r >= 0, "model.lora.r", ">= 0", cfg.model.lora.r)
-    need(cfg.env.train_size >= 1, "env.train_size", ">= 1", cfg.env.train_size)
-    need(cfg.env.test_size >= 1, "env.test_size", ">= 1", cfg.env.test_size)
-    need(cfg.eval.n >= 1, "eval.n", ">= 1", cfg.eval.n)
-    need(cfg.eval.samples >= 0, "eval.samples", ">= 0", cfg.eval.samples)
-    need(cfg.log.every_steps >= 1, "log.every_steps", ">= 1", cfg.log.every_steps)
-    need(cfg.log.save_every >= 1, "log.save_every", ">= 1", cfg.log.save_every)
-    need(cfg.log.keep_checkpoints >= 1, "log.keep_checkpoints", ">= 1", cfg.log.keep_checkpoints)
+    tiny = cfg.model.tiny
+    if tiny is not None:  # transformers would only fail on it once stage 0 has built the model
+        need(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.num_heads",
+             f"a divisor of model.tiny.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 
@@ -665,10 +618,10 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
         if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
             docs[a.target.id] = " ".join(str(b.value.value).split())
     rows = []
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        sub = next((t for t in (tp, *typing.get_args(tp)) if dataclasses.is_dataclass(t)), None)
+        sub = next((t for t in (tp, *typing.get_args(tp)) if _is_section(t)), None)
         if sub is not None and typing.get_origin(tp) is not list:
             rows.append((f"{prefix}{f.name}", sub.__name__, None, docs.get(f.name, "")))
             rows.extend(describe_fields(sub, f"{prefix}{f.name}."))

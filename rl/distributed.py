@@ -82,6 +82,17 @@ def all_sum(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
     return accelerator.reduce(x, reduction="sum") if accelerator.num_processes > 1 else x
 
 
+def nonfinite_parameters(
+    accelerator: Accelerator, optimizer: torch.optim.Optimizer
+) -> list[tuple[dict, torch.nn.Parameter]]:
+    """(param group, parameter) of every trained weight that is NaN or infinite on any process, in
+    one device sync. Under ZeRO-3 a parameter holds a placeholder; this process's shard is `ds_tensor`."""
+    named = [(g, p) for g in optimizer.param_groups for p in g["params"]]
+    finite = torch.stack([torch.isfinite(getattr(p, "ds_tensor", p)).all() for _, p in named])  # [P]
+    bad = all_sum(accelerator, (~finite).to(torch.int32)).tolist()  # every process stops alike
+    return [item for item, b in zip(named, bad) if b]
+
+
 def all_mean(accelerator: Accelerator, value: float) -> float:
     """Mean of a number over processes."""
     if accelerator.num_processes == 1:

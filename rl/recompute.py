@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from rl.models import CACHE
 from rl.policy import NeuralesePolicy
 from rl.rollout import Rollout
 from rl.segments import SegmentCache, causal_mask_4d, segment_attention_on, supports_segments
@@ -139,7 +140,7 @@ def recompute_logprobs(
 
     out0 = policy.model(
         inputs_embeds=x0[:, :end1], attention_mask=mask[:, :end1], position_ids=pos[:, :end1],
-        use_cache=bool(blocks), past_key_values=DynamicCache(config=policy.model.config) if blocks else None,
+        use_cache=bool(blocks), **{CACHE: DynamicCache(config=policy.model.config) if blocks else None},
         output_hidden_states=fb_on or need_hidden, logits_to_keep=const_idx, return_dict=True,
     )  # fmt: skip
     live_fb = torch.zeros_like(fb)
@@ -151,7 +152,7 @@ def recompute_logprobs(
     thought_logprobs = torch.zeros(bsz, length, dtype=torch.float64, device=embeds.device)
 
     for s, e in blocks:
-        with _live_cache(policy, out0.past_key_values, s, mask) as (cache, mask_for):
+        with _live_cache(policy, getattr(out0, CACHE), s, mask) as (cache, mask_for):
             src, block_logits = sources(s - 1), []
             for t in range(s, e):
                 draw = ro.draw[:, t]

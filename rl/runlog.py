@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rl.errors import CheckpointError
+from rl.io import read_text
 
 REPORT_PANELS = [
     ("reward", ["reward/mean"]),
@@ -43,7 +44,7 @@ class RunLog:
         for path in (self.metrics_path, self.completions_path):
             if not path.is_file():
                 continue
-            lines = path.read_text().split("\n")[:-1]  # the part after the last newline is cut off
+            lines = read_text(path, "run log").split("\n")[:-1]  # the part after the last newline is cut off
             keep, seen = [], set()
             for i, ln in enumerate(lines):
                 if not ln.strip():

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,7 +41,7 @@ from rewards.combine import compute_rewards
 from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
 from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from rl.config import RunConfig, save_config
+from rl.config import RunConfig, save_config, validate
 from rl.curriculum import Curriculum
 from rl.distributed import (
     all_mean,
@@ -53,11 +52,14 @@ from rl.distributed import (
     full_parameters,
     gather,
     local_block,
+    nonfinite_parameters,
     prepare_deepspeed,
     uses_deepspeed,
 )
 from rl.errors import ConfigError, TrainingError
 from rl.evaluate import evaluate
+from rl.io import check_output_dir
+from rl.models import check_model_folder
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
@@ -70,8 +72,12 @@ class Trainer:
     """Holds a run's state; `train()` runs the loop."""
 
     def __init__(self, cfg: RunConfig, resume: bool = False):
+        # A config built in Python gets the recipe's checks; the run folder and the model folder
+        # are checked too, all before anything is loaded.
+        validate(cfg)
         self.cfg = cfg
-        self.out = Path(cfg.output_dir)
+        self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")
+        check_model_folder(cfg.model.path, tiny=cfg.model.tiny is not None)
         # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available() and not deepspeed_requested(),
@@ -314,6 +320,7 @@ class Trainer:
                 self.accelerator, loss_total
             )  # the step's: every process takes the same skip decision
             sums["grad_norm"] = self.optimizer_step(loss_total)
+            self.check_weights()
             sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
             sums["feedback/latent_grad_norm"] = math.sqrt(latent_sq)
         sums["lr"] = self.scheduler.get_last_lr()[0]
@@ -367,7 +374,15 @@ class Trainer:
         max_norm = self.cfg.rl.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
         if math.isfinite(loss_total) and math.isfinite(grad_norm):
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as e:  # torch's words when a step size does not fit the weights' dtype
+                if "without overflow" not in str(e):
+                    raise
+                lrs = ", ".join(f"{g['name']} {g['lr']:g}" for g in self.optimizer.param_groups)
+                raise self.stop(
+                    f"the optimizer cannot apply the update ({e}) at learning rates {lrs}"
+                ) from None
             self.scheduler.step()
             self.state["nonfinite_in_row"] = 0
             return grad_norm
@@ -381,6 +396,31 @@ class Trainer:
                 "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
             )
         return grad_norm
+
+    def check_weights(self) -> None:
+        """Stop when an update left a weight NaN or infinite. The skip in `optimizer_step` catches a
+        non-finite loss or gradient; this catches a finite gradient the update itself overflowed
+        (a learning rate too large for float32, a diverging step). No update can be taken back, so
+        the run stops before this step is logged or checkpointed: the newest checkpoint stays good."""
+        bad = nonfinite_parameters(self.accelerator, self.optimizer)
+        if not bad:
+            return
+        names = {id(p): n for n, p in self.policy.named_parameters()}
+        if self.value_head is not None:
+            names.update({id(p): f"value_head.{n}" for n, p in self.value_head.named_parameters()})
+        (group, first), count = bad[0], len(bad)
+        raise self.stop(
+            f"the update left {count} weight tensors NaN or infinite, first {names.get(id(first), '?')} "
+            f"(optimizer group {group['name']!r}, learning rate {group['lr']:g})"
+        )
+
+    def stop(self, what: str) -> TrainingError:
+        """The error that ends a run at this step, before anything of the step is logged or saved."""
+        saved = list_checkpoints(self.out)
+        return TrainingError(
+            f"step {self.state['step'] + 1}: {what}. The run stops and this step is not checkpointed; the "
+            f"newest checkpoint is {saved[-1] if saved else 'none'}. Lower rl.learning_rate or rl.feedback_learning_rate."
+        )
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
         size = self.cfg.rl.micro_batch_per_device

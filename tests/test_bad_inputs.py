@@ -7,11 +7,16 @@ A case file is a recipe overlay (merged into `base.yaml`) with a header of `# ke
     # expect: the message fragment stderr must contain (placeholders allowed)
     # args:   the command line (default: train @RECIPE@ --out @OUT@)
     # out:    what the output folder holds before: `results` (user files, the default), `run`
-    #         (a finished run) or `corrupted` (a finished run with a byte flipped in a checkpoint)
+    #         (a finished run), `corrupted` (a finished run with a byte flipped in a checkpoint)
+    #         or `bad_config` (a finished run whose config.yaml is not YAML)
     # raw     the body is the whole recipe, not an overlay (for malformed YAML)
+    # encoding: the recipe file's encoding (default utf-8; latin-1 makes a file that is not UTF-8)
 
-Placeholders: @MODEL@ (a tiny real model), @MODELS@ (broken model folders), @PLUGINS@,
-@MISSING@ (a folder that does not exist), @RECIPE@, @OUT@.
+Placeholders: @MODEL@ (a tiny real model), @MODELS@ (broken model and exported folders, and
+data files), @PLUGINS@, @MISSING@ (a folder that does not exist), @RECIPE@, @OUT@.
+
+Nothing may change: the sha256 of every file in the case's folder (recipe and output folder) and
+in @MODELS@ is the same before and after, and no run files appear.
 
 The default suite calls `rl.cli.main` in this process (file-descriptor-level capture, so
 library output counts too); `-m slow` runs every case as a separate `python -m rl.cli`.
@@ -19,6 +24,7 @@ library output counts too); `-m slow` runs every case as a separate `python -m r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -67,8 +73,13 @@ def substitute(text: str, places: dict[str, Path]) -> str:
     return text
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def prepare(case: dict, tmp: Path, places: dict[str, Path], runs: dict[str, Path]) -> tuple[list[str], Path]:
@@ -88,7 +99,7 @@ def prepare(case: dict, tmp: Path, places: dict[str, Path], runs: dict[str, Path
     else:
         base = yaml.safe_load(substitute((CORPUS / "base.yaml").read_text(), places))
         text = yaml.safe_dump(merge(base, yaml.safe_load(body) or {}), sort_keys=False)
-    (tmp / "recipe.yaml").write_text(text)
+    (tmp / "recipe.yaml").write_bytes(text.encode(case.get("encoding", "utf-8")))
     return shlex.split(substitute(case.get("args", DEFAULT_ARGS), places)), out
 
 
@@ -102,12 +113,17 @@ def check(case: dict, argv: list[str], rc: int, stderr: str, places: dict[str, P
     assert expected in lines[0], f"\nexpected: {expected}\nmessage:  {lines[0]}"
 
 
-def check_folder(before: dict[str, bytes], out: Path) -> None:
-    after = snapshot(out)
-    changed = [name for name, data in before.items() if after.get(name) != data]
+def check_folder(before: dict[str, str], folder: Path) -> None:
+    """Every file that was there is there, byte for byte; no run log or checkpoint appeared."""
+    after = snapshot(folder)
+    changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"existing files changed or removed: {changed}"
-    new = sorted(set(after) - set(before))
-    assert not [n for n in new if n == "metrics.jsonl" or n.startswith("checkpoints")], new
+    new = [Path(n) for n in sorted(set(after) - set(before))]
+    assert not [n for n in new if n.name == "metrics.jsonl" or "checkpoints" in n.parts], new
+
+
+def check_inputs(before: dict[str, str], places: dict[str, Path]) -> None:
+    assert snapshot(places["MODELS"]) == before, "a model, exported folder or data file was modified"
 
 
 def tokenizer_without_thought_token(texts: list[str]):
@@ -171,7 +187,33 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     tok = tokenizer_without_thought_token(texts + [" " + t for t in texts])
     save_tiny(build_tiny_model(tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)),
               tok, root / "no_thought")  # fmt: skip
+    shutil.copytree(tiny_dir, root / "bad_tokenizer")
+    tokenizer_file = root / "bad_tokenizer" / "tokenizer.json"
+    tokenizer_file.write_bytes(tokenizer_file.read_bytes()[:500])
+    make_exported_folders(tiny_dir, root)
+    (root / "latin1.jsonl").write_bytes(
+        '{"question": "Caf\xe9 1+1?", "answer": "#### 2"}\n'.encode("latin-1")
+    )
     return root
+
+
+def make_exported_folders(tiny_dir: Path, root: Path) -> None:
+    """An exported latent policy (`exported`), and copies of it broken one way each."""
+    from rl.config import NeuraleseConfig
+    from rl.policy import ADAPTER_FILE, CONFIG_FILE, NeuralesePolicy
+
+    policy = NeuralesePolicy.from_pretrained(tiny_dir, config=NeuraleseConfig(mode="latent", num_thoughts=2))
+    policy.save_pretrained(root / "exported")
+    for name in ("damaged_feedback", "meta_mismatch", "meta_not_json", "meta_bad_mode"):
+        shutil.copytree(root / "exported", root / f"exported_{name}")
+    adapter = root / "exported_damaged_feedback" / ADAPTER_FILE
+    adapter.write_bytes(adapter.read_bytes()[:200])
+    meta = json.loads((root / "exported" / CONFIG_FILE).read_text())
+    meta["neuralese"]["projection"] = "mlp"  # the weights beside it are a linear projection's
+    (root / "exported_meta_mismatch" / CONFIG_FILE).write_text(json.dumps(meta))
+    (root / "exported_meta_not_json" / CONFIG_FILE).write_text('{"neuralese": {"mode": "latent",')
+    meta["neuralese"]["mode"] = "lateral"
+    (root / "exported_meta_bad_mode" / CONFIG_FILE).write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="session")
@@ -198,11 +240,13 @@ def runs(places, tmp_path_factory) -> dict[str, Path]:
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
-    return {"run": root / "run", "corrupted": root / "corrupted"}
+    shutil.copytree(root / "run", root / "bad_config")
+    (root / "bad_config" / "config.yaml").write_text("model: {path: [unclosed\n")
+    return {"run": root / "run", "corrupted": root / "corrupted", "bad_config": root / "bad_config"}
 
 
 def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
-    assert len(CASES) >= 30
+    assert len(CASES) >= 110
     assert (runs["run"] / "checkpoints" / "step-1" / "manifest.json").is_file()  # the base recipe trains
 
 
@@ -212,11 +256,12 @@ def test_bad_input_in_process(path, places, runs, tmp_path, capfd):
 
     case = parse_case(path)
     argv, out = prepare(case, tmp_path, places, runs)
-    before = snapshot(out)
+    before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
     capfd.readouterr()
     rc = main(argv)  # anything but a NeuraleseError propagates: a traceback fails the test
-    check(case, argv, rc, capfd.readouterr().err, places)
-    check_folder(before, out)
+    check(case, argv, rc, capfd.readouterr().err, {**places, "RECIPE": tmp_path / "recipe.yaml", "OUT": out})
+    check_folder(before, tmp_path)
+    check_inputs(inputs, places)
 
 
 @pytest.mark.slow
@@ -234,11 +279,14 @@ def test_bad_input_subprocess_sample(name, places, runs, tmp_path):
 def run_cli_case(path: Path, places, runs, tmp_path: Path) -> None:
     case = parse_case(path)
     argv, out = prepare(case, tmp_path, places, runs)
-    before = snapshot(out)
+    before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "rl.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
         timeout=300,
     )  # fmt: skip
-    check(case, argv, proc.returncode, proc.stderr, places)
-    check_folder(before, out)
+    check(
+        case, argv, proc.returncode, proc.stderr, {**places, "RECIPE": tmp_path / "recipe.yaml", "OUT": out}
+    )
+    check_folder(before, tmp_path)
+    check_inputs(inputs, places)

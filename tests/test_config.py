@@ -119,3 +119,12 @@ def test_yaml_off_is_the_mode_off(tmp_path):
     assert load_config(write(tmp_path, "rl: {}\n"), ["neuralese.mode=off"]).neuralese.mode == "off"
     with pytest.raises(ConfigError, match="key 'rl.algorithm' expects one of"):
         load_config(write(tmp_path, "rl:\n  algorithm: off\n"))
+
+
+def test_neuralese_config_shows_each_range():
+    shown = {key: tp for key, tp, _, _ in describe_fields()}
+    assert shown["rl.learning_rate"] == "float > 0"
+    assert shown["rl.feedback_learning_rate"] == "float > 0 or null"
+    assert shown["neuralese.tbptt_window"] == "int >= 0 or 'full'"
+    assert shown["vllm.gpu_memory_utilization"] == "float in (0, 1]"
+    assert shown["rewards"] == "a list of RewardConfig or null"  # a section lists its own fields

@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from rl.errors import ConfigError
+from rl.checkpoint import list_checkpoints
+from rl.errors import ConfigError, TrainingError
 from rl.trainer import Trainer
 from runs import run_config
 
@@ -136,3 +137,44 @@ def test_existing_run_folder_is_not_overwritten(tiny_dir, tmp_path):
     with pytest.raises(ConfigError, match="already holds a run"):
         Trainer(run_config(tiny_dir, tmp_path / "run", steps=1))
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+# ----------------------------------------------------------------------------- non-finite weights
+
+
+def infinite_learning_rate(trainer: Trainer) -> None:
+    """Every optimizer group at an infinite learning rate, as a broken schedule would set it (the
+    config itself refuses `rl.learning_rate: .inf`): AdamW then really writes NaN into the weights
+    (its weight decay multiplies by 1 - inf * 0)."""
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = float("inf")
+
+
+def test_an_infinite_learning_rate_stops_the_run_at_its_first_step_unsaved(tiny_dir, tmp_path):
+    trainer = Trainer(run_config(tiny_dir, tmp_path / "run", steps=2, log={"save_every": 1}))
+    infinite_learning_rate(trainer)
+    with pytest.raises(
+        TrainingError, match=r"step 1: the update left \d+ weight tensors NaN or infinite"
+    ) as e:
+        trainer.train()
+    assert "the newest checkpoint is none" in str(e.value)
+    assert not any(p.isfinite().all() for p in trainer.policy.model.parameters())  # the outcome is real
+    assert list_checkpoints(tmp_path / "run") == []
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_step_that_leaves_weights_non_finite_keeps_the_last_good_checkpoint_newest(tiny_dir, tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(run_config(tiny_dir, out, steps=3, log={"save_every": 1}))
+    trainer.train(stop_after=1)
+    good = {k: v.clone() for k, v in trainer.policy.model.state_dict().items()}
+    infinite_learning_rate(trainer)
+    with pytest.raises(TrainingError, match="step 2: the update left") as e:
+        trainer.train()
+    assert f"the newest checkpoint is {out / 'checkpoints' / 'step-1'}" in str(e.value)
+    assert list_checkpoints(out) == [out / "checkpoints" / "step-1"]
+    assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    resumed = Trainer(run_config(tiny_dir, out, steps=3, log={"save_every": 1}), resume=True)
+    assert resumed.state["step"] == 1
+    for name, value in resumed.policy.model.state_dict().items():
+        assert torch.equal(value, good[name]), name  # the newest checkpoint holds the last good weights

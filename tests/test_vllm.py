@@ -35,6 +35,12 @@ pytestmark = pytest.mark.vllm
 # over 16 batches of 64 samples x 8 tokens (modes latent and off, temperatures 1.0 and 0.7, 4 seeds):
 # max 7.7e-5, mean 1.7e-6. The bound leaves 2.6x headroom over that worst case.
 LOGPROB_TOL = 2e-4
+# The old log-probs of the first update come from a window-0 pass (with_policy_logprobs), the new
+# ones from the windowed recompute: two float32 computations of the same values, which the
+# consistency contract holds within 1e-5 per token on any thread count (tests/test_policy.py). Each
+# ratio exp(new - old) is then within about 1e-5 of 1, so is their mean, and metrics.jsonl rounds it
+# to 6 decimals (up to 5e-7 more). A bound at the rounding itself (1e-6) failed on 2 threads.
+FIRST_RATIO_TOL = 1e-5 + 5e-7
 ENV = make_env("addition", {"digits": 3})
 
 
@@ -144,7 +150,9 @@ def test_trainer_trains_with_vllm_rollouts(model_dir, tmp_path):
     trainer.train(stop_after=2)  # the engine stays up: a finished run shuts it down
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(0 <= r["rollout/vllm_logprob_gap_max"] < LOGPROB_TOL for r in rows[:2])
-    assert rows[0]["ratio/mean"] == pytest.approx(1.0, abs=1e-6)  # old log-probs are the policy's own
+    assert rows[0]["ratio/mean"] == pytest.approx(
+        1.0, abs=FIRST_RATIO_TOL
+    )  # old log-probs are the policy's own
     # The engine holds the trained weights: its greedy answers are the trained policy's.
     ids, mask = trainer.policy.encode(prompts())
     hf = generate_rollout(trainer.policy, ids, mask, 6, 0.0)

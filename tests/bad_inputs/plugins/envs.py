@@ -43,3 +43,15 @@ def make_dataset_raises(**args):
 
 
 NOT_CALLABLE = 3
+
+
+def make_bad_row(prompt="1+1=", answer="2", at=0, **args):
+    """Good rows, then at row `at` the `prompt` and `answer` given (env.args), on every split."""
+    prompts = ["1+1=", "2+2=", "3+3="][:at] + [prompt]
+    answers = ["2", "4", "6"][:at] + [answer]
+    return _Env(datasets.Dataset.from_dict({"prompt": prompts, "answer": answers}))
+
+
+def make_from_no_rows(**args):
+    """A Dataset built from an empty list of rows, as a filter that matched nothing gives: it has no columns."""
+    return _Env(datasets.Dataset.from_list([]))
