@@ -1,7 +1,8 @@
 """Pointer chasing: follow a listed permutation for k hops. A task whose serial depth is k.
 
-The prompt lists a random permutation of `nodes` single-digit nodes as edges, in a random
-order, then asks for the node `hops` hops from a start node:
+The prompt lists a random cyclic permutation of `nodes` single-digit nodes (one cycle
+through all of them) as edges, in a random order, then asks for the node `hops` hops from a
+start node:
 
     prompt  "35,52,24,41,17,76,60,03|4:3"     edges 3->5, 5->2, ...; 4 hops from 3
     answer  "1"                              3 -> 5 -> 2 -> 4 -> 1
@@ -65,15 +66,24 @@ class Chase:
         if not 2 <= self.nodes <= 10:
             raise ValueError(f"nodes must be from 2 to 10 (single digits), got {self.nodes!r}")
         low = self.hops if self.min_hops is None else self.min_hops
-        if not 1 <= low <= self.hops <= 9:
-            raise ValueError(f"need 1 <= min_hops <= hops <= 9, got min_hops={self.min_hops!r}, hops={self.hops!r}")
+        if not 1 <= low <= self.hops < self.nodes:
+            raise ValueError(
+                f"need 1 <= min_hops <= hops < nodes, got min_hops={self.min_hops!r}, hops={self.hops!r}, "
+                f"nodes={self.nodes!r}"
+            )
         self.min_hops = low
         if self.chain not in ("nodes", "edges"):
             raise ValueError(f"chain must be 'nodes' or 'edges', got {self.chain!r}")
 
     def problem(self, rng: random.Random) -> dict[str, Any]:
-        perm = list(range(self.nodes))
-        rng.shuffle(perm)
+        # One cycle through every node: a chain of up to nodes - 1 hops never comes back to its start,
+        # so no answer can be guessed from the start node (with random cycles, 4 hops end where they
+        # began for 3 in 8 starts).
+        order = list(range(self.nodes))
+        rng.shuffle(order)
+        perm = [0] * self.nodes
+        for a, b in zip(order, order[1:] + order[:1]):
+            perm[a] = b
         edges = [f"{a}{perm[a]}" for a in range(self.nodes)]
         rng.shuffle(edges)
         hops, start = rng.randint(self.min_hops, self.hops), rng.randrange(self.nodes)

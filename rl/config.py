@@ -202,6 +202,12 @@ class PretrainConfig:
     thought_tokens_max: NonNegativeInt = 0
     """Insert between 0 and this many thought tokens after each prompt (uniformly at random), so
     the as-is model already reads thought positions when latent mode switches on."""
+    plain_fraction: UnitFloat = 0.5
+    """With thought-token formats (`thought_tokens_max`, `elided_steps`): the share of `max_steps` trained
+    on the plain target first; the rest mixes the formats in. Formats a model cannot yet answer (a
+    step dropped that only a deeper model could compute) hide the lookups it must learn first: trained
+    on the mixture from the start, a 2-layer model learned none in 1,500 steps on pointer chasing, while
+    the plain chain alone was learned in under 1,000 (BENCHMARKS.md, stage 0)."""
     elided_steps: bool = False
     """Train the formats of the RL curriculum (`curriculum`): each example drops its first s written
     steps (s uniform in 0..curriculum.stages) for thoughts_per_step * s thought tokens and keeps the
@@ -315,6 +321,10 @@ class CurriculumConfig:
     """`advance: plateau`: steps without improvement before the next stage."""
     min_delta: NonNegativeFloat = 0.01
     """`advance: plateau`: the rise of the reward's moving mean (over `patience` steps) that counts."""
+    tokens_per_step: NonNegativeInt = 0
+    """The tokens one written step takes. When > 0, stage s answers within `max_new_tokens` minus
+    `tokens_per_step * s` (rollouts and evaluation; at least 1): the dropped steps are not written
+    again, or the answer does not fit. 0: the budget stays, and the policy may write them anyway."""
 
 
 @dataclass

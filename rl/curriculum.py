@@ -9,6 +9,11 @@ these formats (`pretrain.elided_steps`, thought tokens without content where the
 steps were) writes from step s+1 on at switch-on; the thoughts can then learn to carry
 what the dropped steps said.
 
+Without a cost on writing, RL finds it easier to write the dropped steps again after the
+thoughts than to carry them in the thoughts (measured on pointer chasing: the answers grew
+back to full length). `tokens_per_step` makes stage s answer within the budget minus the
+dropped steps' tokens, so a policy that writes them again runs out of tokens before its answer.
+
 A stage ends after `steps_per_stage` RL steps, or (`advance: plateau`) when the moving
 mean of the training reward over the last `patience` steps has not risen by `min_delta`
 above its best. The stage is part of the trainer's state (checkpoints, `--resume`) and of
@@ -42,6 +47,12 @@ class Curriculum:
     def num_thoughts(self) -> int:
         """Thoughts at this stage: c * s."""
         return self.cfg.thoughts_per_step * self.stage
+
+    def budget(self, max_new_tokens: int) -> int:
+        """The answer tokens this stage allows out of `max_new_tokens` (see `tokens_per_step`)."""
+        if not self.enabled:
+            return max_new_tokens
+        return max(1, max_new_tokens - self.cfg.tokens_per_step * self.stage)
 
     def observe(self, reward_mean: float) -> bool:
         """Count one RL step with this mean reward; True when it ends the stage (the next has begun)."""

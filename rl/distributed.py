@@ -83,14 +83,16 @@ def all_sum(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
 
 
 def nonfinite_parameters(
-    accelerator: Accelerator, optimizer: torch.optim.Optimizer
-) -> list[tuple[dict, torch.nn.Parameter]]:
-    """(param group, parameter) of every trained weight that is NaN or infinite on any process, in
-    one device sync. Under ZeRO-3 a parameter holds a placeholder; this process's shard is `ds_tensor`."""
+    accelerator: Accelerator, optimizer: torch.optim.Optimizer, modules: dict[str, nn.Module | None]
+) -> list[tuple[str, str, float]]:
+    """(parameter name, optimizer group name, its learning rate) of every trained weight that is NaN
+    or infinite on any process, in one device sync; names are prefixed by their key in `modules`.
+    Under ZeRO-3 a parameter holds a placeholder; this process's shard is `ds_tensor`."""
     named = [(g, p) for g in optimizer.param_groups for p in g["params"]]
     finite = torch.stack([torch.isfinite(getattr(p, "ds_tensor", p)).all() for _, p in named])  # [P]
     bad = all_sum(accelerator, (~finite).to(torch.int32)).tolist()  # every process stops alike
-    return [item for item, b in zip(named, bad) if b]
+    names = {id(p): f"{prefix}{n}" for prefix, m in modules.items() if m is not None for n, p in m.named_parameters()}
+    return [(names.get(id(p), "?"), g["name"], g["lr"]) for (g, p), b in zip(named, bad) if b]
 
 
 def all_mean(accelerator: Accelerator, value: float) -> float:

@@ -112,38 +112,52 @@ def pretrain(cfg: RunConfig) -> Path:
             )
     cur = cfg.curriculum
     elide = (cur.stages, cur.thoughts_per_step) if cfg.pretrain.elided_steps else None
-    data = sft_dataset(train, tokenizer, cfg.pretrain.thought_tokens_max, cfg.seed, elide)
+    p = cfg.pretrain
+    formats = bool(elide or p.thought_tokens_max)
+    plain_steps = round(p.max_steps * p.plain_fraction) if formats else p.max_steps
+    phases = [(plain_steps, sft_dataset(train, tokenizer, 0, cfg.seed)),
+              (p.max_steps - plain_steps, sft_dataset(train, tokenizer, p.thought_tokens_max, cfg.seed, elide))]
+    history = []
+    with atomic_dir(out) as tmp:
+        for i, (steps, data) in enumerate(phases):
+            if steps == 0:
+                continue
+            trainer = SFTTrainer(model=model, args=sft_args(cfg, steps, tmp / "trainer"), train_dataset=data,
+                                 processing_class=tokenizer)  # fmt: skip
+            trainer.train()
+            model = trainer.model
+            history.append({"phase": ["plain target", "thought-token formats"][i], "steps": steps,
+                            "log_history": trainer.state.log_history})  # fmt: skip
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "pretrain_log.json", {"phases": history, "log_history": history[-1]["log_history"]})
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    return out
+
+
+def sft_args(cfg: RunConfig, steps: int, folder: Path) -> SFTConfig:
+    """TRL's SFT settings for `steps` steps of stage 0: completion-only loss, no saving on the way."""
     p = cfg.pretrain
     # transformers >= 5 names it activation_checkpointing (gradient_checkpointing is its deprecated alias).
     names = {f.name for f in dataclasses.fields(SFTConfig)}
-    checkpointing = (
-        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return SFTConfig(
+        **{checkpointing: p.activation_checkpointing},
+        output_dir=str(folder),
+        max_steps=steps,
+        per_device_train_batch_size=p.batch_size,
+        learning_rate=p.learning_rate,
+        lr_scheduler_type=p.lr_scheduler,
+        warmup_steps=min(p.warmup_steps, steps),
+        weight_decay=p.weight_decay,
+        logging_steps=max(1, steps // 20),
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=cfg.model.dtype == "bfloat16",
+        completion_only_loss=True,
+        max_length=None,
+        dataloader_num_workers=0,
     )
-    with atomic_dir(out) as tmp:
-        args = SFTConfig(
-            **{checkpointing: p.activation_checkpointing},
-            output_dir=str(tmp / "trainer"),
-            max_steps=p.max_steps,
-            per_device_train_batch_size=p.batch_size,
-            learning_rate=p.learning_rate,
-            lr_scheduler_type=p.lr_scheduler,
-            warmup_steps=p.warmup_steps,
-            weight_decay=p.weight_decay,
-            logging_steps=max(1, p.max_steps // 20),
-            save_strategy="no",
-            report_to="none",
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=cfg.model.dtype == "bfloat16",
-            completion_only_loss=True,
-            max_length=None,
-            dataloader_num_workers=0,
-        )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
-        trainer.train()
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "pretrain_log.json", {"log_history": trainer.state.log_history})
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    return out

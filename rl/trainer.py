@@ -63,6 +63,7 @@ from rl.models import check_model_folder
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
+from rl.step_metrics import completion_rows, rollout_metrics
 from rl.vllm_engine import with_policy_logprobs
 
 BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
@@ -105,20 +106,7 @@ class Trainer:
             self.policy.config.num_thoughts = self.curriculum.num_thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
-        self.optimizer = torch.optim.AdamW(
-            param_groups(cfg, self.policy, self.value_head), weight_decay=cfg.rl.weight_decay
-        )
-        self.scheduler = get_scheduler(
-            cfg.rl.lr_scheduler,
-            self.optimizer,
-            cfg.rl.warmup_steps,
-            max(1, cfg.rl.steps * cfg.rl.num_iterations),
-        )
-        self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
-        if uses_deepspeed(self.accelerator):
-            self.engine = prepare_deepspeed(
-                self.accelerator, cfg, self.policy, self.value_head, self.optimizer, resume
-            )
+        self._build_optimizer(resume)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state: dict[str, Any] = {
             "step": 0,
@@ -135,6 +123,20 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
         if cfg.log.trackers:
             self.accelerator.init_trackers("tensorboard")
+
+    def _build_optimizer(self, resume: bool) -> None:
+        """AdamW over the trained groups, its schedule, and under DeepSpeed the engine that owns both."""
+        cfg = self.cfg
+        self.optimizer = torch.optim.AdamW(
+            param_groups(cfg, self.policy, self.value_head), weight_decay=cfg.rl.weight_decay
+        )
+        steps = max(1, cfg.rl.steps * cfg.rl.num_iterations)
+        self.scheduler = get_scheduler(cfg.rl.lr_scheduler, self.optimizer, cfg.rl.warmup_steps, steps)
+        self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
+        if uses_deepspeed(self.accelerator):
+            self.engine = prepare_deepspeed(
+                self.accelerator, cfg, self.policy, self.value_head, self.optimizer, resume
+            )
 
     # ------------------------------------------------------------------ the loop
 
@@ -157,6 +159,7 @@ class Trainer:
                 step = self.state["step"]
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
                     metrics.update(self.evaluate())  # the last step's evaluation follows the loop
+                metrics.update(self.schedule(metrics["reward/mean"]))  # after the stage's evaluation
                 if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
                     self.log.metrics(step, metrics)
                 if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
@@ -194,12 +197,13 @@ class Trainer:
         metrics.update(self.rollout_metrics(ro, rewards, per_func, correct))
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
         if self.state["step"] % self.cfg.log.completions_every == 0:
-            self.log.completions(self.state["step"] + 1, self.completion_rows(rows, texts, ro, rewards))
-        metrics.update(self.schedule(metrics["reward/mean"]))
+            rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
+            self.log.completions(self.state["step"] + 1, rows_out)
         return metrics
 
     def schedule(self, reward_mean: float) -> dict[str, Any]:
-        """The curriculum's stage of this step; the next stage's thoughts when this step ended a stage."""
+        """The curriculum's stage of the step just taken; the next stage's thoughts when it ended a stage
+        (a checkpoint saved after it continues in the next stage)."""
         if not self.curriculum.enabled:
             return {}
         m = {"curriculum/stage": self.curriculum.stage}
@@ -208,7 +212,8 @@ class Trainer:
             m["curriculum/advanced"] = 1
             self._notice(
                 f"curriculum: stage {self.curriculum.stage} of {self.cfg.curriculum.stages} from step "
-                f"{self.state['step'] + 2}: {self.curriculum.num_thoughts} thoughts"
+                f"{self.state['step'] + 1}: {self.curriculum.num_thoughts} thoughts, "
+                f"{self.curriculum.budget(self.cfg.rl.max_new_tokens)} answer tokens"
             )
         return m
 
@@ -239,9 +244,8 @@ class Trainer:
         self.policy.eval()
         ids, mask = self.policy.encode(prompts)
         engine = generate_rollout if self.vllm is None else self.vllm.generate
-        ro = engine(
-            self.policy, ids, mask, self.cfg.rl.max_new_tokens, self.cfg.rl.temperature, self.generator
-        )
+        budget = self.curriculum.budget(self.cfg.rl.max_new_tokens)
+        ro = engine(self.policy, ids, mask, budget, self.cfg.rl.temperature, self.generator)
         if self.vllm is not None:  # the policy's own log-probs: the first update's ratio is then exactly 1
             ro, self.vllm_gap = with_policy_logprobs(self.policy, ro, self.cfg.rl.micro_batch_per_device)
         self.policy.train()
@@ -298,7 +302,7 @@ class Trainer:
         norm = dict(
             num_tokens=all_sum(self.accelerator, mask.sum().float()) / self.world,
             num_sequences=ro.input_ids.shape[0],
-            max_length=rl.max_new_tokens
+            max_length=self.curriculum.budget(rl.max_new_tokens)
             + (self.policy.config.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
         )
         micro = self.micro_batches(ro.input_ids.shape[0])
@@ -402,17 +406,11 @@ class Trainer:
         non-finite loss or gradient; this catches a finite gradient the update itself overflowed
         (a learning rate too large for float32, a diverging step). No update can be taken back, so
         the run stops before this step is logged or checkpointed: the newest checkpoint stays good."""
-        bad = nonfinite_parameters(self.accelerator, self.optimizer)
-        if not bad:
-            return
-        names = {id(p): n for n, p in self.policy.named_parameters()}
-        if self.value_head is not None:
-            names.update({id(p): f"value_head.{n}" for n, p in self.value_head.named_parameters()})
-        (group, first), count = bad[0], len(bad)
-        raise self.stop(
-            f"the update left {count} weight tensors NaN or infinite, first {names.get(id(first), '?')} "
-            f"(optimizer group {group['name']!r}, learning rate {group['lr']:g})"
-        )
+        bad = nonfinite_parameters(self.accelerator, self.optimizer, {"": self.policy, "value_head.": self.value_head})
+        if bad:
+            (name, group, lr), count = bad[0], len(bad)
+            raise self.stop(f"the update left {count} weight tensors NaN or infinite, first {name} "
+                            f"(optimizer group {group!r}, learning rate {lr:g})")  # fmt: skip
 
     def stop(self, what: str) -> TrainingError:
         """The error that ends a run at this step, before anything of the step is logged or saved."""
@@ -464,39 +462,10 @@ class Trainer:
 
     def rollout_metrics(self, ro: Rollout, rewards, per_func, correct) -> dict[str, Any]:
         """Reward and accuracy over the whole step (gathered); lengths and feedback of this process."""
-        G = self.cfg.rl.samples_per_prompt
         rewards, correct = gather(self.accelerator, rewards), gather(self.accelerator, correct)
         per_func = {name: gather(self.accelerator, values) for name, values in per_func.items()}
-        m = {
-            "reward/mean": rewards.mean().item(),
-            "reward/std": rewards.std().item() if rewards.numel() > 1 else 0.0,
-            "reward/zero_spread_groups": algo.zero_spread_fraction(rewards.cpu(), G).item(),
-            "accuracy": correct.float().mean().item(),
-            "generated_positions/mean": ro.generated_positions.float().mean().item(),
-            "thoughts/mean": ro.num_thoughts.float().mean().item(),
-            "nonfinite_steps": self.state["nonfinite_total"],
-        }
-        for name, values in per_func.items():
-            m[f"reward/{name}/mean"] = torch.nanmean(values).item()
-            m[f"reward/{name}/std"] = (
-                values[~values.isnan()].std().item() if (~values.isnan()).sum() > 1 else 0.0
-            )
-        if self.policy.config.mode != "off":
-            m["feedback/gate_mean_abs"] = self.policy.adapter.gate().abs().mean().item()
-            fb = ro.feedback[ro.feedback_mask]
-            m["feedback/vector_norm"] = fb.norm(dim=-1).mean().item() if len(fb) else 0.0
-        return m
-
-    def completion_rows(self, rows, texts, ro, rewards, limit: int = 8) -> list[dict[str, Any]]:
-        G = self.cfg.rl.samples_per_prompt
-        out = []
-        for i in range(min(limit, len(texts))):
-            prompt = rows["prompt"][i // G]
-            out.append(
-                {"prompt": prompt, "completion": texts[i], "answer": rows["answer"][i // G], "reward": rewards[i].item(),
-                 "thoughts": int(ro.num_thoughts[i]), "positions": int(ro.generated_positions[i])}
-            )  # fmt: skip
-        return out
+        m = rollout_metrics(self.policy, ro, rewards, per_func, correct, self.cfg.rl.samples_per_prompt)
+        return {**m, "nonfinite_steps": self.state["nonfinite_total"]}
 
     def evaluate(self) -> dict[str, Any]:
         e = self.cfg.eval
@@ -504,7 +473,7 @@ class Trainer:
         with self.accelerator.autocast():
             result = evaluate(
                 self.policy, self.env, self.cfg.env.test_split, e.n, self.data_seed, e.batch_size,
-                e.max_new_tokens, env_name=self.cfg.env.name, progress=False,
+                self.curriculum.budget(e.max_new_tokens), env_name=self.cfg.env.name, progress=False,
             )  # fmt: skip
         self.policy.train()
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}

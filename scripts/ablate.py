@@ -1,7 +1,7 @@
 """Ablation: does neuralese RL beat token RL on a task, and does it use its thoughts? One command, tables, a plot.
 
     python scripts/ablate.py recipes/ablate_multiplication.yaml --seeds 3
-    python scripts/ablate.py recipes/ablate_chase.yaml --spec recipes/ablate_chase.arms.yaml --seeds 3
+    python scripts/ablate.py recipes/ablate_chase.yaml --spec recipes/arms/chase.yaml --seeds 3
     python scripts/ablate.py RECIPE --seeds 3 [--steps N] [--out DIR] [--arms a,b ...] [--spec ARMS.yaml]
                              [--set key=value ...] [--threads 1]
 
@@ -150,6 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", help="comma-separated arms to run (default: every arm of the spec)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every process")
+    p.add_argument("--check", action="store_true", help="only check that every arm's recipe resolves, then stop")
     args = p.parse_args(argv)
     args.stage0, spec_arms = load_spec(args.spec)
     chosen = list(spec_arms) if args.arms is None else list(dict.fromkeys(a.strip() for a in args.arms.split(",") if a.strip()))
@@ -441,8 +442,23 @@ def saved_mib(policy, cfg: RunConfig) -> float:
 # ----------------------------------------------------------------------------- main
 
 
+def check(args) -> None:
+    """Resolve every stage-0 variant and arm against the recipe (the errors `neuralese` would give)."""
+    for sets in args.stage0.values():
+        load_config(args.recipe, [*args.set, *sets])
+    for arm in args.arms.values():
+        cfg = load_config(args.recipe, [*args.set, *arm.sets])
+        nz = cfg.neuralese
+        what = "token" if nz.mode == "off" else f"{nz.mode}, {nz.space}, {nz.input}"
+        stages = f", curriculum {cfg.curriculum.stages} stages" if cfg.curriculum.stages else ""
+        print(f"ablate: {arm.name}: stage 0 {arm.stage0!r}, {what}{stages}, answer budget {cfg.rl.max_new_tokens}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.check:
+        check(args)
+        return
     cfg = load_config(args.recipe, args.set)
     out = Path(args.out or Path(cfg.output_dir) / "ablate")
     out.mkdir(parents=True, exist_ok=True)

@@ -98,3 +98,24 @@ def test_data_seed_fixes_prompts_and_evaluation_while_seed_varies(tiny_dir, tmp_
     a, b, c = trainer(0, 7), trainer(1, 7), trainer(1, None)
     assert a.next_prompts() == b.next_prompts() != c.next_prompts()
     assert a.generator.initial_seed() != b.generator.initial_seed()  # sampling still differs
+
+
+def test_every_arms_spec_resolves_against_its_recipe():
+    specs = sorted((ROOT / "recipes" / "arms").glob("*.yaml"))
+    assert specs, "recipes/arms/ holds no ablation spec"
+    for spec in specs:
+        recipe = ROOT / "recipes" / f"ablate_{spec.stem}.yaml"
+        cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        arms = [line for line in done.stdout.splitlines() if line.startswith("ablate: ")]
+        assert len(arms) >= 3 and any("+pause" in line for line in arms), done.stdout
+
+
+def test_a_bad_spec_is_refused_with_its_key(tmp_path):
+    spec = tmp_path / "arms.yaml"
+    spec.write_text("arms:\n  soft: {stage0: nowhere, set: []}\n")
+    recipe = ROOT / "recipes" / "ablate_chase.yaml"
+    cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode != 0 and "arms.soft" in done.stderr and "nowhere" in done.stderr

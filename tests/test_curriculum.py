@@ -33,9 +33,7 @@ def test_stages_advance_on_a_reward_plateau():
     cur = Curriculum(cfg)
     rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     assert not any(cur.observe(r) for r in rising)  # still improving: stage 0 holds
-    for taken in range(1, 11):
-        if cur.observe(0.6):
-            break
+    taken = next(i for i in range(1, 11) if cur.observe(0.6))
     # The moving mean (window 3) still rises once as the flat rewards fill it, then `patience` steps without.
     assert cur.stage == 1 and taken == 1 + 3
     # The state survives a JSON round trip (checkpoints) and continues identically.
@@ -138,3 +136,24 @@ def test_a_curriculum_needs_latent_mode():
     cfg.curriculum = CurriculumConfig(stages=2)
     with pytest.raises(ConfigError, match="curriculum.stages"):
         validate(cfg)
+
+
+def test_stage0_trains_the_plain_chain_before_the_formats(tmp_path):
+    from rl.config import EnvConfig, ModelConfig, PretrainConfig, RunConfig, TinyModelConfig
+    from rl.pretrain import pretrain
+
+    cfg = RunConfig(
+        output_dir=str(tmp_path / "run"),
+        model=ModelConfig(path=str(tmp_path / "as-is"), tiny=TinyModelConfig(hidden_size=16, num_layers=1,
+                                                                              num_heads=2, intermediate_size=32)),
+        env=EnvConfig(name="chase", args={"nodes": 5, "hops": 3, "cot": True, "chain": "edges"}, train_size=64,
+                      test_size=8),
+        neuralese=NeuraleseConfig(mode="latent"),
+        curriculum=CurriculumConfig(stages=2),
+        pretrain=PretrainConfig(max_steps=10, batch_size=8, elided_steps=True, plain_fraction=0.3),
+    )  # fmt: skip
+    log = json.loads((pretrain(cfg) / "pretrain_log.json").read_text())
+    assert [(p["phase"], p["steps"]) for p in log["phases"]] == [("plain target", 3), ("thought-token formats", 7)]
+    cfg.pretrain.plain_fraction, cfg.model.path = 0.0, str(tmp_path / "mixed")
+    log = json.loads((pretrain(cfg) / "pretrain_log.json").read_text())
+    assert [p["steps"] for p in log["phases"]] == [10]

@@ -56,6 +56,7 @@ def test_chase_answers_and_chains(args):
         hops.add(len(visited))
         edges = row["prompt"].split("|")[0].split(",")
         assert sorted(e[0] for e in edges) == sorted(e[1] for e in edges)  # a permutation
+        assert len(set([row["prompt"][-1], *visited])) == len(visited) + 1  # one cycle: no node twice
     assert hops == set(range(args.get("min_hops", args["hops"]), args["hops"] + 1))
     score = env.reward_funcs[0]
     assert score(rows["prompt"], rows["completion"], answer=rows["answer"]) == [1.0] * len(rows)
@@ -107,7 +108,7 @@ def test_splits_are_disjoint_and_answer_only_targets_are_the_answer(name, args):
 
 @pytest.mark.parametrize(
     "name,args",
-    [("chase", {"nodes": 11}), ("chase", {"hops": 3, "min_hops": 4}), ("reach", {"nodes": 6, "hops": 3}),
+    [("chase", {"nodes": 11}), ("chase", {"hops": 3, "min_hops": 4}), ("chase", {"nodes": 4, "hops": 4}), ("reach", {"nodes": 6, "hops": 3}),
      ("mnns", {"count": 1}), ("mnns", {"max_number": 0})],
 )  # fmt: skip
 def test_bad_arguments_are_refused_with_the_rule(name, args):
@@ -116,6 +117,6 @@ def test_bad_arguments_are_refused_with_the_rule(name, args):
 
 
 def test_chase_refuses_more_problems_than_exist():
-    env = make_env("chase", {"nodes": 2, "hops": 1})
+    env = make_env("chase", {"nodes": 3, "hops": 1})
     with pytest.raises(ValueError, match="distinct"):
         env.dataset("train", 50, seed=0)
