@@ -67,11 +67,14 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
 
 
 def load_model(
-    path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"
+    path: str | Path,
+    cfg: ModelConfig | None = None,
+    device: str | torch.device = "cpu",
+    what: str = "model.path",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local folder."""
+    """Load a causal LM and its tokenizer from a local folder (`what` names it in messages)."""
     cfg = cfg or ModelConfig()
-    path = check_model_folder(path, tiny=cfg.tiny is not None)
+    path = check_model_folder(path, what, tiny=cfg.tiny is not None)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     kwargs = {
         "dtype": DTYPES[cfg.dtype],
