@@ -91,11 +91,15 @@ def test_scale_offset_calibration_and_abstention(rm_dir, tmp_path):
     scaled = reward("reward_model", {"path": str(rm_dir), "scale": -2.0, "offset": 0.5})(prompts, completions)
     torch.testing.assert_close(torch.tensor(scaled), -2.0 * raw + 0.5)
     mid = raw.median().item()
-    gated = reward("reward_model", {"path": str(rm_dir), "abstain_below": mid - 1e-3, "abstain_above": mid + 1e-3})
+    gated = reward(
+        "reward_model", {"path": str(rm_dir), "abstain_below": mid - 1e-3, "abstain_above": mid + 1e-3}
+    )
     out = gated(prompts, completions)
     assert [v is None for v in out] == [abs(r - mid) < 1e-3 for r in raw.tolist()] and None in out
     assert gated.metrics()["answered"] == pytest.approx(sum(v is not None for v in out) / len(out))
-    with pytest.raises(ConfigError, match=r"rewards\[0\]\.args\.calibrated: .*reward_model\.json' does not exist"):
+    with pytest.raises(
+        ConfigError, match=r"rewards\[0\]\.args\.calibrated: .*reward_model\.json' does not exist"
+    ):
         reward("reward_model", {"path": str(rm_dir), "calibrated": True})
     folder = classifier(tmp_path / "calibrated")
     (folder / "reward_model.json").write_text(json.dumps({"calibration": {"scale": 2.0, "offset": -1.0}}))
@@ -168,7 +172,8 @@ def test_judge_scores_yes_probabilities_batched_as_one_by_one(judge_dir):
     alone = [judge([a], [b])[0] for a, b in zip(prompts, completions)]
     torch.testing.assert_close(torch.tensor(p), torch.tensor(alone), atol=1e-6, rtol=0)
     both = reward("judge", {**args, "no_token": " no", "scale": 2.0, "offset": -1.0})(prompts, completions)
-    assert all(-1.0 < v < 1.0 for v in both) and both != [2 * v - 1 for v in p]  # normalised by p(yes) + p(no)
+    assert all(-1.0 < v < 1.0 for v in both)
+    assert both != [2 * v - 1 for v in p]  # normalised by p(yes) + p(no)
     ref = reward("judge", {**args, "template": "{prompt}{completion} Is it {answer} right?"})
     assert ref(prompts, completions, **columns) != p  # the column reaches the question
 
@@ -229,8 +234,10 @@ def test_a_cascade_whose_last_stage_answers_nothing_is_an_error(stages):
     c = cascade(stages, "short_only", "nothing")
     with pytest.raises(RewardError) as e:
         compute_rewards([c], [1.0], ["p"] * 3, ["7", "123", "56"], {}, 5.0)
-    assert "rewards[0].args.stages[1]: the last stage 'nothing' returned None for all 2 samples the stages " \
+    assert (
+        "rewards[0].args.stages[1]: the last stage 'nothing' returned None for all 2 samples the stages "
         "before left to it; the last stage of a cascade must score them" in str(e.value)
+    )
     out = cascade(stages, "nothing", "short_only")(["p"], ["7"])  # an earlier stage may pass everything on
     assert out == [1.0]
 
@@ -241,7 +248,9 @@ def test_a_cascade_audit_measures_agreement_and_keeps_the_first_answer(stages):
     assert out == [1.0, 1.0, 3.0]
     m = c.metrics()
     assert m["audit/samples"] == 2 and m["audit/agreement"] == 1.0  # len 1 < 1.5 and 1.0 < 1.5: agree
-    with pytest.raises(ConfigError, match=r"rewards\[0\]\.args\.stages: a cascade needs two or more stages, got 1"):
+    with pytest.raises(
+        ConfigError, match=r"rewards\[0\]\.args\.stages: a cascade needs two or more stages, got 1"
+    ):
         cascade(stages, "length")
 
 
@@ -333,7 +342,9 @@ def test_reward_model_train_from_policy_samples_and_a_gear(tiny_dir, tmp_path):
 
 def test_a_pairs_file_is_checked_line_by_line(tmp_path, capfd):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": "1+2=", "chosen": "3"}\n')
+    pairs.write_text(
+        '{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": "1+2=", "chosen": "3"}\n'
+    )
     recipe = write_recipe(tmp_path, {"pairs_file": str(pairs)})
     capfd.readouterr()
     assert main(["reward-model", "train", str(recipe)]) == 2
@@ -346,7 +357,9 @@ def test_the_reward_model_recipe_is_the_quickstart_but_for_its_reward():
     from rl.config import load_config, to_dict
 
     root = Path(__file__).resolve().parents[1] / "recipes"
-    quick, rm = (to_dict(load_config(root / name)) for name in ("quickstart.yaml", "quickstart_reward_model.yaml"))
+    quick, rm = (
+        to_dict(load_config(root / name)) for name in ("quickstart.yaml", "quickstart_reward_model.yaml")
+    )
     for section in ("seed", "model", "env", "pretrain", "neuralese", "eval"):
         assert rm[section] == quick[section], section
     assert {**rm["rl"], "beta": 0.0} == quick["rl"] and rm["rl"]["beta"] > 0
