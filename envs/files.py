@@ -18,6 +18,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from rl import io
 from rl.errors import EnvError
 from rl.io import read_text
 
@@ -54,21 +55,8 @@ def read_json_list(path: Path, env: str) -> list[dict[str, Any]]:
 
 def read_jsonl(path: Path, env: str) -> list[dict[str, Any]]:
     """A JSON-lines file: one object per non-empty line."""
-    rows = []
-    text = read_text(path, f"data file of env {env!r}", EnvError)
-    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 may sit in a string
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EnvError(f"env {env!r}: {str(path)!r} line {lineno} is not valid JSON: {e}") from None
-        if not isinstance(row, dict):
-            raise EnvError(
-                f"env {env!r}: {str(path)!r} line {lineno} is {type(row).__name__}, expected an object"
-            )
-        rows.append(row)
-    return rows
+    rows = io.read_jsonl(path, f"data file of env {env!r}", EnvError, where=f"env {env!r}: {str(path)!r}")
+    return [row for _, row in rows]
 
 
 def require_keys(row: dict[str, Any], keys: tuple[str, ...], path: Path, index: int, env: str) -> None:

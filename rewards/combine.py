@@ -7,6 +7,12 @@ non-number ends the run with a message naming the function and the sample, never
 silent reward of 0. Async functions (`async def`) are awaited.
 
 The weighted sum treats `None` as "not counted", as TRL does (a NaN-aware sum).
+
+Besides functions, three built-in rewards are objects built from their typed `args` with the
+policy's device: `reward_model` (a sequence classifier), `judge` (a causal LM asked a question)
+and `cascade` (stages that answer where they can), all in rl.rewardmodels. They keep the same
+contract, so the trainer calls them like any function. Any reward may also have a `metrics()`
+method; `compute_rewards` logs what it returns beside every function's call time.
 """
 
 from __future__ import annotations
@@ -41,6 +47,14 @@ def builtin_rewards() -> dict[str, Callable]:
     }
 
 
+# Rewards built from typed args (a model to load, stages to resolve): name -> 'module:class'. Each
+# class has an `Args` dataclass and is built as `cls(args, device=..., key=...)`.
+REWARD_OBJECTS = {
+    "reward_model": "rl.rewardmodels.score:RewardModel",
+    "judge": "rl.rewardmodels.judge:Judge",
+    "cascade": "rl.rewardmodels.cascade:Cascade",
+}
+
 CONTRACT_PARAMS = ("prompts", "completions")
 
 
@@ -68,15 +82,31 @@ def check_reward_args(fn: Callable, args: dict[str, Any], key: str) -> None:
         )
 
 
-def resolve_reward(name: str, args: dict[str, Any] | None = None, key: str = "rewards") -> Callable:
-    """A reward function from a built-in name or a plug-in reference, with `args` bound."""
-    fn = lookup(name, builtin_rewards(), key, "reward function")
+def resolve_reward(
+    name: str, args: dict[str, Any] | None = None, key: str = "rewards", device: Any = "cpu"
+) -> Callable:
+    """A reward function from a built-in name or a plug-in reference, with `args` bound; a built-in
+    reward object (REWARD_OBJECTS) built from its typed args, its model on `device`."""
+    fn = lookup(name, {**builtin_rewards(), **REWARD_OBJECTS}, key, "reward function")
+    if name in REWARD_OBJECTS:
+        where = f"{key.removesuffix('.fn')}.args"
+        return fn(typed_args(fn.Args, args or {}, where), device=device, key=where)
     if args:
         check_reward_args(fn, args, f"{key}.args")
         bound = functools.partial(fn, **args)
         functools.update_wrapper(bound, fn)
         return bound
     return fn
+
+
+def typed_args(cls: type, args: dict[str, Any], key: str):
+    """`args` as dataclass `cls`, with the recipe's checks: unknown keys, types, declared ranges."""
+    from rl.config import from_dict
+    from rl.ranges import check_ranges
+
+    parsed = from_dict(cls, args, source="recipe", prefix=f"{key}.")
+    check_ranges(parsed, "recipe", prefix=f"{key}.")
+    return parsed
 
 
 def reward_name(fn: Callable) -> str:
@@ -95,10 +125,7 @@ def _run(
 
     def target():
         try:
-            out = fn(prompts=prompts, completions=completions, **columns)
-            if inspect.isawaitable(out):
-                out = asyncio.run(_await(out))
-            box["out"] = out
+            box["out"] = invoke(fn, prompts, completions, columns)
         except BaseException as e:  # reported by the caller with the function's name
             box["err"] = e
 
@@ -106,6 +133,19 @@ def _run(
     thread.start()
     thread.join(timeout_s)
     return box
+
+
+def invoke(fn: Callable, prompts: list, completions: list, columns: dict[str, Any]) -> Any:
+    """`fn` called with the TRL contract; an async function is awaited."""
+    out = fn(prompts=prompts, completions=completions, **columns)
+    if inspect.isawaitable(out):
+        out = asyncio.run(_await(out))
+    return out
+
+
+def subset_columns(columns: dict[str, Any], idx: list[int], n: int) -> dict[str, Any]:
+    """The columns of samples `idx` (of `n`): per-sample lists are indexed, anything else is kept."""
+    return {k: [v[i] for i in idx] if isinstance(v, list) and len(v) == n else v for k, v in columns.items()}
 
 
 def _failing_sample(
@@ -121,8 +161,7 @@ def _failing_sample(
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        one = {k: [v[i]] if isinstance(v, list) and len(v) == n else v for k, v in columns.items()}
-        if "err" in _run(fn, [prompts[i]], [completions[i]], one, left):
+        if "err" in _run(fn, [prompts[i]], [completions[i]], subset_columns(columns, [i], n), left):
             return i
     return None
 
@@ -137,6 +176,8 @@ def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, lis
         )
     if "err" in box:
         err = box["err"]
+        if isinstance(err, RewardError):  # a reward object's own message already names what is wrong
+            raise err
         i = _failing_sample(fn, prompts, completions, columns, timeout_s) if len(completions) > 1 else 0
         where = (
             f"on sample {i} (prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r})"
@@ -188,6 +229,13 @@ def check_rewards(fn: Callable, out: Any, prompts: list, completions: list) -> l
     return values
 
 
+def call_checked(
+    fn: Callable, prompts: list, completions: list, columns: dict[str, Any], timeout_s: float
+) -> list[float]:
+    """`fn` on the batch, every failure a RewardError naming it; floats with NaN for `None`."""
+    return check_rewards(fn, _call(fn, prompts, completions, columns, timeout_s), prompts, completions)
+
+
 def compute_rewards(
     funcs: list[Callable],
     weights: list[float],
@@ -195,20 +243,30 @@ def compute_rewards(
     completions: list,
     columns: dict[str, list],
     timeout_s: float = 60.0,
+    stats: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted reward per completion and each function's own values.
 
     Returns `(total [N], {name: values [N]})`; a function's `None` is NaN in its values and
-    is left out of the sum. A sample no function applies to gets a total of 0.
+    is left out of the sum. A sample no function applies to gets a total of 0. A `stats` dict
+    receives every function's call time as `time/reward/<name>_s` and what its `metrics()` (if it
+    has one) reports about the call: `reward/<name>/<key>`, or `time/reward/<name>/<key>` for a
+    key ending in `_s` (seconds: `time/` is what a bit-for-bit comparison of two runs leaves out).
     """
     per_func: dict[str, torch.Tensor] = {}
     total = torch.zeros(len(completions), dtype=torch.float64)
     for fn, w in zip(funcs, weights, strict=True):
-        out = _call(fn, prompts, completions, columns, timeout_s)
-        values = torch.tensor(check_rewards(fn, out, prompts, completions), dtype=torch.float64)
+        start = time.perf_counter()
+        values = torch.tensor(call_checked(fn, prompts, completions, columns, timeout_s), dtype=torch.float64)
         name = reward_name(fn)
         while name in per_func:  # the same function twice with different args
             name += "'"
         per_func[name] = values
         total += torch.nan_to_num(values, nan=0.0) * w
+        if stats is not None:
+            stats[f"time/reward/{name}_s"] = time.perf_counter() - start
+            own = fn.metrics() if callable(getattr(fn, "metrics", None)) else {}
+            stats.update(
+                {f"{'time/' if k.endswith('_s') else ''}reward/{name}/{k}": float(v) for k, v in own.items()}
+            )
     return total.float(), {k: v.float() for k, v in per_func.items()}

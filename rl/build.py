@@ -66,11 +66,16 @@ def build_reference(cfg: RunConfig, policy: NeuralesePolicy) -> NeuralesePolicy 
     return NeuralesePolicy(frozen, policy.tokenizer, NeuraleseConfig(mode="off"))
 
 
-def build_rewards(cfg: RunConfig, env: Environment) -> tuple[list[Callable], list[float]]:
-    """Reward functions and weights: the recipe's `rewards`, or the environment's own with weight 1."""
+def build_rewards(
+    cfg: RunConfig, env: Environment, device: torch.device | str = "cpu"
+) -> tuple[list[Callable], list[float]]:
+    """Reward functions and weights: the recipe's `rewards`, or the environment's own with weight 1.
+    Reward models and judges are loaded on `device` (the policy's)."""
     if cfg.rewards is None:
         return list(env.reward_funcs), [1.0] * len(env.reward_funcs)
-    funcs = [resolve_reward(r.fn, r.args, key=f"rewards[{i}].fn") for i, r in enumerate(cfg.rewards)]
+    funcs = [
+        resolve_reward(r.fn, r.args, key=f"rewards[{i}].fn", device=device) for i, r in enumerate(cfg.rewards)
+    ]
     return funcs, [r.weight for r in cfg.rewards]
 
 

@@ -5,6 +5,7 @@
     neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T] [--thoughts shuffled]
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
     neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K]
+    neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
@@ -67,6 +68,28 @@ def cmd_train(args) -> None:
         cfg.output_dir = args.out
     result = Trainer(cfg, resume=args.resume).train()
     print(json.dumps({"stage": "train", "output_dir": cfg.output_dir, **result}))
+
+
+def cmd_reward_model_train(args) -> None:
+    cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
+    from rl.io import read_json
+    from rl.rewardmodels.train import train_reward_model
+
+    if args.out:
+        cfg.reward_model.output_dir = args.out
+    out = train_reward_model(cfg)
+    keys = (
+        "gear",
+        "train_pairs",
+        "pairs_right_order",
+        "pairwise_accuracy",
+        "samples_auc",
+        "agreement_with_previous",
+    )
+    gears = [
+        {k: g[k] for k in keys if k in g} for g in read_json(out / "report.json", "report.json")["gears"]
+    ]
+    print(json.dumps({"stage": "reward-model", "output_dir": str(out), "gears": gears}))
 
 
 def cmd_eval(args) -> None:
@@ -191,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = recipe_command("train", cmd_train, "stage 1: RL with continuous-thought feedback")
     p.add_argument("--out", help="run folder (default: the recipe's output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+
+    rm = sub.add_parser("reward-model", help="reward models: train one (and the gears after it) here")
+    rm_sub = rm.add_subparsers(dest="action", required=True)
+    p = rm_sub.add_parser(
+        "train", help="preference pairs from the policy's samples or a file; TRL's RewardTrainer"
+    )
+    p.add_argument("recipe", help="YAML recipe with a reward_model section (see recipes/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
+    p.add_argument("--out", help="folder for the gears (default: reward_model.output_dir)")
+    p.set_defaults(fn=cmd_reward_model_train)
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")

@@ -344,6 +344,71 @@ class EvalConfig:
 
 
 @dataclass
+class GearConfig:
+    """One gear of a reward-model chain: a new reward model trained on the labels the previous one
+    gives to the policy's samples of more prompts (`neuralese reward-model train`)."""
+
+    prompts: PositiveInt = 2048
+    """Train prompts whose samples the previous reward model labels (new ones, after the prompts of
+    the gears before)."""
+    min_margin: NonNegativeFloat = 0.0
+    """A pair is made only where the previous model's raw scores of its two completions differ by at
+    least this much."""
+    max_steps: PositiveInt | None = None
+    """Optimizer steps of this gear; None uses `reward_model.max_steps`."""
+
+
+@dataclass
+class RewardModelConfig:
+    """`neuralese reward-model train`: a reward model (a sequence classifier with one logit) trained
+    with TRL's RewardTrainer on preference pairs, and optionally a chain of `gears` after it."""
+
+    output_dir: str | None = None
+    """Where the models go (`gear-0/`, `gear-1/`, ... and `report.json`); None: `<output_dir>/reward-model`."""
+    base: str | None = None
+    """A local model folder to start from (a causal LM gets a new one-logit head); None builds a fresh
+    tiny model of shape `tiny`, with a tokenizer made from the environment's own text."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny reward model built when `base` is None."""
+    pairs_file: str | None = None
+    """A JSON Lines file of preference pairs (`prompt`, `chosen`, `rejected`) for gear 0; None makes the
+    pairs from the policy's own samples, judged right or wrong by the environment's check."""
+    policy: str | None = None
+    """The model folder whose samples make the pairs (and the gears' pools); None uses `model.path`."""
+    prompts: PositiveInt = 512
+    """Train prompts whose samples make gear 0's pairs."""
+    held_out_prompts: PositiveInt = 200
+    """Prompts of `env.test_split` whose samples, judged by the environment's check, make the held-out
+    pairs every gear is measured on (pairwise accuracy) and the calibration is fitted to."""
+    samples_per_prompt: Annotated[int, Range(2)] = 8
+    """Completions sampled per prompt."""
+    temperature: PositiveFloat = 1.0
+    """Sampling temperature of those completions."""
+    max_new_tokens: PositiveInt = 32
+    """Most tokens per sampled completion."""
+    pairs_per_prompt: PositiveInt = 4
+    """Most pairs made from one prompt's samples (distinct completions only)."""
+    held_out_fraction: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.1
+    """With `pairs_file`: the share of its pairs held out for measuring (the rest train)."""
+    max_steps: PositiveInt = 300
+    """Optimizer steps per gear."""
+    batch_size: PositiveInt = 32
+    """Pairs per optimizer step."""
+    learning_rate: PositiveFloat = 1e-3
+    """Peak learning rate."""
+    lr_scheduler: str = "cosine"
+    """transformers scheduler name (`cosine`, `linear`, `constant`, ...)."""
+    warmup_steps: NonNegativeInt = 10
+    """Linear warm-up steps."""
+    weight_decay: NonNegativeFloat = 0.0
+    """AdamW weight decay."""
+    center_rewards_coefficient: NonNegativeFloat = 0.0
+    """TRL's pull of the scores towards 0 (Eisenstein et al. 2023; they suggest 0.01); 0 turns it off."""
+    gears: list[GearConfig] = field(default_factory=list)
+    """Gears after gear 0, trained and chained in order; empty: gear 0 only."""
+
+
+@dataclass
 class LogConfig:
     """What a run writes and how often."""
 
@@ -391,6 +456,8 @@ class RunConfig:
     """Evaluation."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     """The vLLM rollout engine (when `rl.rollout_engine: vllm`)."""
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """Training reward models here (`neuralese reward-model train`); RL uses one through `rewards`."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""
 
@@ -597,10 +664,10 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
     if cfg.pretrain.elided_steps:
         need(cur.stages > 0, "pretrain.elided_steps", "false unless curriculum.stages > 0 (the formats it trains)",
              True)  # fmt: skip
-    tiny = cfg.model.tiny
-    if tiny is not None:  # transformers would only fail on it once stage 0 has built the model
-        need(tiny.hidden_size % tiny.num_heads == 0, "model.tiny.num_heads",
-             f"a divisor of model.tiny.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
+    for key, tiny in (("model.tiny", cfg.model.tiny), ("reward_model.tiny", cfg.reward_model.tiny)):
+        if tiny is not None:  # transformers would only fail on it once the model is built
+            need(tiny.hidden_size % tiny.num_heads == 0, f"{key}.num_heads",
+                 f"a divisor of {key}.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 

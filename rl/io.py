@@ -1,7 +1,7 @@
 """Reading and writing files: every file the CLI reads goes through one checked reader, every
 path it writes to is checked before work starts, and folders are never half-written.
 
-Readers (`read_text`, `read_json`, `read_yaml`, `read_safetensors`) raise the caller's
+Readers (`read_text`, `read_json`, `read_jsonl`, `read_yaml`, `read_safetensors`) raise the caller's
 `NeuraleseError` subclass naming the file and what is wrong with it (missing, a folder, not
 UTF-8, not JSON or YAML, a damaged safetensors file), never a library's traceback.
 Writers build a folder under a temporary name and rename it when complete (`atomic_dir`).
@@ -54,6 +54,27 @@ def read_text(path: str | Path, what: str = "file", error: Error = CheckpointErr
         raise error(
             f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); save the {what} as UTF-8"
         ) from None
+
+
+def read_jsonl(
+    path: str | Path, what: str = "file", error: Error = CheckpointError, where: str | None = None
+) -> list[tuple[int, dict]]:
+    """(line number, object) of every non-empty line of a JSON Lines file; `where` starts the
+    message about a bad line (default: the path)."""
+    where = where or str(path)
+    rows = []
+    lines = read_text(path, what, error).split("\n")  # not splitlines: U+2028 may sit in a string
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{where} line {lineno} is not valid JSON: {e}") from None
+        if not isinstance(row, dict):
+            raise error(f"{where} line {lineno} is {type(row).__name__}, expected an object")
+        rows.append((lineno, row))
+    return rows
 
 
 def read_json(path: str | Path, what: str = "file", error: Error = CheckpointError) -> Any:

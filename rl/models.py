@@ -27,20 +27,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 CACHE = "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
 
 
-def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = False) -> Path:
-    """The folder as a Path, or a CheckpointError that says what is missing; `tiny` (the recipe
-    sets `model.tiny`) adds that stage 0 is what makes a missing folder."""
+STAGE0_HINT = "this recipe sets model.tiny, so stage 0 builds the model there: run `neuralese pretrain` with this recipe first"
+
+
+def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = False, made_by: str = "") -> Path:
+    """The folder as a Path, or a CheckpointError that says what is missing. A missing folder's message
+    adds what makes it: stage 0 when the recipe sets `model.tiny` (`tiny`), else `made_by`."""
     if path is None:
         raise CheckpointError(f"{what} is not set: give a local Hugging Face model folder")
     path = Path(path)
     if not path.is_dir():
-        how = (
-            "; this recipe sets model.tiny, so stage 0 builds the model there: run `neuralese pretrain` "
-            "with this recipe first"
-            if tiny
-            else ""
-        )
-        raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist{how}")
+        how = STAGE0_HINT if tiny else made_by
+        raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist{'; ' + how if how else ''}")
     if not (path / "config.json").is_file():
         raise CheckpointError(
             f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder"
@@ -67,11 +65,14 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
 
 
 def load_model(
-    path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"
+    path: str | Path,
+    cfg: ModelConfig | None = None,
+    device: str | torch.device = "cpu",
+    what: str = "model.path",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local folder."""
+    """Load a causal LM and its tokenizer from a local folder (`what` names it in messages)."""
     cfg = cfg or ModelConfig()
-    path = check_model_folder(path, tiny=cfg.tiny is not None)
+    path = check_model_folder(path, what, tiny=cfg.tiny is not None)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     kwargs = {
         "dtype": DTYPES[cfg.dtype],

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from rl.config import TinyModelConfig
 
@@ -82,9 +83,14 @@ def build_tokenizer(texts: Iterable[str], extra_tokens: Iterable[str] = ()) -> P
 
 
 def build_tiny_model(
-    tokenizer: PreTrainedTokenizerFast, cfg: TinyModelConfig, seed: int = 0
+    tokenizer: PreTrainedTokenizerFast,
+    cfg: TinyModelConfig,
+    seed: int = 0,
+    auto_class: type[_BaseAutoModelClass] = AutoModelForCausalLM,
+    **config_overrides,
 ) -> PreTrainedModel:
-    """A freshly initialised causal LM of shape `cfg` for `tokenizer`'s vocabulary (fp32)."""
+    """A freshly initialised model of shape `cfg` for `tokenizer`'s vocabulary (fp32): a causal LM,
+    or with `auto_class=AutoModelForSequenceClassification, num_labels=1` a reward model."""
     config = AutoConfig.for_model(
         cfg.arch,
         vocab_size=len(tokenizer),
@@ -99,10 +105,13 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **config_overrides,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = auto_class.from_config(config, dtype=torch.float32)
+    if not model.can_generate():  # a sequence classifier has no generation config
+        return model
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -99,7 +99,7 @@ class Trainer:
         device = self.accelerator.device
         self.env = make_env(cfg.env.name, cfg.env.args)
         self.train_rows = load_split(self.env, "train", cfg.env.train_size, self.data_seed, cfg.env.name)
-        self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env)
+        self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env, device)
         self.policy = build_policy(cfg, device)
         self.curriculum = Curriculum(cfg.curriculum)
         if self.curriculum.enabled:
@@ -184,7 +184,7 @@ class Trainer:
         with self.accelerator.autocast():
             ro, texts = self.rollout(rows)
         t1 = time.perf_counter()
-        rewards, per_func, correct = self.score(rows, texts, ro)
+        rewards, per_func, correct, reward_stats = self.score(rows, texts, ro)
         advantages = self.advantages(rewards)
         t2 = time.perf_counter()
         with self.accelerator.autocast():
@@ -194,7 +194,7 @@ class Trainer:
                 self.vllm.sync(self.policy)
             metrics["rollout/vllm_logprob_gap_max"] = self.vllm_gap
         t3 = time.perf_counter()
-        metrics.update(self.rollout_metrics(ro, rewards, per_func, correct))
+        metrics.update(self.rollout_metrics(ro, rewards, per_func, correct), **reward_stats)
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
         if self.state["step"] % self.cfg.log.completions_every == 0:
             rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
@@ -259,7 +259,7 @@ class Trainer:
                               self.out / f"vllm-rank{self.rank}", self.world)  # fmt: skip
 
     def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
-        """Weighted rewards [N], each function's values, and correctness [N] (the env's first reward >= 1)."""
+        """Weighted rewards [N], each function's values, correctness [N] (env's first reward >= 1), call stats."""
         G = self.cfg.rl.samples_per_prompt
         prompts = [p for p in rows["prompt"] for _ in range(G)]
         columns = {k: [v for v in vals for _ in range(G)] for k, vals in rows.items() if k != "prompt"}
@@ -268,16 +268,16 @@ class Trainer:
             num_thoughts=ro.num_thoughts.tolist(),
             generated_positions=ro.generated_positions.tolist(),
         )
-        timeout = self.cfg.rl.reward_timeout_s
+        timeout, stats = self.cfg.rl.reward_timeout_s, {}
         total, per_func = compute_rewards(
-            self.reward_funcs, self.reward_weights, prompts, texts, columns, timeout
+            self.reward_funcs, self.reward_weights, prompts, texts, columns, timeout, stats
         )
         check = self.env.reward_funcs[0]
         if check in self.reward_funcs:
             correct = torch.nan_to_num(list(per_func.values())[self.reward_funcs.index(check)], nan=0.0) >= 1
         else:
             correct = compute_rewards([check], [1.0], prompts, texts, columns, timeout)[0] >= 1
-        return total.to(ro.logprobs.device), per_func, correct
+        return total.to(ro.logprobs.device), per_func, correct, stats
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
         """[N] group-relative advantages of this process's samples (None for PPO, whose advantages

@@ -167,6 +167,7 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     """Model folders that are wrong in one way each, derived from the tiny model."""
     import torch
     from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
 
     from envs import env_texts, make_env
     from rl.config import TinyModelConfig
@@ -187,6 +188,9 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     tok = tokenizer_without_thought_token(texts + [" " + t for t in texts])
     save_tiny(build_tiny_model(tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)),
               tok, root / "no_thought")  # fmt: skip
+    shape = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    two_logits = build_tiny_model(tok, shape, 0, AutoModelForSequenceClassification, num_labels=2)
+    save_tiny(two_logits, tok, root / "two_logits")  # a classifier with two logits: no reward model
     shutil.copytree(tiny_dir, root / "bad_tokenizer")
     tokenizer_file = root / "bad_tokenizer" / "tokenizer.json"
     tokenizer_file.write_bytes(tokenizer_file.read_bytes()[:500])

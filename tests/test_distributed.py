@@ -65,7 +65,7 @@ def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path):
     before = {n: p.detach().clone() for n, p in one.policy.named_parameters()}
     rows = one.next_prompts()
     ro, texts = one.rollout(rows)
-    rewards, _, _ = one.score(rows, texts, ro)
+    rewards, _, _, _ = one.score(rows, texts, ro)
     assert rewards[:8].std() != rewards[8:].std(), "the two halves must differ for the batch std to matter"
     torch.save({"rollout": ro, "rewards": rewards}, tmp_path / "batch.pt")
     expected = one.update(ro, one.advantages(rewards), rewards)

@@ -72,7 +72,7 @@ def test_micro_batching_does_not_change_the_update(tiny_dir, tmp_path):
         trainer = Trainer(cfg)
         rows = trainer.next_prompts()
         ro, texts = trainer.rollout(rows)
-        rewards, _, _ = trainer.score(rows, texts, ro)
+        rewards, _, _, _ = trainer.score(rows, texts, ro)
         assert rewards.std() > 0
         metrics = trainer.update(ro, trainer.advantages(rewards), rewards)
         # The optimizer leaves the step's accumulated (clipped) gradient in .grad. Parameters are not

@@ -35,3 +35,8 @@ def scalar(prompts, completions, **kwargs):
 
 def with_target(prompts, completions, target=1, **kwargs):
     return [float(len(c) == target) for c in completions]
+
+
+def nothing(prompts, completions, **kwargs):
+    """Applies to no sample: fine in a sum, an error as the last stage of a cascade."""
+    return [None] * len(completions)

@@ -1,0 +1,11 @@
+"""Reward models as rewards: trained here, asked as judges, and chained in cascades.
+
+- `score`: a local sequence classifier with one logit as a TRL-contract reward (`fn: reward_model`).
+- `judge`: a local causal LM asked a templated question, scored by p(yes) (`fn: judge`).
+- `cascade`: stages that each answer where they can, the next scoring the rest (`fn: cascade`).
+- `pairs`, `train`: `neuralese reward-model train RECIPE.yaml` builds preference pairs from the
+  policy's own samples (or a file) and trains with TRL's RewardTrainer, then the gears after it.
+
+Recipes name them in `rewards` like any reward function (rewards.combine builds them with the
+policy's device); the trainer's loop does not know they are models.
+"""

@@ -1,0 +1,73 @@
+"""Reward against true accuracy over steps, for RL runs whose reward is (or includes) a model.
+
+    .venv/bin/python scripts/reward_model_report.py runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl
+
+For each run folder: greedy test accuracy at every evaluation (`eval/accuracy`), and per window of
+`--window` steps the mean training reward, the true accuracy of the same samples (`accuracy`, the
+environment's check, which a reward model run never trains on), the KL to the as-is model, the
+answer length, and the seconds each reward call took. A reward that rises while the accuracy falls is
+reward hacking. With a cascade, the share of samples each stage was given, and the audit's agreement.
+Markdown tables, for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def mean(values: list) -> float | None:
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.fmean(values) if values else None
+
+
+def show(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def windows(run: Path, size: int) -> str:
+    steps = [r for r in rows(run) if "reward/mean" in r]
+    time_keys = sorted({k for r in steps for k in r if k.startswith("time/reward/")})
+    share_keys = sorted(
+        {k for r in steps for k in r if k.endswith("/given") or k == "reward/cascade/audit/agreement"}
+    )
+    head = ["steps", "reward", "true accuracy", "KL", "answer positions", *time_keys, *share_keys]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for start in range(0, len(steps), size):
+        w = steps[start : start + size]
+        cells = [f"{w[0]['step']}-{w[-1]['step']}", show(mean([r["reward/mean"] for r in w])),
+                 show(mean([r["accuracy"] for r in w])), show(mean([r.get("kl") for r in w]), 4),
+                 show(mean([r["generated_positions/mean"] for r in w]), 2)]  # fmt: skip
+        cells += [show(mean([r.get(k) for r in w]), 4) for k in time_keys]
+        cells += [show(mean([r.get(k) for r in w])) for k in share_keys]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def evals(runs: list[Path]) -> str:
+    steps = sorted({r["step"] for run in runs for r in rows(run) if "eval/accuracy" in r})
+    out = ["| run | " + " | ".join(f"greedy @ {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for run in runs:
+        by_step = {r["step"]: r["eval/accuracy"] for r in rows(run) if "eval/accuracy" in r}
+        out.append(f"| {run} | " + " | ".join(show(by_step.get(s)) for s in steps) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--window", type=int, default=25, help="steps per row of the reward table")
+    args = parser.parse_args()
+    print(evals(args.runs))
+    for run in args.runs:
+        print(f"\n{run}\n\n{windows(run, args.window)}")
+
+
+if __name__ == "__main__":
+    main()

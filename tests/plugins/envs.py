@@ -1,0 +1,24 @@
+"""Environment plug-ins used by the reward-model tests (loaded by path, as a user's would be)."""
+
+from envs.arithmetic import make_addition
+
+
+def first_digit_match(prompts, completions, answer, **kwargs):
+    """1.0 when the completion starts with the answer's first digit: an untrained tiny model gets
+    about one sample in ten right, so most prompts have right and wrong samples to pair."""
+    return [float(bool(c.strip()) and c.strip()[0] == str(a)[0]) for c, a in zip(completions, answer)]
+
+
+class FirstDigit:
+    """3-digit addition problems, judged by their first answer digit only."""
+
+    def __init__(self):
+        self.addition = make_addition(digits=3)
+        self.reward_funcs = [first_digit_match]
+
+    def dataset(self, split, n, seed):
+        return self.addition.dataset(split, n, seed)
+
+
+def make():
+    return FirstDigit()
