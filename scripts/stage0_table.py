@@ -1,0 +1,140 @@
+"""The stage-0 table: answer-only and chain-of-thought accuracy by difficulty, for each reasoning task.
+
+    python scripts/stage0_table.py                       # every row below, 1 torch thread
+    python scripts/stage0_table.py --only chase,reach    # some tasks
+    python scripts/stage0_table.py --out runs/stage0     # where the models and the table go
+
+Each row is a tiny model trained from scratch here by `neuralese pretrain` (feedback off) on one
+task at one difficulty, once with the answer alone as the target and once with the task's
+written chain of thought, then scored greedily on held-out problems (`neuralese eval`). The
+model, optimiser and steps are the recipe's (recipes/chase.yaml for the serial-depth tasks,
+which share its 2-layer model; recipes/prosqa.yaml's settings for ProsQA); only the task and the
+target change. A finished row is read back from OUT/TASK-DIFFICULTY-FORMAT/result.json.
+
+Writes OUT/table.md and OUT/results.json; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WIDE = {"model.tiny.max_positions": 96}  # room for longer prompts than pointer chasing's
+# task, difficulty label, recipe, env overrides (the chain-of-thought switch is added per format)
+ROWS = [
+    ("chase", "2 hops", "recipes/chase.yaml", {"env.args.hops": 2}),
+    ("chase", "3 hops", "recipes/chase.yaml", {"env.args.hops": 3}),
+    ("chase", "4 hops", "recipes/chase.yaml", {"env.args.hops": 4}),
+    ("reach", "2 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, hops: 2}", **WIDE}),
+    ("reach", "3 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, hops: 3}", **WIDE}),
+    ("reach", "4 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, hops: 4}", **WIDE}),
+    ("mnns", "3 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{count: 3}", **WIDE}),
+    ("mnns", "4 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{count: 4}", **WIDE}),
+    ("mnns", "5 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{count: 5}", **WIDE}),
+    ("multiplication", "2x2 digits", "recipes/chase.yaml",
+     {"env.name": "multiplication", "env.args": "{digits: 2}", **WIDE}),
+    ("prosqa", "3-6 hops (real valid)", "recipes/prosqa.yaml",
+     {"pretrain.thought_tokens_max": 0, "pretrain.max_steps": 3000, "env.train_size": 20000,
+      "pretrain.warmup_steps": 100}),
+]  # fmt: skip
+MAX_NEW = {"chase": 8, "reach": 8, "mnns": 24, "multiplication": 24, "prosqa": 48}
+
+
+def run(cmd: list[str], log: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(ROOT))  # fmt: skip
+    with open(log, "a") as f:
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if code != 0:
+        sys.exit(f"stage0_table: {' '.join(cmd[:4])} failed (exit {code}); see {log}")
+
+
+def row(out: Path, task: str, label: str, recipe: str, sets: dict, cot: bool) -> dict:
+    """Train (unless done) and score one model; its result."""
+    name = f"{task}-{label.split()[0]}-{'cot' if cot else 'answer'}"
+    folder = out / name
+    done = folder / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = {**sets, "env.args.cot": cot, "pretrain.elided_steps": False, "pretrain.output_dir": str(folder / "model"),
+                 "model.path": str(folder / "model")}  # fmt: skip
+    if "env.args" in sets:  # a whole mapping: put the chain-of-thought switch inside it
+        overrides.pop("env.args.cot")
+        overrides["env.args"] = sets["env.args"].rstrip("}") + f", cot: {str(cot).lower()}}}"
+    flags = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
+    from rl.config import load_config
+
+    cfg = load_config(ROOT / recipe, [f"{k}={v}" for k, v in overrides.items()])
+    if not (folder / "model" / "config.json").is_file():  # a model trained earlier is scored as it is
+        run([sys.executable, "-m", "rl.cli", "pretrain", recipe, *flags], folder / "log.txt")
+    wall = train_seconds(folder / "model" / "pretrain_log.json")
+    result_file = folder / "eval.json"
+    args = ["--env", cfg.env.name, "--env-args", json.dumps(cfg.env.args), "--split", cfg.env.test_split,
+            "--n", str(cfg.env.test_size), "--max-new-tokens", str(MAX_NEW[task]), "--quiet"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    printed = subprocess.run([sys.executable, "-m", "rl.cli", "eval", str(folder / "model"), *args],
+                             capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout  # fmt: skip
+    result_file.write_text(printed)
+    ev = json.loads(printed.strip().splitlines()[-1])
+    result = {"task": task, "difficulty": label, "format": "chain of thought" if cot else "answer only",
+              "accuracy": ev["accuracy"], "n": ev["n"], "positions": ev["mean_generated_positions"],
+              "steps": cfg.pretrain.max_steps, "wall_s": round(wall), "recipe": recipe,
+              "overrides": overrides}  # fmt: skip
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def train_seconds(log: Path) -> float:
+    """Stage 0's training time as TRL recorded it (summed over its phases)."""
+    data = json.loads(log.read_text())
+    phases = data.get("phases") or [{"log_history": data["log_history"]}]
+    return sum(e.get("train_runtime", 0.0) for ph in phases for e in ph["log_history"])
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| task | difficulty | answer only | chain of thought | positions (answer / chain) | stage-0 steps | wall s (answer / chain) |",
+             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    keyed = {(r["task"], r["difficulty"], r["format"]): r for r in results}
+    for task, label, *_ in ROWS:
+        a, c = keyed.get((task, label, "answer only")), keyed.get((task, label, "chain of thought"))
+        if not (a or c):
+            continue
+        cell = lambda r, k, spec: format(r[k], spec) if r else "—"  # noqa: E731
+        lines.append(f"| {task} | {label} | {cell(a, 'accuracy', '.3f')} | {cell(c, 'accuracy', '.3f')} | "
+                     f"{cell(a, 'positions', '.1f')} / {cell(c, 'positions', '.1f')} | {(a or c)['steps']} | "
+                     f"{cell(a, 'wall_s', 'd')} / {cell(c, 'wall_s', 'd')} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="runs/stage0", help="models, logs and the table")
+    p.add_argument("--only", help="comma-separated tasks (default: all)")
+    p.add_argument("--formats", default="answer,cot", help="answer, cot or both")
+    args = p.parse_args()
+    out = Path(args.out)
+    only = set(args.only.split(",")) if args.only else None
+    results = []
+    for task, label, recipe, sets in ROWS:
+        if only and task not in only:
+            continue
+        for fmt in args.formats.split(","):
+            r = row(out, task, label, recipe, sets, cot=fmt == "cot")
+            results.append(r)
+            print(f"stage0_table: {task} {label} {r['format']}: {r['accuracy']:.3f} ({r['wall_s']} s)", flush=True)
+    text = table(results)
+    (out / "table.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
