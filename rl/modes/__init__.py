@@ -1,0 +1,30 @@
+"""Thought modes: where feedback applies, how a rollout builds its inputs, how the recompute lays out
+its live blocks. One module per mode, each behind the interface of `rl.modes.base.ThoughtMode`:
+
+    off       no feedback: the plain language model (base.py)
+    latent    K thought positions after the prompt, then the answer (latent.py)
+    hybrid    a thought fed back at every generated position (hybrid.py)
+
+They share one engine for positions filled one at a time (sequential.py). Modules are
+imported when first asked for: they import the rollout and recompute machinery, which imports
+the policy, which asks for its mode.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from rl.config import NeuraleseConfig
+
+MODULES = {
+    "off": "rl.modes.base",
+    "latent": "rl.modes.latent",
+    "hybrid": "rl.modes.hybrid",
+}
+
+
+def get_mode(cfg: NeuraleseConfig):
+    """The mode `cfg.mode` names, bound to `cfg` (which it reads live: the curriculum changes
+    `num_thoughts` between stages)."""
+    module = importlib.import_module(MODULES[cfg.mode])
+    return module.MODE(cfg)
