@@ -132,11 +132,18 @@ class RewardConfig:
 class NeuraleseConfig:
     """The continuous-thought feedback: what is fed back, where, and how gradients flow."""
 
-    mode: Literal["off", "latent", "hybrid"] = "latent"
-    """`off`: the plain LM (token RL). `latent`: `num_thoughts` thought positions after the prompt,
-    then the answer. `hybrid`: feedback at every generated position."""
+    mode: Literal["off", "latent", "hybrid", "channel"] = "latent"
+    """Where thoughts go (rl.modes). `off`: the plain LM (token RL). `latent`: `num_thoughts` thought
+    positions after the prompt, then the answer. `hybrid`: feedback at every generated position.
+    `channel`: a persistent state of width `channel_width` beside every generated position, s_t =
+    a * s_{t-1} + W_in f_t, fed back as W_out s_t: never softmaxed, never written as a token."""
     num_thoughts: NonNegativeInt = 4
     """Latent mode: number of thought positions K between the prompt and the answer."""
+    channel_width: PositiveInt | None = None
+    """Channel mode: width r of the persistent state; None takes a quarter of the model's hidden size."""
+    channel_retention: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.5
+    """Channel mode: the retention a (per state dimension, learned) at switch-on: the share of the state
+    each position keeps from the one before."""
     space: Literal["hidden", "embedding", "mix", "pause"] = "hidden"
     """What a thought is (rl.thoughts). `hidden`: the hidden state of `layer`, RMS-matched to the token
     embeddings. `embedding`: a mixture of token embeddings weighted by the next-token distribution,
@@ -173,7 +180,8 @@ class NeuraleseConfig:
     log-density turns float32 rounding of the hidden states into ratio noise (|eps| / sigma)."""
     tbptt_window: NonNegativeInt | Literal["full"] = 4
     """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
-    fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT."""
+    fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT. Channel mode:
+    recurrence steps of the state."""
     thought_token: str = "<thought>"
     """The reserved token whose embedding starts each thought position in latent mode."""
 
@@ -560,8 +568,9 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
             rl.samples_per_prompt,
         )
     if rl.rollout_engine == "vllm":
-        need(nz.mode != "hybrid", "rl.rollout_engine",
-             "'hf' in hybrid mode (feedback at every written token is beyond vLLM's decoding)", "vllm")  # fmt: skip
+        need(nz.mode in ("off", "latent"), "rl.rollout_engine",
+             f"'hf' in {nz.mode} mode (vLLM decodes after latent thoughts only: feedback at written tokens "
+             "is beyond its decoding)", "vllm")  # fmt: skip
     if nz.embedding_weights != "softmax":
         need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
              f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",

@@ -16,8 +16,9 @@ window k; only which edges carry gradient does:
    The thought mode lays the blocks out (rl.modes):
    - latent mode: one block, the last k thought positions; the answer positions after
      it are then recomputed in parallel over the block's cache (they read the live KV).
-   - hybrid mode: the generated positions cut into blocks of k (block TBPTT); a block
-     sees earlier blocks only through pass-1 KV entries.
+   - hybrid and channel mode: the generated positions cut into blocks of k (block TBPTT);
+     a block sees earlier blocks only through pass-1 KV entries (and channel mode's block
+     starts from the recorded state).
    Detaching only the fed-back vector would NOT truncate: gradient would still reach
    older feedback through the KV entries of later positions. Cutting the cache and
    starting each block from pass-1 states is what bounds the path.

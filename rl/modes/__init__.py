@@ -4,6 +4,7 @@ its live blocks. One module per mode, each behind the interface of `rl.modes.bas
     off       no feedback: the plain language model (base.py)
     latent    K thought positions after the prompt, then the answer (latent.py)
     hybrid    a thought fed back at every generated position (hybrid.py)
+    channel   a persistent state beside the tokens, never softmaxed (channel.py)
 
 They share one engine for positions filled one at a time (sequential.py). Modules are
 imported when first asked for: they import the rollout and recompute machinery, which imports
@@ -20,6 +21,7 @@ MODULES = {
     "off": "rl.modes.base",
     "latent": "rl.modes.latent",
     "hybrid": "rl.modes.hybrid",
+    "channel": "rl.modes.channel",
 }
 
 
