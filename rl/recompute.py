@@ -19,6 +19,8 @@ window k; only which edges carry gradient does:
    - hybrid and channel mode: the generated positions cut into blocks of k (block TBPTT);
      a block sees earlier blocks only through pass-1 KV entries (and channel mode's block
      starts from the recorded state).
+   - refine mode: the blocks are passes, not positions: the last k passes are live, each
+     one parallel forward over the prompt's cache (rl.modes.refine).
    Detaching only the fed-back vector would NOT truncate: gradient would still reach
    older feedback through the KV entries of later positions. Cutting the cache and
    starting each block from pass-1 states is what bounds the path.
@@ -73,6 +75,7 @@ def recompute_logprobs(
 
     probe: optional [B, L, D] tensor added to the fed-back source state of every position
     (zeros that require grad); its gradient is the gradient reaching each feedback edge.
+    (Refine mode also takes [B, passes, L, D]: one probe per pass.)
     """
     return policy.mode.recompute(policy, ro, window, probe, need_hidden)
 

@@ -5,8 +5,9 @@ its live blocks. One module per mode, each behind the interface of `rl.modes.bas
     latent    K thought positions after the prompt, then the answer (latent.py)
     hybrid    a thought fed back at every generated position (hybrid.py)
     channel   a persistent state beside the tokens, never softmaxed (channel.py)
+    refine    thoughts (or a drafted answer) filled in T parallel Jacobi passes (refine.py)
 
-They share one engine for positions filled one at a time (sequential.py). Modules are
+The three sequential modes share one engine (sequential.py); refine has its own. Modules are
 imported when first asked for: they import the rollout and recompute machinery, which imports
 the policy, which asks for its mode.
 """
@@ -22,6 +23,7 @@ MODULES = {
     "latent": "rl.modes.latent",
     "hybrid": "rl.modes.hybrid",
     "channel": "rl.modes.channel",
+    "refine": "rl.modes.refine",
 }
 
 

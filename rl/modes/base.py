@@ -15,8 +15,8 @@ shared:
                              parallel pass over its cache (latent mode's answer)
 
 The sequential engine (rl.modes.sequential) turns these answers into `rollout` and `recompute`.
-A mode whose positions are not filled one at a time overrides those two entry points instead, and
-keeps the same record and the same consistency and truncation guarantees.
+A mode whose positions are not filled one at a time (refine) overrides those two entry points
+instead, and keeps the same record and the same consistency and truncation guarantees.
 """
 
 from __future__ import annotations
