@@ -8,7 +8,8 @@ previous pass's state at the position before it:
     e^tau_u = E[x^tau_u] + g * f(h^{tau-1}_{u-1})      h^{tau-1}_{P-1} = the prompt's last state
 
 Pass 1 feeds only the span's first position (the others have no pass before them); a pass before
-the last leaves out the positions from which no thought could reach the answer (`fed_positions`).
+the last leaves out the positions from which no thought could reach the answer (`fed_positions`),
+and computes no further right than the next pass reads (`pass_width`).
 
 After pass tau the first tau positions equal the sequential mode's exactly (each reads a state that
 has already settled), so with T = n refine *is* the sequential mode; with T < n it trades exactness
@@ -89,26 +90,29 @@ class RefineMode(ThoughtMode):
 
     def passes(self, policy, dec, tokens, generator, forced, keep: int, redraft=None):
         """Run the T passes over a span of n positions after the prompt, starting from `tokens` [B, n];
-        `redraft(logits)` gives the next pass's tokens. Returns each pass's record and the last pass's
+        `redraft(logits, n)` gives the next pass's tokens from this pass's logits. Returns each pass's record and the last pass's
         logits; `dec` is left at the span's end, with the last pass's cache."""
         bsz, n = tokens.shape
         mask = torch.cat([dec.mask, torch.ones(bsz, n, dtype=dec.mask.dtype, device=dec.mask.device)], 1)
         pos = dec.next_pos[:, None] + torch.arange(n, device=tokens.device)
-        first, prev, done = dec.src[:, None], None, []
-        for tau in range(1, self.cfg.refine_passes + 1):
-            m = fed_positions(tau, self.cfg.refine_passes, n, self.unread)
+        first, prev, done, T = dec.src[:, None], None, [], self.cfg.refine_passes
+        for tau in range(1, T + 1):
+            m, w = fed_positions(tau, T, n, self.unread), pass_width(tau, T, n, self.unread)
             src = cat_sources(first, prev[:, : m - 1]) if m > 1 else first[:, :m]  # [B, m]
             vec, logp, draw = pass_thoughts(policy, src, generator, forced)
-            embeds = policy.embed(tokens)  # [B, n, D]
+            done.append({"tokens": tokens, "vec": vec, "logp": logp, "draw": draw})
+            if w == 0:  # nothing this pass computes could reach the answer (more passes than positions)
+                tokens = redraft(dec.logits[:, None][:, :0], n) if redraft is not None else tokens
+                continue
+            embeds = policy.embed(tokens[:, :w])  # [B, w, D]
             x = torch.cat([policy.adapter.combine(embeds[:, :m], vec), embeds[:, m:]], dim=1)
             # Each pass reads the prompt's keys and values only, never an earlier pass's; through the
             # recompute's own cache and attention, so that a pass recomputed from recorded inputs gives
             # the same floats (a sampled thought's density amplifies any difference by |eps| / sigma).
             with live_cache(policy, dec.cache, dec.prompt_ids.shape[1], mask) as (cache, mask_for):
-                out = policy.forward(x, mask_for(dec.prompt_ids.shape[1], n), pos, cache=cache, keep=keep)
-            done.append({"tokens": tokens, "vec": vec, "logp": logp, "draw": draw})
+                out = policy.forward(x, mask_for(dec.prompt_ids.shape[1], w), pos[:, :w], cache=cache, keep=keep)
             prev = policy.thought_source(out)
-            tokens = redraft(out.logits) if redraft is not None else tokens
+            tokens = redraft(out.logits, n) if redraft is not None else tokens
         dec.cache, dec.mask, dec.next_pos = joined(cache, policy), mask, dec.next_pos + n
         dec.logits, dec.src = out.logits[:, -1], prev[:, -1]
         return done, out.logits
@@ -130,8 +134,9 @@ class RefineMode(ThoughtMode):
         draft = torch.full((bsz, n), policy.pad_token_id, device=device)
         draft[:, 0] = greedy_first
 
-        def redraft(logits):
-            return torch.cat([greedy_first[:, None], logits[:, :-1].argmax(-1)], dim=1)
+        def redraft(logits, n):  # the next pass's tokens: the greedy ones after each position computed
+            pad = torch.full((bsz, n), policy.pad_token_id, device=device)
+            return torch.cat([greedy_first[:, None], logits.argmax(-1), pad], dim=1)[:, :n]
 
         scores = dec.logits[:, None]  # [B, 1, V] the prompt's logits score the first answer token
         done, last = self.passes(policy, dec, draft, generator, forced, keep=0, redraft=redraft)
@@ -211,7 +216,7 @@ class RefineMode(ThoughtMode):
             live = tau > T - k
             # A pass is run if its logits score the answer (the last), or the next pass reads its states:
             # the next is live, or it is constant with sampled thoughts whose density is scored against them.
-            if not (tau >= T - k or sampled):
+            if not (tau >= T - k or sampled) or pass_width(tau, T, b - a, self.unread) == 0:
                 prev = None
                 continue
             m = fed_positions(tau, T, b - a, self.unread)
@@ -228,11 +233,12 @@ class RefineMode(ThoughtMode):
         return Recomputed(token_logprobs=token_lp, thought_logprobs=thought_lp, entropy=entropy, hidden=hidden)
 
     def pass_inputs(self, policy, ro, tau: int, span, src, live: bool, thought_lp) -> torch.Tensor:
-        """[B, n, D] the inputs of pass `tau` over the span: live thoughts rebuilt from `src` (their draws
+        """[B, w, D] the inputs of pass `tau` over the span's first w positions (`pass_width`): live thoughts rebuilt from `src` (their draws
         replayed), or the recorded ones; the thoughts' densities are added to `thought_lp` [B, L]."""
         (a, b), adapter, table = span, policy.adapter, policy.embedding_table
-        tokens = ro.input_ids[:, a:b] if self.over_thoughts else ro.extra["pass_tokens"][:, a:b, tau - 1]
-        embeds = policy.embed(tokens)  # [B, n, D]
+        w = pass_width(tau, self.cfg.refine_passes, b - a, self.unread)
+        tokens = ro.input_ids[:, a : a + w] if self.over_thoughts else ro.extra["pass_tokens"][:, a : a + w, tau - 1]
+        embeds = policy.embed(tokens)  # [B, w, D]
         m = fed_positions(tau, self.cfg.refine_passes, b - a, self.unread)
         if m == 0:
             return embeds
@@ -278,6 +284,13 @@ def fed_positions(tau: int, passes: int, n: int, unread: int) -> int:
     density would add only noise to the gradient. With passes = n over thoughts this leaves pass tau
     the first tau positions: exactly the ones that have settled."""
     return max(0, min(1 if tau == 1 else n, n - unread - (passes - tau)))
+
+
+def pass_width(tau: int, passes: int, n: int, unread: int) -> int:
+    """How many of the span's positions, from its first, pass `tau` computes: all in the last pass; in
+    a pass before it, those whose states the next pass's thoughts read (`fed_positions` - 1 of them:
+    the outputs further right could reach the answer no more than a thought there could)."""
+    return n if tau == passes else max(0, n - unread - (passes - tau))
 
 
 def cat_sources(*parts: Source) -> Source:
