@@ -7,28 +7,21 @@ its live blocks. One module per mode, each behind the interface of `rl.modes.bas
     channel   a persistent state beside the tokens, never softmaxed (channel.py)
     refine    thoughts (or a drafted answer) filled in T parallel Jacobi passes (refine.py)
 
-The three sequential modes share one engine (sequential.py); refine has its own. Modules are
-imported when first asked for: they import the rollout and recompute machinery, which imports
-the policy, which asks for its mode.
+The three sequential modes share one engine (sequential.py); refine has its own. The modules are
+imported when a mode is first asked for: they import the rollout and recompute machinery, which
+imports the policy, which asks for its mode.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from rl.config import NeuraleseConfig
-
-MODULES = {
-    "off": "rl.modes.base",
-    "latent": "rl.modes.latent",
-    "hybrid": "rl.modes.hybrid",
-    "channel": "rl.modes.channel",
-    "refine": "rl.modes.refine",
-}
 
 
 def get_mode(cfg: NeuraleseConfig):
     """The mode `cfg.mode` names, bound to `cfg` (which it reads live: the curriculum changes
     `num_thoughts` between stages)."""
-    module = importlib.import_module(MODULES[cfg.mode])
-    return module.MODE(cfg)
+    from rl.modes import base, channel, hybrid, latent, refine  # at first call: see the docstring
+
+    modes = {"off": base.ThoughtMode, "latent": latent.LatentMode, "hybrid": hybrid.HybridMode,
+             "channel": channel.ChannelMode, "refine": refine.RefineMode}  # fmt: skip
+    return modes[cfg.mode](cfg)

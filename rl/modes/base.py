@@ -98,6 +98,3 @@ def blocks_of(prompt_length: int, length: int, window) -> list[tuple[int, int]]:
     """Block TBPTT: the generated positions [prompt_length, length) cut into consecutive blocks of `window`."""
     k = length - prompt_length if window == "full" else int(window)
     return [(s, min(s + k, length)) for s in range(prompt_length, length, k)]
-
-
-MODE = ThoughtMode

@@ -98,6 +98,3 @@ class ChannelMode(ThoughtMode):
     def describe(self, policy) -> str:
         a = policy.adapter.channel.retention()
         return f"channel: width {a.numel()}, retention a mean {a.mean():.4f}, min {a.min():.4f}, max {a.max():.4f}"
-
-
-MODE = ChannelMode

@@ -15,6 +15,3 @@ class HybridMode(ThoughtMode):
 
     def live_blocks(self, prompt_length: int, length: int, window) -> list[tuple[int, int]]:
         return blocks_of(prompt_length, length, window)
-
-
-MODE = HybridMode

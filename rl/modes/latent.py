@@ -27,6 +27,3 @@ class LatentMode(ThoughtMode):
         k = num_thoughts if window == "full" else min(int(window), num_thoughts)
         end = prompt_length + num_thoughts
         return [(end - k, end)] if k > 0 else []
-
-
-MODE = LatentMode

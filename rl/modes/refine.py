@@ -328,6 +328,3 @@ def pass_sources(policy, out0, prev, tau: int, m: int, span, probe) -> Source:
         return first[:, :m]
     rest = policy.thought_source(prev, slice(0, m - 1), None if p is None else p[:, a : a + m - 1])
     return cat_sources(first, rest)
-
-
-MODE = RefineMode
