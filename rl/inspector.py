@@ -105,6 +105,20 @@ def lens_logits(policy: NeuralesePolicy, states: torch.Tensor) -> tuple[torch.Te
     return head(x).float(), norm is not None
 
 
+def read_lens(policy: NeuralesePolicy, out, positions: torch.Tensor, top_k: int):
+    """The top tokens of what each thought fed into `positions` [n] (row 0 of `out`) was read from:
+    (probabilities [n, k], token ids [n, k], whether the final norm was applied)."""
+    if policy.config.space == "hidden":
+        states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
+        logits, normed = lens_logits(policy, states)  # [n, V]
+    else:  # the next-token distribution the thought's embedding part is weighted by
+        final = out.hidden_states[-1][0, positions - 1]
+        logits, normed = policy.model.get_output_embeddings()(final).float(), False
+    probs = torch.softmax(logits, dim=-1)
+    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
+    return top_p, top_ids, normed
+
+
 def _show(tokenizer, token_id: int) -> str:
     """A token as text, quoted so spaces and newlines stay visible."""
     return repr(tokenizer.decode([token_id]))
@@ -130,7 +144,8 @@ def inspect_thoughts(
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
-    embeds = policy.embed(ro.input_ids)  # [1, L, D]
+    inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
+    embeds = policy.embed(inputs)  # [1, L, D]
     out = policy.model(
         inputs_embeds=policy.mode.final_inputs(policy, ro),
         attention_mask=ro.attention_mask,
@@ -138,14 +153,7 @@ def inspect_thoughts(
         output_hidden_states=True,
         return_dict=True,
     )
-    if policy.config.space == "hidden":
-        states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
-        logits, normed = lens_logits(policy, states)  # [n, V]
-    else:  # the next-token distribution the thought's embedding part is weighted by
-        final = out.hidden_states[-1][0, positions - 1]
-        logits, normed = policy.model.get_output_embeddings()(final).float(), False
-    probs = torch.softmax(logits, dim=-1)
-    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
+    top_p, top_ids, normed = read_lens(policy, out, positions, top_k)
 
     f = ro.feedback[0, positions]  # [n, D] what entered, noise included
     gate = policy.adapter.gate()  # [D]
@@ -159,7 +167,7 @@ def inspect_thoughts(
         Thought(
             index=i + 1,
             position=int(t) - ro.prompt_length,
-            token=_show(tok, int(ro.input_ids[0, t])),
+            token=_show(tok, int(inputs[0, t])),
             lens=[(_show(tok, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
             feedback_norm=float(f[i].norm()),
             gate=float(gated[i].norm() / f[i].norm().clamp_min(1e-12)),

@@ -244,3 +244,14 @@ def test_inspect_shows_the_change_between_passes(tiny_dir):
     assert shown[:-1] == pytest.approx(change, rel=1e-5) and shown[-1] is None  # the last: new in the last pass
     assert all(c > 0 for c in change)  # 3 passes do not settle 4 thoughts of an untrained model
     assert "Δpass" in format_table(ins) and "refine over the thoughts: 3 parallel passes" in format_table(ins)
+
+
+def test_inspect_over_the_answer_reads_the_last_pass(tiny_dir):
+    """Rows are the answer positions that took a thought; each shows the draft token the thought was added to."""
+    policy = refine_policy(tiny_dir, over="answer").eval()
+    ins = inspect_thoughts(policy, "123+456=", max_new_tokens=6)
+    ro = generate_rollout(policy, *policy.encode(["123+456="]), 6, 0.0, torch.Generator().manual_seed(0))
+    at = ro.feedback_mask[0].nonzero().squeeze(-1)
+    draft = policy.mode.final_tokens(ro)[0, at]
+    assert [th.token for th in ins.thoughts] == [repr(policy.tokenizer.decode([int(t)])) for t in draft]
+    assert ins.answer == policy.decode(ro)[0]

@@ -76,9 +76,13 @@ class ThoughtMode:
         """`Recomputed` log-probs of `ro` (rl.recompute.recompute_logprobs documents the arguments)."""
         return sequential.recompute(self, policy, ro, window, probe, need_hidden)
 
+    def final_tokens(self, ro) -> torch.Tensor:
+        """[B, L] the input tokens of the forward pass whose outputs scored the answer."""
+        return ro.input_ids
+
     def final_inputs(self, policy, ro) -> torch.Tensor:
         """[B, L, D] the inputs of the forward pass whose outputs scored the answer (recorded constants)."""
-        embeds = policy.embed(ro.input_ids)
+        embeds = policy.embed(self.final_tokens(ro))
         if not policy.feedback_on:
             return embeds
         return torch.where(ro.feedback_mask[..., None], policy.adapter.combine(embeds, ro.feedback), embeds)

@@ -188,10 +188,6 @@ class RefineMode(ThoughtMode):
         a, _ = self.span(ro)
         return torch.cat([ro.input_ids[:, :a], ro.extra["pass_tokens"][:, a:, -1]], dim=1)
 
-    def final_inputs(self, policy, ro) -> torch.Tensor:
-        embeds = policy.embed(self.final_tokens(ro))
-        return torch.where(ro.feedback_mask[..., None], policy.adapter.combine(embeds, ro.feedback), embeds)
-
     def recompute(self, policy, ro, window, probe, need_hidden) -> Recomputed:
         a, b = self.span(ro)
         if b == a:  # no thoughts at this curriculum stage: the plain teacher-forced pass
