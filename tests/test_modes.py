@@ -62,11 +62,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from ablate import PAUSE_SETS, load_spec, with_controls  # noqa: E402
 
 SPEC = ROOT / "recipes" / "arms" / "modes.yaml"
-RECIPE = """# neuralese train THIS.yaml  (a test recipe: latent mode with an RL curriculum, like recipes/refine.yaml)
+RECIPE = """# neuralese train THIS.yaml  (a test recipe: latent mode with an RL curriculum and its stage-0 formats, like recipes/refine.yaml)
 seed: 0
 output_dir: {out}
 model: {{path: {model}}}
 env: {{name: addition, args: {{digits: 3}}, train_size: 64, test_size: 8}}
+pretrain: {{elided_steps: true}}
 curriculum: {{stages: 2, thoughts_per_step: 1, start: 1}}
 neuralese: {{mode: latent, num_thoughts: 2, tbptt_window: 1}}
 rl: {{steps: 1, prompts_per_step: 2, samples_per_prompt: 2, micro_batch_per_device: 4, max_new_tokens: 4}}
@@ -107,8 +108,8 @@ def test_every_arm_and_its_controls_load_build_and_run(tiny_dir, tmp_path):
 @pytest.mark.parametrize(
     "sets, fragment",
     [
-        (["neuralese.mode=channel"], "curriculum.stages"),  # the recipe's curriculum needs thoughts before the answer
-        (["neuralese.mode=refine", "neuralese.refine_over=answer"], "curriculum.stages"),
+        (["neuralese.mode=channel", "pretrain.elided_steps=false"], "curriculum.stages"),  # thoughts before the answer
+        (["neuralese.mode=refine", "neuralese.refine_over=answer", "pretrain.elided_steps=false"], "curriculum.stages"),
         (["neuralese.mode=refine", "neuralese.tbptt_window=4"], "neuralese.tbptt_window' must be <= neuralese.refine_passes"),
         (["neuralese.mode=channel", "curriculum.stages=0", "rl.rollout_engine=vllm"], "'hf' in channel mode"),
         (["neuralese.mode=refine", "curriculum.stages=0", "neuralese.num_thoughts=0"], "neuralese.num_thoughts"),
