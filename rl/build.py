@@ -13,6 +13,7 @@ from envs import Environment
 from rewards.combine import resolve_reward
 from rl.config import NeuraleseConfig, RunConfig
 from rl.models import ensure_thought_token, load_model
+from rl.modes import get_mode
 from rl.policy import NeuralesePolicy
 
 
@@ -37,7 +38,7 @@ class ValueHead(nn.Module):
 def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
     """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter."""
     model, tokenizer = load_model(cfg.model.path, cfg.model, device)
-    if cfg.neuralese.mode == "latent":  # before LoRA: a new token resizes the embedding table
+    if get_mode(cfg.neuralese).uses_thought_token:  # before LoRA: a new token resizes the embedding table
         ensure_thought_token(model, tokenizer, cfg.neuralese.thought_token, cfg.model.add_thought_token)
     lora = cfg.model.lora
     if lora.r > 0:

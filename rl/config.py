@@ -132,11 +132,27 @@ class RewardConfig:
 class NeuraleseConfig:
     """The continuous-thought feedback: what is fed back, where, and how gradients flow."""
 
-    mode: Literal["off", "latent", "hybrid"] = "latent"
-    """`off`: the plain LM (token RL). `latent`: `num_thoughts` thought positions after the prompt,
-    then the answer. `hybrid`: feedback at every generated position."""
+    mode: Literal["off", "latent", "hybrid", "channel", "refine"] = "latent"
+    """Where thoughts go (rl.modes). `off`: the plain LM (token RL). `latent`: `num_thoughts` thought
+    positions after the prompt, then the answer. `hybrid`: feedback at every generated position.
+    `channel`: a persistent state of width `channel_width` beside every generated position, s_t =
+    a * s_{t-1} + W_in f_t, fed back as W_out s_t: never softmaxed, never written as a token.
+    `refine`: the `num_thoughts` thoughts (or, `refine_over: answer`, a drafted answer) filled in
+    `refine_passes` parallel passes, each fed the previous pass's states (Jacobi iteration, PCCoT)."""
     num_thoughts: NonNegativeInt = 4
-    """Latent mode: number of thought positions K between the prompt and the answer."""
+    """Latent mode (and refine over thoughts): number of thought positions K between the prompt and the answer."""
+    channel_width: PositiveInt | None = None
+    """Channel mode: width r of the persistent state; None takes a quarter of the model's hidden size."""
+    channel_retention: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.5
+    """Channel mode: the retention a (per state dimension, learned) at switch-on: the share of the state
+    each position keeps from the one before."""
+    refine_over: Literal["thoughts", "answer"] = "thoughts"
+    """Refine mode: what the passes fill. `thoughts`: the K thought positions after the prompt, then the
+    answer is written as in latent mode. `answer`: the answer itself, a greedy draft refined in parallel
+    passes with a thought at every position, its tokens sampled in the last pass."""
+    refine_passes: PositiveInt = 3
+    """Refine mode: parallel passes T. With T equal to the positions filled, refine equals the sequential
+    mode (latent, or hybrid at temperature 0); the TBPTT window counts passes."""
     space: Literal["hidden", "embedding", "mix", "pause"] = "hidden"
     """What a thought is (rl.thoughts). `hidden`: the hidden state of `layer`, RMS-matched to the token
     embeddings. `embedding`: a mixture of token embeddings weighted by the next-token distribution,
@@ -173,9 +189,10 @@ class NeuraleseConfig:
     log-density turns float32 rounding of the hidden states into ratio noise (|eps| / sigma)."""
     tbptt_window: NonNegativeInt | Literal["full"] = 4
     """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
-    fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT."""
+    fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT. Channel mode:
+    recurrence steps of the state; refine mode: passes (the last k are differentiable)."""
     thought_token: str = "<thought>"
-    """The reserved token whose embedding starts each thought position in latent mode."""
+    """The reserved token whose embedding starts each thought position (latent mode, refine over thoughts)."""
 
 
 @dataclass
@@ -304,7 +321,7 @@ class CurriculumConfig:
     """An RL curriculum from written to latent steps (rl.curriculum): Coconut's schedule, with every
     stage RL on the task reward and no latent ever supervised. Stage s puts `thoughts_per_step * s`
     latent thoughts where the first s written steps of the environment's chain were; the model writes
-    the rest. Latent mode only; 0 stages turns it off."""
+    the rest. Latent mode (and refine over thoughts) only; 0 stages turns it off."""
 
     stages: NonNegativeInt = 0
     """The last stage S (stages run from `start` to S); 0 = no curriculum (`neuralese.num_thoughts` holds)."""
@@ -637,8 +654,9 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
             rl.samples_per_prompt,
         )
     if rl.rollout_engine == "vllm":
-        need(nz.mode != "hybrid", "rl.rollout_engine",
-             "'hf' in hybrid mode (feedback at every written token is beyond vLLM's decoding)", "vllm")  # fmt: skip
+        need(nz.mode in ("off", "latent"), "rl.rollout_engine",
+             f"'hf' in {nz.mode} mode (vLLM decodes after latent thoughts only: feedback at written tokens "
+             "and parallel passes are beyond its decoding)", "vllm")  # fmt: skip
     if nz.embedding_weights != "softmax":
         need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
              f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
@@ -646,8 +664,9 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(nz.noise_std == 0, "neuralese.noise_std",
              f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)", nz.noise_std)  # fmt: skip
     cur = cfg.curriculum
-    if nz.mode == "latent" and cur.stages == 0:
-        need(nz.num_thoughts >= 1, "neuralese.num_thoughts", ">= 1 in latent mode", nz.num_thoughts)
+    thoughts_first = nz.mode == "latent" or (nz.mode == "refine" and nz.refine_over == "thoughts")
+    if thoughts_first and cur.stages == 0:
+        need(nz.num_thoughts >= 1, "neuralese.num_thoughts", f">= 1 in {nz.mode} mode", nz.num_thoughts)
     if isinstance(nz.tbptt_window, int) and nz.mode == "latent" and cur.stages == 0:
         need(
             nz.tbptt_window <= nz.num_thoughts,
@@ -655,10 +674,16 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
             f"<= neuralese.num_thoughts ({nz.num_thoughts}) in latent mode, or 'full'",
             nz.tbptt_window,
         )
+    if isinstance(nz.tbptt_window, int) and nz.mode == "refine":
+        need(nz.tbptt_window <= nz.refine_passes, "neuralese.tbptt_window",
+             f"<= neuralese.refine_passes ({nz.refine_passes}) in refine mode (it counts passes), or 'full'",
+             nz.tbptt_window)  # fmt: skip
     if isinstance(nz.layer, int):
         need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
     if cur.stages > 0:
-        need(nz.mode == "latent", "curriculum.stages", "0 unless neuralese.mode is 'latent'", cur.stages)
+        need(thoughts_first, "curriculum.stages",
+             "0 unless neuralese.mode is 'latent' or 'refine' over thoughts (it sets the thoughts before the answer)",
+             cur.stages)  # fmt: skip
         need(cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
              cur.start)  # fmt: skip
     if cfg.pretrain.elided_steps:

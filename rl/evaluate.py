@@ -110,6 +110,6 @@ def shuffled_answers(policy: NeuralesePolicy, prompts: list, max_new_tokens: int
         raise ValueError("the shuffled control needs a policy with thoughts and at least 2 prompts per batch")
     ids, mask = policy.encode(prompts)
     own = generate_rollout(policy, ids, mask, max_new_tokens, 0.0)
-    steps = own.feedback[:, own.prompt_length :]  # [B, G, D]: the vector fed at each generated step
+    steps = own.thoughts[:, own.prompt_length :]  # [B, G, D]: the thought drawn at each generated step
     ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0, thoughts=steps.roll(-1, dims=0))
     return policy.decode(ro), ro.generated_positions.tolist()

@@ -30,6 +30,7 @@ from torch import nn
 from rl import thoughts as T
 from rl.config import NeuraleseConfig
 from rl.errors import ConfigError
+from rl.modes import get_mode
 
 RMS_EPS = 1e-6
 
@@ -127,6 +128,9 @@ class FeedbackAdapter(nn.Module):
         if cfg.space == "pause":  # set to the thought token's embedding by the policy
             self.pause_vector = nn.Parameter(torch.zeros(hidden_size))
         self.gate_logit = nn.Parameter(torch.zeros(hidden_size))  # lambda
+        own = get_mode(cfg).weights(hidden_size)  # the mode's own weights, if it has any
+        if own is not None:
+            self.add_module(cfg.mode, own)
         self.register_buffer("target_rms", torch.tensor(float(embed_rms)))
 
     @classmethod

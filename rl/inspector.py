@@ -18,11 +18,17 @@ One prompt is answered (greedy by default); each thought is then read four ways:
     cos prev    cosine similarity of f with the previous thought's f: a chain that repeats
                 itself reads near 1.
 
+A mode may add columns of its own (rl.modes): channel mode the norm of the state fed into each
+position (|s|) and the share of it kept from the position before (kept), with the retention in the
+header; refine mode how far the last pass still moved each thought (Δpass).
+
 A thought is the vector fed into a position; it comes from the hidden state one position
 earlier. In latent mode the rows are the K thought positions; in hybrid mode, every
 generated position that received feedback (the row's token is the one written there).
 The hidden states come from one teacher-forced pass over the rollout with its recorded
-feedback vectors: forward values equal the rollout's (see rl/recompute.py).
+feedback vectors (the last pass's inputs in refine mode): forward values equal the rollout's (see
+rl/recompute.py). In refine mode the lens therefore reads the last pass's state at the position
+before each thought, what a further pass would feed.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class Thought:
     token_norm: float  # |E[x]|, the token embedding the thought is added to
     thought_to_token: float  # |g * f| / |E[x]|
     cosine_prev: float | None  # cos(f, previous f); None for the first
+    columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (rl.modes)
 
 
 @dataclass
@@ -66,6 +73,7 @@ class Inspection:
     gate_max: float
     thoughts: list[Thought]
     cosine: torch.Tensor = field(repr=False)  # [n, n] cosine similarity between all thoughts
+    mode_line: str = ""  # what the mode says about its own weights
 
 
 def final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -97,6 +105,20 @@ def lens_logits(policy: NeuralesePolicy, states: torch.Tensor) -> tuple[torch.Te
     return head(x).float(), norm is not None
 
 
+def read_lens(policy: NeuralesePolicy, out, positions: torch.Tensor, top_k: int):
+    """The top tokens of what each thought fed into `positions` [n] (row 0 of `out`) was read from:
+    (probabilities [n, k], token ids [n, k], whether the final norm was applied)."""
+    if policy.config.space == "hidden":
+        states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
+        logits, normed = lens_logits(policy, states)  # [n, V]
+    else:  # the next-token distribution the thought's embedding part is weighted by
+        final = out.hidden_states[-1][0, positions - 1]
+        logits, normed = policy.model.get_output_embeddings()(final).float(), False
+    probs = torch.softmax(logits, dim=-1)
+    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
+    return top_p, top_ids, normed
+
+
 def _show(tokenizer, token_id: int) -> str:
     """A token as text, quoted so spaces and newlines stay visible."""
     return repr(tokenizer.decode([token_id]))
@@ -115,30 +137,23 @@ def inspect_thoughts(
     if not policy.feedback_on:
         raise CheckpointError(
             "inspect: this policy has neuralese mode 'off' (a plain model folder, or a run without "
-            "feedback), so there are no thoughts to read; give a latent or hybrid checkpoint"
+            "feedback), so there are no thoughts to read; give a checkpoint trained with thoughts (latent, hybrid, channel, refine)"
         )
     policy.eval()
     ids, mask = policy.encode([prompt])
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
-    embeds = policy.embed(ro.input_ids)  # [1, L, D]
-    x = torch.where(ro.feedback_mask[..., None], policy.adapter.combine(embeds, ro.feedback), embeds)
+    inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
+    embeds = policy.embed(inputs)  # [1, L, D]
     out = policy.model(
-        inputs_embeds=x,
+        inputs_embeds=policy.mode.final_inputs(policy, ro),
         attention_mask=ro.attention_mask,
         position_ids=ro.position_ids,
         output_hidden_states=True,
         return_dict=True,
     )
-    if policy.config.space == "hidden":
-        states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
-        logits, normed = lens_logits(policy, states)  # [n, V]
-    else:  # the next-token distribution the thought's embedding part is weighted by
-        final = out.hidden_states[-1][0, positions - 1]
-        logits, normed = policy.model.get_output_embeddings()(final).float(), False
-    probs = torch.softmax(logits, dim=-1)
-    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
+    top_p, top_ids, normed = read_lens(policy, out, positions, top_k)
 
     f = ro.feedback[0, positions]  # [n, D] what entered, noise included
     gate = policy.adapter.gate()  # [D]
@@ -147,17 +162,19 @@ def inspect_thoughts(
     unit = F.normalize(f, dim=-1)
     cosine = unit @ unit.T  # [n, n]
     tok = policy.tokenizer
+    extra = policy.mode.inspect_columns(policy, ro, positions)
     thoughts = [
         Thought(
             index=i + 1,
             position=int(t) - ro.prompt_length,
-            token=_show(tok, int(ro.input_ids[0, t])),
+            token=_show(tok, int(inputs[0, t])),
             lens=[(_show(tok, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
             feedback_norm=float(f[i].norm()),
             gate=float(gated[i].norm() / f[i].norm().clamp_min(1e-12)),
             token_norm=float(e_norm[i]),
             thought_to_token=float(gated[i].norm() / e_norm[i].clamp_min(1e-12)),
             cosine_prev=float(cosine[i, i - 1]) if i > 0 else None,
+            columns={name: values[i] for name, values in extra.items()},
         )
         for i, t in enumerate(positions.tolist())
     ]
@@ -171,6 +188,7 @@ def inspect_thoughts(
         gate_max=float(gate.abs().max()),
         thoughts=thoughts,
         cosine=cosine.cpu(),
+        mode_line=policy.mode.describe(policy),
     )
 
 
@@ -182,14 +200,16 @@ def format_table(ins: Inspection) -> str:
         f"answer: {ins.answer!r}",
         f"mode {ins.mode}, layer {ins.layer}; lens = {lens_how}; "
         f"gate |tanh(lambda)| mean {ins.gate_mean:.4f}, max {ins.gate_max:.4f}",
+        *([ins.mode_line] if ins.mode_line else []),
         "",
     ]
     lens_cells = ["  ".join(f"{t} {p:.2f}" for t, p in th.lens) for th in ins.thoughts]
     width = max([len("logit lens (top tokens, prob)"), *map(len, lens_cells)])
     tok_w = max([len("input"), *(len(th.token) for th in ins.thoughts)])
+    names = list(ins.thoughts[0].columns) if ins.thoughts else []
     head = (
         f"{'#':>3}  {'pos':>3}  {'input':<{tok_w}}  {'logit lens (top tokens, prob)':<{width}}  "
-        f"{'|f|':>7}  {'gate':>6}  {'|g*f|/|e|':>9}  {'cos prev':>8}"
+        f"{'|f|':>7}  {'gate':>6}  {'|g*f|/|e|':>9}  {'cos prev':>8}" + "".join(f"  {n:>7}" for n in names)
     )
     lines += [head, "-" * len(head)]
     if not ins.thoughts:
@@ -199,6 +219,7 @@ def format_table(ins: Inspection) -> str:
         lines.append(
             f"{th.index:>3}  {th.position:>3}  {th.token:<{tok_w}}  {cell:<{width}}  "
             f"{th.feedback_norm:>7.3f}  {th.gate:>6.4f}  {th.thought_to_token:>9.4f}  {cos:>8}"
+            + "".join("        -" if th.columns[n] is None else f"  {th.columns[n]:>7.4f}" for n in names)
         )
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ from rl.errors import CheckpointError, ConfigError
 from rl.feedback import FeedbackAdapter, Source
 from rl.io import read_json, read_safetensors
 from rl.models import CACHE, ensure_thought_token, load_model
+from rl.modes import get_mode
 from rl.ranges import check_ranges
 
 CONFIG_FILE = "neuralese.json"
@@ -61,7 +62,9 @@ class NeuralesePolicy(nn.Module):
         self.config = config or NeuraleseConfig(mode="off")
         self.tokenizer = tokenizer
         self.thought_token_id = -1
-        if self.config.mode == "latent":
+        self._mode = get_mode(self.config)
+        self._off = get_mode(NeuraleseConfig(mode="off"))
+        if self._mode.uses_thought_token:
             self.thought_token_id = ensure_thought_token(
                 model, tokenizer, self.config.thought_token, add_thought_token
             )
@@ -80,6 +83,11 @@ class NeuralesePolicy(nn.Module):
     @property
     def feedback_on(self) -> bool:
         return self.config.mode != "off" and self._feedback_enabled
+
+    @property
+    def mode(self):
+        """The thought mode in force (rl.modes): the config's, or `off` while feedback is disabled."""
+        return self._mode if self.feedback_on else self._off
 
     @property
     def hidden_size(self) -> int:

@@ -65,9 +65,10 @@ def standard_gumbel(shape: torch.Size, generator: torch.Generator | None, device
 def sample_multiplex(
     logits: torch.Tensor, temperature: float, m: int, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """m tokens drawn independently from softmax(z / tau): [B, V] -> [B, m] long."""
+    """m tokens drawn independently from softmax(z / tau): [..., V] -> [..., m] long."""
     probs = soft_weights(logits, temperature)
-    return torch.multinomial(probs, m, replacement=True, generator=generator)
+    tokens = torch.multinomial(probs.reshape(-1, probs.shape[-1]), m, replacement=True, generator=generator)
+    return tokens.view(*probs.shape[:-1], m)
 
 
 # ----------------------------------------------------------------------------- log-probabilities

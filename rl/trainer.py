@@ -302,8 +302,7 @@ class Trainer:
         norm = dict(
             num_tokens=all_sum(self.accelerator, mask.sum().float()) / self.world,
             num_sequences=ro.input_ids.shape[0],
-            max_length=self.curriculum.budget(rl.max_new_tokens)
-            + (self.policy.config.num_thoughts if self.cfg.neuralese.mode == "latent" else 0),
+            max_length=self.curriculum.budget(rl.max_new_tokens) + self.policy.mode.thought_positions,
         )
         micro = self.micro_batches(ro.input_ids.shape[0])
         sums: dict[str, float] = {}

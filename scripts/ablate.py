@@ -382,8 +382,9 @@ def diagnose(run: Path, cfg: RunConfig, arm: Arm) -> dict:
 
 def thought_stats(policy, cfg: RunConfig) -> dict:
     """Thought statistics of greedy answers to DIAG_PROMPTS evaluation prompts: rl.inspector's
-    cosine to the previous thought and |g*f|/|e|, and the cosine between the same thought of
-    different prompts (a thought that is the same for every input carries nothing)."""
+    cosine to the previous thought and |g*f|/|e| (and the means of the mode's own columns), and the
+    cosine between the same thought of different prompts (a thought that is the same for every input
+    carries nothing)."""
     import torch
     import torch.nn.functional as F
 
@@ -393,12 +394,15 @@ def thought_stats(policy, cfg: RunConfig) -> dict:
 
     env = make_env(cfg.env.name, cfg.env.args)
     prompts = list(load_split(env, cfg.env.test_split, DIAG_PROMPTS, cfg.seed, cfg.env.name)["prompt"])
-    consecutive, loudness = [], []
+    consecutive, loudness, columns = [], [], {}
     for prompt in prompts:
         for th in inspect_thoughts(policy, prompt, cfg.eval.max_new_tokens).thoughts:
             loudness.append(th.thought_to_token)
             if th.cosine_prev is not None:
                 consecutive.append(th.cosine_prev)
+            for name, value in th.columns.items():  # the mode's own (channel |s| and kept, refine Δpass)
+                if value is not None:
+                    columns.setdefault(name, []).append(value)
     ids, mask = policy.encode(prompts)
     with torch.no_grad():
         ro = generate_rollout(policy, ids, mask, cfg.eval.max_new_tokens, 0.0)
@@ -415,6 +419,7 @@ def thought_stats(policy, cfg: RunConfig) -> dict:
         "cos_consecutive": mean(consecutive),
         "cos_across_prompts": across,
         "thought_to_token": mean(loudness),
+        "mode_columns": {name: mean(values) for name, values in columns.items()},
     }
 
 

@@ -8,6 +8,11 @@ Throughput: HF `generate` (sampling, KV cache, no early stop) in tokens/s, and o
 and hybrid rollouts in positions/s (a thought position costs one forward step like a
 token), on the same model and batch. Printed as ratios to HF: the goal is >= 0.9.
 
+The other modes, on the same batch and as ratios to their sequential peer: `channel` (a state beside
+every position) to hybrid; `refine` (the thoughts in `--passes` parallel passes) to latent; and
+`refine_answer` (every position filled in `--passes` passes, no token-by-token decoding) to hybrid.
+`thoughts_only`: the same for the thoughts alone (one answer token), refine against latent.
+
 vLLM (when installed, `--no-vllm` skips it): the vLLM engine (rl.vllm_engine) on the same
 model and batch, in token mode (`off`: vLLM writes every token) and latent mode (the policy
 computes the thoughts, vLLM writes the answer), in positions/s, as ratios to HF `generate`
@@ -91,23 +96,31 @@ def throughput(path: str, args) -> dict:
                             max_new_tokens=args.positions, min_new_tokens=args.positions,
                             pad_token_id=base.pad_token_id)  # fmt: skip
 
-    def ours(mode: str):
-        policy = NeuralesePolicy.from_pretrained(
-            path, config=NeuraleseConfig(mode=mode, num_thoughts=args.thoughts), device=args.device
-        )
-        answer_tokens = args.positions - (args.thoughts if mode == "latent" else 0)
+    def ours(mode: str, positions: int = args.positions, **settings):
+        cfg = NeuraleseConfig(mode=mode, num_thoughts=args.thoughts, refine_passes=args.passes, **settings)
+        policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
+        answer_tokens = positions - policy.mode.thought_positions
 
         def run():
             ro = generate_rollout(policy, ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
-            assert ro.input_ids.shape[1] - ro.prompt_length == args.positions
+            assert ro.input_ids.shape[1] - ro.prompt_length == positions
 
         return run
 
-    secs = timed({"hf": hf, "latent": ours("latent"), "hybrid": ours("hybrid")}, args.reps, args.device)
+    engines = {"hf": hf, "latent": ours("latent"), "hybrid": ours("hybrid"), "channel": ours("channel"),
+               "refine": ours("refine"), "refine_answer": ours("refine", refine_over="answer"),
+               "latent_thoughts_only": ours("latent", args.thoughts + 1),
+               "refine_thoughts_only": ours("refine", args.thoughts + 1)}  # fmt: skip
+    secs = timed(engines, args.reps, args.device)
     result = {"hf_generate_tokens_per_s": n / secs["hf"]}
-    for mode in ("latent", "hybrid"):
+    for mode in ("latent", "hybrid", "channel", "refine", "refine_answer"):
         result[f"{mode}_positions_per_s"] = n / secs[mode]
         result[f"{mode}_ratio_to_hf"] = secs["hf"] / secs[mode]
+    # Time ratios to the sequential peer (< 1: faster).
+    result["channel_time_over_hybrid"] = secs["channel"] / secs["hybrid"]
+    result["refine_time_over_latent"] = secs["refine"] / secs["latent"]
+    result["refine_answer_time_over_hybrid"] = secs["refine_answer"] / secs["hybrid"]
+    result["thoughts_only_refine_time_over_latent"] = secs["refine_thoughts_only"] / secs["latent_thoughts_only"]
     return result
 
 
@@ -207,6 +220,7 @@ def main() -> None:
     p.add_argument(
         "--thoughts", type=int, default=8, help="thought positions in latent mode (of --positions)"
     )
+    p.add_argument("--passes", type=int, default=3, help="refine mode's parallel passes T")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--no-vllm", action="store_true", help="skip the vLLM engine even when vLLM is installed")
     p.add_argument("--vllm-kv-mib", type=int, default=512, help="vLLM KV cache on a CPU build, MiB")

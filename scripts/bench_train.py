@@ -9,6 +9,12 @@ training step; ours is `Trainer.step()`. Both sample G completions per prompt wi
 KV cache, at temperature 1, up to the same number of new tokens, from the same weights.
 Printed as ratios (ours / TRL): feedback off, goal <= 1.1; latent mode with 6 thoughts and
 TBPTT window 4, goal <= 1.6.
+
+The other modes (`--modes`), as step-time ratios to their sequential peer in the same rounds:
+`refine_k8` (8 thoughts in `--passes` parallel passes, window `--refine-window` passes) to `latent_k8`
+(8 thoughts, window 4), goal <= 0.6; `channel` (window 4) to `hybrid` (window 4), goal <= 1.2; and
+`refine_answer` (the answer in `--passes` passes) to `hybrid`. Run with `--new-tokens 32` for the
+issue's 32-token answers.
 """
 
 from __future__ import annotations
@@ -41,6 +47,17 @@ from rl.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 from rl.trainer import Trainer  # noqa: E402
 
 ENV_ARGS = {"digits": 4}
+# Each row's neuralese settings, and the peer its step time is divided by.
+MODES = {
+    "off": {"mode": "off"},
+    "latent": {"mode": "latent", "num_thoughts": 6, "tbptt_window": 4},
+    "latent_k8": {"mode": "latent", "num_thoughts": 8, "tbptt_window": 4},
+    "refine_k8": {"mode": "refine", "num_thoughts": 8},
+    "hybrid": {"mode": "hybrid", "tbptt_window": 4},
+    "channel": {"mode": "channel", "tbptt_window": 4},
+    "refine_answer": {"mode": "refine", "refine_over": "answer"},
+}
+PEERS = {"refine_k8": "latent_k8", "channel": "hybrid", "refine_answer": "hybrid"}
 
 
 def model_folder(args, root: Path) -> Path:
@@ -87,12 +104,15 @@ def time_trl(path: Path, args, root: Path) -> list[float]:
 
 
 def time_ours(path: Path, args, root: Path, mode: str) -> list[float]:
+    settings = dict(MODES[mode])
+    if settings["mode"] == "refine":
+        settings.update(refine_passes=args.passes, tbptt_window=args.refine_window)
     cfg = RunConfig(
         seed=0,
         output_dir=str(root / f"ours-{mode}"),
         model=ModelConfig(path=str(path)),
         env=EnvConfig(name="addition", args=ENV_ARGS, train_size=args.prompts * (args.steps + 2)),
-        neuralese=NeuraleseConfig(mode=mode, num_thoughts=6, tbptt_window=4),
+        neuralese=NeuraleseConfig(**settings),
         rl=RLConfig(
             steps=args.steps + 1,
             prompts_per_step=args.prompts,
@@ -125,24 +145,37 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (after one warm-up step)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; each times TRL, ours off, ours latent")
+    p.add_argument("--modes", default="off,latent", help=f"rows of ours, comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--passes", type=int, default=3, help="refine mode's parallel passes T")
+    p.add_argument("--refine-window", type=int, default=1, help="refine mode's TBPTT window (passes)")
+    p.add_argument("--no-trl", action="store_true", help="skip TRL (for the peer ratios of the other modes)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if unknown := [m for m in modes if m not in MODES]:
+        p.error(f"--modes: unknown {unknown}; choose from {', '.join(MODES)}")
+    modes += [PEERS[m] for m in modes if m in PEERS and PEERS[m] not in modes]
     root = Path(tempfile.mkdtemp())
     path = model_folder(args, root)
-    # Rounds take turns (TRL, ours off, ours latent), so a change in machine load hits all alike;
+    # Rounds take turns (TRL, then ours in each mode), so a change in machine load hits all alike;
     # each figure is the median over rounds of the median step time within a round.
-    times: dict[str, list[float]] = {"trl": [], "off": [], "latent": []}
+    times: dict[str, list[float]] = {"trl": [], **{m: [] for m in modes}}
     for r in range(args.rounds):
-        times["trl"].append(statistics.median(time_trl(path, args, root / f"r{r}")))
-        for mode in ("off", "latent"):
+        if not args.no_trl:
+            times["trl"].append(statistics.median(time_trl(path, args, root / f"r{r}")))
+        for mode in modes:
             times[mode].append(statistics.median(time_ours(path, args, root / f"r{r}", mode)))
-    trl = statistics.median(times["trl"])
+    trl = statistics.median(times["trl"]) if times["trl"] else None
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                "threads": torch.get_num_threads(), **vars(args), "trl_step_s": trl}  # fmt: skip
-    for mode in ("off", "latent"):
+    for mode in modes:
         ours = statistics.median(times[mode])
         results[f"ours_{mode}_step_s"] = ours
-        results[f"ours_{mode}_over_trl"] = ours / trl
+        if trl is not None:
+            results[f"ours_{mode}_over_trl"] = ours / trl
+    for mode, peer in PEERS.items():
+        if mode in modes:
+            results[f"{mode}_over_{peer}"] = statistics.median(times[mode]) / statistics.median(times[peer])
     for key, value in results.items():
         print(f"{key:>22}: {value:.3f}" if isinstance(value, float) else f"{key:>22}: {value}")
     if args.json:

@@ -104,7 +104,9 @@ def test_every_arms_spec_resolves_against_its_recipe():
     specs = sorted((ROOT / "recipes" / "arms").glob("*.yaml"))
     assert specs, "recipes/arms/ holds no ablation spec"
     for spec in specs:
+        # A spec named after an ablation recipe goes with it; a general one (modes) onto pointer chasing.
         recipe = ROOT / "recipes" / f"ablate_{spec.stem}.yaml"
+        recipe = recipe if recipe.is_file() else ROOT / "recipes" / "ablate_chase.yaml"
         cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -12,6 +12,7 @@ from envs import BUILTIN_ENVS, env_texts, load_split, make_env
 from rewards.combine import compute_rewards, resolve_reward
 from rl.config import load_config
 from rl.errors import CheckpointError, ConfigError, EnvError
+from rl.modes import get_mode
 from rl.tiny import text_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_recipe_env_rewards_and_sizes_fit(recipe):
     test = load_split(env, cfg.env.test_split, 200, seed=cfg.seed, name=cfg.env.name)
     if cfg.model.tiny is None:  # a user's own checkpoint (the GPU recipes): no tiny tokenizer to count with
         return
-    thoughts = cfg.neuralese.num_thoughts if cfg.neuralese.mode == "latent" else 0
+    thoughts = get_mode(cfg.neuralese).thought_positions  # latent mode's, or refine's over thoughts
     longest = max(
         len(text_pieces(p)) + len(text_pieces(c))
         for ds in (train, test)

@@ -44,20 +44,27 @@ def rollout(policy, prompts=PROMPTS, max_new_tokens=6, temperature=1.0, seed=0) 
 # ----------------------------------------------------------------------------- switch-on
 
 
+def plain_logprobs(policy, ro: Rollout, inputs: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L-1] the plain model's log-probs of the rollout's tokens at positions 1.., teacher-forced on
+    `inputs` (default: the tokens themselves), 0 where no token was sampled."""
+    with torch.no_grad():
+        plain = policy.model(
+            input_ids=ro.input_ids if inputs is None else inputs, attention_mask=ro.attention_mask,
+            position_ids=ro.position_ids,
+        )  # fmt: skip
+    logp = (
+        torch.log_softmax(plain.logits[:, :-1].float(), -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
+    )
+    return torch.where(ro.action_mask[:, 1:], logp, 0.0)
+
+
 @pytest.mark.parametrize("mode", ["latent", "hybrid"])
 def test_gate_at_init_equals_plain_model(tiny_dir, mode):
     policy = make_policy(tiny_dir, mode=mode, gate=0.0)
     ro = rollout(policy)
     assert ro.feedback_mask.any()
     rc = recompute_logprobs(policy, ro, window=0, need_hidden=True)
-    with torch.no_grad():
-        plain = policy.model(
-            input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids
-        )
-    logp = (
-        torch.log_softmax(plain.logits[:, :-1].float(), -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
-    )
-    expected = torch.where(ro.action_mask[:, 1:], logp, 0.0)
+    expected = plain_logprobs(policy, ro)
     assert torch.equal(rc.token_logprobs[:, 1:].detach(), expected)
     # The feedback vectors themselves were not zero: only the gate hid them.
     assert ro.feedback[ro.feedback_mask].abs().sum() > 0
@@ -204,14 +211,8 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
         k = length - plen if window == "full" else window
         block_of = {t: (t - plen) // k for t in range(plen, length)}
 
-    def output(t, live_inputs):  # forward over [0, t] with live inputs where given
-        x = const.clone()
-        for u, v in live_inputs.items():
-            if u <= t:
-                x[:, u] = v
-        out = policy.model(inputs_embeds=x[:, : t + 1], attention_mask=ro.attention_mask[:, : t + 1],
-                           position_ids=ro.position_ids[:, : t + 1], output_hidden_states=True)  # fmt: skip
-        return out.logits[:, -1], policy.thought_source(out, -1)
+    def output(t, live_inputs):
+        return prefix_output(policy, ro, const, t, live_inputs)
 
     def thought_position(t):
         return cfg.mode == "hybrid" or t < plen + K
@@ -234,9 +235,26 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
             d = a.logprob(src, table, ro.draw[:, t], ro.feedback[:, t], live=False)
             logp[:, t] = torch.where(fb[:, t], d, 0.0)
         logits[t], _ = output(t, inputs)
-    if ro.sampler == "none":
-        logp.zero_()
-    for t in range(1, length):
+    return with_token_logprobs(logp, logits, ro)
+
+
+def prefix_output(policy, ro: Rollout, const: torch.Tensor, t: int, live_inputs: dict):
+    """A fresh forward over positions [0, t] with no cache: recorded inputs `const` [B, L, D], replaced
+    by `live_inputs` {position: [B, D]} where given. Returns the logits [B, V] and thought source at t."""
+    x = const.clone()
+    for u, v in live_inputs.items():
+        if u <= t:
+            x[:, u] = v
+    out = policy.model(inputs_embeds=x[:, : t + 1], attention_mask=ro.attention_mask[:, : t + 1],
+                       position_ids=ro.position_ids[:, : t + 1], output_hidden_states=True)  # fmt: skip
+    return out.logits[:, -1], policy.thought_source(out, -1)
+
+
+def with_token_logprobs(thought_logp: torch.Tensor, logits: list, ro: Rollout) -> torch.Tensor:
+    """A literal implementation's per-position log-probs: its thoughts' (none unless sampled) plus the
+    sampled tokens' under `logits[t - 1]`, one [B, V] tensor per position."""
+    logp = thought_logp if ro.sampler != "none" else torch.zeros_like(thought_logp)
+    for t in range(1, ro.input_ids.shape[1]):
         lp = (
             torch.log_softmax(logits[t - 1] / ro.temperature, -1)
             .gather(-1, ro.input_ids[:, t, None])
@@ -252,6 +270,20 @@ def grads(policy, logp, weights):
     return {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
 
 
+def same_gradients(policy, ro: Rollout, window, literal) -> tuple[dict, torch.Tensor]:
+    """Gradients of a weighted sum of the recomputed log-probs equal those of `literal(policy, ro, window)`;
+    returns ours and the weights."""
+    weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))
+    ours = grads(policy, recompute_logprobs(policy, ro, window).logprobs, weights)
+    ref = grads(policy, literal(policy, ro, window), weights)
+    assert ours.keys() == ref.keys()
+    for name in ref:
+        # Normwise: the noise density's score function makes some gradients large (|eps| / sigma).
+        scale = ref[name].abs().max().item()
+        torch.testing.assert_close(ours[name], ref[name], atol=5e-6 * max(scale, 1.0), rtol=1e-4, msg=name)
+    return ours, weights
+
+
 GRADIENT_CASES = [
     (mode, thought, window)
     for mode, thought, window in CASES
@@ -263,14 +295,7 @@ GRADIENT_CASES = [
 def test_gradients_equal_literal_implementation(tiny_dir, mode, thought, window):
     policy = make_policy(tiny_dir, mode=mode, **THOUGHTS[thought])
     ro = rollout(policy, max_new_tokens=5)
-    weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))
-    ours = grads(policy, recompute_logprobs(policy, ro, window).logprobs, weights)
-    ref = grads(policy, literal_logprobs(policy, ro, window), weights)
-    assert ours.keys() == ref.keys()
-    for name in ref:
-        # Normwise: the noise density's score function makes some gradients large (|eps| / sigma).
-        scale = ref[name].abs().max().item()
-        torch.testing.assert_close(ours[name], ref[name], atol=5e-6 * max(scale, 1.0), rtol=1e-4, msg=name)
+    ours, weights = same_gradients(policy, ro, window, literal_logprobs)
     # And the window matters: full BPTT and window 0 differ on the feedback adapter.
     if window == "full" and thought != "pause":
         zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
@@ -304,8 +329,9 @@ def test_latent_window_bounds_the_edges_that_carry_gradient(tiny_dir, window):
 
 
 @pytest.mark.parametrize("window", [1, 2, 3])
-def test_hybrid_window_bounds_the_edges_that_carry_gradient(tiny_dir, window):
-    policy = make_policy(tiny_dir, mode="hybrid")
+@pytest.mark.parametrize("mode", ["hybrid", "channel"])  # channel: the state entering a block is a constant
+def test_hybrid_window_bounds_the_edges_that_carry_gradient(tiny_dir, window, mode):
+    policy = make_policy(tiny_dir, mode=mode)
     ro = rollout(policy, prompts=["123+456="], max_new_tokens=8, temperature=0.0)
     plen, length = ro.prompt_length, ro.input_ids.shape[1]
     for t in range(plen + 1, length):  # loss on the token at t, scored by the logits at t-1
@@ -319,8 +345,9 @@ def test_hybrid_window_bounds_the_edges_that_carry_gradient(tiny_dir, window):
             assert len(expected) == window  # a loss at a block's end sees exactly k edges
 
 
-def test_full_window_reaches_the_first_edge(tiny_dir):
-    policy = make_policy(tiny_dir, mode="hybrid")
+@pytest.mark.parametrize("mode", ["hybrid", "channel"])
+def test_full_window_reaches_the_first_edge(tiny_dir, mode):
+    policy = make_policy(tiny_dir, mode=mode)
     ro = rollout(policy, prompts=["123+456="], max_new_tokens=8, temperature=0.0)
     g = edge_gradients(policy, ro, "full", [ro.input_ids.shape[1] - 1])
     assert g[ro.prompt_length - 1] > 0  # the edge from the prompt's last position
