@@ -254,7 +254,8 @@ def ensure_as_is(args, out: Path) -> dict[str, Path]:
 
 
 def as_is_plain(args, as_is: dict[str, Path], out: Path) -> dict[str, dict]:
-    """Greedy accuracy of each as-is model on the plain prompt (no thoughts). Cached in OUT/as-is.json."""
+    """Greedy accuracy of each as-is model on the plain prompt (no thoughts), within the longest answer
+    budget of its arms. Cached in OUT/as-is.json."""
     cache = out / "as-is.json"
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     from rl.config import NeuraleseConfig
@@ -262,10 +263,13 @@ def as_is_plain(args, as_is: dict[str, Path], out: Path) -> dict[str, dict]:
 
     result = {}
     for variant, path in as_is.items():
-        if known.get(variant, {}).get("model") != str(path):
-            cfg = load_config(args.recipe, args.set)
+        # The longest answer budget of the arms that start from it: a chain must fit to be scored.
+        budget = max(load_config(args.recipe, [*args.set, *a.sets]).eval.max_new_tokens
+                     for a in args.arms.values() if a.stage0 == variant)  # fmt: skip
+        if known.get(variant, {}).get("model") != str(path) or known[variant].get("max_new_tokens") != budget:
+            cfg = load_config(args.recipe, [*args.set, f"eval.max_new_tokens={budget}"])
             policy = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="off"))
-            known[variant] = {"model": str(path), **evaluate_policy(policy, cfg)}
+            known[variant] = {"model": str(path), "max_new_tokens": budget, **evaluate_policy(policy, cfg)}
         result[variant] = known[variant]
     cache.write_text(json.dumps(known, indent=2))
     return result
