@@ -212,8 +212,12 @@ class FeedbackAdapter(nn.Module):
 
     # ------------------------------------------------------------------ sampling and its density
 
-    def sample(self, src: Source, embed: torch.Tensor, generator: torch.Generator | None):
-        """Draw thoughts for sources [B]: (f [B, D], log-prob [B] float64, Draw)."""
+    def sample(self, src: Source, embed: torch.Tensor, generator: torch.Generator | None, greedy: bool = False):
+        """Draw thoughts for sources [B]: (f [B, D], log-prob [B] float64, Draw).
+
+        greedy: each thought's most likely value instead of a draw (no noise; multiplex: the top token
+        every time), as greedy decoding takes the most likely token.
+        """
         kind, device = self.sampler, embed.device
         lead = _lead(src)
         draw = Draw()
@@ -221,10 +225,15 @@ class FeedbackAdapter(nn.Module):
             draw.noise = torch.randn(*lead, self.hidden_size, generator=generator, device=device)
         elif kind == "gumbel":
             draw.noise = T.standard_gumbel(src.logits.shape, generator, device)
-            draw.perturbed = torch.log_softmax(src.logits.float(), -1) + draw.noise
+        elif kind == "multiplex" and greedy:
+            draw.tokens = src.logits.argmax(-1, keepdim=True).expand(*lead, self.cfg.multiplex_samples)
         elif kind == "multiplex":
             draw.tokens = T.sample_multiplex(src.logits, self.cfg.thought_temperature,
                                              self.cfg.multiplex_samples, generator)  # fmt: skip
+        if greedy and draw.noise is not None:
+            draw.noise = torch.zeros_like(draw.noise)
+        if kind == "gumbel":
+            draw.perturbed = torch.log_softmax(src.logits.float(), -1) + draw.noise
         f = self.vector(src, embed, draw)
         return f, self.logprob(src, embed, draw, f, live=True), draw
 

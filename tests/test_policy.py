@@ -421,3 +421,20 @@ def test_rollout_and_recompute_use_the_current_cache_argument(tiny_dir, library_
             input_ids=ids, attention_mask=mask, past_key_values=DynamicCache(config=policy.model.config)
         )
         assert any("past_key_values" in m and "deprecated" in m for m in library_warnings())
+
+
+@pytest.mark.parametrize("thought", ["hidden-gaussian", "embedding-gumbel", "embedding-multiplex"])
+def test_greedy_decoding_takes_each_thoughts_most_likely_value(tiny_dir, thought):
+    """Temperature 0 decodes tokens greedily and thoughts at their mode: the same answers for any seed,
+    and the thoughts of the deterministic sampler (no noise; multiplex: the top token every time)."""
+    policy = make_policy(tiny_dir, mode="latent", **THOUGHTS[thought])
+    runs = [rollout(policy, temperature=0.0, seed=s) for s in (0, 1)]
+    assert torch.equal(runs[0].feedback, runs[1].feedback) and torch.equal(runs[0].input_ids, runs[1].input_ids)
+    fb = runs[0].feedback_mask
+    if thought == "embedding-multiplex":
+        tokens = runs[0].draw.tokens[fb]
+        assert (tokens == tokens[:, :1]).all()  # one token, m times
+    else:
+        assert runs[0].draw.noise[fb].abs().max() == 0
+    sampled = rollout(policy, temperature=1.0, seed=0)
+    assert not torch.equal(sampled.feedback[sampled.feedback_mask], runs[0].feedback[fb])

@@ -73,7 +73,7 @@ class RefineMode(ThoughtMode):
 
     @torch.no_grad()
     def rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
-        dec = sequential.Decoding.start(policy, prompt_ids, prompt_mask)
+        dec = sequential.Decoding.start(policy, prompt_ids, prompt_mask, greedy=temperature == 0)
         if not self.over_thoughts:
             self.fill_answer(policy, dec, max_new_tokens, temperature, generator, ignore_eos, thoughts)
             return dec.record(policy, temperature)
@@ -99,7 +99,7 @@ class RefineMode(ThoughtMode):
         for tau in range(1, T + 1):
             m, w = fed_positions(tau, T, n, self.unread), pass_width(tau, T, n, self.unread)
             src = cat_sources(first, prev[:, : m - 1]) if m > 1 else first[:, :m]  # [B, m]
-            vec, logp, draw = pass_thoughts(policy, src, generator, forced)
+            vec, logp, draw = pass_thoughts(policy, src, generator, forced, dec.greedy)
             done.append({"tokens": tokens, "vec": vec, "logp": logp, "draw": draw})
             if w == 0:  # nothing this pass computes could reach the answer (more passes than positions)
                 tokens = redraft(dec.logits[:, None][:, :0], n) if redraft is not None else tokens
@@ -295,14 +295,14 @@ def cat_sources(*parts: Source) -> Source:
     return Source(join([p.hidden for p in parts]), join([p.logits for p in parts]))
 
 
-def pass_thoughts(policy, src: Source, generator, forced: torch.Tensor | None):
+def pass_thoughts(policy, src: Source, generator, forced: torch.Tensor | None, greedy: bool = False):
     """Thoughts [B, m, D] of a pass drawn from sources [B, m], their log-prob [B, m] and draws {name: [B, m, ...]};
     positions with a `forced` [B, S, D] vector take it instead (drawn by nobody: no log-prob, no draw)."""
     lead = (src.hidden if src.hidden is not None else src.logits).shape[:2]
     if lead[1] == 0:  # a pass that feeds nothing (a span of one position, before the last pass)
         empty = torch.zeros(*lead, policy.hidden_size, device=policy.device)
         return empty, torch.zeros(lead, dtype=torch.float64, device=policy.device), {}
-    vec, logp, draw = policy.adapter.sample(src, policy.embedding_table, generator)
+    vec, logp, draw = policy.adapter.sample(src, policy.embedding_table, generator, greedy)
     draw = {k: v for k, v in vars(draw).items() if v is not None}
     if forced is not None:
         s = min(forced.shape[1], vec.shape[1])

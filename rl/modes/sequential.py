@@ -39,9 +39,10 @@ class Decoding:
     finished: torch.Tensor  # [B] bool
     steps: list[dict[str, torch.Tensor]] = field(default_factory=list)
     state: object = None  # what the mode carries from step to step (channel mode's state)
+    greedy: bool = False  # greedy decoding: each thought's most likely value too, not a draw
 
     @classmethod
-    def start(cls, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> Decoding:
+    def start(cls, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Decoding:
         """The prompt, read in one parallel pass."""
         from rl.rollout import position_ids_from_mask
 
@@ -51,7 +52,7 @@ class Decoding:
         out = policy.forward(policy.embed(prompt_ids), mask, positions, cache=cache, keep=1)
         finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
         return cls(prompt_ids, prompt_mask, positions, cache, mask, out.logits[:, -1],
-                   policy.thought_source(out, -1), positions[:, -1] + 1, finished)  # fmt: skip
+                   policy.thought_source(out, -1), positions[:, -1] + 1, finished, greedy=greedy)  # fmt: skip
 
     def advance(self, policy, embeds: torch.Tensor, alive: torch.Tensor) -> None:
         """Run the inputs `embeds` [B, 1, D] of this step's position over the cache."""
@@ -71,7 +72,7 @@ class Decoding:
 @torch.no_grad()
 def rollout(mode, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
     """K thought steps (the mode's `thought_positions`), then at most `max_new_tokens` answer tokens."""
-    dec = Decoding.start(policy, prompt_ids, prompt_mask)
+    dec = Decoding.start(policy, prompt_ids, prompt_mask, greedy=temperature == 0)
     num_thoughts = mode.thought_positions if policy.feedback_on else 0
     decode(mode, policy, dec, num_thoughts, max_new_tokens, temperature, generator, ignore_eos, thoughts)
     return dec.record(policy, temperature)
@@ -104,7 +105,7 @@ def decode(mode, policy, dec: Decoding, num_thoughts: int, max_new_tokens: int, 
         embeds = policy.embed(tokens[:, None])  # [B, 1, D]
         record = {"ids": tokens, "mask": alive.long(), "action": action, "fb": fb}
         if fb.any():
-            vec, thought_logp, draw = thought(policy, dec.src, generator, forced, len(dec.steps), fb)
+            vec, thought_logp, draw = thought(policy, dec.src, generator, forced, len(dec.steps), fb, dec.greedy)
             fed, dec.state, columns = mode.carry(policy, vec, dec.state, fb)
             logp = logp + torch.where(fb, thought_logp, 0.0)
             embeds = torch.where(fb[:, None, None], policy.adapter.combine(embeds, fed[:, None]), embeds)
@@ -118,12 +119,13 @@ def decode(mode, policy, dec: Decoding, num_thoughts: int, max_new_tokens: int, 
         dec.advance(policy, embeds, alive)
 
 
-def thought(policy, src, generator, forced: torch.Tensor | None, step: int, fb: torch.Tensor):
-    """One step's thoughts [B, D], their log-prob [B] and draw tensors, masked to feedback rows `fb`."""
+def thought(policy, src, generator, forced: torch.Tensor | None, step: int, fb: torch.Tensor, greedy: bool = False):
+    """One step's thoughts [B, D], their log-prob [B] and draw tensors, masked to feedback rows `fb`
+    (`greedy`: each thought's most likely value, for greedy decoding)."""
     if forced is not None and step < forced.shape[1]:
         vec = forced[:, step].float()
         return vec, torch.zeros(vec.shape[0], dtype=torch.float64, device=vec.device), {}
-    vec, logp, draw = policy.adapter.sample(src, policy.embedding_table, generator)
+    vec, logp, draw = policy.adapter.sample(src, policy.embedding_table, generator, greedy)
     vec = torch.where(fb[:, None], vec, 0.0)
     return vec, logp, {k: masked(v, fb) for k, v in vars(draw).items() if v is not None}
 
