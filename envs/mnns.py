@@ -75,16 +75,21 @@ class MNNS:
     count: int = 4
     max_number: int = 9
     cot: bool = False
+    min_count: int | None = None
     reward_funcs: list = field(default_factory=lambda: [mnns_match])
 
     def __post_init__(self):
         if not 2 <= self.count <= 12:
             raise ValueError(f"count must be from 2 to 12, got {self.count!r}")
+        low = self.count if self.min_count is None else self.min_count
+        if not 2 <= low <= self.count:
+            raise ValueError(f"need 2 <= min_count <= count, got min_count={self.min_count!r}, count={self.count!r}")
+        self.min_count = low
         if not 1 <= self.max_number <= 99:
             raise ValueError(f"max_number must be from 1 to 99, got {self.max_number!r}")
 
     def problem(self, rng: random.Random) -> dict[str, Any]:
-        numbers = [rng.randint(1, self.max_number) for _ in range(self.count)]
+        numbers = [rng.randint(1, self.max_number) for _ in range(rng.randint(self.min_count, self.count))]
         signs = optimal_signs(numbers)
         steps, total = [], 0
         for s, n in zip(signs, numbers):
@@ -97,13 +102,15 @@ class MNNS:
             "answer": answer,
             "completion": "".join(steps) if self.cot else answer,
             "written_steps": steps[:-1] if self.cot else [],
+            "count": len(numbers),
         }
 
     def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset:
-        return draw_split(self.problem, split, n, f"mnns-{seed}-{split}-{self.count}-{self.max_number}")
+        return draw_split(self.problem, split, n, f"mnns-{seed}-{split}-{self.min_count}-{self.count}-{self.max_number}")
 
 
-def make_mnns(count: int = 4, max_number: int = 9, cot: bool = False) -> MNNS:
-    """Minimum non-negative sum of `count` numbers from 1..`max_number`. `cot`: the stage-0 target is
-    an optimal sign assignment with its running sums, the last of them the answer."""
-    return MNNS(count=count, max_number=max_number, cot=cot)
+def make_mnns(count: int = 4, max_number: int = 9, cot: bool = False, min_count: int | None = None) -> MNNS:
+    """Minimum non-negative sum of `count` numbers from 1..`max_number` (`min_count` to `count` when given,
+    drawn per problem). `cot`: the stage-0 target is an optimal sign assignment with its running sums,
+    the last of them the answer."""
+    return MNNS(count=count, max_number=max_number, cot=cot, min_count=min_count)

@@ -77,6 +77,7 @@ class Reach:
     hops: int = 3
     extra_edges: int = 2
     cot: bool = False
+    min_hops: int | None = None
     reward_funcs: list = field(default_factory=lambda: [reach_match])
 
     def __post_init__(self):
@@ -87,18 +88,23 @@ class Reach:
             )
         if self.hops < 1 or self.extra_edges < 0:
             raise ValueError(f"need hops >= 1 and extra_edges >= 0, got {self.hops!r}, {self.extra_edges!r}")
+        low = self.hops if self.min_hops is None else self.min_hops
+        if not 1 <= low <= self.hops:
+            raise ValueError(f"need 1 <= min_hops <= hops, got min_hops={self.min_hops!r}, hops={self.hops!r}")
+        self.min_hops = low
 
     def problem(self, rng: random.Random) -> dict[str, Any]:
         names = rng.sample(LETTERS, self.nodes)
+        hops = rng.randint(self.min_hops, self.hops)
         order = list(range(2, self.nodes))
         rng.shuffle(order)
-        chains = {0: order[: self.hops], 1: order[self.hops : 2 * self.hops]}
+        chains = {0: order[:hops], 1: order[hops : 2 * hops]}
         parent, depth, side = {}, {0: 0, 1: 0}, {0: 0, 1: 1}
         for s, chain in chains.items():  # each root gets a path of `hops` edges
             prev = s
             for node in chain:
                 parent[node], depth[node], side[node], prev = prev, depth[prev] + 1, s, node
-        for node in order[2 * self.hops :]:  # the rest hang from a random node of a random side
+        for node in order[2 * hops :]:  # the rest hang from a random node of a random side
             s = rng.randrange(2)
             hooks = [i for i in side if side[i] == s and i != chains[s][-1]]
             p = rng.choice(hooks)
@@ -121,10 +127,12 @@ class Reach:
             "answer": names[target],
             "completion": "".join(steps) if self.cot else names[target],
             "written_steps": steps[:-1] if self.cot else [],
+            "hops": hops,
         }
 
     def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset:
-        return draw_split(self.problem, split, n, f"reach-{seed}-{split}-{self.nodes}-{self.hops}-{self.extra_edges}")
+        key = f"reach-{seed}-{split}-{self.nodes}-{self.min_hops}-{self.hops}-{self.extra_edges}"
+        return draw_split(self.problem, split, n, key)
 
 
 def shortest_path(edges: set[tuple[int, int]], source: int, target: int) -> list[int]:
@@ -145,7 +153,10 @@ def shortest_path(edges: set[tuple[int, int]], source: int, target: int) -> list
     return path[::-1]
 
 
-def make_reach(nodes: int = 10, hops: int = 3, extra_edges: int = 2, cot: bool = False) -> Reach:
-    """Graph reachability over `nodes` letters; the reachable candidate is `hops` edges below the root.
+def make_reach(
+    nodes: int = 10, hops: int = 3, extra_edges: int = 2, cot: bool = False, min_hops: int | None = None
+) -> Reach:
+    """Graph reachability over `nodes` letters; the reachable candidate is `hops` edges below the root
+    (`min_hops` to `hops` when given, drawn per problem).
     `cot`: the stage-0 target is the path from the root, whose last node is the answer."""
-    return Reach(nodes=nodes, hops=hops, extra_edges=extra_edges, cot=cot)
+    return Reach(nodes=nodes, hops=hops, extra_edges=extra_edges, cot=cot, min_hops=min_hops)

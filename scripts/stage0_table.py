@@ -4,12 +4,13 @@
     python scripts/stage0_table.py --only chase,reach    # some tasks
     python scripts/stage0_table.py --out runs/stage0     # where the models and the table go
 
-Each row is a tiny model trained from scratch here by `neuralese pretrain` (feedback off) on one
-task at one difficulty, once with the answer alone as the target and once with the task's
-written chain of thought, then scored greedily on held-out problems (`neuralese eval`). The
+Each model is a tiny one trained from scratch here by `neuralese pretrain` (feedback off) on one
+task at one difficulty or a mixture of them, once with the answer alone as the target and once
+with the task's written chain of thought, then scored greedily on held-out problems of each
+difficulty (`neuralese eval`). The
 model, optimiser and steps are the recipe's (recipes/chase.yaml for the serial-depth tasks,
 which share its 2-layer model; recipes/prosqa.yaml's settings for ProsQA); only the task and the
-target change. A finished row is read back from OUT/TASK-DIFFICULTY-FORMAT/result.json.
+target change. A finished model is read back from OUT/TASK-TRAINED-FORMAT/result.json.
 
 Writes OUT/table.md and OUT/results.json; prints the table.
 """
@@ -26,22 +27,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 WIDE = {"model.tiny.max_positions": 96}  # room for longer prompts than pointer chasing's
-# task, difficulty label, recipe, env overrides (the chain-of-thought switch is added per format)
-ROWS = [
-    ("chase", "2 hops", "recipes/chase.yaml", {"env.args.hops": 2}),
-    ("chase", "3 hops", "recipes/chase.yaml", {"env.args.hops": 3}),
-    ("chase", "4 hops", "recipes/chase.yaml", {"env.args.hops": 4}),
-    ("reach", "2 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, hops: 2}", **WIDE}),
-    ("reach", "3 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, hops: 3}", **WIDE}),
-    ("reach", "4 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, hops: 4}", **WIDE}),
-    ("mnns", "3 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{count: 3}", **WIDE}),
-    ("mnns", "4 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{count: 4}", **WIDE}),
-    ("mnns", "5 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{count: 5}", **WIDE}),
-    ("multiplication", "2x2 digits", "recipes/chase.yaml",
-     {"env.name": "multiplication", "env.args": "{digits: 2}", **WIDE}),
-    ("prosqa", "3-6 hops (real valid)", "recipes/prosqa.yaml",
-     {"pretrain.thought_tokens_max": 0, "pretrain.max_steps": 3000, "env.train_size": 20000,
-      "pretrain.warmup_steps": 100}),
+CHASE = "{nodes: 8, min_hops: 2, hops: 4}"
+# (task, trained on, recipe, overrides, [(difficulty, env args it is scored on; None: the trained ones)])
+MODELS = [
+    ("chase", "2 hops", "recipes/chase.yaml", {"env.args.hops": 2}, [("2 hops", None)]),
+    ("chase", "3 hops", "recipes/chase.yaml", {"env.args.hops": 3}, [("3 hops", None)]),
+    ("chase", "4 hops", "recipes/chase.yaml", {"env.args.hops": 4}, [("4 hops", None)]),
+    ("chase", "2-4 hops", "recipes/chase.yaml", {"env.args": CHASE},
+     [(f"{h} hops", {"nodes": 8, "hops": h}) for h in (2, 3, 4)]),
+    ("reach", "2-4 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, min_hops: 2, hops: 4}", **WIDE},
+     [(f"{h} hops", {"nodes": 10, "hops": h}) for h in (2, 3, 4)]),
+    ("mnns", "3-5 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{min_count: 3, count: 5}", **WIDE},
+     [(f"{c} numbers", {"count": c}) for c in (3, 4, 5)]),
+    ("multiplication", "2x2 digits", "recipes/chase.yaml", {"env.name": "multiplication", "env.args": "{digits: 2}", **WIDE},
+     [("2x2 digits", None)]),
+    ("prosqa", "3-6 hops (generated)", "recipes/prosqa.yaml",
+     {"pretrain.thought_tokens_max": 0, "pretrain.max_steps": 3000, "env.train_size": 20000, "pretrain.warmup_steps": 100},
+     [("real valid (300)", None)]),
 ]  # fmt: skip
 MAX_NEW = {"chase": 8, "reach": 8, "mnns": 24, "multiplication": 24, "prosqa": 48}
 
@@ -55,9 +57,9 @@ def run(cmd: list[str], log: Path) -> None:
         sys.exit(f"stage0_table: {' '.join(cmd[:4])} failed (exit {code}); see {log}")
 
 
-def row(out: Path, task: str, label: str, recipe: str, sets: dict, cot: bool) -> dict:
-    """Train (unless done) and score one model; its result."""
-    name = f"{task}-{label.split()[0]}-{'cot' if cot else 'answer'}"
+def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, scored: list, cot: bool) -> list[dict]:
+    """Train one model (unless done) and score it at every difficulty; one result per difficulty."""
+    name = f"{task}-{trained.split()[0]}-{'cot' if cot else 'answer'}"
     folder = out / name
     done = folder / "result.json"
     if done.is_file():
@@ -75,20 +77,26 @@ def row(out: Path, task: str, label: str, recipe: str, sets: dict, cot: bool) ->
     if not (folder / "model" / "config.json").is_file():  # a model trained earlier is scored as it is
         run([sys.executable, "-m", "rl.cli", "pretrain", recipe, *flags], folder / "log.txt")
     wall = train_seconds(folder / "model" / "pretrain_log.json")
-    result_file = folder / "eval.json"
-    args = ["--env", cfg.env.name, "--env-args", json.dumps(cfg.env.args), "--split", cfg.env.test_split,
+    results = []
+    for difficulty, env_args in scored:
+        args = {**(env_args or cfg.env.args), "cot": cot}
+        ev = score(folder / "model", cfg, task, args)
+        results.append({"task": task, "trained": trained, "difficulty": difficulty,
+                        "format": "chain of thought" if cot else "answer only", "accuracy": ev["accuracy"],
+                        "n": ev["n"], "positions": ev["mean_generated_positions"], "steps": cfg.pretrain.max_steps,
+                        "wall_s": round(wall), "recipe": recipe, "overrides": overrides})  # fmt: skip
+    done.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def score(model: Path, cfg, task: str, env_args: dict) -> dict:
+    """`neuralese eval` of a stage-0 model on the held-out problems of `env_args`."""
+    args = ["--env", cfg.env.name, "--env-args", json.dumps(env_args), "--split", cfg.env.test_split,
             "--n", str(cfg.env.test_size), "--max-new-tokens", str(MAX_NEW[task]), "--quiet"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    printed = subprocess.run([sys.executable, "-m", "rl.cli", "eval", str(folder / "model"), *args],
+    printed = subprocess.run([sys.executable, "-m", "rl.cli", "eval", str(model), *args],
                              capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout  # fmt: skip
-    result_file.write_text(printed)
-    ev = json.loads(printed.strip().splitlines()[-1])
-    result = {"task": task, "difficulty": label, "format": "chain of thought" if cot else "answer only",
-              "accuracy": ev["accuracy"], "n": ev["n"], "positions": ev["mean_generated_positions"],
-              "steps": cfg.pretrain.max_steps, "wall_s": round(wall), "recipe": recipe,
-              "overrides": overrides}  # fmt: skip
-    done.write_text(json.dumps(result, indent=2))
-    return result
+    return json.loads(printed.strip().splitlines()[-1])
 
 
 def train_seconds(log: Path) -> float:
@@ -99,17 +107,19 @@ def train_seconds(log: Path) -> float:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| task | difficulty | answer only | chain of thought | positions (answer / chain) | stage-0 steps | wall s (answer / chain) |",
-             "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    keyed = {(r["task"], r["difficulty"], r["format"]): r for r in results}
-    for task, label, *_ in ROWS:
-        a, c = keyed.get((task, label, "answer only")), keyed.get((task, label, "chain of thought"))
-        if not (a or c):
-            continue
-        cell = lambda r, k, spec: format(r[k], spec) if r else "—"  # noqa: E731
-        lines.append(f"| {task} | {label} | {cell(a, 'accuracy', '.3f')} | {cell(c, 'accuracy', '.3f')} | "
-                     f"{cell(a, 'positions', '.1f')} / {cell(c, 'positions', '.1f')} | {(a or c)['steps']} | "
-                     f"{cell(a, 'wall_s', 'd')} / {cell(c, 'wall_s', 'd')} |")  # fmt: skip
+    lines = ["| task | trained on | scored on | answer only | chain of thought | positions (answer / chain) | "
+             "stage-0 steps | wall s (answer / chain) |", "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    keyed = {(r["task"], r["trained"], r["difficulty"], r["format"]): r for r in results}
+    for task, trained, _, _, scored in MODELS:
+        for difficulty, _ in scored:
+            a = keyed.get((task, trained, difficulty, "answer only"))
+            c = keyed.get((task, trained, difficulty, "chain of thought"))
+            if not (a or c):
+                continue
+            cell = lambda r, k, spec: format(r[k], spec) if r else "—"  # noqa: E731
+            lines.append(f"| {task} | {trained} | {difficulty} | {cell(a, 'accuracy', '.3f')} | "
+                         f"{cell(c, 'accuracy', '.3f')} | {cell(a, 'positions', '.1f')} / {cell(c, 'positions', '.1f')} | "
+                         f"{(a or c)['steps']} | {cell(a, 'wall_s', 'd')} / {cell(c, 'wall_s', 'd')} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -122,13 +132,15 @@ def main() -> None:
     out = Path(args.out)
     only = set(args.only.split(",")) if args.only else None
     results = []
-    for task, label, recipe, sets in ROWS:
+    for task, trained, recipe, sets, scored in MODELS:
         if only and task not in only:
             continue
         for fmt in args.formats.split(","):
-            r = row(out, task, label, recipe, sets, cot=fmt == "cot")
-            results.append(r)
-            print(f"stage0_table: {task} {label} {r['format']}: {r['accuracy']:.3f} ({r['wall_s']} s)", flush=True)
+            rows = model_row(out, task, trained, recipe, sets, scored, cot=fmt == "cot")
+            results += rows
+            for r in rows:
+                print(f"stage0_table: {task} trained on {trained}, {r['difficulty']}, {r['format']}: "
+                      f"{r['accuracy']:.3f} ({r['wall_s']} s)", flush=True)  # fmt: skip
     text = table(results)
     (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(results, indent=2))

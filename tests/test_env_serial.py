@@ -120,3 +120,18 @@ def test_chase_refuses_more_problems_than_exist():
     env = make_env("chase", {"nodes": 3, "hops": 1})
     with pytest.raises(ValueError, match="distinct"):
         env.dataset("train", 50, seed=0)
+
+
+@pytest.mark.parametrize("name,args,column,span", [
+    ("reach", {"nodes": 12, "min_hops": 2, "hops": 4, "cot": True}, "hops", {2, 3, 4}),
+    ("mnns", {"min_count": 3, "count": 5, "cot": True}, "count", {3, 4, 5}),
+])  # fmt: skip
+def test_mixed_difficulty_draws_every_level_and_stays_correct(name, args, column, span):
+    env = make_env(name, args)
+    rows = env.dataset("train", 150, seed=2)
+    assert set(rows[column]) == span
+    for row in rows:
+        if name == "reach":
+            assert len(row["completion"]) == row["hops"] and row["answer"] in reach_by_dfs(row["prompt"])
+        else:
+            assert int(row["answer"]) == brute_mnns(row["prompt"]) and len(row["written_steps"]) == row["count"] - 1
