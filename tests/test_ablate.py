@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = """# python scripts/ablate.py THIS.yaml --seeds 1 --arms token,latent-w2  (neuralese, a test recipe)
 seed: 0
@@ -111,7 +113,10 @@ def test_every_arms_spec_resolves_against_its_recipe():
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
         arms = [line for line in done.stdout.splitlines() if line.startswith("ablate: ")]
-        assert len(arms) >= 3 and any("+pause" in line for line in arms), done.stdout
+        assert len(arms) >= 3, done.stdout
+        arms_spec = yaml.safe_load(spec.read_text())["arms"].values()
+        if any("pause" in a.get("controls", []) for a in arms_spec):  # each pause control gets its twin
+            assert any("+pause" in line for line in arms), done.stdout
 
 
 def test_a_bad_spec_is_refused_with_its_key(tmp_path):
@@ -121,3 +126,24 @@ def test_a_bad_spec_is_refused_with_its_key(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode != 0 and "arms.soft" in done.stderr and "nowhere" in done.stderr
+
+
+def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path / "work"))
+    spec = tmp_path / "arms.yaml"
+    spec.write_text("arms:\n  token: {set: [neuralese.mode=off]}\n  soft: {set: [neuralese.space=embedding, "
+                    "neuralese.input=latent_only]}\n")
+    out = tmp_path / "ablation"
+    cmd = [sys.executable, str(ROOT / "scripts" / "switch_on.py"), str(recipe), "--spec", str(spec), "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {r["arm"]: r for r in json.loads((out / "switch_on_table.json").read_text())}
+    assert rows["token"]["shuffled"] is None and rows["token"]["feedback"] == "token"
+    assert rows["soft"]["feedback"] == "latent, embedding (softmax), latent_only"
+    assert 0 <= rows["soft"]["shuffled"] <= 1 and 0 <= rows["soft"]["accuracy"] <= 1
+    # Two thoughts, then at least one answer token (the token arm: answer tokens alone).
+    assert rows["soft"]["positions"] >= 3 and rows["token"]["positions"] >= 1
+    assert re.search(r"^\| soft \| default \| latent, embedding \(softmax\), latent_only \| \d\.\d{3} \| \d\.\d{3} \|",
+                     (out / "switch_on.md").read_text(), re.M)  # fmt: skip
+    assert not (out / "runs").exists(), "switch-on trains no RL run"
