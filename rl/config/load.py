@@ -1,0 +1,277 @@
+"""Reading a recipe: YAML to a checked `RunConfig` (types coerced, ranges and cross-field rules checked),
+`--set` overrides, and writing it back."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+
+from rl.config.sections import (
+    RunConfig,
+)
+from rl.errors import ConfigError
+from rl.io import describe_yaml_error, read_yaml
+from rl.ranges import (
+    Range,
+    check_ranges,
+    range_of,
+)
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML recipe, apply `key.sub=value` overrides, and return a checked RunConfig."""
+    path = Path(path)
+    data = read_yaml(path, "recipe file", ConfigError) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    for item in overrides:
+        apply_override(data, item, source=str(path))
+    cfg = from_dict(RunConfig, data, source=str(path))
+    validate(cfg, source=str(path))
+    return cfg
+
+
+def apply_override(data: dict, item: str, source: str = "--set") -> None:
+    """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`1e-3`, `[a, b]`, `null`)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {describe_yaml_error(e)}") from None
+    node = data
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {p!r} is not a section in {source}")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: Any, source: str = "<dict>", prefix: str = ""):
+    """Build dataclass `cls` from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix or 'the recipe'} must be a mapping, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            choices = [f"{prefix}{n}" for n in names]
+            near = difflib.get_close_matches(full, choices, n=1, cutoff=0.5)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}: unknown key '{full}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, source, full)
+    return cls(**kwargs)
+
+
+YAML_TRUE = ("on", "yes", "true", "y")
+YAML_FALSE = ("off", "no", "false", "n")
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str):
+    """Check `value` against type hint `tp`; returns the value (dataclasses built, ints widened)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        shaped = [o for o in options if _same_shape(o, value)]
+        if len(shaped) == 1:  # a mapping for a section, a list for a list: its own error names the inner key
+            return _coerce(shaped[0], value, source, key)
+        for option in options:
+            try:
+                return _coerce(option, value, source, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: key '{key}' expects {_describe(tp)}, got {_show(value)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{source}: key '{key}' expects null, got {_show(value)}")
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        if isinstance(value, bool):  # YAML 1.1 reads `off`, `no` as false and `on`, `yes` as true
+            spellings = YAML_TRUE if value else YAML_FALSE
+            matches = [o for o in typing.get_args(tp) if isinstance(o, str) and o.lower() in spellings]
+            if len(matches) == 1:
+                return matches[0]
+        raise ConfigError(f"{source}: key '{key}' expects one of {_describe(tp)}, got {_show(value)}")
+    if dataclasses.is_dataclass(tp):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(
+                f"{source}: key '{key}' expects {tp.__name__} (a mapping of its fields), got {_show(value)}"
+            )
+        return from_dict(tp, {} if value is None else value, source, prefix=f"{key}.")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: key '{key}' expects a list, got {_show(value)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{key}' expects a mapping, got {_show(value)}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{source}: key '{key}' expects {_describe(tp)}, got {_show(value)}")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:  # a declared range: `float > 0`, `int in [0, 4294967295]`
+        rng = range_of(tp)
+        shown = "" if rng is None or rng == Range() else f" {rng}"
+        return _describe(typing.get_args(tp)[0]) + shown
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    if origin is Literal:
+        return ", ".join(repr(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _same_shape(tp: Any, value: Any) -> bool:
+    """A mapping for a section or dict type, a list for a list type."""
+    if isinstance(value, dict):
+        return _is_section(tp) or typing.get_origin(tp) is dict
+    return isinstance(value, list) and typing.get_origin(tp) is list
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)  # a Range is a dataclass instance
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def validate(cfg: RunConfig, source: str = "<config>") -> None:
+    """Every declared range (rl.ranges), then the checks that span fields; `load_config` calls it,
+    and so do the trainer and stage 0 for a config built in Python."""
+    check_ranges(cfg, source)
+
+    def need(ok: bool, key: str, what: str, value: Any):
+        if not ok:
+            raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+
+    rl, nz = cfg.rl, cfg.neuralese
+    if rl.algorithm in ("grpo", "dr_grpo", "rloo"):
+        need(
+            rl.samples_per_prompt >= 2,
+            "rl.samples_per_prompt",
+            f">= 2 for {rl.algorithm} (group-relative advantages need a group)",
+            rl.samples_per_prompt,
+        )
+    if rl.rollout_engine == "vllm":
+        need(nz.mode in ("off", "latent"), "rl.rollout_engine",
+             f"'hf' in {nz.mode} mode (vLLM decodes after latent thoughts only: feedback at written tokens "
+             "and parallel passes are beyond its decoding)", "vllm")  # fmt: skip
+    if nz.embedding_weights != "softmax":
+        need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
+             f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
+             nz.embedding_weights)  # fmt: skip
+        need(nz.noise_std == 0, "neuralese.noise_std",
+             f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)", nz.noise_std)  # fmt: skip
+    cur = cfg.curriculum
+    thoughts_first = nz.mode == "latent" or (nz.mode == "refine" and nz.refine_over == "thoughts")
+    if thoughts_first and cur.stages == 0:
+        need(nz.num_thoughts >= 1, "neuralese.num_thoughts", f">= 1 in {nz.mode} mode", nz.num_thoughts)
+    if isinstance(nz.tbptt_window, int) and nz.mode == "latent" and cur.stages == 0:
+        need(
+            nz.tbptt_window <= nz.num_thoughts,
+            "neuralese.tbptt_window",
+            f"<= neuralese.num_thoughts ({nz.num_thoughts}) in latent mode, or 'full'",
+            nz.tbptt_window,
+        )
+    if isinstance(nz.tbptt_window, int) and nz.mode == "refine":
+        need(nz.tbptt_window <= nz.refine_passes, "neuralese.tbptt_window",
+             f"<= neuralese.refine_passes ({nz.refine_passes}) in refine mode (it counts passes), or 'full'",
+             nz.tbptt_window)  # fmt: skip
+    if isinstance(nz.layer, int):
+        need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
+    if cur.stages > 0:
+        need(thoughts_first, "curriculum.stages",
+             "0 unless neuralese.mode is 'latent' or 'refine' over thoughts (it sets the thoughts before the answer)",
+             cur.stages)  # fmt: skip
+        need(cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
+             cur.start)  # fmt: skip
+    if cfg.pretrain.elided_steps:
+        need(cur.stages > 0, "pretrain.elided_steps", "false unless curriculum.stages > 0 (the formats it trains)",
+             True)  # fmt: skip
+    for key, tiny in (("model.tiny", cfg.model.tiny), ("reward_model.tiny", cfg.reward_model.tiny)):
+        if tiny is not None:  # transformers would only fail on it once the model is built
+            need(tiny.hidden_size % tiny.num_heads == 0, f"{key}.num_heads",
+                 f"a divisor of {key}.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
+    if cfg.rewards is not None:
+        need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
+
+
+def to_dict(cfg) -> dict:
+    """The config as plain data (for YAML and JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config; `load_config` reads it back to the same RunConfig."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, docstring) for every field, for `neuralese config` and the docs."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    rows = []
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        sub = next((t for t in (tp, *typing.get_args(tp)) if _is_section(t)), None)
+        if sub is not None and typing.get_origin(tp) is not list:
+            rows.append((f"{prefix}{f.name}", sub.__name__, None, docs.get(f.name, "")))
+            rows.extend(describe_fields(sub, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((f"{prefix}{f.name}", _describe(tp), default, docs.get(f.name, "")))
+    return rows
