@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 
+from rl.codec.config import CodecConfig, check_codec
 from rl.errors import ConfigError
 from rl.io import describe_yaml_error, read_yaml
 from rl.ranges import (
@@ -97,6 +98,10 @@ class ModelConfig:
     embedding). Without this, latent mode refuses such a tokenizer."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings for RL."""
+    codec: str | None = None
+    """Stage 0 with `tiny`: a codec folder (FSQ, `neuralese codec train`) whose codes are the tiny model's
+    vocabulary: it reads and writes dense tokens, and its text is the codec's decoding of them (rl.codec.dense).
+    The model folder keeps a copy of the codec, so RL, eval and export need nothing more."""
 
 
 @dataclass
@@ -475,6 +480,8 @@ class RunConfig:
     """The vLLM rollout engine (when `rl.rollout_engine: vllm`)."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """Training reward models here (`neuralese reward-model train`); RL uses one through `rewards`."""
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    """Training a text codec here (`neuralese codec train`); `model.codec` builds a dense-token model on one."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""
 
@@ -693,6 +700,11 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         if tiny is not None:  # transformers would only fail on it once the model is built
             need(tiny.hidden_size % tiny.num_heads == 0, f"{key}.num_heads",
                  f"a divisor of {key}.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
+    check_codec(cfg.codec, source)
+    if cfg.model.codec is not None:
+        need(cfg.model.tiny is not None, "model.codec",
+             "null unless model.tiny is set (stage 0 builds the dense model; a dense model folder keeps its codec)",
+             cfg.model.codec)  # fmt: skip
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 

@@ -30,3 +30,40 @@ def tiny_dir(tmp_path_factory) -> Path:
         tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
     )
     return save_tiny(model, tok, tmp_path_factory.mktemp("tiny") / "model")
+
+
+CODEC_RECIPE = """\
+seed: 0
+env: {name: addition, args: {digits: 2}}
+codec:
+  text: env
+  chunk_tokens: 2
+  fsq_levels: [8, 5, 5, 5]
+  width: 128
+  blocks: 1
+  embedding_size: 16
+  max_steps: 600
+  batch_size: 128
+  learning_rate: 5.0e-3
+  warmup_steps: 10
+  train_texts: 2000
+  eval_texts: 200
+"""
+
+
+@pytest.fixture(scope="session")
+def codec_recipe(tmp_path_factory) -> Path:
+    """A recipe whose codec section trains a small FSQ codec (2 tokens per code) on 2-digit addition."""
+    path = tmp_path_factory.mktemp("codec-recipe") / "codec.yaml"
+    path.write_text(CODEC_RECIPE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def addition_codec(codec_recipe, tmp_path_factory) -> Path:
+    """That codec, trained through the real CLI (about 3 s): it writes 2-digit addition back exactly."""
+    from rl.cli import main
+
+    out = tmp_path_factory.mktemp("codec") / "level1"
+    assert main(["codec", "train", str(codec_recipe), "--out", str(out)]) == 0
+    return out

@@ -1,0 +1,177 @@
+"""Text codecs (rl.codec): FSQ by hand, a round trip on known text, stacked levels, save and load,
+and one clear error for each kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from rl.cli import main
+from rl.codec.config import CodecConfig
+from rl.codec.fsq import FSQ
+from rl.codec.model import WEIGHTS, Codec, load_codec
+from rl.config import load_config
+from rl.errors import CheckpointError, CodecError, ConfigError
+
+KNOWN = ["12+34=", "64", "99+99=", "891", "70+25="]  # 2-digit addition, digits least-significant first
+
+
+# ----------------------------------------------------------------------------- FSQ
+
+
+def test_fsq_by_hand():
+    fsq = FSQ([8, 5])
+    # h = (L - 1)(1 - eps) / 2, offset 0.5 for the even level: bound(0) is 0 in both dimensions.
+    assert torch.allclose(fsq.bound(torch.zeros(2)), torch.zeros(2), atol=1e-6)
+    # Far out, tanh saturates: digits (7, 4) or (0, 0), the last and first codes.
+    big = torch.tensor([[50.0, 50.0], [-50.0, -50.0]])
+    assert fsq.index(fsq(big)).tolist() == [7 + 4 * 8, 0]
+    assert fsq(big).tolist() == [[3 / 4, 2 / 2], [-4 / 4, -2 / 2]]
+    # A value between levels rounds: bound 1.4 (level 5, h = 1.998) -> 1 -> 1 / 2.
+    z = torch.atanh(torch.tensor([0.0, 1.4 / fsq.half_l[1].item()]))
+    assert fsq(z[None]).tolist() == [[0.0, 0.5]]
+
+
+def test_fsq_codes_are_in_range_deterministic_and_invertible():
+    fsq = FSQ([8, 5, 5, 5])
+    z = torch.randn(4096, 4, generator=torch.Generator().manual_seed(0)) * 30
+    code = fsq(z)
+    index = fsq.index(code)
+    assert index.min() >= 0 and index.max() < fsq.num_codes == 1000
+    digits = code * fsq.half_width
+    assert torch.equal(digits, digits.round()), "codes off the grid"
+    assert torch.equal(fsq(z), code) and torch.equal(fsq.index(fsq(z)), index)
+    every = torch.arange(fsq.num_codes)
+    assert torch.equal(fsq.index(fsq.code(every)), every)
+    assert torch.equal(fsq.snap(fsq.code(every) + 0.04), fsq.code(every))
+
+
+def test_fsq_rounds_with_a_straight_through_gradient():
+    fsq = FSQ([8, 5])
+    z = torch.tensor([[0.3, -0.2]], requires_grad=True)
+    fsq(z).sum().backward()
+    # d/dz round(bound(z)) / w is taken as d bound / dz / w = h (1 - tanh^2(z + s)) / w.
+    t = torch.tanh(z.detach() + fsq.shift)
+    assert torch.allclose(z.grad, fsq.half_l * (1 - t**2) / fsq.half_width)
+
+
+# ----------------------------------------------------------------------------- the codec
+
+
+def test_round_trip_on_known_text(addition_codec):
+    codec = load_codec(addition_codec)
+    for text in KNOWN:
+        codes = codec.encode_text(text)
+        assert len(codes) == -(-len(text) // 2), text  # one code per 2 pieces (digits and signs)
+        assert codec.decode_text(codes) == text
+    report = json.loads((addition_codec / "report.json").read_text())
+    assert report["held_out"]["token_accuracy"] == 1.0 and report["held_out"]["chunk_exact"] == 1.0
+
+
+def test_codes_do_not_depend_on_the_batch(addition_codec):
+    codec = load_codec(addition_codec)
+    ids = torch.tensor([codec.pad(codec.text_ids(t))[:4] for t in ["12+34=", "99+99=", "70+25="]])
+    together = codec.codes(ids)
+    assert torch.equal(together, torch.cat([codec.codes(row[None]) for row in ids]))
+    assert torch.equal(together, codec.codes(ids))
+
+
+def test_save_and_load_give_the_same_codec(addition_codec, tmp_path):
+    codec = load_codec(addition_codec)
+    codec.save(tmp_path / "again")
+    again = load_codec(tmp_path / "again")
+    assert (tmp_path / "again" / WEIGHTS).read_bytes() == (addition_codec / WEIGHTS).read_bytes()
+    assert codec.own_state().keys() == again.own_state().keys()
+    assert all(torch.equal(v, again.own_state()[k]) for k, v in codec.own_state().items())
+    ids = torch.tensor([codec.pad(codec.text_ids("12+34=64"))])
+    assert torch.equal(codec.encode(ids), again.encode(ids))
+    assert torch.equal(codec.logits(codec.encode(ids)), again.logits(again.encode(ids)))
+
+
+def test_level_two_trains_through_its_frozen_base(addition_codec, codec_recipe, tmp_path):
+    out = tmp_path / "level2"
+    assert main(["codec", "train", str(codec_recipe), "--out", str(out), "--set", f"codec.base={addition_codec}",
+                 "--set", "codec.max_steps=100"]) == 0  # fmt: skip
+    level2 = load_codec(out)
+    base = load_codec(addition_codec)
+    assert level2.level == 2 and level2.tokens_per_code == 4 and level2.base.tokens_per_code == 2
+    assert all(torch.equal(v, base.own_state()[k]) for k, v in level2.base.own_state().items()), "base changed"
+    report = json.loads((out / "report.json").read_text())
+    assert report["base_held_out"]["token_accuracy"] == 1.0 and 0 < report["held_out"]["token_accuracy"] <= 1
+    text = "12+34="
+    codes = level2.encode_text(text)
+    assert len(codes) == 2 and isinstance(level2.decode_text(codes), str)
+
+
+def test_a_continuous_codec_has_codes_but_no_indices(codec_recipe, tmp_path):
+    cfg = load_config(codec_recipe, ["codec.quantizer=none", "codec.code_width=3"])
+    codec = Codec(cfg.codec, vocab_size=20)
+    code = codec.encode(torch.zeros(2, 4, dtype=torch.long))
+    assert code.shape == (2, 2, 3) and code.abs().max() < 1 and codec.num_codes is None
+    with pytest.raises(CodecError, match="continuous"):
+        codec.codes(torch.zeros(1, 2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def one_error(capfd, argv) -> str:
+    capfd.readouterr()
+    assert main(argv) == 2
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_ids_that_do_not_divide_into_chunks_are_refused(addition_codec, capfd):
+    line = one_error(capfd, ["codec", "encode", str(addition_codec), "--ids", "5,6,7"])
+    assert line.startswith(f"neuralese codec: error: codec {addition_codec}: 3 token ids do not divide into chunks of 2")
+
+
+def test_an_unknown_piece_is_refused_by_name(addition_codec, capfd):
+    line = one_error(capfd, ["codec", "encode", str(addition_codec), "--text", "12+ab="])
+    assert "'ab' (characters 3-5 of '12+ab=') is not in this codec's vocabulary" in line
+
+
+def test_a_code_outside_the_vocabulary_is_refused(addition_codec, capfd):
+    line = one_error(capfd, ["codec", "decode", str(addition_codec), "--codes", "3,1000"])
+    assert "code 1000 is outside this codec's 1000 codes" in line
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda d: (d / "codec.json").unlink(), "codec.json: codec config (codec.json, written by"),
+        (lambda d: (d / "codec.json").write_text("{"), "codec.json: not valid JSON"),
+        (lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:300]), "codec.safetensors: damaged"),
+        (lambda d: shutil.rmtree(d / "tokenizer"), "codec folder has no tokenizer/"),
+    ],
+    ids=["no-config", "bad-json", "truncated-weights", "no-tokenizer"],
+)
+def test_a_damaged_codec_folder_names_the_file(addition_codec, tmp_path, capfd, damage, expected):
+    folder = tmp_path / "codec"
+    shutil.copytree(addition_codec, folder)
+    damage(folder)
+    assert expected in one_error(capfd, ["codec", "decode", str(folder), "--codes", "1"])
+
+
+def test_weights_of_another_shape_are_refused(addition_codec, tmp_path):
+    folder = tmp_path / "codec"
+    shutil.copytree(addition_codec, folder)
+    meta = json.loads((folder / "codec.json").read_text())
+    meta["config"]["width"] = 64
+    (folder / "codec.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not fit the codec codec.json describes"):
+        load_codec(folder)
+
+
+def test_bad_fsq_levels_name_the_key(codec_recipe):
+    with pytest.raises(ConfigError, match=r"key 'codec.fsq_levels\[1\]' must be an integer >= 2, got 1"):
+        load_config(codec_recipe, ["codec.fsq_levels=[8, 1]"])
+    with pytest.raises(ConfigError, match="at most 2\\*\\*62"):
+        load_config(codec_recipe, ["codec.fsq_levels=" + str([8] * 21)])
+    assert CodecConfig().fsq_levels == [8, 5, 5, 5]
