@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.runs import PLUGINS
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One thread: tiny models gain nothing from more, and a busy machine loses a lot to oversubscription.
@@ -67,3 +69,39 @@ def addition_codec(codec_recipe, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("codec") / "level1"
     assert main(["codec", "train", str(codec_recipe), "--out", str(out)]) == 0
     return out
+
+
+DENSE_SECTIONS = """\
+env: {{name: addition, args: {{digits: 2}}, train_size: 256, test_size: 32}}
+model:
+  path: {model}
+  codec: {codec}
+  tiny: {{hidden_size: 32, num_layers: 2, num_heads: 2, intermediate_size: 64, max_positions: 32}}
+pretrain: {{max_steps: 20, batch_size: 16}}
+neuralese: {{mode: hybrid, tbptt_window: 2}}
+rl: {{steps: 2, prompts_per_step: 4, samples_per_prompt: 4, micro_batch_per_device: 16, learning_rate: 1.0e-3,
+      max_new_tokens: 3}}
+eval: {{n: 8, max_new_tokens: 3}}
+log: {{save_every: 2, completions_every: 1, trackers: []}}
+rewards: [{{fn: "{plugins}:digit_share"}}]
+"""
+
+
+@pytest.fixture(scope="session")
+def dense_recipe(addition_codec, tmp_path_factory) -> Path:
+    """The codec recipe with a dense-token model on that codec: stage 0 (20 steps) and 2 RL steps
+    (rewarded by tests/plugins/rewards.py's digit_share, which varies between samples of a weak model)."""
+    folder = tmp_path_factory.mktemp("dense")
+    text = CODEC_RECIPE.replace("env: {name: addition, args: {digits: 2}}\n", "")
+    path = folder / "dense.yaml"
+    path.write_text(text + DENSE_SECTIONS.format(model=folder / "as-is", codec=addition_codec, plugins=PLUGINS))
+    return path
+
+
+@pytest.fixture(scope="session")
+def dense_dir(dense_recipe) -> Path:
+    """A dense-token model built by the real stage 0 (`neuralese pretrain` with model.codec; about 5 s)."""
+    from rl.cli import main
+
+    assert main(["pretrain", str(dense_recipe)]) == 0
+    return dense_recipe.parent / "as-is"

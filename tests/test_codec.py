@@ -8,13 +8,19 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from rl.cli import main
 from rl.codec.config import CodecConfig
+from rl.codec.dense import DenseTokenizer
 from rl.codec.fsq import FSQ
 from rl.codec.model import WEIGHTS, Codec, load_codec
 from rl.config import load_config
 from rl.errors import CheckpointError, CodecError, ConfigError
+from rl.export import load_policy
+from rl.models import load_model
+from rl.policy import NeuralesePolicy
+from rl.rollout import generate_rollout
 
 KNOWN = ["12+34=", "64", "99+99=", "891", "70+25="]  # 2-digit addition, digits least-significant first
 
@@ -175,3 +181,68 @@ def test_bad_fsq_levels_name_the_key(codec_recipe):
     with pytest.raises(ConfigError, match="at most 2\\*\\*62"):
         load_config(codec_recipe, ["codec.fsq_levels=" + str([8] * 21)])
     assert CodecConfig().fsq_levels == [8, 5, 5, 5]
+
+
+# ----------------------------------------------------------------------------- the dense-token policy
+
+
+def code_indices(ids: list[int], tokenizer: DenseTokenizer) -> list[int]:
+    """The codec code indices among vocabulary ids (the specials, eos and pad, left out)."""
+    return [i - tokenizer.offset for i in ids if i >= tokenizer.offset]
+
+
+def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_dir, addition_codec):
+    policy = NeuralesePolicy.from_pretrained(dense_dir)  # the loader every user checkpoint takes
+    tok = policy.tokenizer
+    assert isinstance(tok, DenseTokenizer) and policy.model.get_input_embeddings().num_embeddings >= 1005
+    codec = load_codec(addition_codec)  # the codec as trained, not the model folder's copy
+    prompts = ["12+34=", "99+99=", "70+25=", "5+61=", "40+40="] * 4
+    ids, mask = policy.encode(prompts)
+    for row, m, text in zip(ids, mask, prompts):  # the prompt is the codec's codes of its text
+        assert code_indices(row[m.bool()].tolist(), tok) == codec.encode_text(text).tolist()
+    ro = generate_rollout(policy, ids, mask, 4, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    texts = policy.decode(ro)
+    assert len(set(texts)) > 3, texts  # sampled: many different codes to decode
+    for written, text, positions in zip(ro.completion_ids(), texts, ro.generated_positions.tolist()):
+        codes = code_indices(written, tok)
+        assert written[: len(codes)] == [c + tok.offset for c in codes], "a special token among the codes"
+        expected = codec.tokenizer.decode(codec.decode_codes(torch.tensor([codes]))[0].tolist(),
+                                          skip_special_tokens=True) if codes else ""  # fmt: skip
+        assert text == expected
+        assert positions == len(written) <= 4 and len(codec.text_ids(text)) <= 2 * len(codes)
+    assert policy.generate(prompts[:5], max_new_tokens=4) == policy.decode(
+        generate_rollout(policy, ids[:5], mask[:5], 4, temperature=0.0)
+    )
+
+
+def test_a_dense_model_folder_saves_and_loads_back(dense_dir, addition_codec, tmp_path):
+    model, tok = load_model(dense_dir)
+    assert (dense_dir / "dense_tokenizer.json").is_file() and (dense_dir / "codec" / WEIGHTS).is_file()
+    assert (dense_dir / "codec" / WEIGHTS).read_bytes() == (addition_codec / WEIGHTS).read_bytes()
+    policy = NeuralesePolicy(model, tok)
+    again_dir = policy.save_pretrained(tmp_path / "again")
+    again = NeuralesePolicy.from_pretrained(again_dir)
+    assert isinstance(again.tokenizer, DenseTokenizer) and again.tokenizer.get_vocab() == tok.get_vocab()
+    assert (again_dir / "codec" / WEIGHTS).read_bytes() == (addition_codec / WEIGHTS).read_bytes()
+    theirs = again.model.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+    prompts = ["12+34=", "99+99=", "70+25="]
+    assert again.generate(prompts, max_new_tokens=4) == policy.generate(prompts, max_new_tokens=4)
+
+
+def test_rl_trains_on_a_dense_model_through_the_trainer(dense_recipe, dense_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", str(dense_recipe), "--set", f"output_dir={run}"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) and r["grad_norm"] > 0 for r in steps)
+    assert all(1 <= r["generated_positions/mean"] <= 3 for r in steps)
+    before = load_file(str(dense_dir / "model.safetensors"))
+    after = load_file(str(run / "checkpoints" / "step-2" / "model.safetensors"))
+    shared = before.keys() & after.keys()  # a tied embedding is saved under either name
+    assert len(shared) > 5 and any(not torch.equal(before[k], after[k]) for k in shared), "RL moved no weight"
+    policy = load_policy(run)  # the run's last checkpoint, its dense tokenizer from the as-is folder
+    assert isinstance(policy.tokenizer, DenseTokenizer) and policy.config.mode == "hybrid"
+    completions = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
+    assert completions and all(set(c["completion"]) <= set("0123456789+=") for c in completions)
