@@ -31,7 +31,6 @@ from trl import SFTConfig, SFTTrainer
 
 from envs import env_texts, load_split, make_env
 from rl.codec.dense import DenseTokenizer, pretokenize
-from rl.codec.model import load_codec
 from rl.config import RunConfig, validate
 from rl.errors import ConfigError
 from rl.io import atomic_dir, check_output_dir, write_json
@@ -105,7 +104,7 @@ def pretrain(cfg: RunConfig) -> Path:
     if cfg.model.tiny is not None:
         test = load_split(env, cfg.env.test_split, cfg.env.test_size, cfg.seed, cfg.env.name)
         if cfg.model.codec is not None:  # a dense-token model: its vocabulary is the codec's codes
-            tokenizer = DenseTokenizer(load_codec(cfg.model.codec))
+            tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
         else:
             tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)

@@ -110,6 +110,11 @@ def test_level_two_trains_through_its_frozen_base(addition_codec, codec_recipe, 
     text = "12+34="
     codes = level2.encode_text(text)
     assert len(codes) == 2 and isinstance(level2.decode_text(codes), str)
+    # A third level stands on the second the same way, and its folder loads back (base/base/tokenizer).
+    assert main(["codec", "train", str(codec_recipe), "--out", str(tmp_path / "level3"), "--set", f"codec.base={out}",
+                 "--set", "codec.max_steps=20"]) == 0  # fmt: skip
+    level3 = load_codec(tmp_path / "level3")
+    assert level3.level == 3 and level3.tokens_per_code == 8 and len(level3.encode_text(text)) == 1
 
 
 def test_a_continuous_codec_has_codes_but_no_indices(codec_recipe, tmp_path):
@@ -246,3 +251,57 @@ def test_rl_trains_on_a_dense_model_through_the_trainer(dense_recipe, dense_dir,
     assert isinstance(policy.tokenizer, DenseTokenizer) and policy.config.mode == "hybrid"
     completions = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
     assert completions and all(set(c["completion"]) <= set("0123456789+=") for c in completions)
+
+
+def continuous_codec(addition_codec, folder):
+    """A continuous codec folder (untrained: only its kind matters) on the addition codec's tokenizer."""
+    cfg = CodecConfig(quantizer="none")
+    tokenizer = load_codec(addition_codec).tokenizer
+    codec = Codec(cfg, vocab_size=len(tokenizer))
+    codec.tokenizer = tokenizer
+    return codec.save(folder)
+
+
+@pytest.mark.parametrize("case", ["missing", "continuous"])
+def test_a_bad_model_codec_names_the_key(dense_recipe, addition_codec, tmp_path, capfd, case):
+    folder = tmp_path / "nope" if case == "missing" else continuous_codec(addition_codec, tmp_path / "cont")
+    line = one_error(capfd, ["pretrain", str(dense_recipe), "--set", f"model.codec={folder}",
+                             "--set", f"model.path={tmp_path / 'model'}"])  # fmt: skip
+    expected = {"missing": f"model.codec: codec folder '{folder}' does not exist",
+                "continuous": f"model.codec '{folder}': a dense-token model needs a discrete codec"}  # fmt: skip
+    assert expected[case] in line and not (tmp_path / "model").exists()
+
+
+def test_a_missing_base_or_text_file_names_the_key(codec_recipe, tmp_path, capfd):
+    line = one_error(capfd, ["codec", "train", str(codec_recipe), "--out", str(tmp_path / "c"),
+                             "--set", f"codec.base={tmp_path / 'nope'}"])  # fmt: skip
+    assert f"codec.base: codec folder '{tmp_path / 'nope'}' does not exist" in line
+    for name in ("texts.txt", "texts.jsonl"):
+        line = one_error(capfd, ["codec", "train", str(codec_recipe), "--out", str(tmp_path / "c"),
+                                 "--set", f"codec.text={tmp_path / name}"])  # fmt: skip
+        assert line.endswith(f"{tmp_path / name}: text file codec.text names not found")
+
+
+def test_a_dense_model_refuses_text_its_codec_never_saw(dense_dir, capfd):
+    line = one_error(capfd, ["eval", str(dense_dir), "--env", "multiplication", "--env-args", "{digits: 2}",
+                             "--n", "2", "--quiet"])  # fmt: skip
+    assert f"the dense-token model's codec ({dense_dir / 'codec'}): '*' (characters 2-3 of " in line
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda d: (d / "dense_tokenizer.json").write_text('{"format": 1}'), "dense_tokenizer.json: expected 'format': 1"),
+        (lambda d: (d / "dense_tokenizer.json").write_text(
+            (d / "dense_tokenizer.json").read_text().replace('"codes": 1000', '"codes": 999')),
+         "dense_tokenizer.json: says 999 codes, but its codec has 1000"),
+        (lambda d: shutil.rmtree(d / "codec"), "codec folder '"),
+    ],
+    ids=["no-specials", "other-codes", "no-codec"],
+)
+def test_a_damaged_dense_model_folder_names_the_file(dense_dir, tmp_path, capfd, damage, expected):
+    folder = tmp_path / "dense"
+    shutil.copytree(dense_dir, folder)
+    damage(folder)
+    line = one_error(capfd, ["eval", str(folder), "--env", "addition", "--env-args", "{digits: 2}", "--n", "2", "--quiet"])
+    assert expected in line, line

@@ -69,15 +69,16 @@ def load_texts(cfg: RunConfig, source: str = "codec.text") -> Texts:
 
 def file_texts(path: Path, source: str) -> list[str]:
     """One text per non-empty line, or the `text` field of each JSON Lines row."""
+    what = f"text file {source} names"
     if path.suffix == ".jsonl":
-        rows = read_jsonl(path, "text file", ConfigError, where=f"{source} {str(path)!r}")
+        rows = read_jsonl(path, what, ConfigError, where=f"{source} {str(path)!r}")
         for lineno, row in rows:
             if not isinstance(row.get("text"), str):
                 raise ConfigError(
                     f"{source} {str(path)!r} line {lineno}: expected a 'text' field holding a string"
                 )
         return [row["text"] for _, row in rows]
-    return [line for line in read_text(path, "text file", ConfigError).splitlines() if line.strip()]
+    return [line for line in read_text(path, what, ConfigError).splitlines() if line.strip()]
 
 
 def chunk_texts(texts: list[str], tokenizer, tokens_per_code: int) -> tuple[torch.Tensor, dict]:

@@ -74,7 +74,10 @@ class DenseTokenizer(PreTrainedTokenizer):
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         """The code ids (vocabulary ids, not code indices) of each text, in one codec batch."""
         codec = self.codec
-        rows = [codec.pad(codec.text_ids(t)) for t in texts]
+        try:
+            rows = [codec.pad(codec.text_ids(t)) for t in texts]
+        except CodecError as e:  # a dense model asked to read text its codec never saw
+            raise CodecError(f"the dense-token model's codec ({codec.source}): {e}") from None
         width = max((len(r) for r in rows), default=0)
         if width == 0:
             return [[] for _ in texts]
@@ -130,6 +133,15 @@ class DenseTokenizer(PreTrainedTokenizer):
         write_json(folder / DENSE_FILE, {"format": FORMAT, "codec": CODEC_DIR, "specials": list(SPECIALS),
                                          "codes": self.codec.num_codes})  # fmt: skip
         return (str(folder / DENSE_FILE),)
+
+    @classmethod
+    def of_codec(cls, path: str | Path, key: str) -> DenseTokenizer:
+        """The dense tokenizer over the codec folder `path`, which the recipe key `key` names."""
+        codec = load_codec(path, key=key)
+        try:
+            return cls(codec)
+        except CodecError as e:
+            raise CodecError(f"{key} {str(path)!r}: {e}") from None
 
     @classmethod
     def from_folder(cls, path: str | Path) -> DenseTokenizer:

@@ -10,7 +10,8 @@ The encoder and decoder are residual MLPs over the concatenated chunk, as in CAL
 The quantizer is FSQ (rl.codec.fsq) or, for `quantizer: none`, tanh: the same range, not rounded.
 A level-2 codec is trained through its frozen base: its decoder's output goes through level 1's
 quantizer (straight-through) and decoder, and the loss is on the text tokens, so what level 2 is
-asked to keep is exactly what level 1 needs to write the text back.
+asked to keep is exactly what level 1 needs to write the text back. A level-3 codec stands on a
+level-2 one the same way.
 
 A codec folder holds `codec.json` (the config and the shapes), `codec.safetensors` (this level's
 weights), `tokenizer/` (level 1: the text tokenizer) or `base/` (level 2: the level-1 folder it
@@ -83,6 +84,7 @@ class Codec(nn.Module):
         self.encoder = mlp(chunk, cfg.width, cfg.blocks, self.code_width)
         self.decoder = mlp(self.code_width, cfg.width, cfg.blocks, chunk)
         self.tokenizer: PreTrainedTokenizerBase | None = None if base is None else base.tokenizer
+        self.source = "(not saved)"  # the folder it was loaded from (load_codec), for messages
 
     @property
     def num_codes(self) -> int | None:
@@ -218,9 +220,18 @@ def _brief(text: str) -> str:
     return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
-def load_codec(path: str | Path, device: str | torch.device = "cpu") -> Codec:
-    """The codec in folder `path` (any level), in eval mode."""
-    path = Path(path)
+def load_codec(path: str | Path, device: str | torch.device = "cpu", key: str | None = None) -> Codec:
+    """The codec in folder `path` (any level), in eval mode; `key`, the recipe key that named the folder
+    (`model.codec`, `codec.base`), starts any error's message."""
+    try:
+        codec = _load(Path(path))
+    except CheckpointError as e:
+        raise CheckpointError(f"{key}: {e}" if key else str(e)) from None
+    codec.source = str(path)
+    return codec.to(device).eval()
+
+
+def _load(path: Path) -> Codec:
     if not path.is_dir():
         what = "is a file" if path.exists() else "does not exist"
         raise CheckpointError(
@@ -229,10 +240,9 @@ def load_codec(path: str | Path, device: str | torch.device = "cpu") -> Codec:
     meta = read_json(path / CONFIG, f"codec config ({CONFIG}, written by `neuralese codec train`)")
     cfg = _read_config(meta, path / CONFIG)
     level = meta.get("level")
-    if level not in (1, 2) or (level == 2) != (path / BASE).is_dir():
-        raise CheckpointError(
-            f"{path / CONFIG}: 'level' is {level!r}; expected 1 (with {TOKENIZER}/) or 2 (with {BASE}/)"
-        )
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1 or (level > 1) != (path / BASE).is_dir():
+        raise CheckpointError(f"{path / CONFIG}: 'level' is {level!r}; expected 1 (with {TOKENIZER}/) or a higher "
+                              f"level (with {BASE}/, the codec below it)")  # fmt: skip
     if level == 1:
         from rl.models import load_tokenizer
 
@@ -250,7 +260,7 @@ def load_codec(path: str | Path, device: str | torch.device = "cpu") -> Codec:
         raise CheckpointError(f"{path / WEIGHTS}: does not fit the codec {CONFIG} describes (tensor {wrong[0]!r} "
                               f"missing, unexpected or of another shape); the folder is damaged or mixed")  # fmt: skip
     codec.load_state_dict(state, strict=False)
-    return codec.to(device).eval()
+    return codec
 
 
 def _read_config(meta, file: Path) -> CodecConfig:

@@ -40,7 +40,7 @@ def train_codec(cfg: RunConfig) -> Path:
     out = check_output_dir(
         c.output_dir or Path(cfg.output_dir) / "codec", "the codec folder (codec.output_dir, --out)"
     )
-    base = load_codec(c.base) if c.base else None  # before the text: a bad base folder is reported at once
+    base = load_codec(c.base, key="codec.base") if c.base else None  # before the text: a bad base shows at once
     texts = load_texts(cfg)
     torch.manual_seed(cfg.seed)
     if base is None:
