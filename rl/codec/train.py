@@ -30,7 +30,7 @@ from rl.io import atomic_dir, check_output_dir
 from rl.tiny import build_tokenizer
 
 MEASURE_BATCH = 2048
-TRAIN_MEASURED = 20000  # training chunks measured (all of them would only repeat the same number, slower)
+TRAIN_MEASURED = 4096  # training chunks measured (all of them would only repeat the same number, slower)
 
 
 def train_codec(cfg: RunConfig) -> Path:
