@@ -36,7 +36,8 @@ class CodecConfig:
     """Most held-out texts the reconstruction is measured on."""
     base: str | None = None
     """A level-1 codec folder: this codec is then level 2, over that codec's dense tokens (it encodes
-    `chunk_tokens` of them, n1 * n2 text tokens, into one; the base is frozen and copied into the folder)."""
+    `chunk_tokens` of them, n1 * n2 text tokens, into one; the base is frozen and copied into the folder).
+    A level-2 folder makes a level-3 codec the same way."""
     chunk_tokens: PositiveInt = 4
     """n: tokens per dense token (text tokens at level 1, level-1 dense tokens at level 2). Each text
     is padded with the pad token to a multiple of the text tokens one code holds."""

@@ -240,7 +240,7 @@ def _load(path: Path) -> Codec:
     meta = read_json(path / CONFIG, f"codec config ({CONFIG}, written by `neuralese codec train`)")
     cfg = _read_config(meta, path / CONFIG)
     level = meta.get("level")
-    if isinstance(level, bool) or not isinstance(level, int) or level < 1 or (level > 1) != (path / BASE).is_dir():
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1 or (level > 1) != (path / BASE).is_dir():  # fmt: skip
         raise CheckpointError(f"{path / CONFIG}: 'level' is {level!r}; expected 1 (with {TOKENIZER}/) or a higher "
                               f"level (with {BASE}/, the codec below it)")  # fmt: skip
     if level == 1:
