@@ -2,6 +2,7 @@
 
     python scripts/dense_table.py                          # recipes/dense.yaml as it is, 1 torch thread
     python scripts/dense_table.py --pretrain-steps 300 --rl-steps 60 --out runs/dense_table
+    python scripts/dense_table.py --set env.args.digits=3 --out runs/dense_table_3digits
 
 Steps, each through the CLI a user runs:
   1. `neuralese codec train` the recipe's codec (n text tokens to one FSQ code, on the task's text);
@@ -90,6 +91,8 @@ def main() -> None:
     p.add_argument("--out", default="runs/dense_table")
     p.add_argument("--pretrain-steps", type=int, help="override pretrain.max_steps (both models)")
     p.add_argument("--rl-steps", type=int, help="override rl.steps; 0 skips RL")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="another recipe override for every stage (env.args.digits=3)")  # fmt: skip
     args = p.parse_args()
     out = (ROOT / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +100,9 @@ def main() -> None:
     from rl.config import load_config
     from rl.models import load_tokenizer
 
-    common = {"pretrain.max_steps": args.pretrain_steps} if args.pretrain_steps else {}
+    common = dict(kv.split("=", 1) for kv in args.set)
+    if args.pretrain_steps:
+        common["pretrain.max_steps"] = args.pretrain_steps
     codec = out / "codec"
     dense_sets = {**common, "codec.output_dir": codec, "model.codec": codec, "model.path": out / "dense-as-is"}
     token_sets = {**common, "model.codec": "null", "model.path": out / "token-as-is"}
