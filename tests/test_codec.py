@@ -235,9 +235,16 @@ def test_a_dense_model_folder_saves_and_loads_back(dense_dir, addition_codec, tm
     assert again.generate(prompts, max_new_tokens=4) == policy.generate(prompts, max_new_tokens=4)
 
 
-def test_rl_trains_on_a_dense_model_through_the_trainer(dense_recipe, dense_dir, tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def dense_run(dense_recipe, dense_dir, tmp_path_factory):
+    """Two RL steps (hybrid GRPO) on the dense model, through `neuralese train` (about 3 s)."""
+    run = tmp_path_factory.mktemp("dense-rl") / "run"
     assert main(["train", str(dense_recipe), "--set", f"output_dir={run}"]) == 0
+    return run
+
+
+def test_rl_trains_on_a_dense_model_through_the_trainer(dense_run, dense_dir):
+    run = dense_run
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2]
@@ -305,3 +312,23 @@ def test_a_damaged_dense_model_folder_names_the_file(dense_dir, tmp_path, capfd,
     damage(folder)
     line = one_error(capfd, ["eval", str(folder), "--env", "addition", "--env-args", "{digits: 2}", "--n", "2", "--quiet"])
     assert expected in line, line
+
+
+def test_a_dense_policys_thoughts_read_through_its_codec(dense_run, dense_dir, addition_codec, tmp_path, capfd):
+    out = tmp_path / "map"
+    capfd.readouterr()
+    assert main(["codec", "fit-map", str(dense_run), str(addition_codec), "--env", "addition",
+                 "--env-args", "{digits: 2}", "--n", "20", "--out", str(out)]) == 0  # fmt: skip
+    printed = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    held = printed["held_out"]
+    assert printed["pairs"] == printed["fitted_pairs"] + held["pairs"] and held["pairs"] > 0
+    assert {"r2", "chunk_exact", "token_accuracy", "baseline_chunk_exact", "code_exact"} <= held.keys()
+    assert json.loads((out / "map.json").read_text())["report"] == {k: v for k, v in printed.items()
+                                                                     if k not in ("stage", "map")}  # fmt: skip
+    assert main(["inspect", str(dense_run), "--prompt", "12+34=", "--codec-map", str(out)]) == 0
+    shown = capfd.readouterr().out
+    assert f"codec map: {printed['pairs']} pairs" in shown and "codec reads" in shown
+    # a map needs thoughts: the as-is model (feedback off) has none
+    line = one_error(capfd, ["codec", "fit-map", str(dense_dir), str(addition_codec), "--env", "addition",
+                             "--out", str(tmp_path / "m2")])  # fmt: skip
+    assert f"{dense_dir}: has neuralese mode 'off', so it has no thoughts to map" in line
