@@ -4,8 +4,9 @@
     neuralese train RECIPE.yaml [--set key.sub=value ...] [--out DIR] [--resume]
     neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T] [--thoughts shuffled]
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
-    neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K]
+    neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K] [--codec-map MAP]
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map: rl.codec.commands)
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
@@ -92,22 +93,27 @@ def cmd_reward_model_train(args) -> None:
     print(json.dumps({"stage": "reward-model", "output_dir": str(out), "gears": gears}))
 
 
+def env_args_of(text: str | None) -> dict:
+    """The mapping an `--env-args` flag gives in YAML (`{digits: 4}`); none: {}."""
+    from rl.config import describe_yaml_error
+
+    try:
+        env_args = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--env-args {text!r} is not valid YAML: {describe_yaml_error(e)}") from None
+    if not isinstance(env_args, dict):
+        raise ConfigError(f"--env-args must be a mapping such as '{{digits: 4}}', got {text!r}")
+    return env_args
+
+
 def cmd_eval(args) -> None:
     import torch
 
     from envs import make_env
-    from rl.config import describe_yaml_error
     from rl.evaluate import evaluate
     from rl.export import load_policy
 
-    try:
-        env_args = yaml.safe_load(args.env_args) if args.env_args else {}
-    except yaml.YAMLError as e:
-        raise ConfigError(
-            f"--env-args {args.env_args!r} is not valid YAML: {describe_yaml_error(e)}"
-        ) from None
-    if not isinstance(env_args, dict):
-        raise ConfigError(f"--env-args must be a mapping such as '{{digits: 4}}', got {args.env_args!r}")
+    env_args = env_args_of(args.env_args)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
@@ -147,9 +153,15 @@ def cmd_inspect(args) -> None:
 
     if args.out:  # before the model loads: a bad picture path must not cost the inspection
         check_output_file(args.out, "inspect --out", PICTURE_SUFFIXES)
+    codec_map = None
+    if args.codec_map:
+        from rl.codec.lens import load_map
+
+        codec_map = load_map(args.codec_map)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
-    ins = inspect_thoughts(policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    ins = inspect_thoughts(policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed,
+                           codec_map)  # fmt: skip
     print(format_table(ins))
     if args.out:
         print(f"picture: {plot(ins, args.out)}")
@@ -257,7 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     number_flag(p, "--max-new-tokens", PositiveInt, 16, "most answer tokens")
     number_flag(p, "--temperature", NonNegativeFloat, 0.0, "sampling temperature, 0 = greedy")
     config_flag(p, "--seed", RunConfig, "seed", "seeds the sampling")
+    p.add_argument(
+        "--codec-map", help="also read each thought as text through a codec (`neuralese codec fit-map`)"
+    )
     p.set_defaults(fn=cmd_inspect)
+
+    from rl.codec.commands import add_commands
+
+    add_commands(sub, number_flag, config_flag)
 
     p = sub.add_parser("config", help="document every config field, or print a recipe fully resolved")
     p.add_argument("recipe", nargs="?")

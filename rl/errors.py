@@ -37,3 +37,8 @@ class CheckpointError(NeuraleseError):
 
 class TrainingError(NeuraleseError):
     """Training cannot go on (for example, too many non-finite steps in a row)."""
+
+
+class CodecError(NeuraleseError):
+    """Text or codes a codec cannot take: a length that does not divide into its chunks, a piece outside
+    its vocabulary, a code outside its range."""

@@ -18,6 +18,10 @@ One prompt is answered (greedy by default); each thought is then read four ways:
     cos prev    cosine similarity of f with the previous thought's f: a chain that repeats
                 itself reads near 1.
 
+With `--codec-map MAP` (rl.codec.lens) each thought is also read as text: the map fitted from the
+policy's thoughts to a codec's codes predicts a code, which the codec decodes into the N tokens the
+thought stands for; the header line says how well the map fits on held-out pairs.
+
 A mode may add columns of its own (rl.modes): channel mode the norm of the state fed into each
 position (|s|) and the share of it kept from the position before (kept), with the retention in the
 header; refine mode how far the last pass still moved each thought (Δpass).
@@ -58,6 +62,7 @@ class Thought:
     thought_to_token: float  # |g * f| / |E[x]|
     cosine_prev: float | None  # cos(f, previous f); None for the first
     columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (rl.modes)
+    codec_text: str | None = None  # what the thought reads as through a codec map (rl.codec.lens)
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Inspection:
     thoughts: list[Thought]
     cosine: torch.Tensor = field(repr=False)  # [n, n] cosine similarity between all thoughts
     mode_line: str = ""  # what the mode says about its own weights
+    codec_line: str = ""  # how well the codec map fits, when one is read through
 
 
 def final_norm(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -132,8 +138,10 @@ def inspect_thoughts(
     temperature: float = 0.0,
     top_k: int = 5,
     seed: int = 0,
+    codec_map=None,
 ) -> Inspection:
-    """Answer `prompt` and read every thought of the answer (see the module docstring)."""
+    """Answer `prompt` and read every thought of the answer (see the module docstring); with a
+    `codec_map` (rl.codec.lens), also what each thought says as text through the codec."""
     if not policy.feedback_on:
         raise CheckpointError(
             "inspect: this policy has neuralese mode 'off' (a plain model folder, or a run without "
@@ -163,6 +171,7 @@ def inspect_thoughts(
     cosine = unit @ unit.T  # [n, n]
     tok = policy.tokenizer
     extra = policy.mode.inspect_columns(policy, ro, positions)
+    reads = codec_map.read(ro.thoughts[0, positions]) if codec_map is not None else [None] * len(positions)
     thoughts = [
         Thought(
             index=i + 1,
@@ -175,6 +184,7 @@ def inspect_thoughts(
             thought_to_token=float(gated[i].norm() / e_norm[i].clamp_min(1e-12)),
             cosine_prev=float(cosine[i, i - 1]) if i > 0 else None,
             columns={name: values[i] for name, values in extra.items()},
+            codec_text=reads[i],
         )
         for i, t in enumerate(positions.tolist())
     ]
@@ -189,6 +199,7 @@ def inspect_thoughts(
         thoughts=thoughts,
         cosine=cosine.cpu(),
         mode_line=policy.mode.describe(policy),
+        codec_line=codec_map.summary() if codec_map is not None else "",
     )
 
 
@@ -201,15 +212,19 @@ def format_table(ins: Inspection) -> str:
         f"mode {ins.mode}, layer {ins.layer}; lens = {lens_how}; "
         f"gate |tanh(lambda)| mean {ins.gate_mean:.4f}, max {ins.gate_max:.4f}",
         *([ins.mode_line] if ins.mode_line else []),
+        *([ins.codec_line] if ins.codec_line else []),
         "",
     ]
     lens_cells = ["  ".join(f"{t} {p:.2f}" for t, p in th.lens) for th in ins.thoughts]
     width = max([len("logit lens (top tokens, prob)"), *map(len, lens_cells)])
     tok_w = max([len("input"), *(len(th.token) for th in ins.thoughts)])
     names = list(ins.thoughts[0].columns) if ins.thoughts else []
+    reads = ins.codec_line != ""
     head = (
         f"{'#':>3}  {'pos':>3}  {'input':<{tok_w}}  {'logit lens (top tokens, prob)':<{width}}  "
-        f"{'|f|':>7}  {'gate':>6}  {'|g*f|/|e|':>9}  {'cos prev':>8}" + "".join(f"  {n:>7}" for n in names)
+        f"{'|f|':>7}  {'gate':>6}  {'|g*f|/|e|':>9}  {'cos prev':>8}"
+        + "".join(f"  {n:>7}" for n in names)
+        + ("  codec reads" if reads else "")
     )
     lines += [head, "-" * len(head)]
     if not ins.thoughts:
@@ -220,6 +235,7 @@ def format_table(ins: Inspection) -> str:
             f"{th.index:>3}  {th.position:>3}  {th.token:<{tok_w}}  {cell:<{width}}  "
             f"{th.feedback_norm:>7.3f}  {th.gate:>6.4f}  {th.thought_to_token:>9.4f}  {cos:>8}"
             + "".join("        -" if th.columns[n] is None else f"  {th.columns[n]:>7.4f}" for n in names)
+            + (f"  {th.codec_text!r}" if reads else "")
         )
     return "\n".join(lines)
 

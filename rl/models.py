@@ -51,7 +51,12 @@ def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = 
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The folder's tokenizer, left-padded, with a pad token (eos if the folder has none)."""
+    """The folder's tokenizer, left-padded, with a pad token (eos if the folder has none). A dense-token
+    model's folder (rl.codec.dense) holds its codec instead of transformers' tokenizer files."""
+    from rl.codec.dense import DenseTokenizer, is_dense_folder
+
+    if is_dense_folder(path):
+        return DenseTokenizer.from_folder(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             str(path), local_files_only=True, trust_remote_code=trust_remote_code

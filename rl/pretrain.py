@@ -30,6 +30,7 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from envs import env_texts, load_split, make_env
+from rl.codec.dense import DenseTokenizer, pretokenize
 from rl.config import RunConfig, validate
 from rl.errors import ConfigError
 from rl.io import atomic_dir, check_output_dir, write_json
@@ -102,7 +103,10 @@ def pretrain(cfg: RunConfig) -> Path:
     train = load_split(env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)
     if cfg.model.tiny is not None:
         test = load_split(env, cfg.env.test_split, cfg.env.test_size, cfg.seed, cfg.env.name)
-        tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
+        if cfg.model.codec is not None:  # a dense-token model: its vocabulary is the codec's codes
+            tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
+        else:
+            tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
     else:
         model, tokenizer = load_model(cfg.model.path, cfg.model)
@@ -122,6 +126,8 @@ def pretrain(cfg: RunConfig) -> Path:
         for i, (steps, data) in enumerate(phases):
             if steps == 0:
                 continue
+            if isinstance(tokenizer, DenseTokenizer):
+                data = pretokenize(data, tokenizer)
             trainer = SFTTrainer(model=model, args=sft_args(cfg, steps, tmp / "trainer"), train_dataset=data,
                                  processing_class=tokenizer)  # fmt: skip
             trainer.train()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 
+from rl.codec.config import check_codec
 from rl.config.sections import (
     RunConfig,
 )
@@ -237,6 +238,11 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         if tiny is not None:  # transformers would only fail on it once the model is built
             need(tiny.hidden_size % tiny.num_heads == 0, f"{key}.num_heads",
                  f"a divisor of {key}.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
+    check_codec(cfg.codec, source)
+    if cfg.model.codec is not None:
+        need(cfg.model.tiny is not None, "model.codec",
+             "null unless model.tiny is set (stage 0 builds the dense model; a dense model folder keeps its codec)",
+             cfg.model.codec)  # fmt: skip
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 

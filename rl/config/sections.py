@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+from rl.codec.config import CodecConfig
 from rl.ranges import (
     AnyInt,
     FiniteFloat,
@@ -77,6 +78,10 @@ class ModelConfig:
     embedding). Without this, latent mode refuses such a tokenizer."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings for RL."""
+    codec: str | None = None
+    """Stage 0 with `tiny`: a codec folder (FSQ, `neuralese codec train`) whose codes are the tiny model's
+    vocabulary: it reads and writes dense tokens, and its text is the codec's decoding of them (rl.codec.dense).
+    The model folder keeps a copy of the codec, so RL, eval and export need nothing more."""
 
 
 @dataclass
@@ -455,5 +460,7 @@ class RunConfig:
     """The vLLM rollout engine (when `rl.rollout_engine: vllm`)."""
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     """Training reward models here (`neuralese reward-model train`); RL uses one through `rewards`."""
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    """Training a text codec here (`neuralese codec train`); `model.codec` builds a dense-token model on one."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""
