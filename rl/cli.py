@@ -6,6 +6,7 @@
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
     neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K]
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
@@ -90,6 +91,17 @@ def cmd_reward_model_train(args) -> None:
         {k: g[k] for k in keys if k in g} for g in read_json(out / "report.json", "report.json")["gears"]
     ]
     print(json.dumps({"stage": "reward-model", "output_dir": str(out), "gears": gears}))
+
+
+def cmd_translate_fit(args) -> None:
+    cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
+    from rl.translate.fit import fit_translators
+
+    if args.out:
+        cfg.translate.output_dir = args.out
+    out, report = fit_translators(cfg)
+    print(json.dumps({"stage": "translate", "output_dir": str(out), "positions": report["positions"],
+                      "fit_s": report["fit_s"], "results": report["results"]}))  # fmt: skip
 
 
 def cmd_eval(args) -> None:
@@ -224,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--out", help="folder for the gears (default: reward_model.output_dir)")
     p.set_defaults(fn=cmd_reward_model_train)
+
+    tr = sub.add_parser("translate", help="translators between models' thoughts: fit them, measure them")
+    tr_sub = tr.add_subparsers(dest="action", required=True)
+    p = tr_sub.add_parser(
+        "fit", help="linear, MLP and common-space translators on paired states; fidelity on held-out text"
+    )
+    p.add_argument("recipe", help="YAML recipe with a translate section (see recipes/translate.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
+    p.add_argument("--out", help="folder for the translators and report.json (default: translate.output_dir)")
+    p.set_defaults(fn=cmd_translate_fit)
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")

@@ -37,3 +37,8 @@ class CheckpointError(NeuraleseError):
 
 class TrainingError(NeuraleseError):
     """Training cannot go on (for example, too many non-finite steps in a row)."""
+
+
+class AlignmentError(NeuraleseError):
+    """Two models' states cannot be paired (no shared token boundaries), or a translator does not
+    fit the states it is given (another width)."""

@@ -1,0 +1,144 @@
+"""`neuralese translate fit RECIPE.yaml`: fit translators between models and measure them on held-out text.
+
+Launch: `neuralese translate fit RECIPE.yaml [--set translate.key=value ...] [--out DIR]`.
+
+Every model in `translate.models` reads the same texts (the environment's splits, or a text file);
+their fed-back states (`neuralese.layer`, rl.translate.states) are paired at the positions where
+every tokenizer ends a token at the same character. On the fit texts' pairs this fits each kind in
+`translate.kinds`; on the held-out texts' pairs it measures every ordered pair A -> B:
+
+- `cosine`: mean cosine similarity of the translated state to B's own state at that position.
+- `top1_agreement`: the share of positions where B's logit lens (B's output head, after B's final
+  norm when the fed-back layer comes before it) gives the same top-1 token on the translated state as
+  on B's own state. With `neuralese.layer: -1` B's own top-1 is B's greedy next token there.
+
+`mean` rows are the floor: every position translated to B's mean fit state.
+
+The folder (`translate.output_dir`, written atomically) holds `linear/A-to-B/`, `mlp/A-to-B/`
+(rl.translate.maps), `common/` (rl.translate.common) and `report.json`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rl.config import ModelConfig, RunConfig, validate
+from rl.errors import ConfigError
+from rl.io import atomic_dir, check_output_dir, read_text, write_json
+from rl.models import load_model
+from rl.translate.common import fit_common
+from rl.translate.maps import fit_linear, fit_mlp
+from rl.translate.states import Reader, paired_states
+
+
+def row_text(row: dict) -> str:
+    """One environment row as the text a model reads: the prompt, then its completion (or answer)."""
+    prompt = row["prompt"]
+    if isinstance(prompt, list):  # conversational: the messages' contents, one per line
+        prompt = "\n".join(str(m.get("content", "")) for m in prompt)
+    target = row.get("completion", row["answer"])
+    return f"{prompt}{target}"
+
+
+def read_texts(cfg: RunConfig) -> tuple[list[str], list[str]]:
+    """(fit texts, held-out texts) from `translate.text_file` or the environment's splits."""
+    tr = cfg.translate
+    if tr.text_file is not None:
+        lines = [line for line in read_text(tr.text_file, "translate.text_file", ConfigError).split("\n") if line.strip()]
+        fit, held = lines[: tr.fit_texts], lines[tr.fit_texts : tr.fit_texts + tr.held_out_texts]
+        if not held:
+            raise ConfigError(
+                f"{tr.text_file}: {len(lines)} non-blank lines leave none to hold out after translate.fit_texts "
+                f"({tr.fit_texts}); give more lines or a smaller fit_texts"
+            )
+        return fit, held
+    from envs import load_split, make_env
+
+    env = make_env(cfg.env.name, cfg.env.args)
+    train = load_split(env, "train", tr.fit_texts, cfg.seed, cfg.env.name)
+    test = load_split(env, cfg.env.test_split, tr.held_out_texts, cfg.seed, cfg.env.name)
+    return [row_text(r) for r in train], [row_text(r) for r in test]
+
+
+def model_names(paths: list[str]) -> list[str]:
+    """Each folder's name; `m0`, `m1`, ... when two folders share one."""
+    names = [Path(p).name for p in paths]
+    return names if len(set(names)) == len(names) else [f"m{i}" for i in range(len(paths))]
+
+
+def fidelity(pred: torch.Tensor, true: torch.Tensor, target: Reader) -> dict:
+    """Cosine and top-1 lens agreement of translated states `pred` [N, D] against B's own `true` [N, D]."""
+    cosine = F.cosine_similarity(pred, true, dim=-1).mean().item()
+    agree = (target.lens(pred) == target.lens(true)).float().mean().item()
+    return {"cosine": round(cosine, 4), "top1_agreement": round(agree, 4)}
+
+
+def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
+    """Fit `translate.kinds` on the models' paired states; write the folder; return it and the report."""
+    validate(cfg)
+    tr = cfg.translate
+    if len(tr.models) < 2:
+        raise ConfigError(f"key 'translate.models' must list two or more model folders, got {tr.models!r}")
+    out = check_output_dir(tr.output_dir or Path(cfg.output_dir) / "translate", "translate.output_dir")
+    torch.manual_seed(cfg.seed)
+    names = model_names(tr.models)
+    readers = []
+    for i, (name, path) in enumerate(zip(names, tr.models)):
+        model, tokenizer = load_model(path, ModelConfig(), what=f"translate.models[{i}]")
+        readers.append(Reader.build(name, model, tokenizer, cfg.neuralese.layer))
+    fit_texts, held_texts = read_texts(cfg)
+    fit = paired_states(readers, fit_texts, tr.batch_size, tr.min_aligned_positions, "translate fit texts")
+    held = paired_states(readers, held_texts, tr.batch_size, 1, "translate held-out texts")
+    pairs = list(itertools.permutations(range(len(readers)), 2))
+    results, fitted, fit_s, logs = [], {}, {}, {}
+    for i, j in pairs:
+        mean = fit.states[j].mean(0).expand_as(held.states[j])
+        results.append({"kind": "mean", "source": names[i], "target": names[j],
+                        **fidelity(mean, held.states[j], readers[j])})  # fmt: skip
+    for kind in tr.kinds:
+        start = time.perf_counter()
+        if kind == "common":
+            space, logs["common_spread"] = fit_common(
+                fit.states, tr.common_width, tr.ridge, tr.common_iterations, names, {"layer": cfg.neuralese.layer}
+            )
+            fitted["common"] = space
+            maps = {(i, j): (lambda x, i=i, j=j: space.translate(x, i, j)) for i, j in pairs}
+        else:
+            maps = {}
+            for i, j in pairs:
+                meta = {"source": names[i], "target": names[j], "layer": cfg.neuralese.layer,
+                        "source_path": tr.models[i], "target_path": tr.models[j]}  # fmt: skip
+                if kind == "linear":
+                    t = fit_linear(fit.states[i], fit.states[j], tr.ridge, meta)
+                else:
+                    t, logs[f"mlp_loss/{names[i]}-to-{names[j]}"] = fit_mlp(
+                        fit.states[i], fit.states[j], tr.ridge, tr.mlp_hidden, tr.mlp_steps, tr.mlp_batch_size,
+                        tr.mlp_learning_rate, tr.mlp_weight_decay, cfg.seed, meta)  # fmt: skip
+                fitted[f"{kind}/{names[i]}-to-{names[j]}"] = t
+                maps[i, j] = t
+        fit_s[kind] = round(time.perf_counter() - start, 3)
+        with torch.no_grad():
+            for i, j in pairs:
+                results.append({"kind": kind, "source": names[i], "target": names[j],
+                                **fidelity(maps[i, j](held.states[i]), held.states[j], readers[j])})  # fmt: skip
+    report = {
+        "models": [{"name": r.name, "path": p, "width": r.width, "hidden_states": r.adapter.num_hidden_states,
+                    "vocab": len(r.tokenizer)} for r, p in zip(readers, tr.models)],  # fmt: skip
+        "layer": cfg.neuralese.layer,
+        "texts": {"fit": fit.texts, "held_out": held.texts},
+        "tokens": {"fit": dict(zip(names, fit.tokens)), "held_out": dict(zip(names, held.tokens))},
+        "positions": {"fit": fit.positions, "held_out": held.positions},
+        "fit_s": fit_s,
+        "results": results,
+        "logs": logs,
+    }
+    with atomic_dir(out) as tmp:
+        for key, thing in fitted.items():
+            thing.save(tmp / key)
+        write_json(tmp / "report.json", report)
+    return out, report
