@@ -209,43 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="neuralese", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def recipe_command(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+    def recipe_command(name: str, fn: Callable, help: str, out: str, parent=sub) -> argparse.ArgumentParser:
+        """A verb that reads a recipe: RECIPE.yaml, --set overrides and --out (what `out` says)."""
+        p = parent.add_parser(name, help=help)
         p.add_argument("recipe", help="YAML recipe (see recipes/)")
         p.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10"
         )
+        p.add_argument("--out", help=out)
         p.set_defaults(fn=fn)
         return p
 
-    p = recipe_command(
-        "pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer"
-    )
-    p.add_argument("--out", help="folder for the as-is model (default: pretrain.output_dir or model.path)")
-
-    p = recipe_command("train", cmd_train, "stage 1: RL with continuous-thought feedback")
-    p.add_argument("--out", help="run folder (default: the recipe's output_dir)")
+    recipe_command("pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer",
+                   "folder for the as-is model (default: pretrain.output_dir or model.path)")  # fmt: skip
+    p = recipe_command("train", cmd_train, "stage 1: RL with continuous-thought feedback",
+                       "run folder (default: the recipe's output_dir)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
 
     rm = sub.add_parser("reward-model", help="reward models: train one (and the gears after it) here")
-    rm_sub = rm.add_subparsers(dest="action", required=True)
-    p = rm_sub.add_parser(
-        "train", help="preference pairs from the policy's samples or a file; TRL's RewardTrainer"
-    )
-    p.add_argument("recipe", help="YAML recipe with a reward_model section (see recipes/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--out", help="folder for the gears (default: reward_model.output_dir)")
-    p.set_defaults(fn=cmd_reward_model_train)
+    recipe_command("train", cmd_reward_model_train,
+                   "preference pairs from the policy's samples or a file; TRL's RewardTrainer",
+                   "folder for the gears (default: reward_model.output_dir)",
+                   rm.add_subparsers(dest="action", required=True))  # fmt: skip
 
     tr = sub.add_parser("translate", help="translators between models' thoughts: fit them, measure them")
-    tr_sub = tr.add_subparsers(dest="action", required=True)
-    p = tr_sub.add_parser(
-        "fit", help="linear, MLP and common-space translators on paired states; fidelity on held-out text"
-    )
-    p.add_argument("recipe", help="YAML recipe with a translate section (see recipes/translate.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--out", help="folder for the translators and report.json (default: translate.output_dir)")
-    p.set_defaults(fn=cmd_translate_fit)
+    recipe_command("fit", cmd_translate_fit,
+                   "linear, MLP and common-space translators on paired states; fidelity on held-out text",
+                   "folder for the translators and report.json (default: translate.output_dir)",
+                   tr.add_subparsers(dest="action", required=True))  # fmt: skip
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")

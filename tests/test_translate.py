@@ -82,6 +82,21 @@ def test_character_offsets_align_two_tokenizers(readers):
     assert ends[0] == list(range(1, 13))  # one token per character
     assert ends[1] == [2, 3, 4, 6, 7, 8, 10, 12]  # 82 3 + 86 8 = 16 91
     assert shared_ends(ends) == [[1, 2, 3, 5, 6, 7, 9, 11], list(range(8))]
+    # Positions that predict the answer: tokens ending at or after the prompt "823+868=" (8 characters).
+    paired = paired_states(readers, ["823+868=1691"], 1, 1, "text", prompt_chars=[8])
+    assert paired.answer.tolist() == [False] * 5 + [True] * 3
+
+
+def test_environment_texts_are_prompt_and_completion():
+    from rl.config import RunConfig
+    from rl.translate.fit import read_texts
+
+    cfg = RunConfig()
+    cfg.env.args, cfg.translate.fit_texts, cfg.translate.held_out_texts = {"digits": 3}, 5, 4
+    fit, held, prompt_chars = read_texts(cfg)
+    assert len(fit) == 5 and len(held) == 4
+    for text, n in zip(held, prompt_chars):
+        assert text[n - 1] == "=" and text[n:].isdigit()
 
 
 def test_paired_states_are_the_fed_back_states_whatever_the_batch(readers):
@@ -215,9 +230,23 @@ translate:
     assert load_translator(out / "mlp" / "digits-to-pairs").target_width == 48
     assert load_common(out / "common").widths == [32, 48]
     cfg = load_config(recipe)
-    fit, held = read_texts(cfg)
-    assert len(fit) == 50 and held == (TEXTS * 2)[50:60]
+    fit, held, prompt_chars = read_texts(cfg)
+    assert len(fit) == 50 and held == (TEXTS * 2)[50:60] and prompt_chars is None
     # A missing model folder is named by its key.
     bad = write(tmp_path, f"translate:\n  models: [{folders[0]}, {tmp_path / 'nope'}]\n  text_file: {tmp_path / 'texts.txt'}\n")
     assert main(["translate", "fit", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "translate.models[1]" in capsys.readouterr().err
+
+
+def test_fidelity_of_the_truth_is_one_and_of_the_mean_is_the_floor(readers):
+    from rl.translate.fit import fidelity
+
+    y = paired_states(readers, TEXTS, 8, 1, "texts").states[1]
+    mean = y.mean(0)
+    assert fidelity(y, y, mean, readers[1]) == {"cosine": 1.0, "centered_cosine": 1.0, "top1_agreement": 1.0}
+    assert fidelity(mean.expand_as(y), y, mean, readers[1])["centered_cosine"] == 0.0
+
+
+def test_ridge_without_a_penalty_takes_the_minimum_norm_fit_of_too_few_positions():
+    x, y = torch.randn(3, 8), torch.randn(3, 2)  # fewer positions than features: singular normal equations
+    assert torch.allclose(fit_linear(x, y, 0.0)(x), y, atol=1e-4)

@@ -8,11 +8,17 @@ every tokenizer ends a token at the same character. On the fit texts' pairs this
 `translate.kinds`; on the held-out texts' pairs it measures every ordered pair A -> B:
 
 - `cosine`: mean cosine similarity of the translated state to B's own state at that position.
+- `centered_cosine`: the same after subtracting B's mean fit state from both. B's states share a large
+  common part (a translator that always answers B's mean already scores a high `cosine`); this one
+  counts only what varies from position to position, and the `mean` floor scores 0 on it.
 - `top1_agreement`: the share of positions where B's logit lens (B's output head, after B's final
   norm when the fed-back layer comes before it) gives the same top-1 token on the translated state as
   on B's own state. With `neuralese.layer: -1` B's own top-1 is B's greedy next token there.
 
-`mean` rows are the floor: every position translated to B's mean fit state.
+`mean` rows are the floor: every position translated to B's mean fit state. With environment text
+the same three numbers are also given over the answer positions alone (`answer_*`: tokens ending at
+or after the prompt's last character, which predict the answer), where the next token is determined
+by the problem rather than a random digit of the next operand.
 
 The folder (`translate.output_dir`, written atomically) holds `linear/A-to-B/`, `mlp/A-to-B/`
 (rl.translate.maps), `common/` (rl.translate.common) and `report.json`.
@@ -36,17 +42,19 @@ from rl.translate.maps import fit_linear, fit_mlp
 from rl.translate.states import Reader, paired_states
 
 
-def row_text(row: dict) -> str:
-    """One environment row as the text a model reads: the prompt, then its completion (or answer)."""
+def row_text(row: dict) -> tuple[str, int]:
+    """One environment row as the text a model reads, the prompt followed by its completion (or
+    answer); and the prompt's length in characters."""
     prompt = row["prompt"]
     if isinstance(prompt, list):  # conversational: the messages' contents, one per line
         prompt = "\n".join(str(m.get("content", "")) for m in prompt)
     target = row.get("completion", row["answer"])
-    return f"{prompt}{target}"
+    return f"{prompt}{target}", len(prompt)
 
 
-def read_texts(cfg: RunConfig) -> tuple[list[str], list[str]]:
-    """(fit texts, held-out texts) from `translate.text_file` or the environment's splits."""
+def read_texts(cfg: RunConfig) -> tuple[list[str], list[str], list[int] | None]:
+    """(fit texts, held-out texts, each held-out prompt's length or None for a text file) from
+    `translate.text_file` or the environment's splits."""
     tr = cfg.translate
     if tr.text_file is not None:
         lines = [line for line in read_text(tr.text_file, "translate.text_file", ConfigError).split("\n") if line.strip()]
@@ -56,13 +64,13 @@ def read_texts(cfg: RunConfig) -> tuple[list[str], list[str]]:
                 f"{tr.text_file}: {len(lines)} non-blank lines leave none to hold out after translate.fit_texts "
                 f"({tr.fit_texts}); give more lines or a smaller fit_texts"
             )
-        return fit, held
+        return fit, held, None
     from envs import load_split, make_env
 
     env = make_env(cfg.env.name, cfg.env.args)
     train = load_split(env, "train", tr.fit_texts, cfg.seed, cfg.env.name)
-    test = load_split(env, cfg.env.test_split, tr.held_out_texts, cfg.seed, cfg.env.name)
-    return [row_text(r) for r in train], [row_text(r) for r in test]
+    test = [row_text(r) for r in load_split(env, cfg.env.test_split, tr.held_out_texts, cfg.seed, cfg.env.name)]
+    return [row_text(r)[0] for r in train], [t for t, _ in test], [n for _, n in test]
 
 
 def model_names(paths: list[str]) -> list[str]:
@@ -71,11 +79,18 @@ def model_names(paths: list[str]) -> list[str]:
     return names if len(set(names)) == len(names) else [f"m{i}" for i in range(len(paths))]
 
 
-def fidelity(pred: torch.Tensor, true: torch.Tensor, target: Reader) -> dict:
-    """Cosine and top-1 lens agreement of translated states `pred` [N, D] against B's own `true` [N, D]."""
-    cosine = F.cosine_similarity(pred, true, dim=-1).mean().item()
-    agree = (target.lens(pred) == target.lens(true)).float().mean().item()
-    return {"cosine": round(cosine, 4), "top1_agreement": round(agree, 4)}
+def fidelity(pred: torch.Tensor, true: torch.Tensor, mean: torch.Tensor, target: Reader,
+             answer: torch.Tensor | None = None) -> dict:  # fmt: skip
+    """Cosine (plain and centred on B's mean fit state `mean` [D]) and top-1 lens agreement of translated
+    states `pred` [N, D] against B's own `true` [N, D]; with `answer` [N] bool, also over those positions."""
+    cosine = F.cosine_similarity(pred, true, dim=-1)  # [N]
+    centered = F.cosine_similarity(pred - mean, true - mean, dim=-1)  # [N], 0 where pred == mean
+    agree = (target.lens(pred) == target.lens(true)).float()  # [N]
+    out = {"cosine": cosine.mean().item(), "centered_cosine": centered.mean().item(), "top1_agreement": agree.mean().item()}
+    if answer is not None and answer.any():
+        out.update({"answer_cosine": cosine[answer].mean().item(), "answer_centered_cosine":
+                    centered[answer].mean().item(), "answer_top1_agreement": agree[answer].mean().item()})  # fmt: skip
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
@@ -91,15 +106,15 @@ def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
     for i, (name, path) in enumerate(zip(names, tr.models)):
         model, tokenizer = load_model(path, ModelConfig(), what=f"translate.models[{i}]")
         readers.append(Reader.build(name, model, tokenizer, cfg.neuralese.layer))
-    fit_texts, held_texts = read_texts(cfg)
+    fit_texts, held_texts, prompt_chars = read_texts(cfg)
     fit = paired_states(readers, fit_texts, tr.batch_size, tr.min_aligned_positions, "translate fit texts")
-    held = paired_states(readers, held_texts, tr.batch_size, 1, "translate held-out texts")
+    held = paired_states(readers, held_texts, tr.batch_size, 1, "translate held-out texts", prompt_chars)
     pairs = list(itertools.permutations(range(len(readers)), 2))
     results, fitted, fit_s, logs = [], {}, {}, {}
+    means = [s.mean(0) for s in fit.states]  # [D_m] each
     for i, j in pairs:
-        mean = fit.states[j].mean(0).expand_as(held.states[j])
         results.append({"kind": "mean", "source": names[i], "target": names[j],
-                        **fidelity(mean, held.states[j], readers[j])})  # fmt: skip
+                        **fidelity(means[j].expand_as(held.states[j]), held.states[j], means[j], readers[j], held.answer)})  # fmt: skip
     for kind in tr.kinds:
         start = time.perf_counter()
         if kind == "common":
@@ -125,14 +140,15 @@ def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
         with torch.no_grad():
             for i, j in pairs:
                 results.append({"kind": kind, "source": names[i], "target": names[j],
-                                **fidelity(maps[i, j](held.states[i]), held.states[j], readers[j])})  # fmt: skip
+                                **fidelity(maps[i, j](held.states[i]), held.states[j], means[j], readers[j], held.answer)})  # fmt: skip
     report = {
         "models": [{"name": r.name, "path": p, "width": r.width, "hidden_states": r.adapter.num_hidden_states,
                     "vocab": len(r.tokenizer)} for r, p in zip(readers, tr.models)],  # fmt: skip
         "layer": cfg.neuralese.layer,
         "texts": {"fit": fit.texts, "held_out": held.texts},
         "tokens": {"fit": dict(zip(names, fit.tokens)), "held_out": dict(zip(names, held.tokens))},
-        "positions": {"fit": fit.positions, "held_out": held.positions},
+        "positions": {"fit": fit.positions, "held_out": held.positions,
+                      "held_out_answer": None if held.answer is None else int(held.answer.sum())},
         "fit_s": fit_s,
         "results": results,
         "logs": logs,

@@ -35,7 +35,9 @@ def ridge(x: torch.Tensor, y: torch.Tensor, strength: float) -> tuple[torch.Tens
     xc, yc = x64 - mx, y64 - my
     gram = xc.T @ xc  # [Dx, Dx]
     lam = strength * gram.diagonal().mean().clamp_min(1e-12)
-    w = torch.linalg.solve(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xc.T @ yc)
+    # Least squares rather than solve: with `strength: 0` and fewer positions than features the system
+    # is singular, and the minimum-norm solution is the one wanted.
+    w = torch.linalg.lstsq(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xc.T @ yc, driver="gelsd").solution
     return w.float(), (my - mx @ w).float()
 
 

@@ -99,25 +99,38 @@ class Paired:
     states: list[torch.Tensor]
     texts: int  # texts they were read from
     tokens: list[int]  # tokens each model read in all
+    answer: torch.Tensor | None = None  # [N] bool: the position's token ends at or after the prompt's end
 
     @property
     def positions(self) -> int:
         return len(self.states[0])
 
 
-def paired_states(readers: list[Reader], texts: list[str], batch_size: int, min_positions: int, what: str) -> Paired:
+def paired_states(
+    readers: list[Reader],
+    texts: list[str],
+    batch_size: int,
+    min_positions: int,
+    what: str,
+    prompt_chars: list[int] | None = None,
+) -> Paired:
     """Every model's states at the positions all of them share (see `shared_ends`), stacked.
 
-    Fewer than `min_positions` shared positions is an AlignmentError naming the models and how many
-    tokens each read: their tokenizers do not cut `what` at common characters.
+    prompt_chars: per text, the length of its prompt; then `answer` marks the positions that predict the
+    answer (their token ends at or after the prompt's last character). Fewer than `min_positions`
+    shared positions is an AlignmentError naming the models and how many tokens each read: their
+    tokenizers do not cut `what` at common characters.
     """
     ends = [r.token_ends(texts) for r in readers]
     states = [r.states(texts, batch_size) for r in readers]
     picked: list[list[torch.Tensor]] = [[] for _ in readers]
+    answer: list[bool] = []
     for t in range(len(texts)):
         keep = shared_ends([e[t] for e in ends])
         for m, idx in enumerate(keep):
             picked[m].append(states[m][t][idx])
+        if prompt_chars is not None:
+            answer.extend(ends[0][t][i] >= prompt_chars[t] for i in keep[0])
     stacked = [torch.cat(p) for p in picked]
     tokens = [sum(len(x) for x in s) for s in states]
     if len(stacked[0]) < min_positions:
@@ -127,4 +140,4 @@ def paired_states(readers: list[Reader], texts: list[str], batch_size: int, min_
             f"character ({read}); need at least {min_positions} (translate.min_aligned_positions): "
             f"these tokenizers cut the text at too few common characters to pair their states"
         )
-    return Paired(stacked, len(texts), tokens)
+    return Paired(stacked, len(texts), tokens, torch.tensor(answer) if prompt_chars is not None else None)
