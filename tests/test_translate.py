@@ -250,3 +250,24 @@ def test_fidelity_of_the_truth_is_one_and_of_the_mean_is_the_floor(readers):
 def test_ridge_without_a_penalty_takes_the_minimum_norm_fit_of_too_few_positions():
     x, y = torch.randn(3, 8), torch.randn(3, 2)  # fewer positions than features: singular normal equations
     assert torch.allclose(fit_linear(x, y, 0.0)(x), y, atol=1e-4)
+
+
+def test_a_model_translates_into_a_copy_of_itself_with_fidelity_one(folders, tmp_path):
+    # The whole pipeline on a case with a known answer: the same model twice reads the same texts, so the
+    # paired states are equal and every kind must find the identity.
+    import shutil
+
+    from rl.config import RunConfig
+    from rl.translate.fit import fit_translators
+
+    copy = shutil.copytree(folders[0], tmp_path / "copy")
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS * 2))
+    cfg = RunConfig()
+    t = cfg.translate
+    t.models, t.text_file, t.fit_texts, t.held_out_texts = [str(folders[0]), str(copy)], str(tmp_path / "texts.txt"), 50, 10
+    t.min_aligned_positions, t.mlp_steps, t.mlp_hidden, t.common_width, t.ridge = 10, 5, 8, 32, 1e-6
+    t.output_dir = str(tmp_path / "out")
+    _, report = fit_translators(cfg)
+    for r in report["results"]:
+        if r["kind"] != "mean":
+            assert r["cosine"] > 0.999 and r["top1_agreement"] == 1.0, r
