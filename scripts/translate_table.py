@@ -1,7 +1,7 @@
 """The translation table: how well one tiny model's thoughts translate into another's input space.
 
     OMP_NUM_THREADS=1 python scripts/translate_table.py                     # writes runs/translate_table/
-    OMP_NUM_THREADS=1 python scripts/translate_table.py --steps 300 --out DIR
+    OMP_NUM_THREADS=1 python scripts/translate_table.py --steps 300 --out DIR   # less-trained models
 
 Two tiny Llamas are trained here by stage 0 (`rl.pretrain`, feedback off) on the same addition
 text, differing in width, depth and tokenizer: A (width 64, 2 layers) reads one digit per token,
@@ -41,7 +41,9 @@ SHAPES = {
 def untrained(out: Path, name: str, seed: int) -> Path:
     """Model `name` before training, saved: A with the default tokenizer, B with digit pairs."""
     env = make_env(ENV.name, ENV.args)
-    texts = env_texts(load_split(env, "train", ENV.train_size, seed)) + env_texts(load_split(env, "test", ENV.test_size, seed))
+    texts = env_texts(load_split(env, "train", ENV.train_size, seed)) + env_texts(
+        load_split(env, "test", ENV.test_size, seed)
+    )
     if name == "A":
         tok = build_tokenizer(texts)
     else:  # every pair, so no held-out problem meets <unk>
@@ -60,7 +62,11 @@ def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
     pretrain(cfg)
     log = json.loads((folder / "pretrain_log.json").read_text())["log_history"]
     losses = [e["loss"] for e in log if "loss" in e]
-    return folder, {"steps": steps, "final_loss": round(losses[-1], 4), "wall_s": round(time.perf_counter() - start, 1)}
+    return folder, {
+        "steps": steps,
+        "final_loss": round(losses[-1], 4),
+        "wall_s": round(time.perf_counter() - start, 1),
+    }
 
 
 def fit(models: list[Path], out: Path, layer: int, args) -> dict:
@@ -87,7 +93,10 @@ def table(runs: list[dict]) -> str:
         rep = run["report"]
         by = {(r["kind"], r["source"]): r for r in rep["results"]}
         for kind in ("mean", "linear", "mlp", "common"):
-            ab, ba = by[kind, "model-A" if run["trained"] else "untrained-A"], by[kind, "model-B" if run["trained"] else "untrained-B"]
+            ab, ba = (
+                by[kind, "model-A" if run["trained"] else "untrained-A"],
+                by[kind, "model-B" if run["trained"] else "untrained-B"],
+            )
             secs = rep["fit_s"].get(kind, 0.0)
             lines.append(f"| {'trained' if run['trained'] else 'untrained'} | {rep['layer']} | {kind} | "
                          f"{cells(ab)} | {cells(ba)} | {secs:.2f} |")  # fmt: skip
@@ -97,7 +106,7 @@ def table(runs: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/translate_table")
-    p.add_argument("--steps", type=int, default=300, help="stage-0 steps per model")
+    p.add_argument("--steps", type=int, default=800, help="stage-0 steps per model")
     p.add_argument("--layers", default="-1,-2", help="fed-back layers to translate")
     p.add_argument("--fit-texts", type=int, default=2000)
     p.add_argument("--held-out-texts", type=int, default=300)

@@ -30,14 +30,23 @@ TEXTS = [f"{a}+{b}={a + b}" for a, b in [(823, 868), (105, 27), (999, 1), (40, 6
 
 
 def tiny(folder: Path, pattern: str | None, cfg: TinyModelConfig, seed: int) -> Path:
-    tok = build_tokenizer(TEXTS + [str(d) for d in range(100)], pattern=pattern) if pattern else build_tokenizer(TEXTS)
+    tok = (
+        build_tokenizer(TEXTS + [str(d) for d in range(100)], pattern=pattern)
+        if pattern
+        else build_tokenizer(TEXTS)
+    )
     return save_tiny(build_tiny_model(tok, cfg, seed=seed), tok, folder)
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("translate")
-    a = tiny(root / "digits", None, TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), 0)
+    a = tiny(
+        root / "digits",
+        None,
+        TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+        0,
+    )
     b = tiny(root / "pairs", DIGIT_PAIR_PATTERN,
              TinyModelConfig(hidden_size=48, num_layers=2, num_heads=2, intermediate_size=96), 1)  # fmt: skip
     return a, b
@@ -66,7 +75,9 @@ def test_common_space_recovers_a_shared_latent():
     # other through a 4-wide common space almost exactly.
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(600, 4, generator=gen)
-    states = [z @ torch.randn(4, d, generator=gen) + 0.01 * torch.randn(600, d, generator=gen) for d in (8, 12, 16)]
+    states = [
+        z @ torch.randn(4, d, generator=gen) + 0.01 * torch.randn(600, d, generator=gen) for d in (8, 12, 16)
+    ]
     space, spread = fit_common(states, 4, 1e-6, 5, ["a", "b", "c"])
     for i in range(3):
         for j in range(3):
@@ -140,8 +151,12 @@ def test_damaged_folders_name_the_file(readers, tmp_path):
         load_translator(folder)
     # A config that no longer matches its weights: the weights file is named, with the shapes.
     folder = fit_linear(x, y, 1e-3).save(tmp_path / "u")
-    (folder / "translator.json").write_text('{"kind": "linear", "source_width": 5, "target_width": 3, "hidden": 0}')
-    with pytest.raises(CheckpointError, match=r"translator.safetensors.*linear.weight \(3, 4\) \(expected \(3, 5\)\)"):
+    (folder / "translator.json").write_text(
+        '{"kind": "linear", "source_width": 5, "target_width": 3, "hidden": 0}'
+    )
+    with pytest.raises(
+        CheckpointError, match=r"translator.safetensors.*linear.weight \(3, 4\) \(expected \(3, 5\)\)"
+    ):
         load_translator(folder)
     space, _ = fit_common([x, y], 2, 1e-3, 1, ["a", "b"])
     folder = space.save(tmp_path / "c")
@@ -171,7 +186,9 @@ def test_tokenizers_without_common_boundaries_are_refused(tmp_path, readers):
     odds = tiny(tmp_path / "odds", r"^\d|\d\d|\d", cfg, 0)
     rs = [Reader.build(f.name, *load_model(f), -1) for f in (evens, odds)]
     assert shared_ends([rs[0].token_ends(["4821"])[0], rs[1].token_ends(["4821"])[0]]) == [[1], [2]]
-    with pytest.raises(AlignmentError, match=r"only 6 positions .*evens read 12 tokens, odds read 18 tokens.*at least 50"):
+    with pytest.raises(
+        AlignmentError, match=r"only 6 positions .*evens read 12 tokens, odds read 18 tokens.*at least 50"
+    ):
         paired_states(rs, texts, 4, 50, "fit texts")
 
 
@@ -188,7 +205,10 @@ def write(tmp_path: Path, text: str) -> Path:
         ("translate:\n  ridge: -1\n", "translate.ridge"),
         ("translate:\n  models: [a]\n", "key 'translate.models' must be a list of two or more"),
         ("translate:\n  models: [a, a]\n", "key 'translate.models' must be a list without repeats"),
-        ("translate:\n  kinds: [linear, linear]\n", "key 'translate.kinds' must be a non-empty list of distinct"),
+        (
+            "translate:\n  kinds: [linear, linear]\n",
+            "key 'translate.kinds' must be a non-empty list of distinct",
+        ),
         ("translate:\n  kinds: [cubic]\n", "translate.kinds[0]"),
         ("translate:\n  common_width: 0\n", "translate.common_width"),
     ],
@@ -206,10 +226,12 @@ def test_translate_fit_from_the_command_line(folders, tmp_path, capsys):
     from rl.translate.fit import read_texts
 
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS * 2) + "\n")
-    recipe = write(tmp_path, f"""
+    recipe = write(
+        tmp_path,
+        f"""
 translate:
   models: [{folders[0]}, {folders[1]}]
-  text_file: {tmp_path / 'texts.txt'}
+  text_file: {tmp_path / "texts.txt"}
   fit_texts: 50
   held_out_texts: 10
   min_aligned_positions: 10
@@ -217,7 +239,8 @@ translate:
   mlp_hidden: 16
   common_width: 8
   common_iterations: 2
-""")
+""",
+    )
     out = tmp_path / "out"
     assert main(["translate", "fit", str(recipe), "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -233,7 +256,10 @@ translate:
     fit, held, prompt_chars = read_texts(cfg)
     assert len(fit) == 50 and held == (TEXTS * 2)[50:60] and prompt_chars is None
     # A missing model folder is named by its key.
-    bad = write(tmp_path, f"translate:\n  models: [{folders[0]}, {tmp_path / 'nope'}]\n  text_file: {tmp_path / 'texts.txt'}\n")
+    bad = write(
+        tmp_path,
+        f"translate:\n  models: [{folders[0]}, {tmp_path / 'nope'}]\n  text_file: {tmp_path / 'texts.txt'}\n",
+    )
     assert main(["translate", "fit", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "translate.models[1]" in capsys.readouterr().err
 
@@ -264,7 +290,12 @@ def test_a_model_translates_into_a_copy_of_itself_with_fidelity_one(folders, tmp
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS * 2))
     cfg = RunConfig()
     t = cfg.translate
-    t.models, t.text_file, t.fit_texts, t.held_out_texts = [str(folders[0]), str(copy)], str(tmp_path / "texts.txt"), 50, 10
+    t.models, t.text_file, t.fit_texts, t.held_out_texts = (
+        [str(folders[0]), str(copy)],
+        str(tmp_path / "texts.txt"),
+        50,
+        10,
+    )
     t.min_aligned_positions, t.mlp_steps, t.mlp_hidden, t.common_width, t.ridge = 10, 5, 8, 32, 1e-6
     t.output_dir = str(tmp_path / "out")
     _, report = fit_translators(cfg)

@@ -413,7 +413,9 @@ class TranslateConfig:
     models: list[str] = field(default_factory=list)
     """Model folders (two or more). Linear and MLP translators are fitted for every ordered pair; the
     common space has one encoder and decoder per model."""
-    kinds: list[Literal["linear", "mlp", "common"]] = field(default_factory=lambda: ["linear", "mlp", "common"])
+    kinds: list[Literal["linear", "mlp", "common"]] = field(
+        default_factory=lambda: ["linear", "mlp", "common"]
+    )
     """What to fit: `linear` (closed-form ridge), `mlp` (the ridge map plus a trained residual MLP),
     `common` (a shared space of `common_width`, fitted by generalized CCA with alternating ridge)."""
     text_file: str | None = None

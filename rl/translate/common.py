@@ -72,26 +72,41 @@ class CommonSpace(nn.Module):
         return self.decode(self.encode(x, source), target)
 
     def config(self) -> dict:
-        return {"kind": "common", "width": self.width, "models": self.models, "widths": self.widths, **self.meta}
+        return {
+            "kind": "common",
+            "width": self.width,
+            "models": self.models,
+            "widths": self.widths,
+            **self.meta,
+        }
 
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
         with atomic_dir(path) as tmp:
             write_json(tmp / META_FILE, self.config())
-            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+            save_file(
+                {k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_FILE)
+            )
         return Path(path)
 
 
 def fit_common(
-    states: list[torch.Tensor], width: int, strength: float, iterations: int, models: list[str], meta: dict | None = None
+    states: list[torch.Tensor],
+    width: int,
+    strength: float,
+    iterations: int,
+    models: list[str],
+    meta: dict | None = None,
 ) -> tuple[CommonSpace, list[float]]:
     """Fit the space on paired states (`states[i]` [N, D_i], row n the same position in every model);
     also returns, per iteration, the mean squared distance of each model's code to the shared one
     (lower: the models agree more)."""
     n = len(states[0])
     if any(len(s) != n for s in states):
-        raise AlignmentError(f"paired states must have the same rows in every model; got {[len(s) for s in states]}")
+        raise AlignmentError(
+            f"paired states must have the same rows in every model; got {[len(s) for s in states]}"
+        )
     xs = [s.double() for s in states]
     side_by_side = torch.cat([(x - x.mean(0)) / (x - x.mean(0)).norm().clamp_min(1e-12) for x in xs], 1)
     u, _, _ = torch.linalg.svd(side_by_side, full_matrices=False)
@@ -105,7 +120,9 @@ def fit_common(
         maps = [ridge(x, z, strength) for x in states]
         codes = [x @ w + b for x, (w, b) in zip(states, maps)]
         z = _whiten(torch.stack(codes).mean(0))
-        spread.append(round(float(torch.stack([(c - z).pow(2).sum(-1).mean() for c in codes]).mean()) / width, 6))
+        spread.append(
+            round(float(torch.stack([(c - z).pow(2).sum(-1).mean() for c in codes]).mean()) / width, 6)
+        )
     maps = [ridge(x, z, strength) for x in states]
     codes = torch.cat([x @ w + b for x, (w, b) in zip(states, maps)])  # [M*N, width]
     space = CommonSpace([s.shape[-1] for s in states], width, models, meta)
@@ -127,7 +144,11 @@ def load_common(path: str | Path) -> CommonSpace:
         raise CheckpointError(f"common-space folder {str(path)!r} does not exist")
     cfg = read_json(path / META_FILE, META_FILE)
     try:
-        widths, width, models = [int(w) for w in cfg["widths"]], int(cfg["width"]), [str(m) for m in cfg["models"]]
+        widths, width, models = (
+            [int(w) for w in cfg["widths"]],
+            int(cfg["width"]),
+            [str(m) for m in cfg["models"]],
+        )
         if len(widths) != len(models):
             raise ValueError(f"{len(widths)} widths for {len(models)} models")
         meta = {k: v for k, v in cfg.items() if k not in ("kind", "width", "widths", "models")}

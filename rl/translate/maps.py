@@ -37,18 +37,27 @@ def ridge(x: torch.Tensor, y: torch.Tensor, strength: float) -> tuple[torch.Tens
     lam = strength * gram.diagonal().mean().clamp_min(1e-12)
     # Least squares rather than solve: with `strength: 0` and fewer positions than features the system
     # is singular, and the minimum-norm solution is the one wanted.
-    w = torch.linalg.lstsq(gram + lam * torch.eye(len(gram), dtype=gram.dtype), xc.T @ yc, driver="gelsd").solution
+    w = torch.linalg.lstsq(
+        gram + lam * torch.eye(len(gram), dtype=gram.dtype), xc.T @ yc, driver="gelsd"
+    ).solution
     return w.float(), (my - mx @ w).float()
 
 
 class Translator(nn.Module):
     """A map from `source_width` states to `target_width` states; `meta` says what it was fitted on."""
 
-    def __init__(self, kind: str, source_width: int, target_width: int, hidden: int = 0, meta: dict | None = None):
+    def __init__(
+        self, kind: str, source_width: int, target_width: int, hidden: int = 0, meta: dict | None = None
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"translator kind {kind!r}; expected one of {KINDS}")
-        self.kind, self.source_width, self.target_width, self.hidden = kind, source_width, target_width, hidden
+        self.kind, self.source_width, self.target_width, self.hidden = (
+            kind,
+            source_width,
+            target_width,
+            hidden,
+        )
         self.meta = dict(meta or {})
         self.linear = nn.Linear(source_width, target_width)
         if kind == "mlp":
@@ -59,7 +68,11 @@ class Translator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[..., source_width] -> [..., target_width]."""
-        check_width(x, self.source_width, f"{self.kind} translator {self.meta.get('source', '')}->{self.meta.get('target', '')}")
+        check_width(
+            x,
+            self.source_width,
+            f"{self.kind} translator {self.meta.get('source', '')}->{self.meta.get('target', '')}",
+        )
         y = self.linear(x)
         if self.kind == "mlp":
             y = y + self.down(F.gelu(self.up(x)))
@@ -81,7 +94,9 @@ class Translator(nn.Module):
 
         with atomic_dir(path) as tmp:
             write_json(tmp / META_FILE, self.config())
-            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+            save_file(
+                {k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_FILE)
+            )
         return Path(path)
 
 
@@ -142,7 +157,12 @@ def load_translator(path: str | Path) -> Translator:
         raise CheckpointError(f"translator folder {str(path)!r} does not exist")
     cfg = read_json(path / META_FILE, META_FILE)
     try:
-        kind, ds, dt, hidden = cfg["kind"], int(cfg["source_width"]), int(cfg["target_width"]), int(cfg["hidden"])
+        kind, ds, dt, hidden = (
+            cfg["kind"],
+            int(cfg["source_width"]),
+            int(cfg["target_width"]),
+            int(cfg["hidden"]),
+        )
         meta = {k: v for k, v in cfg.items() if k not in ("kind", "source_width", "target_width", "hidden")}
         t = Translator(kind, ds, dt, hidden, meta)
     except (KeyError, TypeError, ValueError) as e:

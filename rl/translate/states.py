@@ -39,10 +39,13 @@ class Reader:
                 "has no weights until RL trains it)"
             )
         if not getattr(tokenizer, "is_fast", False):
-            raise AlignmentError(f"{name}: its tokenizer is not a fast tokenizer, so it gives no character offsets")
+            raise AlignmentError(
+                f"{name}: its tokenizer is not a fast tokenizer, so it gives no character offsets"
+            )
         cfg = replace(NeuraleseConfig(), mode="latent", layer=layer, projection="identity", space="hidden")
         model.eval()
-        return cls(name, model, tokenizer, FeedbackAdapter.for_model(cfg, model))
+        device = model.get_input_embeddings().weight.device
+        return cls(name, model, tokenizer, FeedbackAdapter.for_model(cfg, model).to(device))
 
     @property
     def width(self) -> int:
@@ -61,12 +64,16 @@ class Reader:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             # Right padding: real positions keep positions 0..T-1 and never attend to the pads after them.
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="right")
-            res = self.model(**enc, output_hidden_states=True, return_dict=True)
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="right").to(
+                embed.device
+            )
+            # Only ids and mask: some tokenizers add token_type_ids, which a causal LM does not take.
+            res = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             output_hidden_states=True, return_dict=True)  # fmt: skip
             hidden = self.adapter.select(res.hidden_states)  # [B, T, D]
             x = self.adapter.vector(Source(hidden=hidden, logits=None), embed)  # [B, T, D], RMS-matched
             for row, n in zip(x, enc["attention_mask"].sum(1).tolist()):
-                out.append(row[:n].float())
+                out.append(row[:n].float().cpu())  # the fits run on the CPU, in float64 where it matters
         return out
 
     @torch.no_grad()
@@ -74,11 +81,12 @@ class Reader:
         """[N, D] states -> [N] top-1 token of this model's logit lens: its output head, after its final
         norm when the fed-back layer is before that norm (every layer but the last `hidden_states`)."""
         n = self.adapter.num_hidden_states
-        x = states.to(self.model.get_output_embeddings().weight.dtype)
+        head = self.model.get_output_embeddings()
+        x = states.to(head.weight.device, head.weight.dtype)
         norm = final_norm(self.model) if self.adapter.cfg.layer % n != n - 1 else None
         if norm is not None:
             x = norm(x)
-        return self.model.get_output_embeddings()(x).argmax(-1)
+        return head(x).argmax(-1).cpu()
 
 
 def shared_ends(ends: list[list[int]]) -> list[list[int]]:
