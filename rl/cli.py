@@ -7,6 +7,7 @@
     neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K] [--codec-map MAP]
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map: rl.codec.commands)
+    neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
@@ -104,6 +105,17 @@ def env_args_of(text: str | None) -> dict:
     if not isinstance(env_args, dict):
         raise ConfigError(f"--env-args must be a mapping such as '{{digits: 4}}', got {text!r}")
     return env_args
+
+
+def cmd_translate_fit(args) -> None:
+    cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
+    from rl.translate.fit import fit_translators
+
+    if args.out:
+        cfg.translate.output_dir = args.out
+    out, report = fit_translators(cfg)
+    print(json.dumps({"stage": "translate", "output_dir": str(out), "positions": report["positions"],
+                      "fit_s": report["fit_s"], "results": report["results"]}))  # fmt: skip
 
 
 def cmd_eval(args) -> None:
@@ -209,33 +221,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="neuralese", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def recipe_command(name: str, fn: Callable, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+    def recipe_command(name: str, fn: Callable, help: str, out: str, parent=sub) -> argparse.ArgumentParser:
+        """A verb that reads a recipe: RECIPE.yaml, --set overrides and --out (what `out` says)."""
+        p = parent.add_parser(name, help=help)
         p.add_argument("recipe", help="YAML recipe (see recipes/)")
         p.add_argument(
             "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10"
         )
+        p.add_argument("--out", help=out)
         p.set_defaults(fn=fn)
         return p
 
-    p = recipe_command(
-        "pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer"
-    )
-    p.add_argument("--out", help="folder for the as-is model (default: pretrain.output_dir or model.path)")
-
-    p = recipe_command("train", cmd_train, "stage 1: RL with continuous-thought feedback")
-    p.add_argument("--out", help="run folder (default: the recipe's output_dir)")
+    recipe_command("pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer",
+                   "folder for the as-is model (default: pretrain.output_dir or model.path)")  # fmt: skip
+    p = recipe_command("train", cmd_train, "stage 1: RL with continuous-thought feedback",
+                       "run folder (default: the recipe's output_dir)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
 
     rm = sub.add_parser("reward-model", help="reward models: train one (and the gears after it) here")
-    rm_sub = rm.add_subparsers(dest="action", required=True)
-    p = rm_sub.add_parser(
-        "train", help="preference pairs from the policy's samples or a file; TRL's RewardTrainer"
-    )
-    p.add_argument("recipe", help="YAML recipe with a reward_model section (see recipes/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--out", help="folder for the gears (default: reward_model.output_dir)")
-    p.set_defaults(fn=cmd_reward_model_train)
+    recipe_command("train", cmd_reward_model_train,
+                   "preference pairs from the policy's samples or a file; TRL's RewardTrainer",
+                   "folder for the gears (default: reward_model.output_dir)",
+                   rm.add_subparsers(dest="action", required=True))  # fmt: skip
+
+    tr = sub.add_parser("translate", help="translators between models' thoughts: fit them, measure them")
+    recipe_command("fit", cmd_translate_fit,
+                   "linear, MLP and common-space translators on paired states; fidelity on held-out text",
+                   "folder for the translators and report.json (default: translate.output_dir)",
+                   tr.add_subparsers(dest="action", required=True))  # fmt: skip
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")

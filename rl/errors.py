@@ -42,3 +42,8 @@ class TrainingError(NeuraleseError):
 class CodecError(NeuraleseError):
     """Text or codes a codec cannot take: a length that does not divide into its chunks, a piece outside
     its vocabulary, a code outside its range."""
+
+
+class AlignmentError(NeuraleseError):
+    """Two models' states cannot be paired (no shared token boundaries), or a translator does not
+    fit the states it is given (another width)."""

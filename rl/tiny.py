@@ -26,6 +26,9 @@ from rl.config import TinyModelConfig
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 THOUGHT = "<thought>"
 PIECE_PATTERN = r" ?[A-Za-z]+|\d| ?[^\sA-Za-z\d]|\s"
+# Another tokenizer of the same text: digits in pairs from the left ("6911" -> "69", "11"), so two
+# tiny models can differ in tokenizer as well as shape (rl.translate pairs their positions).
+DIGIT_PAIR_PATTERN = r" ?[A-Za-z]+|\d\d|\d| ?[^\sA-Za-z\d]|\s"
 
 # A minimal chat template so conversational prompts work with tiny tokenizers too.
 # Roles become words of the vocabulary ("user:", "assistant:"), one message per line.
@@ -36,36 +39,40 @@ CHAT_TEMPLATE = (
 CHAT_ROLES = ("system", "user", "assistant")
 
 
-def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
+def _pre_tokenizer(pattern: str = PIECE_PATTERN) -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Split(Regex(pattern), behavior="isolated")
 
 
-def text_pieces(text: str) -> list[str]:
+def text_pieces(text: str, pattern: str = PIECE_PATTERN) -> list[str]:
     """The pieces the tiny tokenizer cuts `text` into (before the vocabulary lookup)."""
-    return [piece for piece, _ in _pre_tokenizer().pre_tokenize_str(text)]
+    return [piece for piece, _ in _pre_tokenizer(pattern).pre_tokenize_str(text)]
 
 
-def build_tokenizer(texts: Iterable[str], extra_tokens: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], extra_tokens: Iterable[str] = (), pattern: str = PIECE_PATTERN
+) -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer whose vocabulary is every piece found in `texts`.
 
     Special tokens: pad, bos, eos, unk and the reserved thought token (plus `extra_tokens`).
-    The vocabulary is sorted, so the same texts always give the same ids.
+    The vocabulary is sorted, so the same texts always give the same ids. `pattern` cuts the
+    pieces (a regex that must cover every character); another pattern gives another tokenizer
+    of the same text, as two models' tokenizers differ (rl.translate aligns them).
     """
     pieces: set[str] = set()
     for text in texts:
         # Also with a leading space: a text's first word may follow a space elsewhere
         # (after a chat role, or when prompts are joined).
-        pieces.update(text_pieces(text))
-        pieces.update(text_pieces(" " + text))
+        pieces.update(text_pieces(text, pattern))
+        pieces.update(text_pieces(" " + text, pattern))
     # Chat-template words, so conversational prompts never hit <unk>.
     for role in CHAT_ROLES:
-        pieces.update(text_pieces(f"{role}: \n"))
+        pieces.update(text_pieces(f"{role}: \n", pattern))
     specials = [PAD, BOS, EOS, UNK, THOUGHT, *extra_tokens]
     vocab = {tok: i for i, tok in enumerate(specials)}
     for piece in sorted(pieces - set(specials)):
         vocab[piece] = len(vocab)
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = _pre_tokenizer()
+    backend.pre_tokenizer = _pre_tokenizer(pattern)
     backend.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,

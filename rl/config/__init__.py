@@ -38,6 +38,7 @@ from rl.config.sections import (
     RLConfig,
     RunConfig,
     TinyModelConfig,
+    TranslateConfig,
     VLLMConfig,
 )
 from rl.io import describe_yaml_error
@@ -57,6 +58,7 @@ __all__ = [
     "RewardModelConfig",
     "RunConfig",
     "TinyModelConfig",
+    "TranslateConfig",
     "VLLMConfig",
     "YAML_FALSE",
     "YAML_TRUE",

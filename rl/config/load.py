@@ -243,6 +243,12 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(cfg.model.tiny is not None, "model.codec",
              "null unless model.tiny is set (stage 0 builds the dense model; a dense model folder keeps its codec)",
              cfg.model.codec)  # fmt: skip
+    tr = cfg.translate
+    if tr.models:  # `translate fit` itself refuses an empty list
+        need(len(tr.models) >= 2, "translate.models", "a list of two or more model folders", tr.models)
+        need(len(set(tr.models)) == len(tr.models), "translate.models", "a list without repeats", tr.models)
+    need(len(tr.kinds) >= 1 and len(set(tr.kinds)) == len(tr.kinds), "translate.kinds",
+         "a non-empty list of distinct kinds ('linear', 'mlp', 'common')", tr.kinds)  # fmt: skip
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 
