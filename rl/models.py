@@ -14,7 +14,13 @@ import torch
 import transformers
 from packaging.version import Version
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from rl.config import ModelConfig
 from rl.errors import CheckpointError
@@ -58,15 +64,30 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
     if is_dense_folder(path):
         return DenseTokenizer.from_folder(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=trust_remote_code
-        )
+        if _generic_tokenizer(path):  # its tokenizer.json as written, whatever the model type
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), local_files_only=True, trust_remote_code=trust_remote_code
+            )
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot load the tokenizer: {e}") from None
     tokenizer.padding_side = "left"  # generation appends on the right
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _generic_tokenizer(path: str | Path) -> bool:
+    """Whether the folder's tokenizer is a plain `tokenizers` one (a tiny model's, rl.tiny). AutoTokenizer
+    would load it as the model type's own class (Qwen2Tokenizer for a qwen2 model), whose pre-tokenizer
+    replaces the folder's and changes the ids."""
+    config = Path(path) / "tokenizer_config.json"
+    try:
+        cls = json.loads(config.read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return False  # AutoTokenizer reports what is wrong with the folder
+    return cls in ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def load_model(

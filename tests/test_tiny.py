@@ -76,3 +76,16 @@ def test_tiny_model_is_deterministic_and_qwen2_builds(tmp_path):
     save_tiny(a, tok, tmp_path)
     model, _ = load_model(tmp_path)
     assert model.config.model_type == "qwen2"
+
+
+def test_a_saved_tiny_tokenizer_gives_the_same_ids_for_every_architecture(tmp_path):
+    # AutoTokenizer alone would load a qwen2 folder's tokenizer as Qwen2Tokenizer, whose byte-level
+    # pre-tokenizer replaces the folder's and drops the words it has no bytes for.
+    text = "12+34=46 the wumpus"
+    tok = build_tokenizer([text])
+    for arch in ("llama", "qwen2"):
+        cfg = TinyModelConfig(arch=arch, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+        save_tiny(build_tiny_model(tok, cfg), tok, tmp_path / arch)
+        _, loaded = load_model(tmp_path / arch)
+        assert loaded(text).input_ids == tok(text).input_ids, arch
+        assert loaded.decode(loaded(text, add_special_tokens=False).input_ids) == text
