@@ -7,9 +7,12 @@ candidate; a continuous thought can instead hold the whole frontier of a breadth
 search at once (a superposition of the nodes reached so far), which is why the paper
 finds continuous thoughts need far fewer steps than discrete ones.
 
-    prompt  "a>c,c>e,b>d,d>f,a>g|a:f?e"      edges; from a, is f or e reachable?
+    prompt  "a>c,c>e,b>d,d>f,a>g|a:f?e="     edges; from a, is f or e reachable?
     answer  "e"
-    cot     "ce"                             the nodes of a shortest path after the root
+    cot     "c,e"                            the nodes of a shortest path after the root
+
+Nodes are letters, and letters next to each other would be one word to a tokenizer: the prompt
+ends in `=` and the chain's nodes are comma-separated, so every node is a token of its own.
 
 Nodes are single letters. The graph holds two trees, one below each of two roots: each root
 gets a path of `hops` edges whose end is its candidate, the other nodes hang from random
@@ -56,7 +59,7 @@ def reachable(prompt: str) -> str:
     for edge in edges.split(","):
         a, b = edge.split(">")
         children.setdefault(a, []).append(b)
-    root, options = question.split(":")
+    root, options = question.rstrip("=").split(":")
     seen, queue = {root}, deque([root])
     while queue:
         for v in children.get(queue.popleft(), []):
@@ -121,9 +124,10 @@ class Reach:
         rng.shuffle(listed)
         options = [names[target], names[negative]]
         rng.shuffle(options)
-        steps = [names[i] for i in shortest_path(edges, root, target)[1:]]
+        path = [names[i] for i in shortest_path(edges, root, target)[1:]]
+        steps = [f"{n}," for n in path[:-1]] + [path[-1]]
         return {
-            "prompt": ",".join(listed) + f"|{names[root]}:{options[0]}?{options[1]}",
+            "prompt": ",".join(listed) + f"|{names[root]}:{options[0]}?{options[1]}=",
             "answer": names[target],
             "completion": "".join(steps) if self.cot else names[target],
             "written_steps": steps[:-1] if self.cot else [],

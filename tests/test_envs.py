@@ -174,3 +174,18 @@ def test_a_package_module_plugin_works():
     env = make_env("envs.countdown:make_countdown", {"count": 2, "max_number": 5, "max_target": 10})
     ds = env.dataset("train", 3, seed=0)
     assert isinstance(ds, datasets.Dataset) and all(len(n) == 2 for n in ds["numbers"])
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_ENVS))
+@pytest.mark.parametrize("cot", [False, True])
+def test_no_tiny_token_spans_the_prompt_and_its_completion(name, cot):
+    # Stage 0 learns prompt + completion as one text: a piece joining the prompt's last characters
+    # with the completion's first (two letters make one word) is a token the prompt alone never ends
+    # in, so generation from the prompt starts where training never did.
+    try:
+        env = make_env(name, {"cot": True} if cot else {})
+    except EnvError:
+        pytest.skip(f"{name} has no chain of thought")
+    ds = load_split(env, EVAL_SPLIT.get(name, "test"), 40, seed=0, name=name)
+    for prompt, completion in zip(ds["prompt"], ds["completion"], strict=True):
+        assert text_pieces(prompt + completion) == text_pieces(prompt) + text_pieces(completion), (prompt, completion)
