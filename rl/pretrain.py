@@ -36,7 +36,7 @@ from rl.errors import ConfigError
 from rl.io import atomic_dir, check_output_dir, write_json
 from rl.models import load_model
 from rl.policy import render_prompt
-from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer
+from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
 
 
 def sft_dataset(
@@ -106,6 +106,8 @@ def pretrain(cfg: RunConfig) -> Path:
         if cfg.model.codec is not None:  # a dense-token model: its vocabulary is the codec's codes
             tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
         else:
+            target = "completion" if "completion" in train.column_names else "answer"  # what stage 0 learns
+            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split")
             tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
     else:

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
 from rl.config import TinyModelConfig
+from rl.errors import EnvError
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 THOUGHT = "<thought>"
@@ -46,6 +47,27 @@ def _pre_tokenizer(pattern: str = PIECE_PATTERN) -> pre_tokenizers.PreTokenizer:
 def text_pieces(text: str, pattern: str = PIECE_PATTERN) -> list[str]:
     """The pieces the tiny tokenizer cuts `text` into (before the vocabulary lookup)."""
     return [piece for piece, _ in _pre_tokenizer(pattern).pre_tokenize_str(text)]
+
+
+def check_boundaries(prompts: list, completions: list, where: str, pattern: str = PIECE_PATTERN) -> None:
+    """Refuse rows whose prompt and completion the pre-tokenizer would fuse into one piece (a prompt
+    ending in a letter, a completion starting with one). Stage 0 learns prompt + completion as one
+    text, so the model would never see the prompt end where generation starts; it would learn the task
+    and then fail at it (every answer wrong). Conversational prompts end in the chat template's role."""
+    for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            continue
+        cut = len(prompt)
+        for piece, (start, end) in _pre_tokenizer(pattern).pre_tokenize_str(prompt + completion):
+            if start < cut < end:
+                raise EnvError(
+                    f"{where}, row {i}: the prompt's end {prompt[-10:]!r} and the completion's start "
+                    f"{completion[:10]!r} make one token {piece!r} of the tiny model's tokenizer, so stage 0 "
+                    "would never see a prompt end where generation starts; end each prompt (or start each "
+                    "completion) with a separator, such as '=', ':' or a space"
+                )
+            if start >= cut:
+                break
 
 
 def build_tokenizer(
