@@ -66,13 +66,12 @@ def test_recipe_env_rewards_and_sizes_fit(recipe):
     if cfg.model.tiny is None:  # a user's own checkpoint (the GPU recipes): no tiny tokenizer to count with
         return
     thoughts = get_mode(cfg.neuralese).thought_positions  # latent mode's, or refine's over thoughts
-    longest = max(
-        len(text_pieces(p)) + len(text_pieces(c))
-        for ds in (train, test)
-        for p, c in zip(ds["prompt"], ds["completion"], strict=True)
-    )
+    # A dense-token model (model.codec) reads one position per chunk of its codec's text tokens.
+    per = cfg.codec.chunk_tokens if cfg.model.codec else 1
+    size = lambda text: -(-len(text_pieces(text)) // per)  # noqa: E731
+    longest = max(size(p) + size(c) for ds in (train, test) for p, c in zip(ds["prompt"], ds["completion"], strict=True))
     assert longest + thoughts + 2 <= cfg.model.tiny.max_positions  # + bos and eos
-    answer_tokens = max(len(text_pieces(a)) for a in test["answer"])
+    answer_tokens = max(size(a) for a in test["answer"])
     assert answer_tokens + 1 <= cfg.eval.max_new_tokens
     assert env_texts(train)
 
