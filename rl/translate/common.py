@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from rl.errors import AlignmentError, CheckpointError
-from rl.io import atomic_dir, read_json, read_safetensors, write_json
-from rl.translate.maps import check_width, load_weights, ridge
+from rl.io import read_json, read_safetensors
+from rl.translate.maps import check_width, load_weights, ridge, save_folder
 
 META_FILE, WEIGHTS_FILE = "common_space.json", "common_space.safetensors"
 
@@ -81,14 +81,8 @@ class CommonSpace(nn.Module):
         }
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        with atomic_dir(path) as tmp:
-            write_json(tmp / META_FILE, self.config())
-            save_file(
-                {k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_FILE)
-            )
-        return Path(path)
+        """Write the folder (atomically): common_space.json + common_space.safetensors."""
+        return save_folder(self, path, META_FILE, WEIGHTS_FILE)
 
 
 def fit_common(

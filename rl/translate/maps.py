@@ -90,14 +90,7 @@ class Translator(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write the folder (atomically): translator.json + translator.safetensors."""
-        from safetensors.torch import save_file
-
-        with atomic_dir(path) as tmp:
-            write_json(tmp / META_FILE, self.config())
-            save_file(
-                {k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_FILE)
-            )
-        return Path(path)
+        return save_folder(self, path, META_FILE, WEIGHTS_FILE)
 
 
 def check_width(x: torch.Tensor, width: int, what: str) -> None:
@@ -185,3 +178,13 @@ def load_weights(module: nn.Module, tensors: dict, file: Path) -> None:
                  f"wrong shapes: {', '.join(wrong)}" if wrong else ""]  # fmt: skip
         raise CheckpointError(f"{file}: does not match its config: {'; '.join(p for p in parts if p)}")
     module.load_state_dict(tensors)
+
+
+def save_folder(module: nn.Module, path: str | Path, meta_file: str, weights_file: str) -> Path:
+    """Write `module.config()` and its weights as one folder, atomically (a translator, a common space)."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(path) as tmp:
+        write_json(tmp / meta_file, module.config())
+        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp / weights_file))
+    return Path(path)
