@@ -41,11 +41,13 @@ MODELS = [
      [(f"{c} numbers", {"count": c}) for c in (3, 4, 5)]),
     ("multiplication", "2x2 digits", "recipes/chase.yaml", {"env.name": "multiplication", "env.args": "{digits: 2}", **WIDE},
      [("2x2 digits", None)]),
+    ("prontoqa", "5 hops", "recipes/chase.yaml", {"env.name": "prontoqa", "env.args": "{hops: 5}", "model.tiny.max_positions": 160},
+     [("5 hops", None)]),
     ("prosqa", "3-6 hops (generated)", "recipes/prosqa.yaml",
      {"pretrain.thought_tokens_max": 0, "pretrain.max_steps": 3000, "env.train_size": 20000, "pretrain.warmup_steps": 100},
      [("real valid (300)", None)]),
 ]  # fmt: skip
-MAX_NEW = {"chase": 8, "reach": 8, "mnns": 40, "multiplication": 24, "prosqa": 48}  # room for the longest chain
+MAX_NEW = {"chase": 8, "reach": 8, "mnns": 40, "multiplication": 24, "prontoqa": 72, "prosqa": 48}  # room for the longest chain
 
 
 def run(cmd: list[str], log: Path) -> None:
