@@ -54,11 +54,12 @@ def check_boundaries(prompts: list, completions: list, where: str, pattern: str 
     ending in a letter, a completion starting with one). Stage 0 learns prompt + completion as one
     text, so the model would never see the prompt end where generation starts; it would learn the task
     and then fail at it (every answer wrong). Conversational prompts end in the chat template's role."""
+    pre = _pre_tokenizer(pattern)
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
         if not isinstance(prompt, str) or not isinstance(completion, str):
             continue
         cut = len(prompt)
-        for piece, (start, end) in _pre_tokenizer(pattern).pre_tokenize_str(prompt + completion):
+        for piece, (start, end) in pre.pre_tokenize_str(prompt + completion):
             if start < cut < end:
                 raise EnvError(
                     f"{where}, row {i}: the prompt's end {prompt[-10:]!r} and the completion's start "

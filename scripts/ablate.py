@@ -281,14 +281,21 @@ def switch_on(args, arm: Arm, cfg: RunConfig, out: Path) -> float:
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     key = json.dumps([cfg.model.path, arm.sets, args.set])
     if key not in known:
-        from rl.build import build_policy
-
-        policy = build_policy(cfg, "cpu")
-        if cfg.curriculum.stages > 0:
-            policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * cfg.curriculum.start
-        known[key] = {"arm": arm.name, **evaluate_policy(policy, cfg)}
+        known[key] = {"arm": arm.name, **evaluate_policy(step0_policy(cfg), cfg)}
         cache.write_text(json.dumps(known, indent=2))
     return known[key]["accuracy"]
+
+
+def step0_policy(cfg: RunConfig):
+    """The policy `neuralese train` starts from: with its curriculum's first stage of thoughts."""
+    from rl.build import build_policy
+    from rl.curriculum import Curriculum
+
+    policy = build_policy(cfg, "cpu")
+    curriculum = Curriculum(cfg.curriculum)
+    if curriculum.enabled:
+        policy.config.num_thoughts = curriculum.num_thoughts
+    return policy
 
 
 def evaluate_policy(policy, cfg: RunConfig, thoughts: str = "own") -> dict:

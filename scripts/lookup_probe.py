@@ -38,7 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=8)
     p.add_argument("--hops", default="4", help="hops per problem, or a range such as 1-4 (drawn per problem)")
-    p.add_argument("--cot", action="store_true", help="the target is the chain of visited nodes, not the answer")
+    p.add_argument(
+        "--cot", action="store_true", help="the target is the chain of visited nodes, not the answer"
+    )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=128)
@@ -80,17 +82,15 @@ def score(model, tokenizer, env: Chase, n: int) -> dict[int, float]:
     model.eval()
     rng = random.Random(10**9)
     rows = [env.problem(rng) for _ in range(n)]
-    hits: dict[int, list[int]] = {}
-    for row in rows:  # one prompt length per hop count: decode each group as one batch
-        hits.setdefault(row["hops"], [])
-    for hops in hits:
+    hits: dict[int, list[bool]] = {}
+    for hops in sorted({r["hops"] for r in rows}):  # one prompt length per hop count: one batch each
         group = [encode(tokenizer, r) for r in rows if r["hops"] == hops]
         x = torch.tensor([a for a, _ in group])
         for _ in range(max(len(b) for _, b in group)):
             x = torch.cat([x, model(x).logits[:, -1].argmax(-1, keepdim=True)], 1)
         hits[hops] = [x[i, len(a) : len(a) + len(b)].tolist() == b for i, (a, b) in enumerate(group)]
     model.train()
-    return {h: round(sum(v) / len(v), 3) for h, v in sorted(hits.items())}
+    return {h: round(sum(v) / len(v), 3) for h, v in hits.items()}
 
 
 def main(argv=None) -> None:

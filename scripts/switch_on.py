@@ -19,18 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ablate import check, ensure_as_is, evaluate_policy, parse_args  # noqa: E402  (puts the repo on sys.path)
+from ablate import check, ensure_as_is, evaluate_policy, parse_args, step0_policy  # noqa: E402  (puts the repo on sys.path)
 
 from rl.config import load_config  # noqa: E402
 
 
 def score(arm, cfg) -> dict:
     """The arm's step-0 policy: own thoughts and, where it has thoughts, shuffled ones."""
-    from rl.build import build_policy
-
-    policy = build_policy(cfg, "cpu")
-    if cfg.curriculum.stages > 0:
-        policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * cfg.curriculum.start
+    policy = step0_policy(cfg)
     own = evaluate_policy(policy, cfg)
     thoughts = cfg.neuralese.mode != "off" and policy.config.num_thoughts > 0
     shuffled = evaluate_policy(policy, cfg, thoughts="shuffled")["accuracy"] if thoughts else None
