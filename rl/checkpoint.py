@@ -6,8 +6,10 @@
     feedback.safetensors   feedback adapter and gate
     value_head.safetensors PPO critic (PPO only)
     optimizer.pt           optimizer and scheduler state (tensors and numbers only)
-    rng.pt                 torch, sampling-generator, Python and NumPy random states
-    trainer_state.json     step, data position, non-finite counters
+    rng.pt                 torch, sampling-generator, Python and NumPy random states, one set per process
+    trainer_state.json     step, data position, non-finite counters (and the ZeRO stage under DeepSpeed)
+    deepspeed/             under DeepSpeed: the engine's own checkpoint (ZeRO's partitioned
+                           optimizer state and fp32 weights), which every process writes its part of
     manifest.json          sha256 of every file above, written last
 
 The folder is built under a temporary name and renamed when complete, so a crash never
@@ -22,7 +24,14 @@ that, so resuming from a corrupted newest checkpoint is an error naming the file
 older checkpoint to fall back to: silently going back (or starting over) would hide a disk
 or a copy that is failing, and the next saves would delete the evidence.
 
-Nothing here unpickles arbitrary objects: `.pt` files are read with `weights_only=True`.
+Every process draws from its own random streams, so `rng.pt` keeps one set per process (rank
+order) and a run resumes only with the number of processes that wrote it; anything else would
+continue with other samples than the uninterrupted run. The weights and optimizer state are the
+same on every data-parallel process and are written once, by the main one.
+
+Nothing here unpickles arbitrary objects: our `.pt` files are read with `weights_only=True`.
+DeepSpeed reads its own files in `deepspeed/` with its own loader, which does unpickle; those
+files are checked against the manifest first, so only what this run wrote is read.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ from rl.io import atomic_dir, read_json, read_safetensors, write_json
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
+ENGINE_DIR = "deepspeed"
+ENGINE_TAG = "engine"  # the engine's checkpoint is deepspeed/engine/
 
 
 def _sha256(path: Path) -> str:
@@ -101,22 +112,28 @@ def _save_full_model(model: torch.nn.Module, path: Path) -> None:
     save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(path))
 
 
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step}"
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
     policy,
     optimizer: torch.optim.Optimizer | None,
     scheduler,
-    generator: torch.Generator,
+    rng_states: list[dict[str, Any]],
     trainer_state: dict[str, Any],
     value_head: torch.nn.Module | None = None,
     keep: int = 2,
+    engine_dir: Path | None = None,
 ) -> Path:
     """Write `checkpoints/step-{step}` atomically and delete all but the newest `keep`.
 
-    `optimizer` None (DeepSpeed, whose partitioned state this format does not hold) writes a
-    checkpoint that exports but does not resume."""
-    target = Path(run_dir) / "checkpoints" / f"step-{step}"
+    `rng_states`: every process's `rng_state`, in rank order. Under DeepSpeed `optimizer` is None
+    and `engine_dir` is the folder the engine wrote (every process its part, next to the
+    checkpoint); it is moved in as `deepspeed/` before the manifest is written."""
+    target = checkpoint_dir(run_dir, step)
     with atomic_dir(target) as tmp:
         if hasattr(policy.model, "peft_config"):
             save_file(
@@ -135,9 +152,11 @@ def save_checkpoint(
             },
             tmp / "optimizer.pt",
         )
-        torch.save(rng_state(generator), tmp / "rng.pt")
+        torch.save({"world": len(rng_states), "ranks": rng_states}, tmp / "rng.pt")
         write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
-        files = sorted(p.name for p in tmp.iterdir())
+        if engine_dir is not None:
+            Path(engine_dir).rename(tmp / ENGINE_DIR)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         write_json(tmp / MANIFEST, {name: _sha256(tmp / name) for name in files})
     for old in list_checkpoints(run_dir)[:-keep]:
         _delete(old)
@@ -226,25 +245,82 @@ def load_checkpoint(
     scheduler,
     generator: torch.Generator,
     value_head: torch.nn.Module | None = None,
+    rank: int = 0,
+    world: int = 1,
+    engine=None,
+    zero_stage: int = 0,
 ) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote; returns the trainer state."""
+    """Restore everything `save_checkpoint` wrote into process `rank` of `world`; returns the
+    trainer state. Under DeepSpeed `engine` (at ZeRO stage `zero_stage`) loads the weights and
+    its optimizer state itself: a collective, every process calls this."""
     verify(ckpt)
     opt, rng = _load_pt(ckpt / "optimizer.pt"), _load_pt(ckpt / "rng.pt")
-    if opt["optimizer"] is None:
-        raise CheckpointError(
-            f"{ckpt}: written under DeepSpeed without optimizer state; it exports but cannot resume"
-        )
+    state = read_json(ckpt / "trainer_state.json", "trainer state")
+    mine = _rank_rng(ckpt, rng, rank, world)
     try:
-        load_weights(ckpt, policy, value_head)
-        optimizer.load_state_dict(opt["optimizer"])
-    except (RuntimeError, KeyError, ValueError) as e:  # intact files that do not fit this run's model
+        if engine is None:
+            _check_plain(ckpt, opt, state)
+            load_weights(ckpt, policy, value_head)
+            optimizer.load_state_dict(opt["optimizer"])
+        else:
+            _load_engine(ckpt, engine, state, zero_stage)
+    except (RuntimeError, KeyError, ValueError, AssertionError) as e:  # intact files that do not fit this run
         raise CheckpointError(
             f"{ckpt}: does not fit the model this recipe builds ({' '.join(str(e).split())[:300]}); "
             "resume with the recipe the run was started with (its config.yaml)"
         ) from None
     scheduler.load_state_dict(opt["scheduler"])
-    set_rng_state(rng, generator)
-    return read_json(ckpt / "trainer_state.json", "trainer state")
+    set_rng_state(mine, generator)
+    return state
+
+
+def _rank_rng(ckpt: Path, rng: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
+    """This process's random states; a checkpoint from before per-process states is one process's."""
+    ranks = rng["ranks"] if "ranks" in rng else [rng]
+    if len(ranks) != world:
+        raise CheckpointError(
+            f"{ckpt}: written by a run of {len(ranks)} process(es), resumed with {world}. Every process "
+            f"samples from its own random streams, which the checkpoint holds: resume with "
+            f"--num_processes {len(ranks)} (or {len(ranks)} machines' worth), or start a new run from "
+            "its weights (`neuralese export`)"
+        )
+    return ranks[rank]
+
+
+def _check_plain(ckpt: Path, opt: dict[str, Any], state: dict[str, Any]) -> None:
+    if opt["optimizer"] is not None:
+        return
+    if not (ckpt / ENGINE_DIR).is_dir():
+        raise CheckpointError(
+            f"{ckpt}: written under DeepSpeed without optimizer state; it exports but cannot resume"
+        )
+    raise CheckpointError(
+        f"{ckpt}: written under DeepSpeed ZeRO-{state.get('zero_stage', '?')}, whose optimizer state "
+        f"({ENGINE_DIR}/) only a DeepSpeed engine reads: resume with the accelerate config the run was "
+        "started with, or start a new run from its weights (`neuralese export`)"
+    )
+
+
+def _load_engine(ckpt: Path, engine, state: dict[str, Any], zero_stage: int) -> None:
+    """ZeRO's weights and partitioned optimizer state, through the engine's own loader."""
+    if not (ckpt / ENGINE_DIR / ENGINE_TAG).is_dir():
+        raise CheckpointError(
+            f"{ckpt}: has no {ENGINE_DIR}/{ENGINE_TAG}/ (it was written without DeepSpeed, or by a version "
+            f"that kept no engine state); resume it without DeepSpeed, or start a new run from its weights"
+        )
+    saved = state.get("zero_stage")
+    if saved != zero_stage:
+        raise CheckpointError(
+            f"{ckpt}: written under DeepSpeed ZeRO-{saved}, resumed under ZeRO-{zero_stage}: the "
+            "partitioned optimizer state is laid out per stage. Resume with the accelerate config the "
+            "run was started with"
+        )
+    path, _ = engine.load_checkpoint(
+        str(ckpt / ENGINE_DIR), tag=ENGINE_TAG, load_module_strict=True,
+        load_optimizer_states=True, load_lr_scheduler_states=False,
+    )  # fmt: skip
+    if path is None:
+        raise CheckpointError(f"{ckpt / ENGINE_DIR}: DeepSpeed found no checkpoint to load there")
 
 
 def _load_pt(path: Path) -> Any:

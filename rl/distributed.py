@@ -29,18 +29,45 @@ they were.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
 
+from rl.checkpoint import ENGINE_TAG, rng_state
 from rl.config import RunConfig
-from rl.errors import ConfigError, TrainingError
+from rl.errors import ConfigError, NeuraleseError, PeerLost, TrainingError
 from rl.policy import NeuralesePolicy
+
+
+def collective(fn):
+    """`fn` takes part in a collective: a failure there (a peer that was killed, crashed or cannot be
+    reached; gloo and NCCL raise RuntimeError) becomes `PeerLost`, naming this process. A process
+    that dies closes its connections, so the others learn it at their next collective; one that
+    hangs is given up on after `rl.collective_timeout_s`."""
+
+    @functools.wraps(fn)
+    def wrapped(accelerator: Accelerator, *args, **kwargs):
+        try:
+            return fn(accelerator, *args, **kwargs)
+        except RuntimeError as e:
+            if accelerator.num_processes == 1 or isinstance(e, NeuraleseError):
+                raise
+            detail = " ".join(str(e).split())[:240]
+            raise PeerLost(
+                f"process {accelerator.process_index} of {accelerator.num_processes} lost the others in a "
+                f"collective ({fn.__name__}: {detail}): another process of the run stopped (killed, out of "
+                "memory, crashed) or cannot be reached; the launcher's report names which"
+            ) from e
+
+    return wrapped
 
 
 def deepspeed_requested() -> bool:
@@ -58,6 +85,7 @@ def local_block(n_global: int, rank: int, world: int) -> slice:
     return slice(rank * per, (rank + 1) * per)
 
 
+@collective
 def gather(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
     """[n] on every process -> [n * world], rank by rank (the one-process order, see above)."""
     if accelerator.num_processes == 1:
@@ -66,6 +94,46 @@ def gather(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
     # Reward tensors live on the CPU, and NCCL gathers only device tensors.
     x = x.float() if x.dtype == torch.bool else x
     return accelerator.gather(x.to(accelerator.device))
+
+
+@collective
+def gather_rng_states(accelerator: Accelerator, generator: torch.Generator) -> list[dict]:
+    """Every process's random states, in rank order (a collective; each process gets the list)."""
+    mine = rng_state(generator)
+    if accelerator.num_processes == 1:
+        return [mine]
+    from accelerate.utils import gather_object
+
+    return gather_object([mine])
+
+
+@collective
+def write_engine_state(accelerator: Accelerator, engine, target: Path) -> Path:
+    """DeepSpeed's own checkpoint of `engine`, every process writing its part, into a staging
+    folder next to checkpoint folder `target` (named after the main process, like the folder
+    `rl.io.atomic_dir` builds, so a killed writer's leftovers are cleared alike); returns it.
+
+    A collective. The processes must share a file system, as they do for accelerate's own state
+    saving: the main process moves the folder into the checkpoint once every part is written."""
+    from accelerate.utils import broadcast_object_list
+
+    pid = broadcast_object_list([os.getpid()])[0] if accelerator.num_processes > 1 else os.getpid()
+    staging = target.parent / f".{target.name}.tmp-{pid}-engine"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    engine.save_checkpoint(str(staging), tag=ENGINE_TAG, save_latest=False)
+    accelerator.wait_for_everyone()
+    return staging
+
+
+@collective
+def average_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> None:
+    """Every process's gradients replaced by their mean over processes (the plain data-parallel path)."""
+    if accelerator.num_processes > 1:
+        for p in params:
+            p.grad = accelerator.reduce(p.grad, reduction="mean")
 
 
 class TrainedModules(nn.Module):
@@ -77,22 +145,36 @@ class TrainedModules(nn.Module):
         self.value_head = value_head
 
 
+@collective
 def all_sum(accelerator: Accelerator, x: torch.Tensor) -> torch.Tensor:
     """Sum of a tensor over processes (the tensor itself with one process)."""
     return accelerator.reduce(x, reduction="sum") if accelerator.num_processes > 1 else x
 
 
 def nonfinite_parameters(
-    accelerator: Accelerator, optimizer: torch.optim.Optimizer, modules: dict[str, nn.Module | None]
+    accelerator: Accelerator,
+    optimizer: torch.optim.Optimizer,
+    modules: dict[str, nn.Module | None],
+    group_of: dict[int, int],
 ) -> list[tuple[str, str, float]]:
     """(parameter name, optimizer group name, its learning rate) of every trained weight that is NaN
     or infinite on any process, in one device sync; names are prefixed by their key in `modules`.
-    Under ZeRO-3 a parameter holds a placeholder; this process's shard is `ds_tensor`."""
-    named = [(g, p) for g in optimizer.param_groups for p in g["params"]]
+    `group_of` maps a parameter's id to its optimizer group's index, taken before DeepSpeed's
+    `prepare` (ZeRO-3 swaps the groups' parameters for flat partitions). Under ZeRO-3 a parameter
+    holds a placeholder; this process's shard is `ds_tensor`."""
+    named = [
+        (f"{prefix}{n}", p)
+        for prefix, m in modules.items()
+        if m is not None
+        for n, p in m.named_parameters()
+        if id(p) in group_of
+    ]
+    if not named:
+        return []
     finite = torch.stack([torch.isfinite(getattr(p, "ds_tensor", p)).all() for _, p in named])  # [P]
     bad = all_sum(accelerator, (~finite).to(torch.int32)).tolist()  # every process stops alike
-    names = {id(p): f"{prefix}{n}" for prefix, m in modules.items() if m is not None for n, p in m.named_parameters()}
-    return [(names.get(id(p), "?"), g["name"], g["lr"]) for (g, p), b in zip(named, bad) if b]
+    groups = [optimizer.param_groups[group_of[id(p)]] for _, p in named]
+    return [(n, g["name"], g["lr"]) for (n, _), g, b in zip(named, groups, bad) if b]
 
 
 def all_mean(accelerator: Accelerator, value: float) -> float:
@@ -156,7 +238,6 @@ def prepare_deepspeed(
     policy: NeuralesePolicy,
     value_head: nn.Module | None,
     optimizer: torch.optim.Optimizer,
-    resume: bool = False,
 ):
     """The ZeRO engine over policy (+ value head), set up for the trainer's own micro-batching.
 
@@ -165,11 +246,6 @@ def prepare_deepspeed(
     `rl.max_grad_norm`. The learning-rate scheduler stays ours: it drives the wrapped torch
     optimizer's param groups, which the ZeRO optimizer steps with.
     """
-    if resume:
-        raise ConfigError(
-            "--resume under DeepSpeed is not supported yet: the checkpoint holds the weights (gathered) "
-            "but not ZeRO's partitioned optimizer state. Start a new run from the exported weights."
-        )
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     ds["train_micro_batch_size_per_gpu"] = cfg.rl.micro_batch_per_device
     ds["gradient_accumulation_steps"] = 1

@@ -47,3 +47,7 @@ class CodecError(NeuraleseError):
 class AlignmentError(NeuraleseError):
     """Two models' states cannot be paired (no shared token boundaries), or a translator does not
     fit the states it is given (another width)."""
+
+
+class PeerLost(TrainingError):
+    """A collective failed: another process of a multi-process run stopped or cannot be reached."""

@@ -29,10 +29,12 @@ from __future__ import annotations
 import math
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
@@ -40,12 +42,13 @@ from envs import load_split, make_env
 from rewards.combine import compute_rewards
 from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
-from rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from rl.checkpoint import list_checkpoints
 from rl.config import RunConfig, save_config, validate
 from rl.curriculum import Curriculum
 from rl.distributed import (
     all_mean,
     all_sum,
+    average_gradients,
     check_deepspeed,
     deepspeed_requested,
     deepspeed_step,
@@ -61,6 +64,7 @@ from rl.evaluate import evaluate
 from rl.io import check_output_dir
 from rl.models import check_model_folder
 from rl.recompute import recompute_logprobs
+from rl.resume import guarded, resume_run, save_run
 from rl.rollout import Rollout, generate_rollout
 from rl.runlog import RunLog
 from rl.step_metrics import completion_rows, rollout_metrics
@@ -84,6 +88,7 @@ class Trainer:
             cpu=not torch.cuda.is_available() and not deepspeed_requested(),
             log_with=cfg.log.trackers or None,
             project_dir=str(self.out),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.rl.collective_timeout_s))],
         )
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -106,7 +111,7 @@ class Trainer:
             self.policy.config.num_thoughts = self.curriculum.num_thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
-        self._build_optimizer(resume)
+        self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state: dict[str, Any] = {
             "step": 0,
@@ -124,19 +129,18 @@ class Trainer:
         if cfg.log.trackers:
             self.accelerator.init_trackers("tensorboard")
 
-    def _build_optimizer(self, resume: bool) -> None:
+    def _build_optimizer(self) -> None:
         """AdamW over the trained groups, its schedule, and under DeepSpeed the engine that owns both."""
         cfg = self.cfg
         self.optimizer = torch.optim.AdamW(
             param_groups(cfg, self.policy, self.value_head), weight_decay=cfg.rl.weight_decay
         )
+        self.group_of = {id(p): i for i, g in enumerate(self.optimizer.param_groups) for p in g["params"]}
         steps = max(1, cfg.rl.steps * cfg.rl.num_iterations)
         self.scheduler = get_scheduler(cfg.rl.lr_scheduler, self.optimizer, cfg.rl.warmup_steps, steps)
         self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
         if uses_deepspeed(self.accelerator):
-            self.engine = prepare_deepspeed(
-                self.accelerator, cfg, self.policy, self.value_head, self.optimizer, resume
-            )
+            self.engine = prepare_deepspeed(self.accelerator, cfg, self.policy, self.value_head, self.optimizer)
 
     # ------------------------------------------------------------------ the loop
 
@@ -154,7 +158,7 @@ class Trainer:
             disable=not self.accelerator.is_main_process,
         ) as bar:
             while self.state["step"] < last:
-                metrics = self.step()
+                metrics = self.guarded(self.step)
                 self.state["step"] += 1
                 step = self.state["step"]
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
@@ -163,7 +167,7 @@ class Trainer:
                 if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
                     self.log.metrics(step, metrics)
                 if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
-                    self.save()
+                    self.guarded(self.save)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.3f}")
                 bar.update(1)
         if self.state["step"] < cfg.rl.steps:
@@ -371,9 +375,7 @@ class Trainer:
         if self.engine is not None:
             return deepspeed_step(self.engine, self.scheduler, loss_total, self.state["step"] + 1)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if self.world > 1:
-            for p in params:
-                p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+        average_gradients(self.accelerator, params)
         max_norm = self.cfg.rl.max_grad_norm or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
         if math.isfinite(loss_total) and math.isfinite(grad_norm):
@@ -405,11 +407,16 @@ class Trainer:
         non-finite loss or gradient; this catches a finite gradient the update itself overflowed
         (a learning rate too large for float32, a diverging step). No update can be taken back, so
         the run stops before this step is logged or checkpointed: the newest checkpoint stays good."""
-        bad = nonfinite_parameters(self.accelerator, self.optimizer, {"": self.policy, "value_head.": self.value_head})
+        modules = {"": self.policy, "value_head.": self.value_head}
+        bad = nonfinite_parameters(self.accelerator, self.optimizer, modules, self.group_of)
         if bad:
             (name, group, lr), count = bad[0], len(bad)
             raise self.stop(f"the update left {count} weight tensors NaN or infinite, first {name} "
                             f"(optimizer group {group!r}, learning rate {lr:g})")  # fmt: skip
+
+    def guarded(self, fn):
+        """`fn()`; a peer lost in one of its collectives ends the run with where to resume from."""
+        return guarded(self.out, self.state["step"] + 1, fn)
 
     def stop(self, what: str) -> TrainingError:
         """The error that ends a run at this step, before anything of the step is logged or saved."""
@@ -478,17 +485,7 @@ class Trainer:
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
 
     def save(self) -> None:
-        # Under ZeRO-3 every process takes part in gathering the weights; the main one writes them.
-        with full_parameters(self.accelerator, self.policy, self.value_head):
-            if not self.accelerator.is_main_process:
-                return
-            optimizer = self.optimizer if self.engine is None else None  # ZeRO's state is partitioned
-            if self.curriculum.enabled:
-                self.state["curriculum"] = self.curriculum.state_dict()
-            save_checkpoint(
-                self.out, self.state["step"], self.policy, optimizer, self.scheduler, self.generator,
-                self.state, self.value_head, keep=self.cfg.log.keep_checkpoints,
-            )  # fmt: skip
+        save_run(self)
 
     def _prepare_run_dir(self, resume: bool) -> None:
         if not resume and (self.out / "metrics.jsonl").exists():
@@ -499,25 +496,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> None:
-        """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
-        ckpts = list_checkpoints(self.out)
-        if not ckpts:
-            self._notice(
-                f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting at step 0"
-            )
-            self.log.truncate(0)
-            return
-        state = load_checkpoint(
-            ckpts[-1], self.policy, self.optimizer, self.scheduler, self.generator, self.value_head
-        )
-        self.state.update(state)
-        if self.curriculum.enabled and "curriculum" in state:
-            self.curriculum.load_state_dict(state["curriculum"])
-            self.policy.config.num_thoughts = self.curriculum.num_thoughts
-        self.log.truncate(self.state["step"])
-        self._notice(
-            f"--resume: continuing from {ckpts[-1]} (step {self.state['step']} of {self.cfg.rl.steps})"
-        )
+        resume_run(self)
 
     def _notice(self, text: str) -> None:
         if self.accelerator.is_main_process:

@@ -105,3 +105,16 @@ def dense_dir(dense_recipe) -> Path:
 
     assert main(["pretrain", str(dense_recipe)]) == 0
     return dense_recipe.parent / "as-is"
+
+
+@pytest.fixture(scope="session")
+def zero3_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama whose MLP matrices (32 x 3200) exceed ZeRO-3's default persistence threshold
+    (1e5 values), so ZeRO-3 really partitions them; the gate (32 values) stays whole."""
+    from envs import env_texts, make_env
+    from rl.config import TinyModelConfig
+    from rl.tiny import build_tiny_model, build_tokenizer, save_tiny
+
+    tok = build_tokenizer(env_texts(make_env("addition", {"digits": 3}).dataset("train", 200, seed=0)))
+    shape = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=3200)
+    return save_tiny(build_tiny_model(tok, shape), tok, tmp_path_factory.mktemp("zero3") / "model")

@@ -11,6 +11,7 @@ accelerate launch --config_file CONFIG tests/dist_worker.py train RECIPE OUT
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import torch
@@ -31,7 +32,8 @@ def update(recipe: str, batch_path: str, out: str) -> None:
     metrics = trainer.update(ro, trainer.advantages(rewards), rewards)
     if trainer.accelerator.is_main_process:
         params = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
-        torch.save({"params": params, "metrics": metrics, "world": trainer.world}, out)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine (torchrun's)
+        torch.save({"params": params, "metrics": metrics, "world": trainer.world, "local_world": local}, out)
 
 
 def train(recipe: str, out: str) -> None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from faults import free_port
 
 from rl.config import (
     RunConfig,
@@ -33,20 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "accelerate"
 
 
-def free_port() -> int:
-    """A port no one listens on, so parallel test runs on one machine do not meet."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(config: Path, *args: str, num_processes: int = 1, timeout: int = 600) -> None:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-           "--num_processes", str(num_processes), "--main_process_port", str(free_port()),
-           str(Path(__file__).parent / "dist_worker.py"), *args]  # fmt: skip
+def launch(config: Path, *args: str, num_processes: int = 1, timeout: int = 600, machines: int = 1) -> None:
+    """`accelerate launch` of tests/dist_worker.py; with `machines` > 1, one launcher a machine
+    (`--machine_rank`), all on 127.0.0.1, as `recipes/accelerate/multinode.yaml` runs on a cluster."""
+    port = str(free_port())
+    cmds = [[sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+             "--num_processes", str(num_processes), "--main_process_port", port,
+             *(["--num_machines", str(machines), "--machine_rank", str(m), "--main_process_ip", "127.0.0.1"]
+               if machines > 1 else []),
+             str(Path(__file__).parent / "dist_worker.py"), *args] for m in range(machines)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    for cmd, proc in zip(cmds, procs):
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-3000:]}\n{err[-6000:]}"
 
 
 def recipe(model_dir: Path, out: Path, **rl) -> RunConfig:
@@ -55,7 +55,9 @@ def recipe(model_dir: Path, out: Path, **rl) -> RunConfig:
     )
 
 
-def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path):
+@pytest.mark.parametrize("config, machines", [("ddp_cpu.yaml", 1), ("multinode.yaml", 2)], ids=["one-machine", "two-machines"])
+def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, config, machines):
+    """Two processes on one machine, or on two machines (one each, over the loopback address)."""
     # Batch-wide reward scaling, a KL term, uneven micro-batches and two updates per batch:
     # each depends on statistics or normalizers over the whole step.
     rl = dict(
@@ -71,10 +73,10 @@ def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path):
     expected = one.update(ro, one.advantages(rewards), rewards)
 
     save_config(recipe(tiny_dir, tmp_path / "two", **rl), tmp_path / "two.yaml")
-    launch(CONFIGS / "ddp_cpu.yaml", "update", str(tmp_path / "two.yaml"), str(tmp_path / "batch.pt"),
-           str(tmp_path / "two.pt"), num_processes=2)  # fmt: skip
+    launch(CONFIGS / config, "update", str(tmp_path / "two.yaml"), str(tmp_path / "batch.pt"),
+           str(tmp_path / "two.pt"), num_processes=2, machines=machines)  # fmt: skip
     two = torch.load(tmp_path / "two.pt", weights_only=False)
-    assert two["world"] == 2
+    assert two["world"] == 2 and two["local_world"] == 2 // machines
 
     moved = max((p - before[n]).abs().max().item() for n, p in one.policy.named_parameters())
     assert moved > 1e-4, "the update must move the weights for the comparison to mean anything"
@@ -96,19 +98,6 @@ def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows[:2]] == [1, 2]  # one writer: no line twice
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:2])
-
-
-@pytest.fixture(scope="module")
-def zero3_model_dir(tmp_path_factory) -> Path:
-    """A tiny Llama whose MLP matrices (32 x 3200) exceed ZeRO-3's default persistence threshold
-    (1e5 values), so ZeRO-3 really partitions them; the gate (32 values) stays whole."""
-    from envs import env_texts, make_env
-    from rl.config import TinyModelConfig
-    from rl.tiny import build_tiny_model, build_tokenizer, save_tiny
-
-    tok = build_tokenizer(env_texts(make_env("addition", {"digits": 3}).dataset("train", 200, seed=0)))
-    shape = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=3200)
-    return save_tiny(build_tiny_model(tok, shape), tok, tmp_path_factory.mktemp("zero3") / "model")
 
 
 @pytest.mark.slow

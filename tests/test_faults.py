@@ -1,68 +1,24 @@
-"""Fault injection: `neuralese train` is SIGKILLed at random points, resumed with `--resume`
-until it finishes, and must end bit for bit where an uninterrupted run ends.
+"""Fault injection on one process: `neuralese train` is SIGKILLed at random points, resumed with
+`--resume` until it finishes, and must end bit for bit where an uninterrupted run ends (the kill
+points and checks are in tests/faults.py; tests/test_scaleout.py does the same under data
+parallel and DeepSpeed). After every kill each `step-N` folder must pass its manifest check, and
+the next process must report that it continues from the newest one. The default suite kills 3
+times (one mid-write); `-m slow` kills 12 times (4 aimed mid-write).
 
-The run is a real `python -m rl.cli train` process on a tiny real model. Kill points, from a
-seeded generator:
-
-- `step`: a random delay after the process logs a step, so the kill lands anywhere in the
-  loop (rollout, update, logging, saving, deleting an old checkpoint);
-- `checkpoint`: the moment a `.step-N.tmp-PID` folder appears, i.e. while `rl.io.atomic_dir`
-  is writing a checkpoint; a kill counts as mid-write only if that folder is still there
-  after the process is dead.
-
-After every kill each `step-N` folder must pass its manifest check, and the next process
-must report that it continues from the newest one. The default suite kills 3 times (one
-mid-write); `-m slow` kills 12 times (4 aimed mid-write).
+Then in-process checks: each kind of corruption is named, incomplete folders are never picked.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import random
-import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from faults import assert_same_run, kill_and_resume, write_recipe
 
 from rl.checkpoint import list_checkpoints, verify
 from rl.errors import CheckpointError
-
-ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
-RESUMED = re.compile(r"--resume: (?:continuing from \S*step-(\d+) |no complete checkpoint)")
-RECIPE = """\
-# neuralese train recipe.yaml --out RUN --resume
-seed: 0
-model: {{path: "{model}"}}
-env: {{name: addition, args: {{digits: 3}}, train_size: 64, test_size: 4}}
-rewards:
-  - fn: "{plugins}:digit_share"
-neuralese: {{mode: latent, num_thoughts: 3, tbptt_window: 2}}
-rl:
-  steps: {steps}
-  prompts_per_step: 2
-  samples_per_prompt: 4
-  micro_batch_per_device: 8
-  learning_rate: 1.0e-3
-  lr_scheduler: linear
-  max_new_tokens: 5
-eval: {{n: 2, max_new_tokens: 5}}
-log: {{save_every: 1, keep_checkpoints: 2, completions_every: 1, trackers: []}}
-"""
-
-
-def write_recipe(tmp: Path, model: Path, steps: int) -> Path:
-    path = tmp / "recipe.yaml"
-    path.write_text(RECIPE.format(model=model, plugins=PLUGINS, steps=steps))
-    return path
 
 
 def reference_run(recipe: Path, out: Path) -> None:
@@ -78,118 +34,6 @@ def reference_run(recipe: Path, out: Path) -> None:
         Trainer(cfg).train()
     finally:
         torch.set_num_threads(threads)
-
-
-def launch(recipe: Path, out: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "rl.cli", "train", str(recipe), "--out", str(out), "--resume"]
-    with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=out.parent)
-
-
-def poll(proc: subprocess.Popen, ready, timeout: float = 300.0) -> bool:
-    """Spin until `ready()` (True) or the process ends (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return True
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.0005)
-    raise TimeoutError("the training process made no progress")
-
-
-def newest_step(out: Path) -> int:
-    ckpts = list_checkpoints(out)
-    return int(ckpts[-1].name.split("-")[1]) if ckpts else 0
-
-
-def writing_checkpoint(ckpts: Path, seen: set[str]) -> bool:
-    """A `.step-N.tmp-PID` folder not in `seen` exists: a checkpoint is being written."""
-    return ckpts.exists() and any(
-        e.name.startswith(".step-") and ".tmp-" in e.name and e.name not in seen for e in os.scandir(ckpts)
-    )
-
-
-def kill(proc: subprocess.Popen, kind: str, out: Path, log: Path, rng: random.Random) -> bool:
-    """SIGKILL `proc` at a `kind` point; False if it finished first."""
-    metrics, ckpts = out / "metrics.jsonl", out / "checkpoints"
-    if kind == "step":
-        if not poll(proc, lambda: "--resume:" in log.read_text()):  # its log is cut back by then
-            return False
-        size = metrics.stat().st_size if metrics.exists() else 0
-        if not poll(proc, lambda: metrics.exists() and metrics.stat().st_size > size):
-            return False
-        time.sleep(rng.uniform(0.0, 0.4))
-    else:
-        for _ in range(rng.randint(0, 2) + 1):  # which of the next checkpoint writes is hit
-            seen = {p.name for p in ckpts.glob(".step-*.tmp-*")} if ckpts.exists() else set()
-            if not poll(proc, functools.partial(writing_checkpoint, ckpts, seen)):
-                return False
-    proc.send_signal(signal.SIGKILL)
-    return proc.wait() == -signal.SIGKILL
-
-
-def kill_and_resume(recipe: Path, out: Path, kinds: list[str], seed: int) -> list[dict]:
-    """Run to the end through the kills in `kinds`; returns a record of every process."""
-    rng = random.Random(seed)
-    records: list[dict] = []
-    expected = 0
-    for i in range(len(kinds) + 1):
-        log = out.parent / f"attempt-{i}.log"
-        proc = launch(recipe, out, log)
-        kind = kinds[i] if i < len(kinds) else None
-        killed = kill(proc, kind, out, log, rng) if kind else False
-        if not killed:
-            assert proc.wait(timeout=600) == 0, log.read_text()
-        resumed = RESUMED.search(log.read_text())
-        assert resumed, f"process {i} did not say where it resumed:\n{log.read_text()}"
-        assert int(resumed.group(1) or 0) == expected, "did not resume from the newest complete checkpoint"
-        mid_write = killed and any((out / "checkpoints").glob(f".step-*.tmp-{proc.pid}"))
-        for ckpt in list_checkpoints(out):  # no kill leaves a step-N that fails its manifest
-            verify(ckpt)
-        expected = newest_step(out)
-        records.append({"kind": kind if killed else "finished", "resumed_from": int(resumed.group(1) or 0),
-                        "mid_write": mid_write, "newest_after": expected})  # fmt: skip
-        if not killed:
-            break
-    return records
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Final weights, optimizer and random states bit for bit; metrics equal but for timings."""
-    ca, cb = list_checkpoints(a)[-1], list_checkpoints(b)[-1]
-    assert ca.name == cb.name
-    for name in ("model.safetensors", "feedback.safetensors"):
-        ta, tb = load_file(ca / name), load_file(cb / name)
-        assert ta.keys() == tb.keys()
-        for key in ta:
-            assert torch.equal(ta[key], tb[key]), f"{name}: {key} differs"
-    for name in ("optimizer.pt", "rng.pt"):
-        sa, sb = (torch.load(c / name, weights_only=True) for c in (ca, cb))
-        assert_nested_equal(sa, sb, name)
-
-    def rows(run: Path):
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(ln).items() if not k.startswith("time/")} for ln in lines]
-
-    assert rows(a) == rows(b)
-    assert (a / "completions.jsonl").read_text() == (b / "completions.jsonl").read_text()
-
-
-def assert_nested_equal(x, y, where: str) -> None:
-    if isinstance(x, torch.Tensor):
-        assert torch.equal(x, y), where
-    elif isinstance(x, dict):
-        assert x.keys() == y.keys(), where
-        for k in x:
-            assert_nested_equal(x[k], y[k], f"{where}.{k}")
-    elif isinstance(x, (list, tuple)):
-        assert len(x) == len(y), where
-        for i, (u, v) in enumerate(zip(x, y)):
-            assert_nested_equal(u, v, f"{where}[{i}]")
-    else:
-        assert x == y, where
 
 
 def run_fault_injection(
@@ -276,6 +120,20 @@ def test_each_kind_of_corruption_is_detected_and_names_the_file(two_steps, tmp_p
         assert "Move step-2 out of" in str(e.value) and "to resume from step-1, the newest before it" in str(
             e.value
         )
+
+
+def test_resume_with_another_number_of_processes_is_refused(two_steps, tmp_path):
+    """Each process's random streams are in the checkpoint: resuming with another count would go on
+    with other samples than the run that wrote it, so it is refused with the count to use."""
+    from rl.checkpoint import load_checkpoint
+    from rl.trainer import Trainer
+
+    run, cfg = copy_run(two_steps, tmp_path / "run")
+    trainer = Trainer(cfg, resume=True)
+    ckpt = list_checkpoints(run)[-1]
+    with pytest.raises(CheckpointError, match=r"written by a run of 1 process\(es\), resumed with 2.*--num_processes 1"):
+        load_checkpoint(ckpt, trainer.policy, trainer.optimizer, trainer.scheduler, trainer.generator,
+                        rank=1, world=2)  # fmt: skip
 
 
 def test_resume_stops_at_a_corrupted_checkpoint_and_its_advice_works(two_steps, tmp_path):

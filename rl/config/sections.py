@@ -280,6 +280,10 @@ class RLConfig:
     """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
     reward_timeout_s: PositiveFloat = 60.0
     """A reward call that takes longer than this fails with an error naming the function."""
+    collective_timeout_s: PositiveFloat = 1800.0
+    """Several processes: how long one waits in a collective (a gather of rewards, a gradient
+    average) for the others before the run stops with an error. A process that dies is noticed at
+    once (its connections close); this bounds the wait on one that hangs or whose machine is gone."""
     rollout_engine: Literal["hf", "vllm"] = "hf"
     """Who samples the answers: `hf`, the policy's own batched KV-cache loop (every mode); or `vllm`
     (the optional extra; modes `off` and `latent`: the policy computes the thoughts, vLLM decodes the
