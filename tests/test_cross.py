@@ -264,3 +264,38 @@ def test_settings_a_cross_run_cannot_take(pair, key, value):
         setattr(getattr(cfg, section), field, value)
     with pytest.raises(ConfigError, match=f"'{key}'"):
         validate(cfg)
+
+
+# ----------------------------------------------------------------------------- the trainer and the CLI
+
+
+def test_trainer_runs_cross_model_thinking_and_inspect_reads_both_heads(pair, tmp_path, capsys):
+    """Two RL steps through the one trainer: only the translator and B's gate move; the run folder
+    loads back as a cross policy for eval and inspect; export refuses it by name."""
+    from rl.cli import main
+    from rl.export import load_policy
+    from rl.inspector import format_table, inspect_thoughts
+    from rl.trainer import Trainer
+    from tests.runs import run_config
+
+    a, b, translator = pair
+    cfg = run_config(b, tmp_path / "run")
+    cfg.cross = CrossConfig(thinker=str(a), translator=str(translator))
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in trainer.policy.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.startswith("adapter.") for n in moved), moved
+    assert "adapter.translator.linear.weight" in moved
+    policy = load_policy(tmp_path / "run")
+    assert isinstance(policy, CrossModelPolicy)
+    torch.testing.assert_close(policy.translator.linear.weight, trainer.policy.translator.linear.weight)
+    ins = inspect_thoughts(policy, "123+456=")
+    assert len(ins.thoughts) == K and set(ins.thoughts[0].lenses) == {"A's head on f", "B's head on y"}
+    table = format_table(ins)
+    assert "A's head on f" in table and "thinker A:" in table
+    assert main(["eval", str(tmp_path / "run"), "--env", "addition", "--env-args", "{digits: 3}", "--n", "4",
+                 "--thoughts", "shuffled"]) == 0  # fmt: skip
+    assert '"thoughts": "shuffled"' in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 2
+    assert "cross-model run" in capsys.readouterr().err
