@@ -162,40 +162,28 @@ def inspect_thoughts(
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
     inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
     embeds = policy.embed(inputs)  # [1, L, D]
-    out = policy.model(
-        inputs_embeds=policy.mode.final_inputs(policy, ro),
-        attention_mask=ro.attention_mask,
-        position_ids=ro.position_ids,
-        output_hidden_states=True,
-        return_dict=True,
-    )
+    out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
+                       position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)  # fmt: skip
     top_p, top_ids, normed = read_lens(policy, out, positions, top_k)
-
     f = ro.feedback[0, positions]  # [n, D] what entered, noise included
     gate = policy.adapter.gate()  # [D]
-    gated = f if policy.config.input == "latent_only" else gate * f  # [n, D]
-    e_norm = embeds[0, positions].float().norm(dim=-1)  # [n]
     unit = F.normalize(f, dim=-1)
     cosine = unit @ unit.T  # [n, n]
-    tok = policy.tokenizer
     extra = policy.mode.inspect_columns(policy, ro, positions)
     reads = codec_map.read(ro.thoughts[0, positions]) if codec_map is not None else [None] * len(positions)
-    lenses = {name: top_tokens(owner, states, top_k)
+    lenses = {name: top_tokens(owner, states, top_k)  # the mode's own lenses (cross-model: A's and B's heads)
               for name, (owner, states) in policy.mode.inspect_lenses(policy, ro, positions).items()}  # fmt: skip
     thoughts = [
         Thought(
             index=i + 1,
             position=int(t) - ro.prompt_length,
-            token=_show(tok, int(inputs[0, t])),
-            lens=[(_show(tok, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
-            feedback_norm=float(f[i].norm()),
-            gate=float(gated[i].norm() / f[i].norm().clamp_min(1e-12)),
-            token_norm=float(e_norm[i]),
-            thought_to_token=float(gated[i].norm() / e_norm[i].clamp_min(1e-12)),
+            token=_show(policy.tokenizer, int(inputs[0, t])),
+            lens=[(_show(policy.tokenizer, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
             cosine_prev=float(cosine[i, i - 1]) if i > 0 else None,
             columns={name: values[i] for name, values in extra.items()},
             codec_text=reads[i],
             lenses={name: rows[i] for name, rows in lenses.items()},
+            **norms(policy, f[i], embeds[0, t]),
         )
         for i, t in enumerate(positions.tolist())
     ]
@@ -212,6 +200,15 @@ def inspect_thoughts(
         mode_line=policy.mode.describe(policy),
         codec_line=codec_map.summary() if codec_map is not None else "",
     )
+
+
+def norms(policy: NeuralesePolicy, f: torch.Tensor, e: torch.Tensor) -> dict[str, float]:
+    """A thought f [D] fed next to the token embedding e [D]: |f|, the share that passes the gate, |e| and
+    the gated thought against the token."""
+    gated = f if policy.config.input == "latent_only" else policy.adapter.gate() * f  # [D]
+    e_norm = e.float().norm()
+    return {"feedback_norm": float(f.norm()), "gate": float(gated.norm() / f.norm().clamp_min(1e-12)),
+            "token_norm": float(e_norm), "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12))}  # fmt: skip
 
 
 def format_table(ins: Inspection) -> str:

@@ -48,16 +48,16 @@ def pair(tmp_path_factory):
     return a, b, root / "linear" / "A-to-B"
 
 
-def cross_config(pair, **neuralese) -> RunConfig:
+def cross_config(pair, thinker_input="gated_sum", **neuralese) -> RunConfig:
     a, b, translator = pair
     nz = {"mode": "latent", "num_thoughts": K, "tbptt_window": 2, **neuralese}
     return RunConfig(model=ModelConfig(path=str(b)), neuralese=NeuraleseConfig(**nz),
-                     cross=CrossConfig(thinker=str(a), translator=str(translator)))  # fmt: skip
+                     cross=CrossConfig(thinker=str(a), translator=str(translator), thinker_input=thinker_input))  # fmt: skip
 
 
-def make_policy(pair, gate: float = 1.0, seed: int = 0, **neuralese) -> CrossModelPolicy:
+def make_policy(pair, gate: float = 1.0, seed: int = 0, thinker_input="gated_sum", **neuralese) -> CrossModelPolicy:
     """A cross policy with B's and A's gates open at random (so A's chain and B's thoughts matter)."""
-    policy = build_cross_policy(cross_config(pair, **neuralese), "cpu")
+    policy = build_cross_policy(cross_config(pair, thinker_input, **neuralese), "cpu")
     torch.manual_seed(seed)
     with torch.no_grad():
         for adapter in (policy.adapter, policy.thinker.adapter):
@@ -78,7 +78,7 @@ CASES = [(w, noise, inp) for w in (0, 1, 2, "full") for noise in (0.0, SIGMA) fo
 
 @pytest.mark.parametrize("window,noise,inp", CASES)
 def test_recompute_equals_sampling_logprobs(pair, window, noise, inp):
-    policy = make_policy(pair, noise_std=noise, input=inp)
+    policy = make_policy(pair, noise_std=noise, input=inp, thinker_input="latent_only" if noise else "gated_sum")
     ro = rollout(policy)
     assert ro.attention_mask[:, 0].min() == 0, "the batch must contain left padding"
     # Live A-chain edges are recomputed only when something in A needs a gradient: make it so.
@@ -169,8 +169,9 @@ def grads(policy, logp, weights) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("window", [0, 1, 2, "full"])
-def test_gradients_equal_literal_unrolling(pair, window):
-    policy = make_policy(pair)
+@pytest.mark.parametrize("thinker_input", ["gated_sum", "latent_only"])
+def test_gradients_equal_literal_unrolling(pair, window, thinker_input):
+    policy = make_policy(pair, thinker_input=thinker_input)
     policy.thinker.requires_grad_(True)  # A trainable, so the window shows in its weights' gradients
     ro = rollout(policy)
     weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))

@@ -75,6 +75,11 @@ class CrossConfig:
     translator: str | None = None
     """A translator folder from A to B written by `neuralese translate fit` (`linear/A-to-B/` or `mlp/A-to-B/`):
     fitted on `neuralese.layer`'s states of these two models. It is the trained part."""
+    thinker_input: Literal["latent_only", "gated_sum"] = "latent_only"
+    """What A's thought positions read: `latent_only`, the thought before alone (Coconut's input: with
+    `neuralese.layer: -1` a soft version of the token A would write next, so A's K thoughts run ahead
+    through its answer); `gated_sum`, A's thought token plus its gated thought (A's gate is closed, as A is
+    not trained: its thought positions then read no thought). `neuralese.input` is B's."""
     reader: Literal["frozen", "lora"] = "frozen"
     """How B trains: `frozen` (only the translator and B's gate learn; `model.lora.r` must be 0) or `lora`
     (B's LoRA weights too, as `model.lora` sets them; `model.lora.r` must be > 0)."""

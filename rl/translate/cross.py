@@ -2,7 +2,8 @@
 
     A (thinker)    reads the prompt in its own tokenizer, then thinks K latent thoughts (latent mode):
                    f_1 from its last prompt position, f_k from its thought position k-1, whose input is
-                   A's thought token combined with f_{k-1} (rl.translate.chain)
+                   f_{k-1} (`cross.thinker_input: latent_only`) or A's thought token combined with it
+                   (rl.translate.chain)
     translation    y_k = T(f_k) (+ sigma * eps_k with `neuralese.noise_std`)
     B (reader)     reads the prompt in its own tokenizer, then K thought positions whose inputs are B's
                    thought token combined with y_k (B's gate, or y_k alone with `input: latent_only`),
@@ -176,7 +177,7 @@ def build_cross_policy(cfg: RunConfig, device: torch.device | str) -> CrossModel
     model, tokenizer = language_model(cfg, device)
     if cross.reader == "frozen":
         model.requires_grad_(False)
-    thinker_cfg = dataclasses.replace(cfg.neuralese, projection="identity", noise_std=0.0)
+    thinker_cfg = dataclasses.replace(cfg.neuralese, projection="identity", noise_std=0.0, input=cross.thinker_input)
     thinker = NeuralesePolicy.from_pretrained(
         cross.thinker, ModelConfig(add_thought_token=cfg.model.add_thought_token), device, config=thinker_cfg
     )
