@@ -133,7 +133,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/cross_table")
     p.add_argument("--steps-a", type=int, default=800, help="stage-0 steps of A")
-    p.add_argument("--steps-b", type=int, default=800, help="stage-0 steps of B")
+    p.add_argument("--steps-b", type=int, default=2000, help="stage-0 steps of B")
     p.add_argument("--rl-steps", type=int, default=None, help="RL steps per seed (default: the recipe's)")
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args()

@@ -300,3 +300,15 @@ def test_trainer_runs_cross_model_thinking_and_inspect_reads_both_heads(pair, tm
     assert '"thoughts": "shuffled"' in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 2
     assert "cross-model run" in capsys.readouterr().err
+
+
+def test_lora_reader_trains_with_the_translator(pair):
+    """`cross.reader: lora`: B's LoRA weights get gradients beside the translator; B's own weights do not."""
+    cfg = cross_config(pair)
+    cfg.cross.reader, cfg.model.lora = "lora", dataclasses.replace(cfg.model.lora, r=4)
+    validate(cfg)
+    policy = build_cross_policy(cfg, "cpu")
+    ro = rollout(policy)
+    g = grads(policy, recompute_logprobs(policy, ro, 2).logprobs, torch.ones(ro.logprobs.shape))
+    assert any("lora_" in n for n in g) and "adapter.translator.linear.weight" in g
+    assert all("lora_" in n or n.startswith("adapter.") for n in g), sorted(g)
