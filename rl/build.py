@@ -36,7 +36,20 @@ class ValueHead(nn.Module):
 
 
 def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
-    """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter."""
+    """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter; with
+    `cross.thinker` set, that model reading another model's translated thoughts (rl.translate.cross)."""
+    if cfg.cross.thinker is not None:
+        from rl.translate.cross import build_cross_policy  # it builds on this module
+
+        return build_cross_policy(cfg, device)
+    model, tokenizer = language_model(cfg, device)
+    # A copy: the curriculum changes the policy's number of thoughts, never the run's config.
+    return NeuralesePolicy(model, tokenizer, dataclasses.replace(cfg.neuralese)).to(device)
+
+
+def language_model(cfg: RunConfig, device: torch.device | str):
+    """(model, tokenizer) at `model.path`, with the thought token when the mode needs it, LoRA-wrapped
+    when `model.lora.r > 0`."""
     model, tokenizer = load_model(cfg.model.path, cfg.model, device)
     if get_mode(cfg.neuralese).uses_thought_token:  # before LoRA: a new token resizes the embedding table
         ensure_thought_token(model, tokenizer, cfg.neuralese.thought_token, cfg.model.add_thought_token)
@@ -54,8 +67,7 @@ def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
                 task_type="CAUSAL_LM",
             ),
         )
-    # A copy: the curriculum changes the policy's number of thoughts, never the run's config.
-    return NeuralesePolicy(model, tokenizer, dataclasses.replace(cfg.neuralese)).to(device)
+    return model, tokenizer
 
 
 def build_reference(cfg: RunConfig, policy: NeuralesePolicy) -> NeuralesePolicy | None:

@@ -192,6 +192,9 @@ def check_out(out: Path, src: Source, overwrite: bool) -> None:
 def export(src: str | Path, out: str | Path, overwrite: bool = False, device: str = "cpu") -> Path:
     """Write the policy at `src` (any kind `load_policy` takes) to `out` as an exported folder."""
     source, out = locate(src), Path(out)
+    if source.config is not None and source.config.cross.thinker is not None:
+        raise CheckpointError(f"{src}: a cross-model run (cross.thinker) has two models and a translator, which "
+                              "an exported folder cannot hold yet; `neuralese eval` and `inspect` read the run folder")  # fmt: skip
     check_out(out, source, overwrite)
     policy = load_source(source, device)
     with atomic_dir(out) as tmp:

@@ -63,6 +63,7 @@ class Thought:
     cosine_prev: float | None  # cos(f, previous f); None for the first
     columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (rl.modes)
     codec_text: str | None = None  # what the thought reads as through a codec map (rl.codec.lens)
+    lenses: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # the mode's own lenses (rl.modes)
 
 
 @dataclass
@@ -125,6 +126,13 @@ def read_lens(policy: NeuralesePolicy, out, positions: torch.Tensor, top_k: int)
     return top_p, top_ids, normed
 
 
+def top_tokens(policy: NeuralesePolicy, states: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
+    """Per state [n, D] of `policy`'s fed-back space, the top tokens of its logit lens and their probabilities."""
+    probs = torch.softmax(lens_logits(policy, states)[0], dim=-1)  # [n, V]
+    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [[(_show(policy.tokenizer, int(j)), float(p)) for j, p in zip(ids, ps)] for ids, ps in zip(top_ids, top_p)]
+
+
 def _show(tokenizer, token_id: int) -> str:
     """A token as text, quoted so spaces and newlines stay visible."""
     return repr(tokenizer.decode([token_id]))
@@ -154,37 +162,28 @@ def inspect_thoughts(
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
     inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
     embeds = policy.embed(inputs)  # [1, L, D]
-    out = policy.model(
-        inputs_embeds=policy.mode.final_inputs(policy, ro),
-        attention_mask=ro.attention_mask,
-        position_ids=ro.position_ids,
-        output_hidden_states=True,
-        return_dict=True,
-    )
+    out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
+                       position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)  # fmt: skip
     top_p, top_ids, normed = read_lens(policy, out, positions, top_k)
-
     f = ro.feedback[0, positions]  # [n, D] what entered, noise included
     gate = policy.adapter.gate()  # [D]
-    gated = f if policy.config.input == "latent_only" else gate * f  # [n, D]
-    e_norm = embeds[0, positions].float().norm(dim=-1)  # [n]
     unit = F.normalize(f, dim=-1)
     cosine = unit @ unit.T  # [n, n]
-    tok = policy.tokenizer
     extra = policy.mode.inspect_columns(policy, ro, positions)
     reads = codec_map.read(ro.thoughts[0, positions]) if codec_map is not None else [None] * len(positions)
+    lenses = {name: top_tokens(owner, states, top_k)  # the mode's own lenses (cross-model: A's and B's heads)
+              for name, (owner, states) in policy.mode.inspect_lenses(policy, ro, positions).items()}  # fmt: skip
     thoughts = [
         Thought(
             index=i + 1,
             position=int(t) - ro.prompt_length,
-            token=_show(tok, int(inputs[0, t])),
-            lens=[(_show(tok, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
-            feedback_norm=float(f[i].norm()),
-            gate=float(gated[i].norm() / f[i].norm().clamp_min(1e-12)),
-            token_norm=float(e_norm[i]),
-            thought_to_token=float(gated[i].norm() / e_norm[i].clamp_min(1e-12)),
+            token=_show(policy.tokenizer, int(inputs[0, t])),
+            lens=[(_show(policy.tokenizer, int(j)), float(p)) for j, p in zip(top_ids[i], top_p[i])],
             cosine_prev=float(cosine[i, i - 1]) if i > 0 else None,
             columns={name: values[i] for name, values in extra.items()},
             codec_text=reads[i],
+            lenses={name: rows[i] for name, rows in lenses.items()},
+            **norms(policy, f[i], embeds[0, t]),
         )
         for i, t in enumerate(positions.tolist())
     ]
@@ -203,6 +202,15 @@ def inspect_thoughts(
     )
 
 
+def norms(policy: NeuralesePolicy, f: torch.Tensor, e: torch.Tensor) -> dict[str, float]:
+    """A thought f [D] fed next to the token embedding e [D]: |f|, the share that passes the gate, |e| and
+    the gated thought against the token."""
+    gated = f if policy.config.input == "latent_only" else policy.adapter.gate() * f  # [D]
+    e_norm = e.float().norm()
+    return {"feedback_norm": float(f.norm()), "gate": float(gated.norm() / f.norm().clamp_min(1e-12)),
+            "token_norm": float(e_norm), "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12))}  # fmt: skip
+
+
 def format_table(ins: Inspection) -> str:
     """The inspection as a plain-text table for the terminal."""
     lens_how = "final norm, then output head" if ins.lens_norm else "output head (state is post-norm)"
@@ -217,6 +225,9 @@ def format_table(ins: Inspection) -> str:
     ]
     lens_cells = ["  ".join(f"{t} {p:.2f}" for t, p in th.lens) for th in ins.thoughts]
     width = max([len("logit lens (top tokens, prob)"), *map(len, lens_cells)])
+    more = list(ins.thoughts[0].lenses) if ins.thoughts else []  # a mode's own lenses, a column each
+    more_cells = {n: ["  ".join(f"{t} {p:.2f}" for t, p in th.lenses[n][:3]) for th in ins.thoughts] for n in more}
+    more_w = {n: max(len(n), *map(len, cells)) for n, cells in more_cells.items()}
     tok_w = max([len("input"), *(len(th.token) for th in ins.thoughts)])
     names = list(ins.thoughts[0].columns) if ins.thoughts else []
     reads = ins.codec_line != ""
@@ -224,6 +235,7 @@ def format_table(ins: Inspection) -> str:
         f"{'#':>3}  {'pos':>3}  {'input':<{tok_w}}  {'logit lens (top tokens, prob)':<{width}}  "
         f"{'|f|':>7}  {'gate':>6}  {'|g*f|/|e|':>9}  {'cos prev':>8}"
         + "".join(f"  {n:>7}" for n in names)
+        + "".join(f"  {n:<{more_w[n]}}" for n in more)
         + ("  codec reads" if reads else "")
     )
     lines += [head, "-" * len(head)]
@@ -235,6 +247,7 @@ def format_table(ins: Inspection) -> str:
             f"{th.index:>3}  {th.position:>3}  {th.token:<{tok_w}}  {cell:<{width}}  "
             f"{th.feedback_norm:>7.3f}  {th.gate:>6.4f}  {th.thought_to_token:>9.4f}  {cos:>8}"
             + "".join("        -" if th.columns[n] is None else f"  {th.columns[n]:>7.4f}" for n in names)
+            + "".join(f"  {more_cells[n][th.index - 1]:<{more_w[n]}}" for n in more)
             + (f"  {th.codec_text!r}" if reads else "")
         )
     return "\n".join(lines)

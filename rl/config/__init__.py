@@ -41,9 +41,11 @@ from rl.config.sections import (
     TranslateConfig,
     VLLMConfig,
 )
+from rl.config.translate import CrossConfig
 from rl.io import describe_yaml_error
 
 __all__ = [
+    "CrossConfig",
     "CurriculumConfig",
     "EnvConfig",
     "EvalConfig",

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 
 from rl.codec.config import check_codec
+from rl.config.translate import check_cross
 from rl.config.sections import (
     RunConfig,
 )
@@ -249,6 +250,7 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(len(set(tr.models)) == len(tr.models), "translate.models", "a list without repeats", tr.models)
     need(len(tr.kinds) >= 1 and len(set(tr.kinds)) == len(tr.kinds), "translate.kinds",
          "a non-empty list of distinct kinds ('linear', 'mlp', 'common')", tr.kinds)  # fmt: skip
+    check_cross(cfg, source)
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from rl.codec.config import CodecConfig
+from rl.config.translate import CrossConfig, TranslateConfig
 from rl.ranges import (
     AnyInt,
     FiniteFloat,
@@ -415,52 +416,6 @@ class RewardModelConfig:
 
 
 @dataclass
-class TranslateConfig:
-    """`neuralese translate fit`: translators between the fed-back states (`neuralese.layer`) of two or
-    more models, fitted on paired states of the models reading the same texts (rl.translate)."""
-
-    models: list[str] = field(default_factory=list)
-    """Model folders (two or more). Linear and MLP translators are fitted for every ordered pair; the
-    common space has one encoder and decoder per model."""
-    kinds: list[Literal["linear", "mlp", "common"]] = field(
-        default_factory=lambda: ["linear", "mlp", "common"]
-    )
-    """What to fit: `linear` (closed-form ridge), `mlp` (the ridge map plus a trained residual MLP),
-    `common` (a shared space of `common_width`, fitted by generalized CCA with alternating ridge)."""
-    text_file: str | None = None
-    """A UTF-8 text file, one text per line: the first `fit_texts` lines fit, the next `held_out_texts`
-    are held out. None reads the environment (`env`): its train split fits, `env.test_split` is held out
-    (each text a prompt followed by its completion, or its answer)."""
-    fit_texts: PositiveInt = 2000
-    """Texts whose positions fit the translators."""
-    held_out_texts: PositiveInt = 200
-    """Texts whose positions measure them (never fitted on)."""
-    batch_size: PositiveInt = 64
-    """Texts per forward pass when reading states."""
-    min_aligned_positions: PositiveInt = 100
-    """Fewest positions (all models ending a token at the same character) the fit texts must give; fewer
-    is an error: the tokenizers share too few boundaries to pair states."""
-    ridge: NonNegativeFloat = 1e-3
-    """Ridge penalty, relative to the mean variance of the input features (scale-free)."""
-    mlp_hidden: PositiveInt = 256
-    """Width of the MLP translator's hidden layer."""
-    mlp_steps: NonNegativeInt = 500
-    """AdamW steps of the MLP translator (from the ridge solution)."""
-    mlp_batch_size: PositiveInt = 256
-    """Paired positions per MLP step."""
-    mlp_learning_rate: PositiveFloat = 1e-3
-    """MLP learning rate."""
-    mlp_weight_decay: NonNegativeFloat = 0.01
-    """MLP AdamW weight decay."""
-    common_width: PositiveInt = 64
-    """Width of the common thought space."""
-    common_iterations: PositiveInt = 10
-    """Alternating-ridge iterations of the common space."""
-    output_dir: str | None = None
-    """Where the translators and `report.json` go; None: `<output_dir>/translate`."""
-
-
-@dataclass
 class LogConfig:
     """What a run writes and how often."""
 
@@ -514,5 +469,7 @@ class RunConfig:
     """Training a text codec here (`neuralese codec train`); `model.codec` builds a dense-token model on one."""
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     """Translators between models' thoughts (`neuralese translate fit`)."""
+    cross: CrossConfig = field(default_factory=CrossConfig)
+    """Thinking across models: another model's translated thoughts in this model's thought positions."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""

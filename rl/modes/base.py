@@ -93,6 +93,11 @@ class ThoughtMode:
         """Extra `neuralese inspect` columns for the thoughts fed into `positions` [n] of row 0."""
         return {}
 
+    def inspect_lenses(self, policy, ro, positions: torch.Tensor) -> dict[str, tuple]:
+        """More logit lenses for `neuralese inspect`: {name: (policy whose head reads, states [n, D])} for
+        the thoughts fed into `positions` [n] of row 0 (cross-model thinking reads A's and B's)."""
+        return {}
+
     def describe(self, policy) -> str:
         """An extra `neuralese inspect` header line about the mode's own weights ('' for none)."""
         return ""
