@@ -168,3 +168,12 @@ def test_inspect_shows_the_state_and_what_it_keeps(tiny_dir):
     assert kept[0] == 0 and all(0 < k for k in kept[1:])  # nothing to keep at the first position
     table = format_table(ins)
     assert f"channel: width 12, retention a mean {a.mean():.4f}" in table and "kept" in table
+
+
+def test_weight_stats_are_the_retention_and_other_modes_have_none(tiny_dir):
+    policy = channel_policy(tiny_dir)
+    a = torch.sigmoid(policy.adapter.channel.retention.logit).detach()
+    stats = policy.mode.weight_stats(policy)
+    assert stats == pytest.approx({"a mean": float(a.mean()), "a min": float(a.min()), "a max": float(a.max())})
+    hybrid = make_policy(tiny_dir, mode="hybrid")
+    assert hybrid.mode.weight_stats(hybrid) == {}

@@ -93,6 +93,10 @@ class ThoughtMode:
         """Extra `neuralese inspect` columns for the thoughts fed into `positions` [n] of row 0."""
         return {}
 
+    def weight_stats(self, policy) -> dict[str, float]:
+        """Numbers about the mode's own weights (channel mode's retention), for `describe` and the ablation."""
+        return {}
+
     def describe(self, policy) -> str:
         """An extra `neuralese inspect` header line about the mode's own weights ('' for none)."""
         return ""

@@ -95,6 +95,13 @@ class ChannelMode(ThoughtMode):
         kept = (w.retention() * state[positions - 1]).norm(dim=-1) / state[positions].norm(dim=-1).clamp_min(1e-12)
         return {"|s|": state[positions].norm(dim=-1).tolist(), "kept": kept.tolist()}
 
+    def weight_stats(self, policy) -> dict[str, float]:
+        """The retention a: near 0 the channel is hybrid feedback restricted to r dimensions, near 1 it
+        forgets nothing."""
+        a = policy.adapter.channel.retention().detach()
+        return {"a mean": float(a.mean()), "a min": float(a.min()), "a max": float(a.max())}
+
     def describe(self, policy) -> str:
-        a = policy.adapter.channel.retention()
-        return f"channel: width {a.numel()}, retention a mean {a.mean():.4f}, min {a.min():.4f}, max {a.max():.4f}"
+        a = self.weight_stats(policy)
+        return (f"channel: width {policy.adapter.channel.write.out_features}, retention a mean {a['a mean']:.4f}, "
+                f"min {a['a min']:.4f}, max {a['a max']:.4f}")
