@@ -393,8 +393,8 @@ def diagnose(run: Path, cfg: RunConfig, arm: Arm) -> dict:
 
 def thought_stats(policy, cfg: RunConfig) -> dict:
     """Thought statistics of greedy answers to DIAG_PROMPTS evaluation prompts: rl.inspector's
-    cosine to the previous thought and |g*f|/|e| (and the means of the mode's own columns), and the
-    cosine between the same thought of different prompts (a thought that is the same for every input
+    cosine to the previous thought and |g*f|/|e| (and the means of the mode's own columns, with the
+    mode's weight statistics: channel mode's retention), and the cosine between the same thought of different prompts (a thought that is the same for every input
     carries nothing)."""
     import torch
     import torch.nn.functional as F
@@ -430,7 +430,7 @@ def thought_stats(policy, cfg: RunConfig) -> dict:
         "cos_consecutive": mean(consecutive),
         "cos_across_prompts": across,
         "thought_to_token": mean(loudness),
-        "mode_columns": {name: mean(values) for name, values in columns.items()},
+        "mode_columns": {**{name: mean(values) for name, values in columns.items()}, **policy.mode.weight_stats(policy)},
     }
 
 

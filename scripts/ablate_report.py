@@ -6,6 +6,7 @@ writes OUT/table.md and OUT/accuracy.png. docs/ablation.md explains every column
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def aggregate(runs: list[dict], arms: dict) -> dict[str, dict]:
         row = {"arm": name, "seeds": len(mine), "stage0": spec.stage0, "control_of": spec.control_of}
         for key in NUMBERS:
             row[key], row[f"{key}_std"] = mean_std([r.get(key) for r in mine])
+        # The mode's own numbers (channel mode's |s|, kept, retention a; refine's Δpass), mean over seeds.
+        keys = dict.fromkeys(k for r in mine for k in r.get("mode_columns") or {})
+        row["mode_columns"] = {k: mean_std([(r.get("mode_columns") or {}).get(k) for r in mine])[0] for k in keys}
         out[name] = row
     for row in out.values():
         pause = out.get(f"{row['arm']}+pause")
@@ -63,6 +67,11 @@ def fmt(value, spec: str = ".3f", std=None) -> str:
         return "—"
     text = format(value, spec)
     return text if std is None else f"{text} ± {format(std, spec)}"
+
+
+def cell_name(name: str) -> str:
+    """A column name fit for a markdown cell: |s| would split it, so it is written abs(s), as |g·f|/|e| is."""
+    return re.sub(r"[|](.+?)[|]", r"abs(\1)", name)
 
 
 def write_table(path: Path, cfg, rows: dict[str, dict], as_is: dict, args) -> None:
@@ -104,16 +113,19 @@ def write_table(path: Path, cfg, rows: dict[str, dict], as_is: dict, args) -> No
         "|g·f|/|e| = gated thought against the token embedding; latent grad = gradient norm on the latent path "
         "and grad = total gradient norm before clipping (means over the second half of the steps); cos prev = "
         "cosine of consecutive thoughts; cos across = cosine of the same thought for different prompts; "
-        "gate closed = accuracy of the trained policy with tanh λ set to 0.",
+        "gate closed = accuracy of the trained policy with tanh λ set to 0; mode = the mode's own numbers "
+        "(channel: |s| the state's norm, kept the share of it carried over from the position before, a the "
+        "learned retention; refine: Δpass).",
         "",
-        "| arm | gate | abs(g·f)/abs(e) | latent grad | grad | cos prev | cos across | accuracy, gate closed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | gate | abs(g·f)/abs(e) | latent grad | grad | cos prev | cos across | accuracy, gate closed | mode |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for a in rows.values():
+        mode = ", ".join(f"{cell_name(k)} {fmt(v)}" for k, v in (a.get("mode_columns") or {}).items()) or "—"
         lines.append(
             f"| {a['arm']} | {fmt(a['gate'], '.4f')} | {fmt(a.get('thought_to_token'), '.4f')} | "
             f"{fmt(a['latent_grad_norm'], '.2e')} | {fmt(a['grad_norm'], '.2e')} | {fmt(a.get('cos_consecutive'))} | "
-            f"{fmt(a.get('cos_across_prompts'))} | {fmt(a.get('accuracy_gate_closed'))} |"
+            f"{fmt(a.get('cos_across_prompts'))} | {fmt(a.get('accuracy_gate_closed'))} | {mode} |"
         )
     path.write_text("\n".join(lines) + "\n")
 

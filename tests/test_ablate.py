@@ -10,7 +10,9 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,11 +114,13 @@ def test_every_arms_spec_resolves_against_its_recipe():
         cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
-        arms = [line for line in done.stdout.splitlines() if line.startswith("ablate: ")]
-        assert len(arms) >= 3, done.stdout
-        arms_spec = yaml.safe_load(spec.read_text())["arms"].values()
-        if any("pause" in a.get("controls", []) for a in arms_spec):  # each pause control gets its twin
-            assert any("+pause" in line for line in arms), done.stdout
+        arms = dict(line.removeprefix("ablate: ").split(": ", 1) for line in done.stdout.splitlines()
+                    if line.startswith("ablate: "))  # fmt: skip
+        arms_spec = yaml.safe_load(spec.read_text())["arms"]
+        assert len(arms) >= 3 and set(arms_spec) <= set(arms), done.stdout
+        for name, a in arms_spec.items():  # each pause control gets its twin, and the twin's thoughts are pauses
+            if "pause" in a.get("controls", []):
+                assert ", pause, " in arms[f"{name}+pause"], f"{spec.name}: {name}+pause: {done.stdout}"
 
 
 def test_a_bad_spec_is_refused_with_its_key(tmp_path):
@@ -147,3 +151,28 @@ def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
     assert re.search(r"^\| soft \| default \| latent, embedding \(softmax\), latent_only \| \d\.\d{3} \| \d\.\d{3} \|",
                      (out / "switch_on.md").read_text(), re.M)  # fmt: skip
     assert not (out / "runs").exists(), "switch-on trains no RL run"
+
+
+def test_the_tables_show_each_modes_own_numbers_as_markdown_cells(tmp_path):
+    """Channel mode's |s|, kept and retention, mean over seeds, in the diagnostics table's `mode` column,
+    written so that no | splits the cell."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ablate import Arm
+    from ablate_report import aggregate, write_table
+
+    from rl.config import load_config
+
+    run = {"accuracy": 0.5, "switch_on": 0.4, "positions": 6.0, "step_s": 0.2}
+    runs = [{**run, "arm": "token", "seed": 0},
+            {**run, "arm": "channel", "seed": 0, "mode_columns": {"|s|": 1.0, "kept": 0.2, "a mean": 0.5}},
+            {**run, "arm": "channel", "seed": 1, "mode_columns": {"|s|": 3.0, "kept": 0.4, "a mean": 0.7}}]  # fmt: skip
+    rows = aggregate(runs, {"token": Arm("token", []), "channel": Arm("channel", [])})
+    assert rows["channel"]["mode_columns"] == pytest.approx({"|s|": 2.0, "kept": 0.3, "a mean": 0.6})
+    assert rows["token"]["mode_columns"] == {}
+    args = SimpleNamespace(recipe="recipes/ablate_channel.yaml", seeds=2, threads=1)
+    write_table(tmp_path / "table.md", load_config(ROOT / args.recipe), rows, {}, args)
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| arm | gate |"))
+    channel = next(line for line in lines[at:] if line.startswith("| channel |"))
+    assert channel.endswith("| abs(s) 2.000, kept 0.300, a mean 0.600 |")
+    assert channel.count("|") == lines[at].count("|")  # as many cells as the header

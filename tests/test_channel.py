@@ -168,3 +168,23 @@ def test_inspect_shows_the_state_and_what_it_keeps(tiny_dir):
     assert kept[0] == 0 and all(0 < k for k in kept[1:])  # nothing to keep at the first position
     table = format_table(ins)
     assert f"channel: width 12, retention a mean {a.mean():.4f}" in table and "kept" in table
+
+
+def test_weight_stats_are_the_retention_and_other_modes_have_none(tiny_dir):
+    policy = channel_policy(tiny_dir)
+    a = torch.sigmoid(policy.adapter.channel.retention.logit).detach()
+    stats = policy.mode.weight_stats(policy)
+    assert stats == pytest.approx({"a mean": float(a.mean()), "a min": float(a.min()), "a max": float(a.max())})
+    hybrid = make_policy(tiny_dir, mode="hybrid")
+    assert hybrid.mode.weight_stats(hybrid) == {}
+
+
+def test_every_input_dimension_gets_gate_gradient_at_switch_on(tiny_dir):
+    """W_out starts as orthonormal columns of a random subspace, not the first r coordinates: a zero row of
+    W_out and its closed gate would each be the other's only gradient factor, both stuck at zero."""
+    policy = make_policy(tiny_dir, mode="channel", gate=0.0, projection="identity")
+    w = policy.adapter.channel
+    torch.testing.assert_close(w.write.weight @ w.read.weight, torch.eye(w.write.out_features))
+    ro = rollout(policy)
+    g = grads(policy, recompute_logprobs(policy, ro, window=4).logprobs, torch.ones(ro.logprobs.shape))
+    assert (g["adapter.gate_logit"] != 0).all() and (w.read.weight.abs().sum(-1) > 0).all()

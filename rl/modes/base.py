@@ -98,6 +98,10 @@ class ThoughtMode:
         the thoughts fed into `positions` [n] of row 0 (cross-model thinking reads A's and B's)."""
         return {}
 
+    def weight_stats(self, policy) -> dict[str, float]:
+        """Numbers about the mode's own weights (channel mode's retention), for `describe` and the ablation."""
+        return {}
+
     def describe(self, policy) -> str:
         """An extra `neuralese inspect` header line about the mode's own weights ('' for none)."""
         return ""

@@ -9,9 +9,10 @@ A state s of width r (default a quarter of the hidden size) rides along every ge
 with s = 0 before the first generated position: the prompt is read in parallel, as in every mode.
 Hybrid feedback is wiped after each token (only the last hidden state is fed); the channel keeps a
 decaying sum of all of them, so what a position wrote can still reach an input many tokens later
-without passing through any token. W_in starts as the first r coordinates and W_out as its
-transpose, so at a -> 0 the channel is hybrid feedback restricted to r dimensions; the gate starts
-closed, so at switch-on the policy is the pretrained model exactly.
+without passing through any token. W_out starts as r orthonormal columns Q and W_in as
+Q^T, so at a -> 0 the channel is hybrid feedback projected onto an r-dimensional subspace that every
+input dimension sees part of; the gate starts closed, so at switch-on the policy is the pretrained
+model exactly.
 
 What is random is the thought f_t (any space and sampler of rl.thoughts); the state is a function
 of the thoughts, recorded (`extra['state']`, [B, L, r]) with them (`extra['thought']`), so the
@@ -53,9 +54,14 @@ class ChannelWeights(nn.Module):
         self.write = nn.Linear(hidden_size, width, bias=False)  # W_in
         self.read = nn.Linear(width, hidden_size, bias=False)  # W_out
         self.retention = Retention(width, retention)
+        # W_out = Q, W_in = Q^T with Q [D, r] orthonormal columns of a random subspace (a fixed draw, so
+        # every build starts alike). Not the first r coordinates: with W_out's other rows zero and the
+        # gate closed, the gate of those D - r inputs and those rows both get zero gradient (each is the
+        # other's factor), so the channel could never reach them.
+        q, _ = torch.linalg.qr(torch.randn(hidden_size, width, generator=torch.Generator().manual_seed(0)))
         with torch.no_grad():
-            self.write.weight.copy_(torch.eye(width, hidden_size))
-            self.read.weight.copy_(torch.eye(hidden_size, width))
+            self.write.weight.copy_(q.T)
+            self.read.weight.copy_(q)
 
     def step(self, state: torch.Tensor, thought: torch.Tensor) -> torch.Tensor:
         """s_t = a * s_{t-1} + W_in f_t: [..., r], [..., D] -> [..., r]."""
@@ -95,6 +101,13 @@ class ChannelMode(ThoughtMode):
         kept = (w.retention() * state[positions - 1]).norm(dim=-1) / state[positions].norm(dim=-1).clamp_min(1e-12)
         return {"|s|": state[positions].norm(dim=-1).tolist(), "kept": kept.tolist()}
 
+    def weight_stats(self, policy) -> dict[str, float]:
+        """The retention a: near 0 the channel is hybrid feedback restricted to r dimensions, near 1 it
+        forgets nothing."""
+        a = policy.adapter.channel.retention().detach()
+        return {"a mean": float(a.mean()), "a min": float(a.min()), "a max": float(a.max())}
+
     def describe(self, policy) -> str:
-        a = policy.adapter.channel.retention()
-        return f"channel: width {a.numel()}, retention a mean {a.mean():.4f}, min {a.min():.4f}, max {a.max():.4f}"
+        a = self.weight_stats(policy)
+        return (f"channel: width {policy.adapter.channel.write.out_features}, retention a mean {a['a mean']:.4f}, "
+                f"min {a['a min']:.4f}, max {a['a max']:.4f}")
