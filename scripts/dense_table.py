@@ -3,7 +3,7 @@
     python scripts/dense_table.py                          # recipes/dense.yaml as it is, 1 torch thread
     python scripts/dense_table.py --pretrain-steps 300 --rl-steps 60 --out runs/dense_table
     python scripts/dense_table.py --set env.args.digits=3 --out runs/dense_table_3digits
-    python scripts/dense_table.py --set model.codec_embedding=composed --out runs/dense_table_composed
+    python scripts/dense_table.py --set model.codec_embedding=atomic --out runs/dense_table_atomic
 
 Steps, each through the CLI a user runs:
   1. `neuralese codec train` the recipe's codec (n text tokens to one FSQ code, on the task's text);
