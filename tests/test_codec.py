@@ -202,7 +202,8 @@ def code_indices(ids: list[int], tokenizer: DenseTokenizer) -> list[int]:
 def composed_dir(dense_recipe, tmp_path_factory) -> Path:
     """The dense model of `dense_dir`, its code embeddings composed (model.codec_embedding: composed)."""
     out = tmp_path_factory.mktemp("dense-composed") / "as-is"
-    assert main(["pretrain", str(dense_recipe), "--set", "model.codec_embedding=composed", "--set", f"model.path={out}"]) == 0
+    assert main(["pretrain", str(dense_recipe), "--set", "model.codec_embedding=composed",
+                 "--set", f"model.path={out}"]) == 0  # fmt: skip
     return out
 
 
@@ -336,7 +337,8 @@ def test_a_missing_base_or_text_file_names_the_key(codec_recipe, tmp_path, capfd
 
 
 def test_a_bad_codec_embedding_names_the_key(dense_recipe, codec_recipe):
-    with pytest.raises(ConfigError, match="key 'model.codec_embedding' expects one of 'atomic', 'composed', got 'factored'"):
+    expected = "key 'model.codec_embedding' expects one of 'atomic', 'composed', got 'factored'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(dense_recipe, ["model.codec_embedding=factored"])
     with pytest.raises(ConfigError, match="model.codec_embedding.*'atomic' unless model.codec is set"):
         load_config(codec_recipe, ["model.codec_embedding=composed"])

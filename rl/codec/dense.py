@@ -212,7 +212,8 @@ class ComposedCodes(nn.Module):
     def rows(self) -> torch.Tensor:
         """[num_codes, width] the composed code embeddings."""
         slots = self.chunks.shape[1]
-        parts = torch.einsum("csw,svw->csv", self.base[self.chunks], self.maps)  # [num_codes, N, width]: P_j e(t_j)
+        # [num_codes, N, width]: P_j e(t_j) for every code and slot
+        parts = torch.einsum("csw,svw->csv", self.base[self.chunks], self.maps)
         return parts.sum(1) / slots**0.5
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -228,8 +229,9 @@ def compose_code_embeddings(model, tokenizer: DenseTokenizer, seed: int) -> Comp
     `ComposedCodes` of the tokens each code decodes to, until `fix_code_embeddings`."""
     emb = model.get_input_embeddings()
     chunks = tokenizer.code_chunks()
-    composed = ComposedCodes(chunks, tokenizer.written_codes(chunks), tokenizer.offset, len(tokenizer.codec.tokenizer),
-                             emb.weight.shape[1], model.config.initializer_range, seed)  # fmt: skip
+    composed = ComposedCodes(chunks, tokenizer.written_codes(chunks), tokenizer.offset,
+                             len(tokenizer.codec.tokenizer), emb.weight.shape[1], model.config.initializer_range,
+                             seed)  # fmt: skip
     composed.to(emb.weight.device)
     with torch.no_grad():  # a written code's own row starts at 0: its embedding starts as the composition
         codes = emb.weight[tokenizer.offset : tokenizer.offset + len(chunks)]
