@@ -30,7 +30,7 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from envs import env_texts, load_split, make_env
-from rl.codec.dense import DenseTokenizer, pretokenize
+from rl.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings, pretokenize
 from rl.config import RunConfig, validate
 from rl.errors import ConfigError
 from rl.io import atomic_dir, check_output_dir, write_json
@@ -110,6 +110,8 @@ def pretrain(cfg: RunConfig) -> Path:
             check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split")
             tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
+        if cfg.model.codec_embedding == "composed":
+            compose_code_embeddings(model, tokenizer, seed=cfg.seed)
     else:
         model, tokenizer = load_model(cfg.model.path, cfg.model)
         if out.resolve() == Path(cfg.model.path).resolve():
@@ -136,6 +138,7 @@ def pretrain(cfg: RunConfig) -> Path:
             model = trainer.model
             history.append({"phase": ["plain target", "thought-token formats"][i], "steps": steps,
                             "log_history": trainer.state.log_history})  # fmt: skip
+        fix_code_embeddings(model)  # composed code rows (model.codec_embedding) written into the plain table
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "pretrain_log.json", {"phases": history, "log_history": history[-1]["log_history"]})

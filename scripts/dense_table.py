@@ -3,6 +3,7 @@
     python scripts/dense_table.py                          # recipes/dense.yaml as it is, 1 torch thread
     python scripts/dense_table.py --pretrain-steps 300 --rl-steps 60 --out runs/dense_table
     python scripts/dense_table.py --set env.args.digits=3 --out runs/dense_table_3digits
+    python scripts/dense_table.py --set model.codec_embedding=atomic --out runs/dense_table_atomic
 
 Steps, each through the CLI a user runs:
   1. `neuralese codec train` the recipe's codec (n text tokens to one FSQ code, on the task's text);
@@ -74,7 +75,7 @@ def table(r: dict) -> str:
              f"greedy on {d['n']} test problems of {r['env']}.", "",
              "| model | vocabulary | answer budget (positions) | greedy accuracy | mean generated positions | stage-0 wall s |",
              "|---|---:|---:|---:|---:|---:|",
-             f"| dense ({r['tokens_per_code']} tokens per code) | {r['dense_vocab']} | {r['dense_budget']} | "
+             f"| dense ({r['tokens_per_code']} tokens per code, {r['codec_embedding']} code embedding) | {r['dense_vocab']} | {r['dense_budget']} | "
              f"{d['accuracy']:.3f} | {d['mean_generated_positions']:.2f} | {r['dense_wall_s']} |",
              f"| token | {r['token_vocab']} | {r['token_budget']} | {t['accuracy']:.3f} | "
              f"{t['mean_generated_positions']:.2f} | {r['token_wall_s']} |"]  # fmt: skip
@@ -105,7 +106,7 @@ def main() -> None:
         common["pretrain.max_steps"] = args.pretrain_steps
     codec = out / "codec"
     dense_sets = {**common, "codec.output_dir": codec, "model.codec": codec, "model.path": out / "dense-as-is"}
-    token_sets = {**common, "model.codec": "null", "model.path": out / "token-as-is"}
+    token_sets = {**common, "model.codec": "null", "model.codec_embedding": "atomic", "model.path": out / "token-as-is"}
     cfg = load_config(ROOT / args.recipe, [f"{k}={v}" for k, v in dense_sets.items()])
     recipe = [sys.executable, "-m", "rl.cli"]
     timed([*recipe, "codec", "train", args.recipe, *flags(dense_sets)], log, codec)
@@ -114,6 +115,7 @@ def main() -> None:
     per_code = json.loads((codec / "codec.json").read_text())["tokens_per_code"]
     dense_budget, token_budget = cfg.eval.max_new_tokens, cfg.eval.max_new_tokens * per_code
     result = {"env": f"{cfg.env.name} {cfg.env.args}", "recipe": args.recipe, "tokens_per_code": per_code,
+              "codec_embedding": cfg.model.codec_embedding,
               "pretrain_steps": cfg.pretrain.max_steps, "batch_size": cfg.pretrain.batch_size,
               "dense_budget": dense_budget, "token_budget": token_budget,
               "dense_vocab": len(load_tokenizer(out / "dense-as-is")), "token_vocab": len(load_tokenizer(out / "token-as-is")),

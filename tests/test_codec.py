@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from rl.cli import main
 from rl.codec.config import CodecConfig
-from rl.codec.dense import DenseTokenizer
+from rl.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings
 from rl.codec.fsq import FSQ
 from rl.codec.model import WEIGHTS, Codec, load_codec
 from rl.config import load_config
@@ -21,6 +22,7 @@ from rl.export import load_policy
 from rl.models import load_model
 from rl.policy import NeuralesePolicy
 from rl.rollout import generate_rollout
+from rl.tiny import build_tiny_model
 
 KNOWN = ["12+34=", "64", "99+99=", "891", "70+25="]  # 2-digit addition, digits least-significant first
 
@@ -196,8 +198,53 @@ def code_indices(ids: list[int], tokenizer: DenseTokenizer) -> list[int]:
     return [i - tokenizer.offset for i in ids if i >= tokenizer.offset]
 
 
-def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_dir, addition_codec):
-    policy = NeuralesePolicy.from_pretrained(dense_dir)  # the loader every user checkpoint takes
+@pytest.fixture(scope="module")
+def composed_dir(dense_recipe, tmp_path_factory) -> Path:
+    """The dense model of `dense_dir`, its code embeddings composed (model.codec_embedding: composed)."""
+    out = tmp_path_factory.mktemp("dense-composed") / "as-is"
+    assert main(["pretrain", str(dense_recipe), "--set", "model.codec_embedding=composed",
+                 "--set", f"model.path={out}"]) == 0  # fmt: skip
+    return out
+
+
+@pytest.fixture(params=["atomic", "composed"])
+def dense_model(request, dense_dir, composed_dir) -> Path:
+    return {"atomic": dense_dir, "composed": composed_dir}[request.param]
+
+
+def test_a_composed_code_embedding_is_built_from_its_decoded_tokens(dense_recipe, addition_codec):
+    tok = DenseTokenizer.of_codec(addition_codec, key="model.codec")
+    codec = load_codec(addition_codec)
+    chunks = tok.code_chunks()  # [1000, 2]: what each code decodes to, slot by slot
+    assert torch.equal(chunks.flatten(), codec.decode_codes(torch.arange(1000)[None])[0])
+    model = build_tiny_model(tok, load_config(dense_recipe, []).model.tiny, seed=0)
+    before = model.get_input_embeddings().weight.detach().clone()
+    composed = compose_code_embeddings(model, tok, seed=0)
+    with torch.no_grad():  # train it a little: the rows follow the composition, not where it started
+        composed.base.add_(torch.randn_like(composed.base))
+        composed.maps.mul_(1.5)
+    emb = model.get_input_embeddings().weight.detach()  # [1005, 32]
+    written = tok.written_codes(chunks)  # the one code per chunk that the codec writes
+    assert 20 < written.sum() < 200 and len({tuple(c) for c in chunks[written].tolist()}) == written.sum()
+    picks = [*written.nonzero()[:3, 0].tolist(), *(~written).nonzero()[:2, 0].tolist()]
+    for code in picks:  # by hand: a written code is sum_j P_j e(t_j) / sqrt(2), another keeps its row
+        t0, t1 = chunks[code].tolist()
+        by_hand = (composed.maps[0] @ composed.base[t0] + composed.maps[1] @ composed.base[t1]) / 2**0.5
+        assert torch.allclose(emb[tok.offset + code], by_hand if written[code] else before[tok.offset + code],
+                              atol=1e-5), code  # fmt: skip
+    assert torch.equal(emb[: tok.offset], before[: tok.offset])  # the special tokens keep theirs
+    ids = torch.tensor([[1, *(tok.offset + c for c in picks)]])
+    logits = model(input_ids=ids, output_hidden_states=True)
+    head = logits.hidden_states[-1] @ emb.T  # the tied head reads the same composed rows
+    assert torch.allclose(logits.logits, head, atol=1e-5)
+    fix_code_embeddings(model)  # a plain table with the same rows, still tied
+    assert not torch.nn.utils.parametrize.is_parametrized(model.get_input_embeddings())
+    assert torch.equal(model.get_input_embeddings().weight, emb)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_model, addition_codec):
+    policy = NeuralesePolicy.from_pretrained(dense_model)  # the loader every user checkpoint takes
     tok = policy.tokenizer
     assert isinstance(tok, DenseTokenizer) and policy.model.get_input_embeddings().num_embeddings >= 1005
     codec = load_codec(addition_codec)  # the codec as trained, not the model folder's copy
@@ -220,10 +267,10 @@ def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_dir, a
     )
 
 
-def test_a_dense_model_folder_saves_and_loads_back(dense_dir, addition_codec, tmp_path):
-    model, tok = load_model(dense_dir)
-    assert (dense_dir / "dense_tokenizer.json").is_file() and (dense_dir / "codec" / WEIGHTS).is_file()
-    assert (dense_dir / "codec" / WEIGHTS).read_bytes() == (addition_codec / WEIGHTS).read_bytes()
+def test_a_dense_model_folder_saves_and_loads_back(dense_model, addition_codec, tmp_path):
+    model, tok = load_model(dense_model)
+    assert (dense_model / "dense_tokenizer.json").is_file() and (dense_model / "codec" / WEIGHTS).is_file()
+    assert (dense_model / "codec" / WEIGHTS).read_bytes() == (addition_codec / WEIGHTS).read_bytes()
     policy = NeuralesePolicy(model, tok)
     again_dir = policy.save_pretrained(tmp_path / "again")
     again = NeuralesePolicy.from_pretrained(again_dir)
@@ -287,6 +334,15 @@ def test_a_missing_base_or_text_file_names_the_key(codec_recipe, tmp_path, capfd
         line = one_error(capfd, ["codec", "train", str(codec_recipe), "--out", str(tmp_path / "c"),
                                  "--set", f"codec.text={tmp_path / name}"])  # fmt: skip
         assert line.endswith(f"{tmp_path / name}: text file codec.text names not found")
+
+
+def test_a_bad_codec_embedding_names_the_key(dense_recipe, codec_recipe):
+    expected = "key 'model.codec_embedding' expects one of 'atomic', 'composed', got 'factored'"
+    with pytest.raises(ConfigError, match=expected):
+        load_config(dense_recipe, ["model.codec_embedding=factored"])
+    with pytest.raises(ConfigError, match="model.codec_embedding.*'atomic' unless model.codec is set"):
+        load_config(codec_recipe, ["model.codec_embedding=composed"])
+    assert load_config(dense_recipe, []).model.codec_embedding == "atomic"
 
 
 def test_a_dense_model_refuses_text_its_codec_never_saw(dense_dir, capfd):

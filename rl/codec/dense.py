@@ -17,6 +17,17 @@ completion is the eos token, written after its last code.
 
 The model folder keeps the codec in `codec/` and `dense_tokenizer.json` beside the model's files;
 rl.models.load_tokenizer loads such a folder with this class.
+
+A code's embedding is `atomic` (a row of its own, as for any token) or, with `model.codec_embedding:
+composed`, stage 0 trains it as a composition of the tokens it stands for (`ComposedCodes`): the sum
+over the code's slots j of P_j e(t_j), with t_j the text token the codec decodes slot j to, e a table
+over the codec's text vocabulary and P_j a map per slot, both learned, plus a row of the code's own
+that starts at 0. Codes that share a digit in a slot share a part, and the tied head's logit of a code
+starts as a sum of per-slot logits (h . P_j e(t_j) = (P_j^T h) . e(t_j)): a product of per-slot
+distributions over the codes the codec writes. Every code holding a digit 3 then learns from every
+example with a 3 in that slot, instead of each of addition's 100 x 100 digit pairs alone. The
+saved folder holds the composed rows as the model's plain table (`fix_code_embeddings`): a plain causal
+LM that RL, eval and export load and train as any other.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from pathlib import Path
 
 import datasets
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 from transformers import PreTrainedTokenizer
 
 from rl.codec.model import Codec, load_codec
@@ -106,6 +119,18 @@ class DenseTokenizer(PreTrainedTokenizer):
                 self._chunks[c] = ids
         return [t for c in codes for t in self._chunks[c]]
 
+    def code_chunks(self) -> torch.Tensor:
+        """[num_codes, N] the text ids every code decodes to (padding included: it is the slot's token)."""
+        every = list(range(self.codec.num_codes))
+        return torch.tensor(self.chunk_ids(every)).view(len(every), self.codec.tokens_per_code)
+
+    @torch.no_grad()
+    def written_codes(self, chunks: torch.Tensor) -> torch.Tensor:
+        """[num_codes] bool: whether the codec writes code c for the chunk c decodes to. Many codes decode to
+        one chunk (1,000 codes, about 120 chunks on addition's text) and the encoder writes one of them."""
+        written = self.codec.codes(chunks.to(self.codec.device))[:, 0].cpu()  # [num_codes]
+        return written == torch.arange(len(chunks))
+
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """Runs of codes decoded through the codec; special tokens (when kept) as they are."""
         parts: list[str] = []
@@ -161,6 +186,75 @@ class DenseTokenizer(PreTrainedTokenizer):
             raise CheckpointError(f"{path / DENSE_FILE}: says {meta.get('codes')} codes, but its codec has "
                                   f"{tokenizer.codec.num_codes}; the folder is damaged or mixed")  # fmt: skip
         return tokenizer
+
+
+class ComposedCodes(nn.Module):
+    """A parametrization of an embedding table: each code's row is its own row plus the sum over slots
+    sum_j P_j e(t_j) / sqrt(N) (the module docstring); e [V_text, width], P_j [width, width] and the own
+    rows all train. e starts N(0, std^2), P_j random orthogonal and the own rows at 0
+    (`compose_code_embeddings`), so a row starts with the model's own spread, and as the composition.
+
+    Only the codes the codec writes (`written`) are composed. Another code that decodes to the same chunk
+    would get the same row, so the tied head would split each answer's probability among them; those
+    keep only their own row, which the head learns to leave unwritten."""
+
+    def __init__(self, chunks: torch.Tensor, written: torch.Tensor, offset: int, text_vocab: int, width: int,
+                 std: float, seed: int):  # fmt: skip
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.offset = offset
+        self.register_buffer("chunks", chunks, persistent=False)  # [num_codes, N] text ids of each code
+        self.register_buffer("written", written[:, None], persistent=False)  # [num_codes, 1]
+        self.base = nn.Parameter(torch.randn(text_vocab, width, generator=gen) * std)  # e
+        maps = [torch.linalg.qr(torch.randn(width, width, generator=gen))[0] for _ in range(chunks.shape[1])]
+        self.maps = nn.Parameter(torch.stack(maps))  # P: [N, width, width]
+
+    def rows(self) -> torch.Tensor:
+        """[num_codes, width] the composed code embeddings."""
+        slots = self.chunks.shape[1]
+        # [num_codes, N, width]: P_j e(t_j) for every code and slot
+        parts = torch.einsum("csw,svw->csv", self.base[self.chunks], self.maps)
+        return parts.sum(1) / slots**0.5
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        """The table with the composition added to its written codes' rows; the other rows as given."""
+        n = len(self.chunks)
+        own = weight[self.offset : self.offset + n]
+        rows = own + self.written * self.rows().to(weight.dtype)  # [num_codes, width]
+        return torch.cat([weight[: self.offset], rows, weight[self.offset + n :]])
+
+
+def compose_code_embeddings(model, tokenizer: DenseTokenizer, seed: int) -> ComposedCodes:
+    """Make a freshly built dense model's code rows (its input embedding and its head, tied or not) a
+    `ComposedCodes` of the tokens each code decodes to, until `fix_code_embeddings`."""
+    emb = model.get_input_embeddings()
+    chunks = tokenizer.code_chunks()
+    composed = ComposedCodes(chunks, tokenizer.written_codes(chunks), tokenizer.offset,
+                             len(tokenizer.codec.tokenizer), emb.weight.shape[1], model.config.initializer_range,
+                             seed)  # fmt: skip
+    composed.to(emb.weight.device)
+    with torch.no_grad():  # a written code's own row starts at 0: its embedding starts as the composition
+        codes = emb.weight[tokenizer.offset : tokenizer.offset + len(chunks)]
+        codes.masked_fill_(composed.written.to(codes.device), 0.0)
+    for module in _code_tables(model):  # a tied head shares the table, so the same composition on both
+        parametrize.register_parametrization(module, "weight", composed, unsafe=True)
+    return composed
+
+
+def fix_code_embeddings(model) -> None:
+    """Write the composed rows into the model's own table(s): a plain causal LM again, saved as any other."""
+    tables = [m for m in _code_tables(model) if parametrize.is_parametrized(m, "weight")]
+    with torch.no_grad():
+        values = [m.weight.detach().clone() for m in tables]  # all read before any is written: a tied head
+        for module in tables:  # shares its table, which the composition must not be added to twice
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        for module, value in zip(tables, values):
+            module.weight.copy_(value)
+
+
+def _code_tables(model) -> list[nn.Module]:
+    head = model.get_output_embeddings()
+    return [model.get_input_embeddings(), *([head] if head is not None else [])]
 
 
 def is_dense_folder(path: str | Path) -> bool:

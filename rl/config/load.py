@@ -244,6 +244,9 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(cfg.model.tiny is not None, "model.codec",
              "null unless model.tiny is set (stage 0 builds the dense model; a dense model folder keeps its codec)",
              cfg.model.codec)  # fmt: skip
+    need(cfg.model.codec is not None or cfg.model.codec_embedding == "atomic", "model.codec_embedding",
+         "'atomic' unless model.codec is set (only a dense model's codes are composed of tokens)",
+         cfg.model.codec_embedding)  # fmt: skip
     tr = cfg.translate
     if tr.models:  # `translate fit` itself refuses an empty list
         need(len(tr.models) >= 2, "translate.models", "a list of two or more model folders", tr.models)

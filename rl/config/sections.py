@@ -83,6 +83,11 @@ class ModelConfig:
     """Stage 0 with `tiny`: a codec folder (FSQ, `neuralese codec train`) whose codes are the tiny model's
     vocabulary: it reads and writes dense tokens, and its text is the codec's decoding of them (rl.codec.dense).
     The model folder keeps a copy of the codec, so RL, eval and export need nothing more."""
+    codec_embedding: Literal["atomic", "composed"] = "atomic"
+    """With `codec`: a code's embedding (tied with the head) in stage 0. `atomic`: a row of its own, as for any
+    token. `composed`: that row (starting at 0) plus the sum over its slots of a learned per-slot map of a learned
+    embedding of the text token the codec decodes that slot to (rl.codec.dense), so codes that share a token share
+    a part and learn together. The folder holds the rows either way: RL trains them as a plain table."""
 
 
 @dataclass
