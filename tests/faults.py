@@ -72,6 +72,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def accelerate_launch(config: Path, port: int, processes: int, machine: int | None = None, machines: int = 1) -> list[str]:
+    """The `accelerate launch` line of `config` up to the program: `processes` in all; with
+    `machines` > 1, the launcher of machine `machine` (`--machine_rank`), all on 127.0.0.1."""
+    line = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+            "--num_processes", str(processes), "--main_process_port", str(port)]  # fmt: skip
+    if machines > 1:
+        line += ["--num_machines", str(machines), "--machine_rank", str(machine), "--main_process_ip", "127.0.0.1"]
+    return line
+
+
 def write_recipe(tmp: Path, model: Path, steps: int) -> Path:
     path = tmp / "recipe.yaml"
     path.write_text(RECIPE.format(model=model, plugins=PLUGINS, steps=steps))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import free_port
+from faults import CHILD_ENV, accelerate_launch, free_port
 
 from rl.config import (
     RunConfig,
@@ -36,13 +36,9 @@ CONFIGS = ROOT / "recipes" / "accelerate"
 def launch(config: Path, *args: str, num_processes: int = 1, timeout: int = 600, machines: int = 1) -> None:
     """`accelerate launch` of tests/dist_worker.py; with `machines` > 1, one launcher a machine
     (`--machine_rank`), all on 127.0.0.1, as `recipes/accelerate/multinode.yaml` runs on a cluster."""
-    port = str(free_port())
-    cmds = [[sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-             "--num_processes", str(num_processes), "--main_process_port", port,
-             *(["--num_machines", str(machines), "--machine_rank", str(m), "--main_process_ip", "127.0.0.1"]
-               if machines > 1 else []),
-             str(Path(__file__).parent / "dist_worker.py"), *args] for m in range(machines)]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    port, worker = free_port(), str(Path(__file__).parent / "dist_worker.py")
+    cmds = [[*accelerate_launch(config, port, num_processes, m, machines), worker, *args] for m in range(machines)]
+    env = {**os.environ, **CHILD_ENV}
     procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
     for cmd, proc in zip(cmds, procs):
         out, err = proc.communicate(timeout=timeout)

@@ -15,13 +15,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from faults import (
     ROOT,
+    accelerate_launch,
     assert_same_run,
     descendants,
     free_port,
@@ -41,9 +41,7 @@ CONFIGS = ROOT / "recipes" / "accelerate"
 
 def accelerate(config: str, processes: int):
     """A launch prefix for `faults.launch`: accelerate with a shipped config, a fresh port each time."""
-    return lambda: [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config),
-                    "--num_processes", str(processes), "--main_process_port", str(free_port()),
-                    "-m", "rl.cli"]  # fmt: skip
+    return lambda: [*accelerate_launch(CONFIGS / config, free_port(), processes), "-m", "rl.cli"]
 
 
 def killed_and_resumed(model: Path, tmp_path: Path, prefix, steps: int, seed: int) -> list[dict]:
@@ -132,11 +130,10 @@ def test_a_killed_rank_stops_the_run_promptly_naming_it_and_resume_completes_it(
 
 def two_machines(recipe: Path, out: Path, logs: str) -> list[subprocess.Popen]:
     """`recipes/accelerate/multinode.yaml` as two machines of one process each on 127.0.0.1."""
-    port = str(free_port())
-    prefix = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "multinode.yaml"),
-              "--main_process_ip", "127.0.0.1", "--main_process_port", port]  # fmt: skip
+    port = free_port()
     return [
-        launch(recipe, out, out.parent / f"{logs}-{m}.log", [*prefix, "--machine_rank", str(m), "-m", "rl.cli"])
+        launch(recipe, out, out.parent / f"{logs}-{m}.log",
+               [*accelerate_launch(CONFIGS / "multinode.yaml", port, 2, m, machines=2), "-m", "rl.cli"])
         for m in (0, 1)
     ]
 
