@@ -79,28 +79,26 @@ def evaluate(
     if thoughts != "own":
         result["thoughts"] = thoughts
     if samples > 0:
-        repeated = [p for p in prompts for _ in range(samples)]
-        sampled = []
-        for start in range(0, len(repeated), batch_size):
-            t, _ = complete(
-                policy,
-                repeated[start : start + batch_size],
-                max_new_tokens,
-                temperature,
-                batch_size,
-                generator,
-            )
-            sampled += t
-            bar.update(len(t))
-        hits = correct(env, rows, sampled, repeat=samples).view(len(prompts), samples)  # [N, k]
-        result.update(
-            pass_at_1=round(hits.float().mean().item(), 4),
-            pass_at_k=round(hits.any(-1).float().mean().item(), 4),
-            k=samples,
-            temperature=temperature,
-        )
+        result.update(sampled_metrics(policy, env, rows, prompts, samples, temperature, max_new_tokens, batch_size, generator, bar))
     bar.close()
     return result
+
+
+def sampled_metrics(policy, env, rows, prompts, samples, temperature, max_new_tokens, batch_size, generator, bar) -> dict:
+    """pass@1 and pass@k from `samples` answers a prompt at `temperature`."""
+    repeated = [p for p in prompts for _ in range(samples)]
+    sampled = []
+    for start in range(0, len(repeated), batch_size):
+        t, _ = complete(policy, repeated[start : start + batch_size], max_new_tokens, temperature, batch_size, generator)
+        sampled += t
+        bar.update(len(t))
+    hits = correct(env, rows, sampled, repeat=samples).view(len(prompts), samples)  # [N, k]
+    return {
+        "pass_at_1": round(hits.float().mean().item(), 4),
+        "pass_at_k": round(hits.any(-1).float().mean().item(), 4),
+        "k": samples,
+        "temperature": temperature,
+    }
 
 
 @torch.no_grad()
