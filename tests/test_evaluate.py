@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rl.evaluate import evaluate
 from envs import make_env
+from rl.evaluate import evaluate
 from rl.policy import NeuralesePolicy
 
 FIRST_DIGIT = str(Path(__file__).parent / "plugins" / "envs.py") + ":make"
