@@ -1,0 +1,410 @@
+"""The framework held to an independent oracle of the neuralese contract (DESIGN.md and README.md,
+"Neuralese mechanics"), on tiny real models in fp32.
+
+The oracle is written from the contract alone. It takes one prompt at a time, unpadded, and fills one
+position at a time; every step is a fresh forward of the plain Hugging Face model over
+`inputs_embeds` (no KV cache), and every thought is computed by hand from that forward's
+`hidden_states` and the feedback weights (the tensors `feedback.safetensors` holds):
+
+    f_t     = P(x_t) (+ sigma * eps)            the thought read off position t
+    x_t     = n(h_t^(l)), n(h) = h / rms(h) * rms(E)          space `hidden` (l: an index, or `mix`)
+            = softmax(z_t / tau) @ E                          space `embedding`
+    e_{t+1} = E[x_{t+1}] + tanh(lambda) * f_t   the input of a feedback position (`latent_only`: f_t)
+
+A thought enters every position whose output is read: latent mode's K thought positions (the reserved
+thought token's embedding plus the thought), every generated position in hybrid and channel mode
+(channel mode feeds W_out s_t, s_t = a * s_{t-1} + W_in f_t, s = 0 before the first), never a prompt
+position, and not an eos or the last position (nothing reads their outputs). Refine mode fills its
+span in T parallel passes, pass tau feeding each position the thought of pass tau-1's state at the
+position before it (the prompt's last state for the first position; pass 1 feeds only that one).
+
+The framework runs the same prompts as one left-padded batch over its KV cache. Its rollout record
+(tokens, fed vectors, sampling log-probs, generated positions), its recomputed log-probs, its text,
+`neuralese eval`'s mean_generated_positions and an exported folder must all agree with the oracle.
+None of rl.rollout's, rl.recompute's, rl.modes' or rl.feedback's code computes an expected value here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rl import NeuraleseConfig, NeuralesePolicy
+from rl.recompute import recompute_logprobs
+from rl.rollout import complete, generate_rollout
+
+PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
+ATOL = 1e-5
+
+
+# ----------------------------------------------------------------------------- the oracle
+
+
+@dataclass
+class Step:
+    """One generated position, as the oracle fills it."""
+
+    token: int  # its input token (the thought token at a thought position)
+    logp: float  # the sampled token's log-prob (0 at a thought position), plus a sampled thought's density
+    fed: torch.Tensor | None  # the vector added to its input under the gate (None: no feedback)
+    sampled: bool  # its token was sampled (not a thought position)
+
+
+@dataclass
+class Replay:
+    """A sampled rollout row to score: its tokens and noise draws, by generated position."""
+
+    tokens: list[int]
+    noise: torch.Tensor  # [G, D]
+
+
+class Oracle:
+    """The contract, read off a plain causal LM, the feedback config (neuralese.json's `neuralese`
+    mapping) and the feedback weights (feedback.safetensors' tensors)."""
+
+    def __init__(self, model, cfg: dict, weights: dict[str, torch.Tensor], thought_id: int, eos: set[int], pad: int):
+        self.model, self.cfg = model.eval(), cfg
+        self.w = {k: v.detach().double() for k, v in weights.items()}
+        self.E = model.get_input_embeddings().weight.detach().float()
+        self.thought_id, self.eos, self.pad = thought_id, eos, pad
+
+    @torch.no_grad()
+    def forward(self, inputs: list[torch.Tensor]):
+        """Logits [T, V] and hidden states (n_layers + 1 of [T, D]) of one unpadded sequence of inputs."""
+        out = self.model(inputs_embeds=torch.stack(inputs)[None].float(), output_hidden_states=True)
+        return out.logits[0].double(), [h[0].double() for h in out.hidden_states]
+
+    def thought(self, out, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """f_t [D] read off position t of a forward's output."""
+        logits, states = out
+        cfg, w = self.cfg, self.w
+        parts = {}
+        if cfg["space"] in ("hidden", "mix"):
+            if cfg["layer"] == "mix":  # a softmax over every layer's output, each RMS-normalised
+                mix = torch.softmax(w["layer_logits"], 0)
+                h = sum(m * s[t] / rms(s[t]) for m, s in zip(mix, states[1:]))
+            else:
+                h = states[cfg["layer"]][t]
+            parts["hidden"] = h / rms(h) * rms(self.E.double())
+        if cfg["space"] in ("embedding", "mix"):
+            parts["embedding"] = torch.softmax(logits[t] / cfg["thought_temperature"], -1) @ self.E.double()
+        if cfg["space"] == "mix":
+            m = torch.sigmoid(w["mix_logit"])
+            x = (1 - m) * parts["embedding"] + m * parts["hidden"]
+        else:
+            x = parts[cfg["space"]]
+        f = self.project(x)
+        return f if eps is None else f + cfg["noise_std"] * eps.double()
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """P: the identity, W x + b, or the residual MLP x + W2 gelu(W1 x + b1) + b2."""
+        w, kind = self.w, self.cfg["projection"]
+        if kind == "identity":
+            return x
+        if kind == "linear":
+            return w["proj.weight"] @ x + w["proj.bias"]
+        hidden = F.gelu(w["proj.up.weight"] @ x + w["proj.up.bias"])
+        return x + w["proj.down.weight"] @ hidden + w["proj.down.bias"]
+
+    def enter(self, token: int, fed: torch.Tensor | None) -> torch.Tensor:
+        """The input of a position: E[x], or with a thought E[x] + tanh(lambda) * fed (or fed alone)."""
+        if fed is None:
+            return self.E[token]
+        if self.cfg["input"] == "latent_only":
+            return fed.float()
+        return (self.E[token].double() + torch.tanh(self.w["gate_logit"]) * fed).float()
+
+    def density(self, eps: torch.Tensor | None) -> float:
+        """log N(sigma * eps; 0, sigma^2 I) of a Gaussian thought's noise (0 without noise)."""
+        if eps is None:
+            return 0.0
+        sigma, d = self.cfg["noise_std"], eps.numel()
+        return float(-0.5 * eps.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi))
+
+    def pick(self, logits: torch.Tensor, temperature: float, replay: Replay | None, i: int) -> tuple[int, float]:
+        """The token at generated position i (greedy, or the replayed one) and its log-prob; greedy
+        log-probs are at temperature 1."""
+        logp = torch.log_softmax(logits / (temperature or 1.0), -1)
+        token = int(logp.argmax()) if replay is None else replay.tokens[i]
+        return token, float(logp[token])
+
+    # ------------------------------------------------------------------ modes
+
+    def run(self, prompt: list[int], max_new: int, temperature: float = 0.0, replay: Replay | None = None) -> list[Step]:
+        mode = self.cfg["mode"]
+        inputs = [self.E[x] for x in prompt]
+        if mode == "refine" and self.cfg["refine_over"] == "answer":
+            return self.refine_answer(inputs, max_new)
+        if mode == "refine":
+            steps, inputs = self.refine_thoughts(inputs)
+            return steps + self.decode(inputs, 0, max_new, False, temperature, replay, len(steps))
+        thoughts = self.cfg["num_thoughts"] if mode == "latent" else 0
+        return self.decode(inputs, thoughts, max_new, mode != "latent", temperature, replay)
+
+    def decode(self, inputs, thoughts: int, max_new: int, feeds_answer: bool, temperature, replay, offset=0):
+        """`thoughts` thought positions, then at most `max_new` answer tokens, one fresh forward each."""
+        inputs, steps, state = list(inputs), [], None
+        out = self.forward(inputs)
+        total = thoughts + max_new
+        for i in range(total):
+            thinking = i < thoughts
+            token, logp = (self.thought_id, 0.0) if thinking else self.pick(out[0][-1], temperature, replay, offset + i)
+            ends = not thinking and token in self.eos
+            fed = None
+            if (thinking or feeds_answer) and not ends and i < total - 1:
+                eps = None if replay is None or self.cfg["noise_std"] == 0 else replay.noise[offset + i]
+                fed = self.thought(out, -1, eps)
+                logp += self.density(eps)
+                if self.cfg["mode"] == "channel":
+                    fed, state = self.channel(fed, state)
+            steps.append(Step(token, logp, fed, not thinking))
+            if ends or i == total - 1:
+                break
+            inputs.append(self.enter(token, fed))
+            out = self.forward(inputs)
+        return steps
+
+    def channel(self, f: torch.Tensor, state: torch.Tensor | None):
+        """s_t = a * s_{t-1} + W_in f_t (s = 0 before the first generated position); fed: W_out s_t."""
+        w = self.w
+        state = torch.zeros(w["channel.write.weight"].shape[0], dtype=f.dtype) if state is None else state
+        state = torch.sigmoid(w["channel.retention.logit"]) * state + w["channel.write.weight"] @ f
+        return w["channel.read.weight"] @ state, state
+
+    def refine_thoughts(self, prompt_inputs):
+        """K thought positions in T passes; returns their steps (the last pass's thoughts) and the inputs
+        the answer is then written after."""
+        K, T, p = self.cfg["num_thoughts"], self.cfg["refine_passes"], len(prompt_inputs)
+        first = self.thought(self.forward(prompt_inputs), -1)
+        prev = None  # the previous pass's forward over prompt + span
+        for _ in range(T):
+            fed = [first] + [None if prev is None else self.thought(prev, p + u - 1) for u in range(1, K)]
+            span = [self.enter(self.thought_id, f) for f in fed]
+            prev = self.forward(prompt_inputs + span)
+        return [Step(self.thought_id, 0.0, f, False) for f in fed], prompt_inputs + span
+
+    def refine_answer(self, prompt_inputs, n: int) -> list[Step]:
+        """A greedy draft of n tokens (the first greedy token, padding after), refined in T passes: each
+        later pass's tokens are the previous pass's greedy next tokens; the answer is read off the last."""
+        T, p = self.cfg["refine_passes"], len(prompt_inputs)
+        prompt_out = self.forward(prompt_inputs)
+        z0 = prompt_out[0][-1]
+        draft = [int(z0.argmax())] + [self.pad] * (n - 1)
+        prev = None
+        for _ in range(T):
+            fed = [self.thought(prompt_out, -1)] + [None if prev is None else self.thought(prev, p + u - 1) for u in range(1, n)]
+            prev = self.forward(prompt_inputs + [self.enter(x, f) for x, f in zip(draft, fed)])
+            draft = draft[:1] + prev[0][p : p + n - 1].argmax(-1).tolist()
+        scores = [z0] + list(prev[0][p : p + n - 1])
+        steps = []
+        for u in range(n):
+            token, logp = self.pick(scores[u], 0.0, None, u)
+            ends = token in self.eos
+            steps.append(Step(token, logp, None if ends or u == n - 1 else fed[u], True))
+            if ends:
+                break
+        return steps
+
+
+def rms(x: torch.Tensor) -> torch.Tensor:
+    return x.pow(2).mean().sqrt()
+
+
+# ----------------------------------------------------------------------------- the framework, held to it
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_dir, tmp_path_factory):
+    """The tiny model with its eos embedding (tied to the head) set to 1.5 times the digit 6's: eos then
+    wins where 6 would, so some answers end within the budget and others run to it."""
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir)
+    with torch.no_grad():
+        table = model.get_input_embeddings().weight
+        table[tok.eos_token_id] = 1.5 * table[tok.convert_tokens_to_ids("6")]
+    out = tmp_path_factory.mktemp("oracle") / "model"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def policy_for(model_dir, gate: float = 1.0, seed: int = 0, **settings) -> NeuralesePolicy:
+    """A policy with every feedback weight moved off its start, the gate lambda ~ N(0, gate^2) per dimension."""
+    policy = NeuralesePolicy.from_pretrained(model_dir, config=NeuraleseConfig(**{"num_thoughts": 3, **settings}))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.adapter.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            p.copy_(gate * noise) if name == "gate_logit" else p.add_(0.5 * noise)
+    return policy.eval()
+
+
+def oracle_of(policy: NeuralesePolicy) -> Oracle:
+    import dataclasses
+
+    tok = policy.tokenizer
+    return Oracle(policy.model, dataclasses.asdict(policy.config), policy.adapter.state_dict(),
+                  tok.convert_tokens_to_ids("<thought>"), {tok.eos_token_id}, tok.pad_token_id)  # fmt: skip
+
+
+def held_to(policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, prompts=PROMPTS, seed: int = 0):
+    """The policy's rollout of `prompts` (one batch, left-padded when they differ in length), checked position
+    by position against the oracle's run of each prompt alone; returns the rollout, the oracle's steps and
+    its log-probs [B, L]."""
+    ids, mask = policy.encode(prompts)
+    assert prompts != PROMPTS or mask[:, 0].min() == 0, "the batch must contain left padding"
+    ro = generate_rollout(policy, ids, mask, max_new, temperature, torch.Generator().manual_seed(seed))
+    P = ro.prompt_length
+    assert not ro.feedback_mask[:, :P].any() and not ro.action_mask[:, :P].any()  # never on the prompt
+    expected, runs = torch.zeros_like(ro.logprobs), []
+    for b in range(len(prompts)):
+        noise = None if ro.draw.noise is None else ro.draw.noise[b, P:]
+        replay = None if temperature == 0 else Replay(ro.input_ids[b, P:].tolist(), noise)
+        steps = oracle.run(ids[b][mask[b].bool()].tolist(), max_new, temperature, replay)
+        n, row = len(steps), slice(P, P + len(steps))
+        assert ro.input_ids[b, row].tolist() == [s.token for s in steps], b
+        assert int(ro.generated_positions[b]) == n, b
+        assert ro.attention_mask[b, row].all() and not ro.attention_mask[b, P + n :].any(), b
+        assert ro.action_mask[b, row].tolist() == [s.sampled for s in steps], b
+        assert ro.feedback_mask[b, P:].tolist() == [s.fed is not None for s in steps] + [False] * (ro.input_ids.shape[1] - P - n), b
+        for i, s in enumerate(steps):
+            if s.fed is not None:
+                torch.testing.assert_close(ro.feedback[b, P + i].double(), s.fed, atol=ATOL, rtol=0, msg=f"row {b}, step {i}")
+        expected[b, row] = torch.tensor([s.logp for s in steps], dtype=torch.float64)
+        runs.append(steps)
+    torch.testing.assert_close(ro.logprobs, expected, atol=ATOL, rtol=0)
+    return ro, runs, expected
+
+
+def answer_text(policy, steps: list[Step]) -> str:
+    return policy.tokenizer.decode([s.token for s in steps if s.sampled], skip_special_tokens=True)
+
+
+CASES = {
+    "latent": {"mode": "latent"},
+    "latent-l-2-identity-latent-only": {"mode": "latent", "layer": -2, "projection": "identity", "input": "latent_only"},
+    "latent-mix-layer-mlp": {"mode": "latent", "layer": "mix", "projection": "mlp"},
+    "latent-embedding-space": {"mode": "latent", "space": "embedding", "thought_temperature": 0.7},
+    "hybrid": {"mode": "hybrid"},
+    "hybrid-l-2-mlp": {"mode": "hybrid", "layer": -2, "projection": "mlp"},
+    "hybrid-mix-space": {"mode": "hybrid", "space": "mix", "mix_init": 0.3, "layer": "mix"},
+    "channel": {"mode": "channel", "channel_width": 8, "channel_retention": 0.7},
+    "refine-thoughts": {"mode": "refine", "refine_passes": 2},  # fewer passes than thoughts: not latent mode
+    "refine-answer": {"mode": "refine", "refine_over": "answer", "refine_passes": 3},
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_greedy_rollout_is_the_oracles(model_dir, case):
+    """Gate open: tokens, fed vectors, log-probs, positions and text are the oracle's; so are the
+    log-probs the loss recomputes, for every window."""
+    policy = policy_for(model_dir, **CASES[case])
+    ro, runs, expected = held_to(policy, oracle_of(policy))
+    assert ro.feedback_mask.any()
+    for window in (0, 1, "full"):
+        torch.testing.assert_close(recompute_logprobs(policy, ro, window).logprobs.detach(), expected,
+                                   atol=ATOL, rtol=0, msg=f"window {window}")  # fmt: skip
+    texts = [answer_text(policy, steps) for steps in runs]
+    assert policy.generate(PROMPTS, max_new_tokens=6) == texts
+    assert complete(policy, PROMPTS, 6) == (texts, [len(steps) for steps in runs])
+
+
+SAMPLED = {
+    "latent": {"mode": "latent", "noise_std": 0.2},
+    "hybrid": {"mode": "hybrid", "noise_std": 0.2, "layer": -2},
+    "channel": {"mode": "channel", "noise_std": 0.2, "channel_width": 8},
+}
+
+
+@pytest.mark.parametrize("case", list(SAMPLED))
+def test_sampled_rollout_scores_as_the_oracle(model_dir, case):
+    """Temperature 0.7 and Gaussian thoughts: given the sampled tokens and noise, the oracle feeds the same
+    vectors, and each log-prob is the token's under softmax(z / 0.7) plus log N(f~; f, sigma^2 I)."""
+    policy = policy_for(model_dir, **SAMPLED[case])
+    ro, _, expected = held_to(policy, oracle_of(policy), temperature=0.7)
+    assert (ro.draw.noise[ro.feedback_mask].abs().sum(-1) > 0).all()  # real draws, each scored
+    torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs.detach(), expected, atol=ATOL, rtol=0)
+
+
+@torch.no_grad()
+def plain_greedy(model, ids: list[int], max_new: int, eos: int) -> tuple[list[int], list[float]]:
+    """The plain model's greedy continuation of `ids` (input_ids, no cache) and its tokens' log-probs."""
+    tokens, logps = [], []
+    for _ in range(max_new):
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids + tokens])).logits[0, -1].double(), -1)
+        tokens.append(int(logp.argmax()))
+        logps.append(float(logp[tokens[-1]]))
+        if tokens[-1] == eos:
+            break
+    return tokens, logps
+
+
+@pytest.mark.parametrize("settings", [{"mode": "latent"}, {"mode": "hybrid"}, {"mode": "channel"},
+                                      {"mode": "refine", "refine_passes": 2}], ids=lambda s: s["mode"])  # fmt: skip
+def test_gate_closed_is_the_plain_model(model_dir, settings):
+    """lambda = 0 with every other feedback weight moved: the plain model's greedy tokens (after the K thought
+    tokens where the mode has them) and its log-probs within 1e-5, though the thoughts are not zero."""
+    policy = policy_for(model_dir, gate=0.0, **settings)
+    ids, mask = policy.encode(PROMPTS)
+    ro = generate_rollout(policy, ids, mask, 6, 0.0)
+    assert ro.feedback[ro.feedback_mask].abs().sum() > 0
+    P, tok = ro.prompt_length, policy.tokenizer
+    thoughts = [tok.convert_tokens_to_ids("<thought>")] * (3 if settings["mode"] in ("latent", "refine") else 0)
+    for b in range(len(PROMPTS)):
+        prompt = ids[b][mask[b].bool()].tolist() + thoughts
+        tokens, logps = plain_greedy(policy.model, prompt, 6, tok.eos_token_id)
+        n = len(thoughts) + len(tokens)
+        assert ro.input_ids[b, P : P + n].tolist() == thoughts + tokens and ro.generated_positions[b] == n, b
+        expected = torch.tensor([0.0] * len(thoughts) + logps, dtype=torch.float64)
+        torch.testing.assert_close(ro.logprobs[b, P : P + n], expected, atol=ATOL, rtol=0)
+
+
+def test_eos_ends_an_answer_and_positions_count_thoughts(model_dir, tmp_path, capsys):
+    """An answer ends at its first eos (counted, nothing real after it); the others run to the budget.
+    generated_positions, and `neuralese eval`'s mean_generated_positions, count the K thoughts too."""
+    from envs import make_env
+    from rl.cli import main
+
+    policy = policy_for(model_dir, mode="latent")
+    prompts = list(make_env("addition", {"digits": 3}).dataset("test", 8, 0)["prompt"])
+    _, runs, _ = held_to(policy, oracle_of(policy), prompts=prompts)
+    eos = policy.tokenizer.eos_token_id
+    ended = [steps[-1].token == eos for steps in runs]
+    assert any(ended) and not all(ended), ended
+    assert all(len(steps) == 3 + 6 for steps, e in zip(runs, ended) if not e)
+    assert all(sum(s.token == eos for s in steps) == 1 for steps, e in zip(runs, ended) if e)
+    policy.save_pretrained(tmp_path / "saved")
+    capsys.readouterr()
+    main(["eval", str(tmp_path / "saved"), "--env", "addition", "--env-args", "{digits: 3}", "--n", "8",
+          "--max-new-tokens", "6", "--seed", "0", "--quiet"])  # fmt: skip
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["mean_generated_positions"] == round(sum(map(len, runs)) / len(runs), 3)
+
+
+@pytest.mark.parametrize("case", ["latent-mix-layer-mlp", "hybrid-mix-space", "channel"])
+def test_exported_folder_read_with_plain_libraries_answers_as_the_policy(model_dir, tmp_path, case):
+    """Save, `neuralese export`, then read the folder with transformers and safetensors alone: the oracle
+    built from its files, NeuralesePolicy.from_pretrained of it and the policy it came from agree."""
+    from rl.cli import main
+
+    policy = policy_for(model_dir, **CASES[case])
+    policy.save_pretrained(tmp_path / "saved")
+    out = tmp_path / "export"
+    assert main(["export", str(tmp_path / "saved"), str(out)]) == 0
+    tok = AutoTokenizer.from_pretrained(out)
+    oracle = Oracle(AutoModelForCausalLM.from_pretrained(out), json.loads((out / "neuralese.json").read_text())["neuralese"],
+                    load_file(str(out / "feedback.safetensors")), tok.convert_tokens_to_ids("<thought>"),
+                    {tok.eos_token_id}, tok.pad_token_id)  # fmt: skip
+    loaded = NeuralesePolicy.from_pretrained(out)
+    ro, runs, _ = held_to(loaded, oracle)
+    ids, mask = policy.encode(PROMPTS)
+    before = generate_rollout(policy, ids, mask, 6, 0.0)
+    for field in ("input_ids", "feedback_mask", "feedback", "logprobs"):
+        assert torch.equal(getattr(ro, field), getattr(before, field)), field
+    assert loaded.generate(PROMPTS, max_new_tokens=6) == [answer_text(loaded, steps) for steps in runs]
