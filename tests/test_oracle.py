@@ -55,14 +55,17 @@ class Step:
     logp: float  # the sampled token's log-prob (0 at a thought position), plus a sampled thought's density
     fed: torch.Tensor | None  # the vector added to its input under the gate (None: no feedback)
     sampled: bool  # its token was sampled (not a thought position)
+    thought: torch.Tensor | None = None  # the thought f drawn there, when it is not what was fed (channel)
 
 
 @dataclass
-class Replay:
-    """A sampled rollout row to score: its tokens and noise draws, by generated position."""
+class Given:
+    """What the oracle is handed instead of choosing, by generated position: a sampled rollout row's tokens
+    and noise draws (to score it), or the thoughts to feed (the shuffled control; drawn by nobody)."""
 
-    tokens: list[int]
-    noise: torch.Tensor  # [G, D]
+    tokens: list[int] | None = None
+    noise: torch.Tensor | None = None  # [G, D] standard normal draws
+    thoughts: list[torch.Tensor] | None = None
 
 
 class Oracle:
@@ -128,43 +131,46 @@ class Oracle:
         sigma, d = self.cfg["noise_std"], eps.numel()
         return float(-0.5 * eps.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi))
 
-    def pick(self, logits: torch.Tensor, temperature: float, replay: Replay | None, i: int) -> tuple[int, float]:
-        """The token at generated position i (greedy, or the replayed one) and its log-prob; greedy
+    def pick(self, logits: torch.Tensor, temperature: float, given: Given | None, i: int) -> tuple[int, float]:
+        """The token at generated position i (greedy, or the given one) and its log-prob; greedy
         log-probs are at temperature 1."""
         logp = torch.log_softmax(logits / (temperature or 1.0), -1)
-        token = int(logp.argmax()) if replay is None else replay.tokens[i]
+        token = int(logp.argmax()) if given is None or given.tokens is None else given.tokens[i]
         return token, float(logp[token])
 
     # ------------------------------------------------------------------ modes
 
-    def run(self, prompt: list[int], max_new: int, temperature: float = 0.0, replay: Replay | None = None) -> list[Step]:
+    def run(self, prompt: list[int], max_new: int, temperature: float = 0.0, given: Given | None = None) -> list[Step]:
         mode = self.cfg["mode"]
         inputs = [self.E[x] for x in prompt]
         if mode == "refine" and self.cfg["refine_over"] == "answer":
             return self.refine_answer(inputs, max_new)
         if mode == "refine":
             steps, inputs = self.refine_thoughts(inputs)
-            return steps + self.decode(inputs, 0, max_new, False, temperature, replay, len(steps))
+            return steps + self.decode(inputs, 0, max_new, False, temperature, given, len(steps))
         thoughts = self.cfg["num_thoughts"] if mode == "latent" else 0
-        return self.decode(inputs, thoughts, max_new, mode != "latent", temperature, replay)
+        return self.decode(inputs, thoughts, max_new, mode != "latent", temperature, given)
 
-    def decode(self, inputs, thoughts: int, max_new: int, feeds_answer: bool, temperature, replay, offset=0):
+    def decode(self, inputs, thoughts: int, max_new: int, feeds_answer: bool, temperature, given, offset=0):
         """`thoughts` thought positions, then at most `max_new` answer tokens, one fresh forward each."""
         inputs, steps, state = list(inputs), [], None
         out = self.forward(inputs)
         total = thoughts + max_new
         for i in range(total):
             thinking = i < thoughts
-            token, logp = (self.thought_id, 0.0) if thinking else self.pick(out[0][-1], temperature, replay, offset + i)
+            token, logp = (self.thought_id, 0.0) if thinking else self.pick(out[0][-1], temperature, given, offset + i)
             ends = not thinking and token in self.eos
-            fed = None
+            fed = f = None
             if (thinking or feeds_answer) and not ends and i < total - 1:
-                eps = None if replay is None or self.cfg["noise_std"] == 0 else replay.noise[offset + i]
-                fed = self.thought(out, -1, eps)
-                logp += self.density(eps)
+                if given is not None and given.thoughts is not None:
+                    fed = f = given.thoughts[offset + i]
+                else:
+                    eps = None if given is None or self.cfg["noise_std"] == 0 else given.noise[offset + i]
+                    fed = f = self.thought(out, -1, eps)
+                    logp += self.density(eps)
                 if self.cfg["mode"] == "channel":
-                    fed, state = self.channel(fed, state)
-            steps.append(Step(token, logp, fed, not thinking))
+                    fed, state = self.channel(f, state)
+            steps.append(Step(token, logp, fed, not thinking, f))
             if ends or i == total - 1:
                 break
             inputs.append(self.enter(token, fed))
@@ -265,8 +271,8 @@ def held_to(policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, 
     expected, runs = torch.zeros_like(ro.logprobs), []
     for b in range(len(prompts)):
         noise = None if ro.draw.noise is None else ro.draw.noise[b, P:]
-        replay = None if temperature == 0 else Replay(ro.input_ids[b, P:].tolist(), noise)
-        steps = oracle.run(ids[b][mask[b].bool()].tolist(), max_new, temperature, replay)
+        given = None if temperature == 0 else Given(ro.input_ids[b, P:].tolist(), noise)
+        steps = oracle.run(ids[b][mask[b].bool()].tolist(), max_new, temperature, given)
         n, row = len(steps), slice(P, P + len(steps))
         assert ro.input_ids[b, row].tolist() == [s.token for s in steps], b
         assert int(ro.generated_positions[b]) == n, b
@@ -408,3 +414,27 @@ def test_exported_folder_read_with_plain_libraries_answers_as_the_policy(model_d
     for field in ("input_ids", "feedback_mask", "feedback", "logprobs"):
         assert torch.equal(getattr(ro, field), getattr(before, field)), field
     assert loaded.generate(PROMPTS, max_new_tokens=6) == [answer_text(loaded, steps) for steps in runs]
+
+
+SHORT = ["826+182=", "133+517=", "12+3="]  # every own answer ends early; read another's thoughts, one runs on
+
+
+@pytest.mark.parametrize("mode", ["latent", "hybrid", "channel"])
+def test_shuffled_control_reads_only_the_next_prompts_thoughts(model_dir, mode):
+    """`neuralese eval --thoughts shuffled`: answer i is written from the thoughts prompt i+1 had in its own
+    answer, at every position; where that answer had none (after its end) it reads none, never its own."""
+    from rl.evaluate import shuffled_answers
+
+    policy = policy_for(model_dir, mode=mode)
+    oracle = oracle_of(policy)
+    ids, mask = policy.encode(SHORT)
+    prompts = [ids[b][mask[b].bool()].tolist() for b in range(len(SHORT))]
+    own = [oracle.run(p, 6) for p in prompts]
+    budget, zero = (3 if mode == "latent" else 0) + 6, torch.zeros(policy.hidden_size, dtype=torch.float64)
+    runs = []
+    for b, prompt in enumerate(prompts):
+        given = [zero if s.thought is None else s.thought for s in own[(b + 1) % len(prompts)]]
+        runs.append(oracle.run(prompt, 6, given=Given(thoughts=given + [zero] * (budget - len(given)))))
+    if mode != "latent":  # the case that matters: a shuffled answer outlives every thought it was given
+        assert max(map(len, runs)) > max(map(len, own))
+    assert shuffled_answers(policy, SHORT, 6) == ([answer_text(policy, r) for r in runs], [len(r) for r in runs])
