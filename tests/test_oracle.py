@@ -144,7 +144,7 @@ class Oracle:
         mode = self.cfg["mode"]
         inputs = [self.E[x] for x in prompt]
         if mode == "refine" and self.cfg["refine_over"] == "answer":
-            return self.refine_answer(inputs, max_new)
+            return self.refine_answer(inputs, max_new, temperature, given)
         if mode == "refine":
             steps, inputs = self.refine_thoughts(inputs)
             return steps + self.decode(inputs, 0, max_new, False, temperature, given, len(steps))
@@ -196,9 +196,10 @@ class Oracle:
             prev = self.forward(prompt_inputs + span)
         return [Step(self.thought_id, 0.0, f, False) for f in fed], prompt_inputs + span
 
-    def refine_answer(self, prompt_inputs, n: int) -> list[Step]:
+    def refine_answer(self, prompt_inputs, n: int, temperature: float = 0.0, given: Given | None = None) -> list[Step]:
         """A greedy draft of n tokens (the first greedy token, padding after), refined in T passes: each
-        later pass's tokens are the previous pass's greedy next tokens; the answer is read off the last."""
+        later pass's tokens are the previous pass's greedy next tokens; the answer is read off the last
+        (greedy, or the given tokens scored at `temperature`)."""
         T, p = self.cfg["refine_passes"], len(prompt_inputs)
         prompt_out = self.forward(prompt_inputs)
         z0 = prompt_out[0][-1]
@@ -211,7 +212,7 @@ class Oracle:
         scores = [z0] + list(prev[0][p : p + n - 1])
         steps = []
         for u in range(n):
-            token, logp = self.pick(scores[u], 0.0, None, u)
+            token, logp = self.pick(scores[u], temperature, given, u)
             ends = token in self.eos
             steps.append(Step(token, logp, None if ends or u == n - 1 else fed[u], True))
             if ends:
@@ -318,6 +319,7 @@ def test_greedy_rollout_is_the_oracles(model_dir, case):
                                    atol=ATOL, rtol=0, msg=f"window {window}")  # fmt: skip
     texts = [answer_text(policy, steps) for steps in runs]
     assert policy.generate(PROMPTS, max_new_tokens=6) == texts
+    assert policy.generate(PROMPTS, max_new_tokens=6, batch_size=3) == texts  # other batches, other padding
     assert complete(policy, PROMPTS, 6) == (texts, [len(steps) for steps in runs])
 
 
@@ -325,16 +327,18 @@ SAMPLED = {
     "latent": {"mode": "latent", "noise_std": 0.2},
     "hybrid": {"mode": "hybrid", "noise_std": 0.2, "layer": -2},
     "channel": {"mode": "channel", "noise_std": 0.2, "channel_width": 8},
+    "refine-answer": {"mode": "refine", "refine_over": "answer", "refine_passes": 3},  # sampled in the last pass
 }
 
 
 @pytest.mark.parametrize("case", list(SAMPLED))
 def test_sampled_rollout_scores_as_the_oracle(model_dir, case):
-    """Temperature 0.7 and Gaussian thoughts: given the sampled tokens and noise, the oracle feeds the same
+    """Temperature 0.7 (and Gaussian thoughts): given the sampled tokens and noise, the oracle feeds the same
     vectors, and each log-prob is the token's under softmax(z / 0.7) plus log N(f~; f, sigma^2 I)."""
     policy = policy_for(model_dir, **SAMPLED[case])
     ro, _, expected = held_to(policy, oracle_of(policy), temperature=0.7)
-    assert (ro.draw.noise[ro.feedback_mask].abs().sum(-1) > 0).all()  # real draws, each scored
+    if policy.config.noise_std:
+        assert (ro.draw.noise[ro.feedback_mask].abs().sum(-1) > 0).all()  # real draws, each scored
     torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs.detach(), expected, atol=ATOL, rtol=0)
 
 
@@ -438,3 +442,40 @@ def test_shuffled_control_reads_only_the_next_prompts_thoughts(model_dir, mode):
     if mode != "latent":  # the case that matters: a shuffled answer outlives every thought it was given
         assert max(map(len, runs)) > max(map(len, own))
     assert shuffled_answers(policy, SHORT, 6) == ([answer_text(policy, r) for r in runs], [len(r) for r in runs])
+
+
+@pytest.mark.parametrize("settings", [{"mode": "latent", "projection": "linear"}, {"mode": "hybrid", "projection": "mlp"},
+                                      {"mode": "hybrid", "layer": "mix"}], ids=str)  # fmt: skip
+def test_feedback_weights_start_as_the_identity(model_dir, settings):
+    """At switch-on `linear` and `mlp` are the identity and the layer mix is uniform: with only the gate
+    opened, the fed vectors are those of P = identity."""
+    policy = NeuralesePolicy.from_pretrained(model_dir, config=NeuraleseConfig(num_thoughts=3, **settings))
+    with torch.no_grad():
+        policy.adapter.gate_logit.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+    oracle = oracle_of(policy)
+    oracle.cfg["projection"] = "identity"
+    if settings.get("layer") == "mix":
+        oracle.w["layer_logits"] = torch.zeros(policy.model.config.num_hidden_layers, dtype=torch.float64)
+    held_to(policy.eval(), oracle)
+
+
+@pytest.mark.parametrize("mode", ["latent", "hybrid", "channel", "refine"])
+def test_one_answer_token(model_dir, mode):
+    """max_new_tokens = 1: latent-style modes still think K thoughts; a mode feeding the answer feeds
+    nothing (the only answer position is the last, whose output nothing reads)."""
+    policy = policy_for(model_dir, mode=mode)
+    ro, runs, _ = held_to(policy, oracle_of(policy), max_new=1)
+    assert ro.feedback_mask.any() == (mode in ("latent", "refine"))
+
+
+def test_conversational_prompts_think_after_the_assistant_header(model_dir):
+    """A conversation goes through the chat template; the K thoughts come right after the assistant header."""
+    policy = policy_for(model_dir, mode="latent")
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+    ids, mask = policy.encode(chats)
+    tok = policy.tokenizer
+    header = tok.encode("assistant:", add_special_tokens=False)
+    for b, chat in enumerate(chats):
+        expected = list(tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
+        assert ids[b][mask[b].bool()].tolist() == expected and expected[-len(header) :] == header
+    held_to(policy, oracle_of(policy), prompts=chats)
