@@ -1,38 +1,19 @@
-"""The framework held to an independent oracle of the neuralese contract (DESIGN.md and README.md,
-"Neuralese mechanics"), on tiny real models in fp32.
+"""The framework held to an independent oracle of the neuralese contract (tests/oracle.py), on tiny real
+models in fp32.
 
-The oracle is written from the contract alone. It takes one prompt at a time, unpadded, and fills one
-position at a time; every step is a fresh forward of the plain Hugging Face model over
-`inputs_embeds` (no KV cache), and every thought is computed by hand from that forward's
-`hidden_states` and the feedback weights (the tensors `feedback.safetensors` holds):
-
-    f_t     = P(x_t) (+ sigma * eps)            the thought read off position t
-    x_t     = n(h_t^(l)), n(h) = h / rms(h) * rms(E)          space `hidden` (l: an index, or `mix`)
-            = softmax(z_t / tau) @ E                          space `embedding`
-    e_{t+1} = E[x_{t+1}] + tanh(lambda) * f_t   the input of a feedback position (`latent_only`: f_t)
-
-A thought enters every position whose output is read: latent mode's K thought positions (the reserved
-thought token's embedding plus the thought), every generated position in hybrid and channel mode
-(channel mode feeds W_out s_t, s_t = a * s_{t-1} + W_in f_t, s = 0 before the first), never a prompt
-position, and not an eos or the last position (nothing reads their outputs). Refine mode fills its
-span in T parallel passes, pass tau feeding each position the thought of pass tau-1's state at the
-position before it (the prompt's last state for the first position; pass 1 feeds only that one).
-
-The framework runs the same prompts as one left-padded batch over its KV cache. Its rollout record
-(tokens, fed vectors, sampling log-probs, generated positions), its recomputed log-probs, its text,
-`neuralese eval`'s mean_generated_positions and an exported folder must all agree with the oracle.
-None of rl.rollout's, rl.recompute's, rl.modes' or rl.feedback's code computes an expected value here.
+The framework runs the prompts as one left-padded batch over its KV cache; the oracle runs each alone,
+a fresh forward per position. The rollout record (tokens, fed vectors, sampling log-probs, generated
+positions), the recomputed log-probs for every window, the text, `neuralese eval`'s
+mean_generated_positions, the shuffled control and an exported folder must all agree with it.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn.functional as F
+from oracle import Given, Oracle, Step
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,189 +23,6 @@ from rl.rollout import complete, generate_rollout
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
 ATOL = 1e-5
-
-
-# ----------------------------------------------------------------------------- the oracle
-
-
-@dataclass
-class Step:
-    """One generated position, as the oracle fills it."""
-
-    token: int  # its input token (the thought token at a thought position)
-    logp: float  # the sampled token's log-prob (0 at a thought position), plus a sampled thought's density
-    fed: torch.Tensor | None  # the vector added to its input under the gate (None: no feedback)
-    sampled: bool  # its token was sampled (not a thought position)
-    thought: torch.Tensor | None = None  # the thought f drawn there, when it is not what was fed (channel)
-
-
-@dataclass
-class Given:
-    """What the oracle is handed instead of choosing, by generated position: a sampled rollout row's tokens
-    and noise draws (to score it), or the thoughts to feed (the shuffled control; drawn by nobody)."""
-
-    tokens: list[int] | None = None
-    noise: torch.Tensor | None = None  # [G, D] standard normal draws
-    thoughts: list[torch.Tensor] | None = None
-
-
-class Oracle:
-    """The contract, read off a plain causal LM, the feedback config (neuralese.json's `neuralese`
-    mapping) and the feedback weights (feedback.safetensors' tensors)."""
-
-    def __init__(self, model, cfg: dict, weights: dict[str, torch.Tensor], thought_id: int, eos: set[int], pad: int):
-        self.model, self.cfg = model.eval(), cfg
-        self.w = {k: v.detach().double() for k, v in weights.items()}
-        self.E = model.get_input_embeddings().weight.detach().float()
-        self.thought_id, self.eos, self.pad = thought_id, eos, pad
-
-    @torch.no_grad()
-    def forward(self, inputs: list[torch.Tensor]):
-        """Logits [T, V] and hidden states (n_layers + 1 of [T, D]) of one unpadded sequence of inputs."""
-        out = self.model(inputs_embeds=torch.stack(inputs)[None].float(), output_hidden_states=True)
-        return out.logits[0].double(), [h[0].double() for h in out.hidden_states]
-
-    def thought(self, out, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
-        """f_t [D] read off position t of a forward's output."""
-        logits, states = out
-        cfg, w = self.cfg, self.w
-        parts = {}
-        if cfg["space"] in ("hidden", "mix"):
-            if cfg["layer"] == "mix":  # a softmax over every layer's output, each RMS-normalised
-                mix = torch.softmax(w["layer_logits"], 0)
-                h = sum(m * s[t] / rms(s[t]) for m, s in zip(mix, states[1:]))
-            else:
-                h = states[cfg["layer"]][t]
-            parts["hidden"] = h / rms(h) * rms(self.E.double())
-        if cfg["space"] in ("embedding", "mix"):
-            parts["embedding"] = torch.softmax(logits[t] / cfg["thought_temperature"], -1) @ self.E.double()
-        if cfg["space"] == "mix":
-            m = torch.sigmoid(w["mix_logit"])
-            x = (1 - m) * parts["embedding"] + m * parts["hidden"]
-        else:
-            x = parts[cfg["space"]]
-        f = self.project(x)
-        return f if eps is None else f + cfg["noise_std"] * eps.double()
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        """P: the identity, W x + b, or the residual MLP x + W2 gelu(W1 x + b1) + b2."""
-        w, kind = self.w, self.cfg["projection"]
-        if kind == "identity":
-            return x
-        if kind == "linear":
-            return w["proj.weight"] @ x + w["proj.bias"]
-        hidden = F.gelu(w["proj.up.weight"] @ x + w["proj.up.bias"])
-        return x + w["proj.down.weight"] @ hidden + w["proj.down.bias"]
-
-    def enter(self, token: int, fed: torch.Tensor | None) -> torch.Tensor:
-        """The input of a position: E[x], or with a thought E[x] + tanh(lambda) * fed (or fed alone)."""
-        if fed is None:
-            return self.E[token]
-        if self.cfg["input"] == "latent_only":
-            return fed.float()
-        return (self.E[token].double() + torch.tanh(self.w["gate_logit"]) * fed).float()
-
-    def density(self, eps: torch.Tensor | None) -> float:
-        """log N(sigma * eps; 0, sigma^2 I) of a Gaussian thought's noise (0 without noise)."""
-        if eps is None:
-            return 0.0
-        sigma, d = self.cfg["noise_std"], eps.numel()
-        return float(-0.5 * eps.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi))
-
-    def pick(self, logits: torch.Tensor, temperature: float, given: Given | None, i: int) -> tuple[int, float]:
-        """The token at generated position i (greedy, or the given one) and its log-prob; greedy
-        log-probs are at temperature 1."""
-        logp = torch.log_softmax(logits / (temperature or 1.0), -1)
-        token = int(logp.argmax()) if given is None or given.tokens is None else given.tokens[i]
-        return token, float(logp[token])
-
-    # ------------------------------------------------------------------ modes
-
-    def run(self, prompt: list[int], max_new: int, temperature: float = 0.0, given: Given | None = None) -> list[Step]:
-        mode = self.cfg["mode"]
-        inputs = [self.E[x] for x in prompt]
-        if mode == "refine" and self.cfg["refine_over"] == "answer":
-            return self.refine_answer(inputs, max_new, temperature, given)
-        if mode == "refine":
-            steps, inputs = self.refine_thoughts(inputs)
-            return steps + self.decode(inputs, 0, max_new, False, temperature, given, len(steps))
-        thoughts = self.cfg["num_thoughts"] if mode == "latent" else 0
-        return self.decode(inputs, thoughts, max_new, mode != "latent", temperature, given)
-
-    def decode(self, inputs, thoughts: int, max_new: int, feeds_answer: bool, temperature, given, offset=0):
-        """`thoughts` thought positions, then at most `max_new` answer tokens, one fresh forward each."""
-        inputs, steps, state = list(inputs), [], None
-        out = self.forward(inputs)
-        total = thoughts + max_new
-        for i in range(total):
-            thinking = i < thoughts
-            token, logp = (self.thought_id, 0.0) if thinking else self.pick(out[0][-1], temperature, given, offset + i)
-            ends = not thinking and token in self.eos
-            fed = f = None
-            if (thinking or feeds_answer) and not ends and i < total - 1:
-                if given is not None and given.thoughts is not None:
-                    fed = f = given.thoughts[offset + i]
-                else:
-                    eps = None if given is None or self.cfg["noise_std"] == 0 else given.noise[offset + i]
-                    fed = f = self.thought(out, -1, eps)
-                    logp += self.density(eps)
-                if self.cfg["mode"] == "channel":
-                    fed, state = self.channel(f, state)
-            steps.append(Step(token, logp, fed, not thinking, f))
-            if ends or i == total - 1:
-                break
-            inputs.append(self.enter(token, fed))
-            out = self.forward(inputs)
-        return steps
-
-    def channel(self, f: torch.Tensor, state: torch.Tensor | None):
-        """s_t = a * s_{t-1} + W_in f_t (s = 0 before the first generated position); fed: W_out s_t."""
-        w = self.w
-        state = torch.zeros(w["channel.write.weight"].shape[0], dtype=f.dtype) if state is None else state
-        state = torch.sigmoid(w["channel.retention.logit"]) * state + w["channel.write.weight"] @ f
-        return w["channel.read.weight"] @ state, state
-
-    def refine_thoughts(self, prompt_inputs):
-        """K thought positions in T passes; returns their steps (the last pass's thoughts) and the inputs
-        the answer is then written after."""
-        K, T, p = self.cfg["num_thoughts"], self.cfg["refine_passes"], len(prompt_inputs)
-        first = self.thought(self.forward(prompt_inputs), -1)
-        prev = None  # the previous pass's forward over prompt + span
-        for _ in range(T):
-            fed = [first] + [None if prev is None else self.thought(prev, p + u - 1) for u in range(1, K)]
-            span = [self.enter(self.thought_id, f) for f in fed]
-            prev = self.forward(prompt_inputs + span)
-        return [Step(self.thought_id, 0.0, f, False) for f in fed], prompt_inputs + span
-
-    def refine_answer(self, prompt_inputs, n: int, temperature: float = 0.0, given: Given | None = None) -> list[Step]:
-        """A greedy draft of n tokens (the first greedy token, padding after), refined in T passes: each
-        later pass's tokens are the previous pass's greedy next tokens; the answer is read off the last
-        (greedy, or the given tokens scored at `temperature`)."""
-        T, p = self.cfg["refine_passes"], len(prompt_inputs)
-        prompt_out = self.forward(prompt_inputs)
-        z0 = prompt_out[0][-1]
-        draft = [int(z0.argmax())] + [self.pad] * (n - 1)
-        prev = None
-        for _ in range(T):
-            fed = [self.thought(prompt_out, -1)] + [None if prev is None else self.thought(prev, p + u - 1) for u in range(1, n)]
-            prev = self.forward(prompt_inputs + [self.enter(x, f) for x, f in zip(draft, fed)])
-            draft = draft[:1] + prev[0][p : p + n - 1].argmax(-1).tolist()
-        scores = [z0] + list(prev[0][p : p + n - 1])
-        steps = []
-        for u in range(n):
-            token, logp = self.pick(scores[u], temperature, given, u)
-            ends = token in self.eos
-            steps.append(Step(token, logp, None if ends or u == n - 1 else fed[u], True))
-            if ends:
-                break
-        return steps
-
-
-def rms(x: torch.Tensor) -> torch.Tensor:
-    return x.pow(2).mean().sqrt()
-
-
-# ----------------------------------------------------------------------------- the framework, held to it
 
 
 @pytest.fixture(scope="module")
