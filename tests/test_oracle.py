@@ -277,3 +277,35 @@ def test_conversational_prompts_think_after_the_assistant_header(model_dir):
         expected = list(tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
         assert ids[b][mask[b].bool()].tolist() == expected and expected[-len(header) :] == header
     held_to(policy, oracle_of(policy), prompts=chats)
+
+
+@pytest.mark.parametrize("mode", ["latent", "hybrid", "refine"])
+def test_kl_reference_is_the_base_model_without_feedback(model_dir, tmp_path, mode):
+    """A LoRA policy with its gate open is the oracle's; its KL reference (feedback off, LoRA adapters off)
+    scores the same rollout as the plain base model does, teacher-forced on its tokens, thought tokens
+    included, at the sampling temperature."""
+    from runs import run_config
+
+    from rl.build import build_policy
+
+    policy = build_policy(run_config(model_dir, tmp_path / "run", mode, lora=4), "cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        policy.adapter.gate_logit.normal_(0, 1, generator=g)
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:  # zero at the start: moved, so the adapters change the model
+                p.normal_(0, 0.1, generator=g)
+    ro, _, own = held_to(policy.eval(), oracle_of(policy), temperature=0.8)
+    with policy.feedback_disabled():
+        ref = recompute_logprobs(policy, ro, 0).token_logprobs
+    base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    expected = torch.zeros_like(ref)
+    for b in range(ro.input_ids.shape[0]):
+        at = ro.attention_mask[b].nonzero().squeeze(-1)  # the row's real positions, unpadded
+        seq = ro.input_ids[b, at]
+        with torch.no_grad():
+            logp = torch.log_softmax(base(input_ids=seq[None]).logits[0, :-1] / 0.8, -1)
+        scored = logp.gather(-1, seq[1:, None]).squeeze(-1)  # scored[j]: the token at at[j + 1]
+        expected[b, at[1:]] = torch.where(ro.action_mask[b, at[1:]], scored, 0.0)
+    torch.testing.assert_close(ref, expected, atol=ATOL, rtol=0)
+    assert (ref - own.float()).abs().max() > 1e-2  # the reference is not the policy
