@@ -11,10 +11,12 @@ by their names there):
             = softmax(z_t / tau) @ E                          space `embedding`
     e_{t+1} = E[x_{t+1}] + tanh(lambda) * f_t   the input of a feedback position (`latent_only`: f_t)
 
-A thought enters every position whose output is read: latent mode's K thought positions (the reserved
-thought token's embedding plus the thought), every generated position in hybrid and channel mode
-(channel mode feeds W_out s_t, s_t = a * s_{t-1} + W_in f_t, s = 0 before the first), never a prompt
-position, and not an eos or the last position (nothing reads their outputs). Refine mode fills its
+E is the token embeddings the model reads: its embedding layer's output for every token (a scaled
+embedding, as Gemma's, multiplies its table by sqrt(D)). A thought enters every position whose output
+is read: latent mode's K thought positions (the reserved thought token's embedding plus the thought),
+every generated position in hybrid and channel mode (channel mode feeds W_out s_t, s_t = a * s_{t-1} +
+W_in f_t, s = 0 before the first), never a prompt position, and not an eos or the last position
+(nothing reads their outputs). Refine mode fills its
 span in T parallel passes, pass tau feeding each position the thought of pass tau-1's state at the
 position before it (the prompt's last state for the first position; pass 1 feeds only that one).
 """
@@ -56,7 +58,8 @@ class Oracle:
     def __init__(self, model, cfg: dict, weights: dict[str, torch.Tensor], thought_id: int, eos: set[int], pad: int):
         self.model, self.cfg = model.eval(), cfg
         self.w = {k: v.detach().double() for k, v in weights.items()}
-        self.E = model.get_input_embeddings().weight.detach().float()
+        embedding = model.get_input_embeddings()  # E[x]: what the model reads for token x (its scale included)
+        self.E = embedding(torch.arange(embedding.num_embeddings)).detach().float()
         self.thought_id, self.eos, self.pad = thought_id, eos, pad
 
     @torch.no_grad()
