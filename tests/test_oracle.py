@@ -311,31 +311,34 @@ def test_kl_reference_is_the_base_model_without_feedback(model_dir, tmp_path, mo
     assert (ref - own.float()).abs().max() > 1e-2  # the reference is not the policy
 
 
-@pytest.fixture(scope="module")
-def gemma_dir(tiny_dir, tmp_path_factory):
-    """A tiny Gemma-2 on the same tokenizer: its embedding layer scales the table by sqrt(D), so the token
-    embeddings it reads are not the table's rows. (Its final logit soft-capping is off: see the test.)"""
+@pytest.fixture(scope="module", params=["qwen2", "gemma2"])
+def arch_dir(request, tiny_dir, tmp_path_factory):
+    """Tiny models of other families on the same tokenizer: a Qwen2 (biased attention projections) and a
+    Gemma-2, whose embedding layer scales its table by sqrt(D), so the token embeddings it reads are not
+    the table's rows. (Gemma-2's final logit soft-capping is off: see the test.)"""
     from transformers import AutoConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
+    extra = {"head_dim": 16, "final_logit_softcapping": None} if request.param == "gemma2" else {}
     config = AutoConfig.for_model(
-        "gemma2", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=16, intermediate_size=64, final_logit_softcapping=None,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        request.param, vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **extra,
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    out = tmp_path_factory.mktemp("gemma") / "model"
+    out = tmp_path_factory.mktemp(request.param) / "model"
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
 
 @pytest.mark.parametrize("case", ["latent", "hybrid-mix-space", "latent-embedding-space"])
-def test_thoughts_match_the_token_embeddings_a_scaled_embedding_gives(gemma_dir, case):
+def test_other_model_families_are_the_oracles(arch_dir, case):
     """n(.) matches the RMS of the token embeddings the model reads, and embedding-space thoughts mix
-    them: with a scaled embedding layer those are sqrt(D) times its table. (Soft-capped logits would
-    make the embedding space's z differ from lm_head(h): not held here.)"""
-    policy = policy_for(gemma_dir, **CASES[case])
-    held_to(policy, oracle_of(policy))
+    them: with a scaled embedding layer those are sqrt(D) times its table. (Soft-capped or scaled final
+    logits would make the embedding space's z differ from lm_head(h): not held here.)"""
+    policy = policy_for(arch_dir, **CASES[case])
+    ro, _, expected = held_to(policy, oracle_of(policy))
+    torch.testing.assert_close(recompute_logprobs(policy, ro, "full").logprobs.detach(), expected, atol=ATOL, rtol=0)
