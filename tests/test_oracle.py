@@ -311,15 +311,19 @@ def test_kl_reference_is_the_base_model_without_feedback(model_dir, tmp_path, mo
     assert (ref - own.float()).abs().max() > 1e-2  # the reference is not the policy
 
 
-@pytest.fixture(scope="module", params=["qwen2", "gemma2"])
+FAMILIES = {"qwen2": {}, "gemma2": {"head_dim": 16, "final_logit_softcapping": None}, "gpt2": {"n_inner": 64}}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
 def arch_dir(request, tiny_dir, tmp_path_factory):
-    """Tiny models of other families on the same tokenizer: a Qwen2 (biased attention projections) and a
+    """Tiny models of other families on the same tokenizer: a Qwen2 (biased attention projections), a
     Gemma-2, whose embedding layer scales its table by sqrt(D), so the token embeddings it reads are not
-    the table's rows. (Gemma-2's final logit soft-capping is off: see the test.)"""
+    the table's rows (its final logit soft-capping is off: see the test), and a GPT-2, whose learned
+    absolute positions show any left-padded row that does not start at position 0."""
     from transformers import AutoConfig
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
-    extra = {"head_dim": 16, "final_logit_softcapping": None} if request.param == "gemma2" else {}
+    extra = FAMILIES[request.param]
     config = AutoConfig.for_model(
         request.param, vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
