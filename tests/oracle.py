@@ -12,7 +12,9 @@ by their names there):
     e_{t+1} = E[x_{t+1}] + tanh(lambda) * f_t   the input of a feedback position (`latent_only`: f_t)
 
 E is the token embeddings the model reads: its embedding layer's output for every token (a scaled
-embedding, as Gemma's, multiplies its table by sqrt(D)). A thought enters every position whose output
+embedding, as Gemma's, multiplies its table by sqrt(D)). The framework fixes rms(E) at switch-on (the
+adapter's `target_rms`, saved with its weights); the policies held to the oracle are untrained, so the
+two agree. A thought enters every position whose output
 is read: latent mode's K thought positions (the reserved thought token's embedding plus the thought),
 every generated position in hybrid and channel mode (channel mode feeds W_out s_t, s_t = a * s_{t-1} +
 W_in f_t, s = 0 before the first), never a prompt position, and not an eos or the last position

@@ -344,5 +344,8 @@ def test_other_model_families_are_the_oracles(arch_dir, case):
     them: with a scaled embedding layer those are sqrt(D) times its table. (Soft-capped or scaled final
     logits would make the embedding space's z differ from lm_head(h): not held here.)"""
     policy = policy_for(arch_dir, **CASES[case])
+    with torch.no_grad():  # layer -1 is the final post-norm state: the one the output head reads
+        out = policy.model(**policy.tokenizer(PROMPTS[:1], return_tensors="pt"), output_hidden_states=True)
+        torch.testing.assert_close(policy.model.get_output_embeddings()(out.hidden_states[-1]), out.logits)
     ro, _, expected = held_to(policy, oracle_of(policy))
     torch.testing.assert_close(recompute_logprobs(policy, ro, "full").logprobs.detach(), expected, atol=ATOL, rtol=0)
