@@ -6,9 +6,10 @@ of the plain Hugging Face model over `inputs_embeds` (no KV cache), and every th
 from that forward's `hidden_states` and the feedback weights (the tensors `feedback.safetensors` holds,
 by their names there):
 
-    f_t     = P(x_t) (+ sigma * eps)            the thought read off position t
+    f_t     = P(x_t) (+ sigma * eps)            the thought read off position t (Gaussian noise eps)
     x_t     = n(h_t^(l)), n(h) = h / rms(h) * rms(E)          space `hidden` (l: an index, or `mix`)
-            = softmax(z_t / tau) @ E                          space `embedding`
+            = w_t @ E, w_t = softmax(z_t / tau)               space `embedding` (`mix`: a learned mix of both)
+              or softmax((log softmax(z_t) + g) / tau), g ~ Gumbel, or the mean one-hot of m tokens ~ softmax(z_t / tau)
     e_{t+1} = E[x_{t+1}] + tanh(lambda) * f_t   the input of a feedback position (`latent_only`: f_t)
 
 E is the token embeddings the model reads: its embedding layer's output for every token (a scaled
@@ -46,10 +47,10 @@ class Step:
 @dataclass
 class Given:
     """What the oracle is handed instead of choosing, by generated position: a sampled rollout row's tokens
-    and noise draws (to score it), or the thoughts to feed (the shuffled control; drawn by nobody)."""
+    and thought draws (to score it), or the thoughts to feed (the shuffled control; drawn by nobody)."""
 
     tokens: list[int] | None = None
-    noise: torch.Tensor | None = None  # [G, D] standard normal draws
+    draws: torch.Tensor | None = None  # [G, ...] the thoughts' draws: eps [G, D], Gumbel g [G, V] or tokens [G, m]
     thoughts: list[torch.Tensor] | None = None
 
 
@@ -70,8 +71,25 @@ class Oracle:
         out = self.model(inputs_embeds=torch.stack(inputs)[None].float(), output_hidden_states=True)
         return out.logits[0].double(), [h[0].double() for h in out.hidden_states]
 
-    def thought(self, out, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
-        """f_t [D] read off position t of a forward's output."""
+    @property
+    def sampler(self) -> str:
+        """What makes a thought random: Gaussian noise on f, or sampled embedding weights (or nothing)."""
+        if self.cfg["noise_std"] > 0:
+            return "gaussian"
+        return self.cfg["embedding_weights"] if self.cfg["space"] in ("embedding", "mix") else "softmax"
+
+    def weights(self, z: torch.Tensor, draw: torch.Tensor | None) -> torch.Tensor:
+        """Embedding weights [V]: softmax(z / tau); Gumbel-softmax of y = log softmax(z) + g; or the mean
+        one-hot of m sampled tokens."""
+        tau = self.cfg["thought_temperature"]
+        if draw is None or self.sampler in ("softmax", "gaussian"):
+            return torch.softmax(z / tau, -1)
+        if self.sampler == "gumbel":
+            return torch.softmax((torch.log_softmax(z, -1) + draw.double()) / tau, -1)
+        return F.one_hot(draw, z.shape[-1]).double().mean(0)
+
+    def thought(self, out, t: int, draw: torch.Tensor | None = None) -> torch.Tensor:
+        """f_t [D] read off position t of a forward's output (with its draw, when sampled)."""
         logits, states = out
         cfg, w = self.cfg, self.w
         parts = {}
@@ -83,14 +101,14 @@ class Oracle:
                 h = states[cfg["layer"]][t]
             parts["hidden"] = h / rms(h) * rms(self.E.double())
         if cfg["space"] in ("embedding", "mix"):
-            parts["embedding"] = torch.softmax(logits[t] / cfg["thought_temperature"], -1) @ self.E.double()
+            parts["embedding"] = self.weights(logits[t], draw) @ self.E.double()
         if cfg["space"] == "mix":
             m = torch.sigmoid(w["mix_logit"])
             x = (1 - m) * parts["embedding"] + m * parts["hidden"]
         else:
             x = parts[cfg["space"]]
         f = self.project(x)
-        return f if eps is None else f + cfg["noise_std"] * eps.double()
+        return f + cfg["noise_std"] * draw.double() if draw is not None and self.sampler == "gaussian" else f
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """P: the identity, W x + b, or the residual MLP x + W2 gelu(W1 x + b1) + b2."""
@@ -110,12 +128,18 @@ class Oracle:
             return fed.float()
         return (self.E[token].double() + torch.tanh(self.w["gate_logit"]) * fed).float()
 
-    def density(self, eps: torch.Tensor | None) -> float:
-        """log N(sigma * eps; 0, sigma^2 I) of a Gaussian thought's noise (0 without noise)."""
-        if eps is None:
+    def density(self, out, t: int, draw: torch.Tensor | None) -> float:
+        """The log-probability of a sampled thought's draw at position t: log N(sigma * eps; 0, sigma^2 I),
+        sum_i log Gumbel(g_i; 0, 1), or the m tokens' log-probs under softmax(z / tau) (0 unsampled)."""
+        if draw is None or self.sampler == "softmax":
             return 0.0
-        sigma, d = self.cfg["noise_std"], eps.numel()
-        return float(-0.5 * eps.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi))
+        if self.sampler == "gaussian":
+            sigma, d = self.cfg["noise_std"], draw.numel()
+            return float(-0.5 * draw.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi))
+        if self.sampler == "gumbel":
+            g = draw.double()
+            return float((-g - torch.exp(-g)).sum())
+        return float(torch.log_softmax(out[0][t] / self.cfg["thought_temperature"], -1)[draw].sum())
 
     def pick(self, logits: torch.Tensor, temperature: float, given: Given | None, i: int) -> tuple[int, float]:
         """The token at generated position i (greedy, or the given one) and its log-prob; greedy
@@ -151,9 +175,9 @@ class Oracle:
                 if given is not None and given.thoughts is not None:
                     fed = f = given.thoughts[offset + i]
                 else:
-                    eps = None if given is None or self.cfg["noise_std"] == 0 else given.noise[offset + i]
-                    fed = f = self.thought(out, -1, eps)
-                    logp += self.density(eps)
+                    draw = None if given is None or given.draws is None else given.draws[offset + i]
+                    fed = f = self.thought(out, -1, draw)
+                    logp += self.density(out, -1, draw)
                 if self.cfg["mode"] == "channel":
                     fed, state = self.channel(f, state)
             steps.append(Step(token, logp, fed, not thinking, f))

@@ -69,8 +69,8 @@ def held_to(policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, 
     assert not ro.feedback_mask[:, :P].any() and not ro.action_mask[:, :P].any()  # never on the prompt
     expected, runs = torch.zeros_like(ro.logprobs), []
     for b in range(len(prompts)):
-        noise = None if ro.draw.noise is None else ro.draw.noise[b, P:]
-        given = None if temperature == 0 else Given(ro.input_ids[b, P:].tolist(), noise)
+        draws = ro.draw.noise if ro.draw.tokens is None else ro.draw.tokens  # None: nothing drawn
+        given = None if temperature == 0 else Given(ro.input_ids[b, P:].tolist(), None if draws is None else draws[b, P:])
         steps = oracle.run(ids[b][mask[b].bool()].tolist(), max_new, temperature, given)
         n, row = len(steps), slice(P, P + len(steps))
         assert ro.input_ids[b, row].tolist() == [s.token for s in steps], b
@@ -126,13 +126,16 @@ SAMPLED = {
     "hybrid": {"mode": "hybrid", "noise_std": 0.2, "layer": -2},
     "channel": {"mode": "channel", "noise_std": 0.2, "channel_width": 8},
     "refine-answer": {"mode": "refine", "refine_over": "answer", "refine_passes": 3},  # sampled in the last pass
+    "hybrid-gumbel": {"mode": "hybrid", "space": "embedding", "embedding_weights": "gumbel", "thought_temperature": 0.5},
+    "latent-multiplex": {"mode": "latent", "space": "mix", "embedding_weights": "multiplex", "multiplex_samples": 3},
 }
 
 
 @pytest.mark.parametrize("case", list(SAMPLED))
 def test_sampled_rollout_scores_as_the_oracle(model_dir, case):
-    """Temperature 0.7 (and Gaussian thoughts): given the sampled tokens and noise, the oracle feeds the same
-    vectors, and each log-prob is the token's under softmax(z / 0.7) plus log N(f~; f, sigma^2 I)."""
+    """Temperature 0.7 and sampled thoughts: given the sampled tokens and draws, the oracle feeds the same
+    vectors, and each log-prob is the token's under softmax(z / 0.7) plus the thought's: log N(f~; f,
+    sigma^2 I), the Gumbel density of the perturbed log-probs, or the multiplex tokens' log-probs."""
     policy = policy_for(model_dir, **SAMPLED[case])
     ro, _, expected = held_to(policy, oracle_of(policy), temperature=0.7)
     if policy.config.noise_std:
