@@ -98,6 +98,7 @@ CASES = {
     "latent-embedding-space": {"mode": "latent", "space": "embedding", "thought_temperature": 0.7},
     "hybrid": {"mode": "hybrid"},
     "hybrid-l-2-mlp": {"mode": "hybrid", "layer": -2, "projection": "mlp"},
+    "hybrid-latent-only": {"mode": "hybrid", "input": "latent_only"},  # the written token is not read back
     "hybrid-mix-space": {"mode": "hybrid", "space": "mix", "mix_init": 0.3, "layer": "mix"},
     "channel": {"mode": "channel", "channel_width": 8, "channel_retention": 0.7},
     "refine-thoughts": {"mode": "refine", "refine_passes": 2},  # fewer passes than thoughts: not latent mode
