@@ -9,6 +9,7 @@ mean_generated_positions, the shuffled control and an exported folder must all a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -51,8 +52,7 @@ def policy_for(model_dir, gate: float = 1.0, seed: int = 0, **settings) -> Neura
 
 
 def oracle_of(policy: NeuralesePolicy) -> Oracle:
-    import dataclasses
-
+    """The oracle of a policy in memory: its model, config and feedback weights."""
     tok = policy.tokenizer
     return Oracle(policy.model, dataclasses.asdict(policy.config), policy.adapter.state_dict(),
                   tok.convert_tokens_to_ids("<thought>"), {tok.eos_token_id}, tok.pad_token_id)  # fmt: skip
