@@ -30,6 +30,7 @@ from torch import nn
 from rl import thoughts as T
 from rl.config import NeuraleseConfig
 from rl.errors import ConfigError
+from rl.models import embed_scale
 from rl.modes import get_mode
 
 RMS_EPS = 1e-6
@@ -135,10 +136,11 @@ class FeedbackAdapter(nn.Module):
 
     @classmethod
     def for_model(cls, cfg: NeuraleseConfig, model: nn.Module) -> FeedbackAdapter:
-        """An adapter sized for `model`, RMS target taken from its embedding table."""
+        """An adapter sized for `model`, RMS target taken from its token embeddings (the table, times the
+        embedding layer's scale where it has one)."""
         emb = model.get_input_embeddings().weight
         with torch.no_grad(), _whole(emb):
-            embed_rms = emb.float().pow(2).mean().sqrt().item()
+            embed_rms = emb.float().pow(2).mean().sqrt().item() * embed_scale(model)
         text_cfg = model.config.get_text_config()
         return cls(cfg, text_cfg.hidden_size, text_cfg.num_hidden_layers + 1, embed_rms)
 

@@ -134,6 +134,14 @@ def _remote_code_hint(path: Path, cfg: ModelConfig) -> str:
     )
 
 
+def embed_scale(model: torch.nn.Module) -> float:
+    """The factor the model's input embedding layer multiplies the rows of its table by: the token
+    embeddings it reads are E[x] = scale * weight[x]. 1 for a plain table; transformers' scaled
+    embeddings (Gemma's: sqrt of the hidden size) keep it in `embed_scale`."""
+    scale = getattr(model.get_input_embeddings(), "embed_scale", None)
+    return 1.0 if scale is None else float(scale)
+
+
 def ensure_thought_token(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

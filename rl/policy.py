@@ -30,7 +30,7 @@ from rl.config import ModelConfig, NeuraleseConfig, from_dict
 from rl.errors import CheckpointError, ConfigError
 from rl.feedback import FeedbackAdapter, Source
 from rl.io import read_json, read_safetensors
-from rl.models import CACHE, ensure_thought_token, load_model
+from rl.models import CACHE, embed_scale, ensure_thought_token, load_model
 from rl.modes import get_mode
 from rl.ranges import check_ranges
 
@@ -72,7 +72,7 @@ class NeuralesePolicy(nn.Module):
         self.adapter = adapter or FeedbackAdapter.for_model(self.config, model)
         if adapter is None and self.config.space == "pause":
             # A pause thought starts as the thought token's embedding (the mean embedding without one).
-            table = model.get_input_embeddings().weight.detach().float()
+            table = self.embedding_table.detach().float()
             start = table[self.thought_token_id] if self.thought_token_id >= 0 else table.mean(0)
             with torch.no_grad():
                 self.adapter.pause_vector.copy_(start)
@@ -154,8 +154,10 @@ class NeuralesePolicy(nn.Module):
 
     @property
     def embedding_table(self) -> torch.Tensor:
-        """E [V, D]: what embedding-space thoughts are mixtures of."""
-        return self.model.get_input_embeddings().weight
+        """E [V, D]: the token embeddings the model reads (its table, times the embedding layer's scale
+        where it has one, as Gemma's), what embedding-space thoughts are mixtures of."""
+        table, scale = self.model.get_input_embeddings().weight, embed_scale(self.model)
+        return table if scale == 1.0 else table * scale
 
     def thought_source(self, out, index=slice(None), probe: torch.Tensor | None = None) -> Source | None:
         """What the thoughts after positions `index` of a model output are computed from (None with
