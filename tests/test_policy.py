@@ -278,9 +278,11 @@ def same_gradients(policy, ro: Rollout, window, literal) -> tuple[dict, torch.Te
     ref = grads(policy, literal(policy, ro, window), weights)
     assert ours.keys() == ref.keys()
     for name in ref:
-        # Normwise: the noise density's score function makes some gradients large (|eps| / sigma).
+        # Normwise: the noise density's score function makes some gradients large (|eps| / sigma), and
+        # float32 rounding through it reaches about 5e-6 in an element (Gumbel densities, full window).
         scale = ref[name].abs().max().item()
-        torch.testing.assert_close(ours[name], ref[name], atol=5e-6 * max(scale, 1.0), rtol=1e-4, msg=name)
+        torch.testing.assert_close(ours[name], ref[name], atol=1e-5 * max(scale, 1.0), rtol=1e-4,
+                                   msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
     return ours, weights
 
 
