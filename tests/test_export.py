@@ -188,6 +188,14 @@ def test_eval_reads_exports_and_checkpoints_alike(trained, capsys):
     assert results[0]["n"] == 6 and results[0]["mean_generated_positions"] > 0
 
 
+def test_from_pretrained_takes_a_run_and_its_checkpoints(trained):
+    trainer, _ = trained
+    run = Path(trainer.cfg.output_dir)
+    expected = trainer.policy.generate(PROMPTS, max_new_tokens=8)
+    for path in (run, run / "checkpoints" / "step-2"):  # as `neuralese eval` and `inspect` take them
+        assert NeuralesePolicy.from_pretrained(path).generate(PROMPTS, max_new_tokens=8) == expected, path
+
+
 def test_the_eval_check_reads_the_columns_every_reward_gets(trained, capsys):
     _, out = trained
     env = f"{Path(__file__).parent / 'plugins' / 'envs.py'}:make_counted"
