@@ -128,8 +128,9 @@ def cmd_eval(args) -> None:
     env_args = env_args_of(args.env_args)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # the environment first: a plug-in's mistake is reported before the model loads
+    env = make_env(args.env, env_args, keys=("--env", "--env-args"))
     policy = load_policy(args.checkpoint, device=device)
-    env = make_env(args.env, env_args)
     result = evaluate(
         policy,
         env,
