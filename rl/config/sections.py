@@ -181,7 +181,8 @@ class NeuraleseConfig:
     tbptt_window: NonNegativeInt | Literal["full"] = 4
     """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
     fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT. Channel mode:
-    recurrence steps of the state; refine mode: passes (the last k are differentiable)."""
+    recurrence steps of the state; refine mode: passes (the last k are differentiable). Latent mode
+    refuses k > `num_thoughts` and refine mode k > `refine_passes`: with fewer than 4 of them, set k too."""
     thought_token: str = "<thought>"
     """The reserved token whose embedding starts each thought position (latent mode, refine over thoughts)."""
 
