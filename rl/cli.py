@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")
-    p.add_argument("--env", required=True, help="built-in env name or plug-in 'file.py:make'")
+    p.add_argument("--env", required=True, help="built-in env name or plug-in 'file.py:make' / 'pkg.module:make'")
     p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}'")
     p.add_argument("--split", default="test")
     config_flag(p, "--n", EvalConfig, "n", "problems to evaluate")
