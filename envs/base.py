@@ -81,7 +81,8 @@ def make_env(
 
 
 def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env") -> datasets.Dataset:
-    """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`."""
+    """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`; its first
+    `n` rows when it holds more (a plug-in that returns a whole file), so `n` problems are `n`."""
     try:
         ds = env.dataset(split, n, seed)
     except EnvError:
@@ -106,6 +107,8 @@ def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env
             f"env {name!r}: dataset({split!r}) has columns {ds.column_names}, missing {missing}; "
             "every environment dataset needs 'prompt' and 'answer'"
         )
+    if len(ds) > n:
+        ds = ds.select(range(n))
     for column, check in (("prompt", prompt_problem), ("answer", answer_problem)):
         for i, value in enumerate(ds[column]):
             problem = check(value)

@@ -154,6 +154,23 @@ def make():
         load_split(env, "test", 3, seed=0, name="myenv")
 
 
+def test_a_dataset_that_returns_more_rows_than_asked_gives_n(tmp_path):
+    ref = write(
+        tmp_path,
+        """
+class Env:
+    reward_funcs = [lambda prompts, completions, **kw: [0.0] * len(completions)]
+    def dataset(self, split, n, seed):  # a whole file, whatever n says
+        return datasets.Dataset.from_dict({"prompt": [f"{i}=" for i in range(30)], "answer": ["1"] * 30})
+def make():
+    return Env()
+""",
+    )
+    env = make_env(f"{ref}:make")
+    assert load_split(env, "test", 10, seed=0)["prompt"] == [f"{i}=" for i in range(10)]
+    assert len(load_split(env, "test", 50, seed=0)) == 30  # fewer than asked: what there is
+
+
 def test_plugin_envs_that_do_not_resolve(tmp_path):
     missing = tmp_path / "nowhere.py"
     with pytest.raises(ConfigError, match=rf"env.name: environment factory file '{missing}' does not exist"):
