@@ -110,8 +110,9 @@ def typed_args(cls: type, args: dict[str, Any], key: str):
 
 
 def reward_name(fn: Callable) -> str:
-    """A short name for logs: the function's `__name__`."""
-    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or repr(fn)
+    """A short name for logs: the function's `__name__`; a callable object's class name (its repr
+    holds a memory address, which would name the metric differently in every run)."""
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or type(fn).__name__
 
 
 def _run(

@@ -44,6 +44,15 @@ def test_the_same_function_twice_with_different_args_is_logged_twice():
     assert parts["length_penalty'"].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_a_callable_object_is_logged_by_its_class_name():
+    class Scorer:
+        def __call__(self, prompts, completions, **kw):
+            return [float(len(c)) for c in completions]
+
+    total, parts = call([Scorer()])
+    assert list(parts) == ["Scorer"] and total.tolist() == [6.0, 6.0, 5.0]
+
+
 def test_async_functions_are_awaited_and_numpy_floats_accepted():
     async def judge(prompts, completions, answer, **_):
         await asyncio.sleep(0)
