@@ -37,7 +37,9 @@ class TinyModelConfig:
     intermediate_size: PositiveInt = 512
     """Width of the MLP."""
     max_positions: PositiveInt = 256
-    """Longest sequence the model accepts (prompt, thoughts and answer)."""
+    """The model's `max_position_embeddings`: the longest sequence (prompt, thoughts and answer) it is
+    meant for. Both families use rotary positions and run past it without an error or a warning, so
+    size it to the environment's data: nothing stops a longer one."""
     init_std: PositiveFloat | None = None
     """Std of the initial weights; None uses 1/sqrt(hidden_size). transformers' 0.02 suits widths
     near 2,500: at width 128 it leaves attention almost uniform, and a tiny model then sits on a
