@@ -46,18 +46,21 @@ class Environment(Protocol):
     def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset: ...
 
 
-def env_factory(name: str) -> Callable[..., Any]:
-    """The factory for a built-in name or a plug-in reference."""
-    return lookup(name, BUILTIN_ENVS, "env.name", "environment", "environment factory")
+def env_factory(name: str, key: str = "env.name") -> Callable[..., Any]:
+    """The factory for a built-in name or a plug-in reference; `key` is what errors name it by."""
+    return lookup(name, BUILTIN_ENVS, key, "environment", "environment factory")
 
 
-def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
-    """Call the factory with `args` and check that what it returns keeps the contract."""
-    factory = env_factory(name)
+def make_env(
+    name: str, args: dict[str, Any] | None = None, keys: tuple[str, str] = ("env.name", "env.args")
+) -> Environment:
+    """Call the factory with `args` and check that what it returns keeps the contract. `keys`: what
+    errors call the name and the args (the recipe's keys, or a command's flags)."""
+    factory = env_factory(name, keys[0])
     try:
         env = factory(**(args or {}))
     except (TypeError, ValueError) as e:
-        raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
+        raise EnvError(f"env {name!r}: the factory rejected {keys[1]} {args or {}}: {e}") from None
     except EnvError:
         raise
     except Exception as e:  # a plug-in's own code failed: the user's to fix (a built-in's is our bug)
@@ -78,7 +81,8 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
 
 
 def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env") -> datasets.Dataset:
-    """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`."""
+    """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`; its first
+    `n` rows when it holds more (a plug-in that returns a whole file), so `n` problems are `n`."""
     try:
         ds = env.dataset(split, n, seed)
     except EnvError:
@@ -103,6 +107,8 @@ def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env
             f"env {name!r}: dataset({split!r}) has columns {ds.column_names}, missing {missing}; "
             "every environment dataset needs 'prompt' and 'answer'"
         )
+    if len(ds) > n:
+        ds = ds.select(range(n))
     for column, check in (("prompt", prompt_problem), ("answer", answer_problem)):
         for i, value in enumerate(ds[column]):
             problem = check(value)

@@ -88,11 +88,11 @@ def resolve_reward(
     """A reward function from a built-in name or a plug-in reference, with `args` bound; a built-in
     reward object (REWARD_OBJECTS) built from its typed args, its model on `device`."""
     fn = lookup(name, {**builtin_rewards(), **REWARD_OBJECTS}, key, "reward function")
+    where = f"{key.removesuffix('.fn')}.args"  # the recipe key beside `fn`
     if name in REWARD_OBJECTS:
-        where = f"{key.removesuffix('.fn')}.args"
         return fn(typed_args(fn.Args, args or {}, where), device=device, key=where)
     if args:
-        check_reward_args(fn, args, f"{key}.args")
+        check_reward_args(fn, args, where)
         bound = functools.partial(fn, **args)
         functools.update_wrapper(bound, fn)
         return bound
@@ -110,8 +110,9 @@ def typed_args(cls: type, args: dict[str, Any], key: str):
 
 
 def reward_name(fn: Callable) -> str:
-    """A short name for logs: the function's `__name__`."""
-    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or repr(fn)
+    """A short name for logs: the function's `__name__`; a callable object's class name (its repr
+    holds a memory address, which would name the metric differently in every run)."""
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or type(fn).__name__
 
 
 def _run(
@@ -168,6 +169,7 @@ def _failing_sample(
 
 def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, list], timeout_s: float) -> Any:
     """`fn` on the batch; an exception or timeout becomes a RewardError naming the function and sample."""
+    check_columns(fn, columns)
     box = _run(fn, prompts, completions, columns, timeout_s)
     if not box:
         raise RewardError(
@@ -186,6 +188,28 @@ def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, lis
         )
         raise RewardError(f"reward function {reward_name(fn)!r} raised {type(err).__name__}: {err} {where}")
     return box["out"]
+
+
+def check_columns(fn: Callable, columns: dict[str, Any]) -> None:
+    """Every parameter `fn` requires (no default) must be a column it is given: a RewardError that names
+    the missing ones and the columns there are, instead of a TypeError from inside the call."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return  # no signature to read: let the call decide
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    missing = [
+        p.name
+        for p in params
+        if p.kind in kinds and p.default is inspect.Parameter.empty
+        and p.name not in CONTRACT_PARAMS and p.name not in columns
+    ]  # fmt: skip
+    if missing:
+        raise RewardError(
+            f"reward function {reward_name(fn)!r} takes {', '.join(map(repr, missing))}, which is not a column "
+            f"of the batch; its columns: {', '.join(sorted(columns))} (the dataset's, and completion_ids, "
+            "num_thoughts, generated_positions; a reward's own settings go in its `args`)"
+        )
 
 
 async def _await(awaitable):

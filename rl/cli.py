@@ -128,8 +128,9 @@ def cmd_eval(args) -> None:
     env_args = env_args_of(args.env_args)
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # the environment first: a plug-in's mistake is reported before the model loads
+    env = make_env(args.env, env_args, keys=("--env", "--env-args"))
     policy = load_policy(args.checkpoint, device=device)
-    env = make_env(args.env, env_args)
     result = evaluate(
         policy,
         env,
@@ -252,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
     p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")
-    p.add_argument("--env", required=True, help="built-in env name or plug-in 'file.py:make'")
+    p.add_argument("--env", required=True, help="built-in env name or plug-in 'file.py:make' / 'pkg.module:make'")
     p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}'")
     p.add_argument("--split", default="test")
     config_flag(p, "--n", EvalConfig, "n", "problems to evaluate")

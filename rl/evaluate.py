@@ -20,15 +20,24 @@ from tqdm.auto import tqdm
 
 from envs import Environment, load_split
 from rewards.combine import compute_rewards
+from rl.errors import UsageError
 from rl.policy import NeuralesePolicy
 from rl.rollout import complete, generate_rollout
 
 
 def correct(
-    env: Environment, rows: datasets.Dataset, completions: list[str], repeat: int = 1
+    env: Environment,
+    rows: datasets.Dataset,
+    completions: list[str],
+    repeat: int = 1,
+    extras: dict[str, list] | None = None,
 ) -> torch.Tensor:
-    """[N * repeat] bool: each completion scored by the env's correctness check (its first reward)."""
+    """[N * repeat] bool: each completion scored by the env's correctness check (its first reward).
+
+    `extras`: per-completion columns beside the dataset's (`Rollout.reward_columns`), which every
+    reward function receives in training too."""
     columns = {c: [v for v in rows[c] for _ in range(repeat)] for c in rows.column_names if c != "prompt"}
+    columns.update(extras or {})
     prompts = [p for p in rows["prompt"] for _ in range(repeat)]
     total, _ = compute_rewards(env.reward_funcs[:1], [1.0], prompts, completions, columns)
     return total >= 1.0
@@ -54,22 +63,28 @@ def evaluate(
     """
     if thoughts not in ("own", "shuffled"):
         raise ValueError(f"thoughts must be 'own' or 'shuffled', got {thoughts!r}")
+    if thoughts == "shuffled" and not policy.feedback_on:
+        raise UsageError("--thoughts shuffled: this model has no thoughts (feedback is off); "
+                         "give a neuralese run, checkpoint or exported folder")  # fmt: skip
     rows = load_split(env, split, n, seed, env_name)
     prompts = list(rows["prompt"])
+    if thoughts == "shuffled" and min(len(prompts), batch_size) < 2:
+        raise UsageError(
+            "--thoughts shuffled swaps thoughts between the problems of a batch: it needs at least 2 problems "
+            f"and --batch-size >= 2, got {len(prompts)} and {batch_size}"
+        )
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     bar = tqdm(total=len(prompts) * (1 + samples), desc="eval", unit="answer", disable=not progress)
 
-    texts, positions = [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        if thoughts == "shuffled":
-            t, p = shuffled_answers(policy, chunk, max_new_tokens)
-        else:
-            t, p = complete(policy, chunk, max_new_tokens, 0.0, batch_size, generator)
-        texts += t
-        positions += p
-        bar.update(len(t))
-    greedy = correct(env, rows, texts)
+    if thoughts == "shuffled":
+        texts, extras = answer_all(
+            prompts, batch_size, bar, lambda c: shuffled_answers(policy, c, max_new_tokens), 2
+        )
+    else:
+        texts, extras = answer_all(prompts, batch_size, bar, lambda c: complete(policy, c, max_new_tokens, 0.0,
+                                                                                batch_size, generator))  # fmt: skip
+    greedy = correct(env, rows, texts, extras=extras)
+    positions = extras["generated_positions"]
     result = {
         "accuracy": round(greedy.float().mean().item(), 4),
         "n": len(prompts),
@@ -79,20 +94,18 @@ def evaluate(
     if thoughts != "own":
         result["thoughts"] = thoughts
     if samples > 0:
-        result.update(sampled_metrics(policy, env, rows, prompts, samples, temperature, max_new_tokens, batch_size, generator, bar))
+        result.update(sampled_metrics(policy, env, rows, samples, temperature, max_new_tokens, batch_size, generator, bar))
     bar.close()
     return result
 
 
-def sampled_metrics(policy, env, rows, prompts, samples, temperature, max_new_tokens, batch_size, generator, bar) -> dict:
+def sampled_metrics(policy, env, rows, samples, temperature, max_new_tokens, batch_size, generator, bar) -> dict:
     """pass@1 and pass@k from `samples` answers a prompt at `temperature`."""
+    prompts = list(rows["prompt"])
     repeated = [p for p in prompts for _ in range(samples)]
-    sampled = []
-    for start in range(0, len(repeated), batch_size):
-        t, _ = complete(policy, repeated[start : start + batch_size], max_new_tokens, temperature, batch_size, generator)
-        sampled += t
-        bar.update(len(t))
-    hits = correct(env, rows, sampled, repeat=samples).view(len(prompts), samples)  # [N, k]
+    sampled, extras = answer_all(repeated, batch_size, bar, lambda c: complete(policy, c, max_new_tokens,
+                                                                               temperature, batch_size, generator))  # fmt: skip
+    hits = correct(env, rows, sampled, repeat=samples, extras=extras).view(len(prompts), samples)  # [N, k]
     return {
         "pass_at_1": round(hits.float().mean().item(), 4),
         "pass_at_k": round(hits.any(-1).float().mean().item(), 4),
@@ -101,17 +114,39 @@ def sampled_metrics(policy, env, rows, prompts, samples, temperature, max_new_to
     }
 
 
+def answer_all(
+    prompts: list, batch_size: int, bar, answer, least: int = 1
+) -> tuple[list[str], dict[str, list]]:
+    """`answer(batch) -> (texts, reward columns)` over `prompts` in batches, joined, with the bar moved on."""
+    texts, extras = [], {}
+    for chunk in batches(prompts, batch_size, least):
+        t, e = answer(chunk)
+        texts += t
+        for key, values in e.items():
+            extras.setdefault(key, []).extend(values)
+        bar.update(len(t))
+    return texts, extras
+
+
+def batches(items: list, size: int, least: int = 1) -> list[list]:
+    """`items` in consecutive batches of `size`; a last batch smaller than `least` joins the one before
+    (the shuffled control swaps thoughts within a batch, so one prompt alone has none to read)."""
+    cuts = list(range(0, len(items), size)) + [len(items)]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < least:
+        del cuts[-2]
+    return [items[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
 @torch.no_grad()
-def shuffled_answers(policy: NeuralesePolicy, prompts: list, max_new_tokens: int) -> tuple[list[str], list[int]]:
-    """Greedy answers where prompt i reads the thoughts prompt i+1 (cyclically) had in its own answer."""
+def shuffled_answers(
+    policy: NeuralesePolicy, prompts: list, max_new_tokens: int
+) -> tuple[list[str], dict[str, list]]:
+    """Greedy answers where prompt i reads the thoughts prompt i+1 (cyclically) had in its own answer,
+    and their reward columns (`Rollout.reward_columns`)."""
     if not policy.feedback_on or len(prompts) < 2:
         raise ValueError("the shuffled control needs a policy with thoughts and at least 2 prompts per batch")
     ids, mask = policy.encode(prompts)
     own = generate_rollout(policy, ids, mask, max_new_tokens, 0.0)
     steps = own.thoughts[:, own.prompt_length :]  # [B, G, D]: the thought drawn at each generated step
-    # Given thoughts cover every position an answer can reach: one that outlives all the batch's own
-    # answers reads no thought there (zeros, as past the end of the answer it reads), never its own.
-    budget = policy.mode.thought_positions + max_new_tokens
-    steps = torch.nn.functional.pad(steps, (0, 0, 0, budget - steps.shape[1]))  # [B, budget, D]
     ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0, thoughts=steps.roll(-1, dims=0))
-    return policy.decode(ro), ro.generated_positions.tolist()
+    return policy.decode(ro), ro.reward_columns()

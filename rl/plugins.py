@@ -8,9 +8,11 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from rl.errors import ConfigError
@@ -28,33 +30,64 @@ def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
         raise ConfigError(
             f"{key}: {what} reference {ref!r} must look like 'path/to/file.py:name' or 'pkg.module:name'"
         )
-    if target.endswith(".py"):
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"{key}: {what} file {str(path)!r} does not exist")
-        mod_name = f"neuralese_plugin_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(mod_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(spec)
-            try:
-                spec.loader.exec_module(module)
-            except Exception as e:  # the plug-in's own code failed at import
-                raise ConfigError(
-                    f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}"
-                ) from None
-            sys.modules[mod_name] = module
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise ConfigError(f"{key}: cannot import {what} module {target!r}: {e}") from None
+    module = _load_file(target, what, key) if target.endswith(".py") else _import_module(target, what, key)
     obj = getattr(module, attr, None)
     if obj is None:
-        raise ConfigError(f"{key}: {what} {target!r} has no attribute {attr!r}")
+        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        near = difflib.get_close_matches(attr, names, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ConfigError(
+            f"{key}: {what} {target!r} has no attribute {attr!r}; {hint}"
+            f"its functions and classes: {', '.join(sorted(names)) or '(none)'}"
+        )
     if not callable(obj):
         raise ConfigError(f"{key}: {what} {ref!r} is not callable")
     return obj
+
+
+def _load_file(target: str, what: str, key: str) -> ModuleType:
+    """A plug-in file imported once per process. A relative path is read from the working directory;
+    the file's own folder joins the import path (at its end), so it can import the modules beside it."""
+    path = Path(target).expanduser()
+    if not path.is_file():
+        where = (
+            ""
+            if path.is_absolute()
+            else f" (a relative path is read from the working directory {os.getcwd()})"
+        )
+        raise ConfigError(f"{key}: {what} file {str(path)!r} does not exist{where}")
+    mod_name = f"neuralese_plugin_{abs(hash(str(path.resolve())))}"
+    module = sys.modules.get(mod_name)
+    if module is not None:
+        return module
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the plug-in's own code failed at import
+        raise ConfigError(
+            f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}"
+        ) from None
+    sys.modules[mod_name] = module
+    return module
+
+
+def _import_module(target: str, what: str, key: str) -> ModuleType:
+    """`pkg.module` imported as `python -m` would from the working directory: the working directory
+    joins the import path (at its end) whichever way the command was launched."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(target)
+    except ImportError as e:
+        raise ConfigError(
+            f"{key}: cannot import {what} module {target!r}: {e} (a module is looked up in the working "
+            f"directory {cwd} and the installed packages; a file is given as 'path/to/file.py:name')"
+        ) from None
 
 
 def lookup(

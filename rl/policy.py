@@ -238,8 +238,13 @@ class NeuralesePolicy(nn.Module):
         device: str | torch.device = "cpu",
         config: NeuraleseConfig | None = None,
     ) -> NeuralesePolicy:
-        """Load a saved policy; a plain model folder loads with feedback `off` unless `config` is given."""
+        """Load a saved policy; a plain model folder loads with feedback `off` unless `config` is given.
+        A run folder or a run checkpoint (no config.json) is rebuilt as `neuralese eval` loads it."""
         path = Path(path)
+        if model_config is None and config is None and not (path / "config.json").is_file():
+            from rl.export import load_policy  # the run's config.yaml names the base model and LoRA
+
+            return load_policy(path, device)
         model_config = model_config or ModelConfig()
         model, tokenizer = load_model(path, model_config, device)
         adapter_state = None

@@ -20,7 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from rl.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
+from rl.config import RunConfig, to_dict
 from rl.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
 from rl.errors import PeerLost
 
@@ -68,6 +71,35 @@ def resume_run(t: Trainer) -> None:
         t.policy.config.num_thoughts = t.curriculum.num_thoughts
     t.log.truncate(t.state["step"])
     t._notice(f"--resume: continuing from {ckpts[-1]} (step {t.state['step']} of {t.cfg.rl.steps})")
+    changed = config_changes(t.out / "config.yaml", t.cfg)
+    if changed:
+        t._notice(
+            f"--resume: the recipe differs from the run's {t.out / 'config.yaml'} in {'; '.join(changed)}. "
+            "The checkpoint's optimizer and scheduler state continue as saved (learning rates and their "
+            "schedule included); the rest of the new recipe applies from here on"
+        )
+
+
+def config_changes(saved_file: Path, cfg: RunConfig, most: int = 8) -> list[str]:
+    """`key: old -> new` for each field where `cfg` differs from the run's saved config (at most `most`)."""
+    if not saved_file.is_file():
+        return []
+    old = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))  # as config.yaml holds it
+    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most]]
+    return shown + ([f"and {len(keys) - most} more"] if len(keys) > most else [])
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested sections as dotted keys; lists and other values as they are."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "args":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def guarded(out: Path, step: int, fn):

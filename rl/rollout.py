@@ -72,6 +72,14 @@ class Rollout:
         """The sampled answer tokens of each sequence (no thoughts, no padding), eos included."""
         return [row[mask].tolist() for row, mask in zip(self.input_ids, self.action_mask)]
 
+    def reward_columns(self) -> dict[str, list]:
+        """What every reward function receives beside the dataset's columns, one entry per sequence."""
+        return {
+            "completion_ids": self.completion_ids(),
+            "num_thoughts": self.num_thoughts.tolist(),
+            "generated_positions": self.generated_positions.tolist(),
+        }
+
     def map(self, fn) -> Rollout:
         """The record with `fn` applied to every tensor (each has the batch first, positions second)."""
         tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self)
@@ -134,13 +142,15 @@ def complete(
     temperature: float = 0.0,
     batch_size: int = 64,
     generator: torch.Generator | None = None,
-) -> tuple[list[str], list[int]]:
-    """Answer texts and generated positions (thoughts + answer tokens) for `prompts`, in batches."""
+) -> tuple[list[str], dict[str, list]]:
+    """Answer texts for `prompts`, in batches, and what rewards receive beside the dataset's columns
+    (`Rollout.reward_columns`: completion ids, thoughts, generated positions), one entry per prompt."""
     texts: list[str] = []
-    positions: list[int] = []
+    columns: dict[str, list] = {}
     for start in range(0, len(prompts), batch_size):
         ids, mask = policy.encode(prompts[start : start + batch_size])
         ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
         texts.extend(policy.decode(ro))
-        positions.extend(ro.generated_positions.tolist())
-    return texts, positions
+        for key, values in ro.reward_columns().items():
+            columns.setdefault(key, []).extend(values)
+    return texts, columns

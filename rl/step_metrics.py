@@ -26,8 +26,10 @@ def rollout_metrics(
         "thoughts/mean": ro.num_thoughts.float().mean().item(),
     }
     for name, values in per_func.items():
-        m[f"reward/{name}/mean"] = torch.nanmean(values).item()
-        m[f"reward/{name}/std"] = values[~values.isnan()].std().item() if (~values.isnan()).sum() > 1 else 0.0
+        applied = values[~values.isnan()]  # a function's None is NaN: not counted
+        # null, not NaN, where it applied to no sample: NaN is not JSON, and NaN != NaN in any comparison
+        m[f"reward/{name}/mean"] = applied.mean().item() if len(applied) else None
+        m[f"reward/{name}/std"] = applied.std().item() if len(applied) > 1 else 0.0
     if policy.config.mode != "off":
         if policy.config.input == "gated_sum":  # a latent_only input has no gate
             m["feedback/gate_mean_abs"] = policy.adapter.gate().abs().mean().item()

@@ -267,11 +267,7 @@ class Trainer:
         G = self.cfg.rl.samples_per_prompt
         prompts = [p for p in rows["prompt"] for _ in range(G)]
         columns = {k: [v for v in vals for _ in range(G)] for k, vals in rows.items() if k != "prompt"}
-        columns.update(
-            completion_ids=ro.completion_ids(),
-            num_thoughts=ro.num_thoughts.tolist(),
-            generated_positions=ro.generated_positions.tolist(),
-        )
+        columns.update(ro.reward_columns())
         timeout, stats = self.cfg.rl.reward_timeout_s, {}
         total, per_func = compute_rewards(
             self.reward_funcs, self.reward_weights, prompts, texts, columns, timeout, stats

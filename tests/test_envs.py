@@ -154,6 +154,23 @@ def make():
         load_split(env, "test", 3, seed=0, name="myenv")
 
 
+def test_a_dataset_that_returns_more_rows_than_asked_gives_n(tmp_path):
+    ref = write(
+        tmp_path,
+        """
+class Env:
+    reward_funcs = [lambda prompts, completions, **kw: [0.0] * len(completions)]
+    def dataset(self, split, n, seed):  # a whole file, whatever n says
+        return datasets.Dataset.from_dict({"prompt": [f"{i}=" for i in range(30)], "answer": ["1"] * 30})
+def make():
+    return Env()
+""",
+    )
+    env = make_env(f"{ref}:make")
+    assert load_split(env, "test", 10, seed=0)["prompt"] == [f"{i}=" for i in range(10)]
+    assert len(load_split(env, "test", 50, seed=0)) == 30  # fewer than asked: what there is
+
+
 def test_plugin_envs_that_do_not_resolve(tmp_path):
     missing = tmp_path / "nowhere.py"
     with pytest.raises(ConfigError, match=rf"env.name: environment factory file '{missing}' does not exist"):
@@ -173,6 +190,44 @@ def test_a_package_module_plugin_works():
     env = make_env("envs.countdown:make_countdown", {"count": 2, "max_number": 5, "max_target": 10})
     ds = env.dataset("train", 3, seed=0)
     assert isinstance(ds, datasets.Dataset) and all(len(n) == 2 for n in ds["numbers"])
+
+
+PLUGIN_PACKAGE = {
+    "userpkg/__init__.py": "",
+    "userpkg/tasks.py": "from envs.arithmetic import make_addition as make\n",
+    "helpers.py": "DIGITS = 2\n",
+    "tasks.py": "from helpers import DIGITS\nfrom envs.arithmetic import make_addition\n"
+    "def make():\n    return make_addition(digits=DIGITS)\n",
+}
+
+
+def test_plugins_import_from_the_working_directory_and_beside_themselves(tmp_path, monkeypatch):
+    """`pkg.module:make` imports from the working directory however the command was launched (the
+    `neuralese` script does not put it on the import path, `python -m` does), and a plug-in file
+    imports the modules beside it, as `python file.py` would."""
+    for name, text in PLUGIN_PACKAGE.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(Path.cwd()))])
+    monkeypatch.chdir(tmp_path)
+    assert len(load_split(make_env("userpkg.tasks:make", {"digits": 2}), "train", 2, seed=0)) == 2
+    monkeypatch.chdir(ROOT)
+    env = make_env(f"{tmp_path / 'tasks.py'}:make")
+    assert all(len(p) <= len("99+99=") for p in env.dataset("train", 5, seed=0)["prompt"])
+
+
+def test_plugin_errors_say_where_they_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"file 'my_env.py' does not exist \(a relative path is read from the "
+                                          rf"working directory {tmp_path}\)"):  # fmt: skip
+        make_env("my_env.py:make")
+    with pytest.raises(ConfigError, match=rf"looked up in the working directory {tmp_path} and the installed"):
+        make_env("my_env:make")
+    (tmp_path / "my_env.py").write_text("def make():\n    return None\n")
+    with pytest.raises(ConfigError, match="has no attribute 'mak'; did you mean 'make'\\? its functions"):
+        make_env("my_env.py:mak")
+    with pytest.raises(ConfigError, match=r"^--env: environment factory file 'no.py' does not exist"):
+        make_env("no.py:make", keys=("--env", "--env-args"))
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_ENVS))

@@ -201,6 +201,35 @@ def test_eval_reads_exports_and_checkpoints_alike(trained, capsys):
     assert results[0]["n"] == 6 and results[0]["mean_generated_positions"] > 0
 
 
+def test_from_pretrained_takes_a_run_and_its_checkpoints(trained):
+    trainer, _ = trained
+    run = Path(trainer.cfg.output_dir)
+    expected = trainer.policy.generate(PROMPTS, max_new_tokens=8)
+    for path in (run, run / "checkpoints" / "step-2"):  # as `neuralese eval` and `inspect` take them
+        assert NeuralesePolicy.from_pretrained(path).generate(PROMPTS, max_new_tokens=8) == expected, path
+
+
+def test_the_eval_check_reads_the_columns_every_reward_gets(trained, capsys):
+    _, out = trained
+    env = f"{Path(__file__).parent / 'plugins' / 'envs.py'}:make_counted"
+    assert main(["eval", str(out), "--env", env, "--n", "5", "--samples", "2", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["accuracy"] == result["pass_at_1"] == 1.0
+
+
+def test_the_shuffled_control_needs_thoughts_and_takes_any_batch(trained, base, capsys):
+    _, out = trained
+    argv = ["--env", "addition", "--env-args", "{digits: 3}", "--thoughts", "shuffled", "--quiet"]
+    assert main(["eval", str(out), *argv, "--n", "5", "--batch-size", "2"]) == 0  # a last batch of one
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 5
+    assert main(["eval", str(base), *argv, "--n", "4"]) == 2
+    assert "--thoughts shuffled: this model has no thoughts (feedback is off)" in capsys.readouterr().err
+    assert main(["eval", str(out), *argv, "--n", "1"]) == 2
+    assert "it needs at least 2 problems and --batch-size >= 2, got 1 and 64" in capsys.readouterr().err
+    assert main(["eval", str(out), *argv, "--n", "4", "--batch-size", "1"]) == 2
+    assert "got 4 and 1" in capsys.readouterr().err
+
+
 def test_export_refuses_a_non_empty_folder_unless_asked(trained, tmp_path, capsys):
     trainer, out = trained
     run = Path(trainer.cfg.output_dir)

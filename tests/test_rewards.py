@@ -44,6 +44,15 @@ def test_the_same_function_twice_with_different_args_is_logged_twice():
     assert parts["length_penalty'"].tolist() == [0.0, 0.0, 0.0]
 
 
+def test_a_callable_object_is_logged_by_its_class_name():
+    class Scorer:
+        def __call__(self, prompts, completions, **kw):
+            return [float(len(c)) for c in completions]
+
+    total, parts = call([Scorer()])
+    assert list(parts) == ["Scorer"] and total.tolist() == [6.0, 6.0, 5.0]
+
+
 def test_async_functions_are_awaited_and_numpy_floats_accepted():
     async def judge(prompts, completions, answer, **_):
         await asyncio.sleep(0)
@@ -116,7 +125,8 @@ def test_every_builtin_reward_runs_on_a_batch_with_unrelated_columns():
         ),
         (
             "def bad(prompts, completions, solution, **kw):\n    return [0.0] * len(completions)",
-            "reward function 'bad' raised TypeError",
+            "reward function 'bad' takes 'solution', which is not a column of the batch; its columns: answer "
+            "(the dataset's, and completion_ids, num_thoughts, generated_positions;",
         ),
     ],
 )
@@ -170,7 +180,7 @@ def test_plugin_references_that_do_not_resolve(tmp_path):
 
 def test_misspelt_reward_args_are_refused_not_swallowed(tmp_path):
     with pytest.raises(ConfigError) as e:
-        resolve_reward("length_penalty", {"max_token": 10}, key="rewards[1]")
+        resolve_reward("length_penalty", {"max_token": 10}, key="rewards[1].fn")  # the key build.py gives
     assert str(e.value) == (
         "rewards[1].args: reward function 'length_penalty' has no parameter 'max_token'; "
         "its parameters are: completion_ids, max_tokens, buffer_tokens"

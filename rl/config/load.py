@@ -291,4 +291,15 @@ def describe_fields(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, 
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append((f"{prefix}{f.name}", _describe(tp), default, docs.get(f.name, "")))
+        item = _list_item_section(tp)
+        if item is not None:  # a list of sections (`rewards`): each entry's own fields, as `rewards[].fn`
+            rows.extend(describe_fields(item, f"{prefix}{f.name}[]."))
     return rows
+
+
+def _list_item_section(tp: Any) -> type | None:
+    """The section a list type holds (`list[RewardConfig]`, or that or null), else None."""
+    for t in (tp, *typing.get_args(tp)):
+        if typing.get_origin(t) is list and _is_section(typing.get_args(t)[0]):
+            return typing.get_args(t)[0]
+    return None

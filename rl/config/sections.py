@@ -37,7 +37,9 @@ class TinyModelConfig:
     intermediate_size: PositiveInt = 512
     """Width of the MLP."""
     max_positions: PositiveInt = 256
-    """Longest sequence the model accepts (prompt, thoughts and answer)."""
+    """The model's `max_position_embeddings`: the longest sequence (prompt, thoughts and answer) it is
+    meant for. Both families use rotary positions and run past it without an error or a warning, so
+    size it to the environment's data: nothing stops a longer one."""
     init_std: PositiveFloat | None = None
     """Std of the initial weights; None uses 1/sqrt(hidden_size). transformers' 0.02 suits widths
     near 2,500: at width 128 it leaves attention almost uniform, and a tiny model then sits on a
@@ -181,7 +183,8 @@ class NeuraleseConfig:
     tbptt_window: NonNegativeInt | Literal["full"] = 4
     """Truncated BPTT window k: how many feedback edges a gradient may cross. 0 treats every
     fed-back vector as a recorded constant (one parallel pass); `full` is exact BPTT. Channel mode:
-    recurrence steps of the state; refine mode: passes (the last k are differentiable)."""
+    recurrence steps of the state; refine mode: passes (the last k are differentiable). Latent mode
+    refuses k > `num_thoughts` and refine mode k > `refine_passes`: with fewer than 4 of them, set k too."""
     thought_token: str = "<thought>"
     """The reserved token whose embedding starts each thought position (latent mode, refine over thoughts)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -31,17 +31,20 @@ PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 @dataclass
 class Samples:
     """Completions of `prompts`, grouped: `groups[i]` holds prompt i's completions, `columns` its other
-    dataset columns (what the environment's check reads)."""
+    dataset columns (what the environment's check reads), `extras` one entry per completion (the
+    reward columns of the rollout: completion ids, thoughts, generated positions)."""
 
     prompts: list
     groups: list[list[str]]
     columns: dict[str, list]
+    extras: dict[str, list] = field(default_factory=dict)
 
     def flat(self) -> tuple[list, list[str], dict[str, list]]:
         """prompts, completions and columns with one entry per completion."""
         sizes = [len(g) for g in self.groups]
         prompts = [p for p, k in zip(self.prompts, sizes) for _ in range(k)]
         columns = {c: [v for v, k in zip(vals, sizes) for _ in range(k)] for c, vals in self.columns.items()}
+        columns.update(self.extras)
         return prompts, [c for g in self.groups for c in g], columns
 
     def regroup(self, values: list) -> list[list]:
@@ -65,10 +68,10 @@ def sample(
     prompts = list(rows["prompt"])
     repeated = [p for p in prompts for _ in range(per_prompt)]
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    texts, _ = complete(policy, repeated, max_new_tokens, temperature, 256, generator)
+    texts, extras = complete(policy, repeated, max_new_tokens, temperature, 256, generator)
     groups = [texts[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
     columns = {c: list(rows[c]) for c in rows.column_names if c != "prompt"}
-    return Samples(prompts, groups, columns)
+    return Samples(prompts, groups, columns, extras)
 
 
 def judge(env: Environment, samples: Samples) -> list[list[bool]]:

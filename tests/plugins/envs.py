@@ -22,3 +22,21 @@ class FirstDigit:
 
 def make():
     return FirstDigit()
+
+
+def positions_add_up(prompts, completions, num_thoughts, generated_positions, completion_ids, **kwargs):
+    """1.0 when a sample's thoughts and answer tokens (eos included) are its generated positions: a
+    correctness check that reads the columns every reward is promised beside the dataset's."""
+    return [float(n + len(ids) == g) for n, g, ids in zip(num_thoughts, generated_positions, completion_ids)]
+
+
+class Counted(FirstDigit):
+    """3-digit addition judged by `positions_add_up`: right on every sample the columns are right for."""
+
+    def __init__(self):
+        super().__init__()
+        self.reward_funcs = [positions_add_up]
+
+
+def make_counted():
+    return Counted()

@@ -13,3 +13,8 @@ def thought_count(prompts, completions, num_thoughts, generated_positions, compl
         float(n >= 0 and g >= n and len(ids) <= g)
         for n, g, ids in zip(num_thoughts, generated_positions, completion_ids)
     ]
+
+
+def never_applies(prompts, completions, **kwargs):
+    """None for every sample: a reward for rows this batch does not have."""
+    return [None] * len(completions)
