@@ -148,5 +148,9 @@ def shuffled_answers(
     ids, mask = policy.encode(prompts)
     own = generate_rollout(policy, ids, mask, max_new_tokens, 0.0)
     steps = own.thoughts[:, own.prompt_length :]  # [B, G, D]: the thought drawn at each generated step
+    # Given thoughts cover every position an answer can reach: one that outlives all the batch's own
+    # answers reads no thought there (zeros, as past the end of the answer it reads), never its own.
+    budget = policy.mode.thought_positions + max_new_tokens
+    steps = torch.nn.functional.pad(steps, (0, 0, 0, budget - steps.shape[1]))  # [B, budget, D]
     ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0, thoughts=steps.roll(-1, dims=0))
     return policy.decode(ro), ro.reward_columns()

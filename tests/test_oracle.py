@@ -119,7 +119,8 @@ def test_greedy_rollout_is_the_oracles(model_dir, case):
     texts = [answer_text(policy, steps) for steps in runs]
     assert policy.generate(PROMPTS, max_new_tokens=6) == texts
     assert policy.generate(PROMPTS, max_new_tokens=6, batch_size=3) == texts  # other batches, other padding
-    assert complete(policy, PROMPTS, 6) == (texts, [len(steps) for steps in runs])
+    got, extras = complete(policy, PROMPTS, 6)
+    assert (got, extras["generated_positions"]) == (texts, [len(steps) for steps in runs])
 
 
 SAMPLED = {
@@ -243,7 +244,8 @@ def test_shuffled_control_reads_only_the_next_prompts_thoughts(model_dir, mode):
         runs.append(oracle.run(prompt, 6, given=Given(thoughts=given + [zero] * (budget - len(given)))))
     if mode != "latent":  # the case that matters: a shuffled answer outlives every thought it was given
         assert max(map(len, runs)) > max(map(len, own))
-    assert shuffled_answers(policy, SHORT, 6) == ([answer_text(policy, r) for r in runs], [len(r) for r in runs])
+    got, extras = shuffled_answers(policy, SHORT, 6)
+    assert (got, extras["generated_positions"]) == ([answer_text(policy, r) for r in runs], [len(r) for r in runs])
 
 
 @pytest.mark.parametrize("settings", [{"mode": "latent", "projection": "linear"}, {"mode": "hybrid", "projection": "mlp"},
