@@ -39,16 +39,27 @@ def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
             module = importlib.util.module_from_spec(spec)
             try:
                 spec.loader.exec_module(module)
-            except Exception as e:  # the plug-in's own code failed at import
+            except (Exception, SystemExit) as e:  # the plug-in's own code failed at import
                 raise ConfigError(
                     f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}"
                 ) from None
             sys.modules[mod_name] = module
+    elif "/" in target or "\\" in target or Path(target).expanduser().is_file():
+        # a path, but not to a .py file: importing it as a module name would only say "No module named"
+        kind = "a folder" if Path(target).expanduser().is_dir() else "not a .py file"
+        raise ConfigError(
+            f"{key}: {what} reference {ref!r}: {target!r} is {kind}; expected 'path/to/file.py:name' "
+            "or 'pkg.module:name'"
+        )
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
             raise ConfigError(f"{key}: cannot import {what} module {target!r}: {e}") from None
+        except (Exception, SystemExit) as e:  # its own code failed at import, or the name is relative ('.mod')
+            raise ConfigError(
+                f"{key}: importing {what} module {target!r} failed: {type(e).__name__}: {e}"
+            ) from None
     obj = getattr(module, attr, None)
     if obj is None:
         raise ConfigError(f"{key}: {what} {target!r} has no attribute {attr!r}")
