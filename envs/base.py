@@ -17,6 +17,7 @@ A recipe names a built-in (`env.name: addition`) or a plug-in factory
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -56,11 +57,15 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
     factory = env_factory(name)
     try:
         env = factory(**(args or {}))
-    except (TypeError, ValueError) as e:
-        raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
     except EnvError:
         raise
-    except Exception as e:  # a plug-in's own code failed: the user's to fix (a built-in's is our bug)
+    except (TypeError, ValueError) as e:
+        if not isinstance(e, TypeError) or not _takes(factory, args or {}):
+            raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
+        if not is_reference(name):
+            raise
+        raise EnvError(f"env {name!r}: the factory raised {type(e).__name__}: {e}") from None
+    except (Exception, SystemExit) as e:  # a plug-in's own code failed: the user's to fix (ours: a bug)
         if not is_reference(name):
             raise
         raise EnvError(f"env {name!r}: the factory raised {type(e).__name__}: {e}") from None
@@ -77,13 +82,23 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
     return env
 
 
+def _takes(factory: Callable[..., Any], args: dict[str, Any]) -> bool:
+    """True when `factory`'s signature accepts `args`, so a TypeError came from inside it (False
+    when it has no signature to read: a C function's TypeError is its arguments')."""
+    try:
+        inspect.signature(factory).bind(**args)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env") -> datasets.Dataset:
     """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`."""
     try:
         ds = env.dataset(split, n, seed)
     except EnvError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         # The expected kinds from any env; anything from a plug-in (its own code). A built-in
         # failing otherwise is our bug and keeps its traceback.
         if not isinstance(e, (KeyError, ValueError, FileNotFoundError)) and not is_reference(name):
