@@ -219,9 +219,13 @@ def check_rewards(fn: Callable, out: Any, prompts: list, completions: list) -> l
                 f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i} "
                 f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); expected a float or None"
             )
-        if not math.isfinite(v):
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
             raise RewardError(
-                f"reward function {name!r} returned {v} for sample {i} "
+                f"reward function {name!r} returned {_clip(v)} for sample {i} "
                 f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); "
                 "rewards must be finite (return None when a reward does not apply)"
             )
