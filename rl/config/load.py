@@ -47,6 +47,8 @@ def apply_override(data: dict, item: str, source: str = "--set") -> None:
         raise ConfigError(f"--set {item!r}: expected key.sub=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: key {key.strip()!r} has an empty part; expected key.sub=value")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
