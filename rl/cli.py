@@ -185,6 +185,8 @@ def cmd_config(args) -> None:
     if args.recipe:
         print(yaml.safe_dump(to_dict(_load(args)), sort_keys=False), end="")
         return
+    if args.set:
+        raise UsageError(f"--set {args.set[0]!r} needs a RECIPE.yaml to override (see `neuralese config --help`)")
     for key, tp, default, doc in describe_fields():
         shown = "" if default is None and tp[0].isupper() else f" = {default!r}"
         print(f"{key}: {tp}{shown}\n    {doc}")
