@@ -164,7 +164,7 @@ def make_remote_code_folder(tiny_dir: Path, folder: Path, model_type: str = "neu
 
 @pytest.fixture(scope="session")
 def broken_models(tiny_dir, tmp_path_factory) -> Path:
-    """Model folders that are wrong in one way each, derived from the tiny model."""
+    """Model folders that are wrong in one way each, derived from the tiny model, and broken data files."""
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
@@ -198,6 +198,10 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     (root / "latin1.jsonl").write_bytes(
         '{"question": "Caf\xe9 1+1?", "answer": "#### 2"}\n'.encode("latin-1")
     )
+    good = {"question": "1+1?", "answer": "#### 2"}
+    (root / "question_number.jsonl").write_text(f"{json.dumps(good)}\n{json.dumps({**good, 'question': 3})}\n")
+    problem = {"question": "Is A a b or c?", "answer": "A is a b.", "steps": "A is a b."}  # steps: one text
+    (root / "steps_text.json").write_text(json.dumps([problem]))
     return root
 
 
