@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,16 +57,16 @@ def env_factory(name: str) -> Callable[..., Any]:
 def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
     """Call the factory with `args` and check that what it returns keeps the contract."""
     factory = env_factory(name)
+    if not is_reference(name):
+        check_arg_types(factory, args or {}, name)
     try:
         env = factory(**(args or {}))
     except EnvError:
         raise
     except (TypeError, ValueError) as e:
-        if not isinstance(e, TypeError) or not _takes(factory, args or {}):
-            raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
-        if not is_reference(name):
-            raise
-        raise EnvError(f"env {name!r}: the factory raised {type(e).__name__}: {e}") from None
+        if is_reference(name) and isinstance(e, TypeError) and _takes(factory, args or {}):
+            raise EnvError(f"env {name!r}: the factory raised TypeError: {e}") from None
+        raise EnvError(f"env {name!r}: the factory rejected env.args {args or {}}: {e}") from None
     except (Exception, SystemExit) as e:  # a plug-in's own code failed: the user's to fix (ours: a bug)
         if not is_reference(name):
             raise
@@ -80,6 +82,35 @@ def make_env(name: str, args: dict[str, Any] | None = None) -> Environment:
             "expected a non-empty list of functions fn(prompts, completions, **columns)"
         )
     return env
+
+
+def check_arg_types(factory: Callable[..., Any], args: dict[str, Any], name: str) -> None:
+    """A built-in factory's arguments against its annotations, so a slip such as `'3'` for 3,
+    `"false"` (a true string) for false or `true` for 1 is an error naming the argument, not a
+    silently different task. Arguments it does not name are left to the call to refuse."""
+    hints = typing.get_type_hints(factory)
+    for key, value in args.items():
+        tp = hints.get(key)
+        if tp is None:
+            continue
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        options = typing.get_args(tp) if union else (tp,)
+        if not any(_fits(option, value) for option in options):
+            names = ["null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options]
+            expected = " or ".join(names)
+            raise EnvError(f"env {name!r}: env.args.{key} expects {expected}, got {_brief(value)}")
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp in (int, float):  # an int where a float goes is fine; a bool is neither
+        return isinstance(value, (int, tp)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True  # anything else the factory checks itself
 
 
 def _takes(factory: Callable[..., Any], args: dict[str, Any]) -> bool:
