@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from envs import Environment, load_split
 from rewards.combine import compute_rewards
+from rl.errors import ConfigError
 from rl.policy import NeuralesePolicy
 from rl.rollout import complete, generate_rollout
 
@@ -54,14 +55,19 @@ def evaluate(
     """
     if thoughts not in ("own", "shuffled"):
         raise ValueError(f"thoughts must be 'own' or 'shuffled', got {thoughts!r}")
+    if thoughts == "shuffled" and not policy.feedback_on:
+        raise ConfigError(
+            "thoughts 'shuffled' (--thoughts shuffled): this policy has neuralese mode 'off' (a plain model "
+            "folder, or a run without feedback), so it has no thoughts to shuffle"
+        )
     rows = load_split(env, split, n, seed, env_name)
     prompts = list(rows["prompt"])
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     bar = tqdm(total=len(prompts) * (1 + samples), desc="eval", unit="answer", disable=not progress)
 
     texts, positions = [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
+    for start, end in batches(len(prompts), batch_size, thoughts == "shuffled"):
+        chunk = prompts[start:end]
         if thoughts == "shuffled":
             t, p = shuffled_answers(policy, chunk, max_new_tokens)
         else:
@@ -101,6 +107,22 @@ def evaluate(
         )
     bar.close()
     return result
+
+
+def batches(n: int, batch_size: int, pairs: bool = False) -> list[tuple[int, int]]:
+    """(start, end) of each batch of `n` prompts; with `pairs` (the shuffled control, where a prompt
+    reads another's thoughts) no batch holds a lone prompt: a last one joins the batch before."""
+    starts = list(range(0, n, batch_size))
+    if pairs:
+        if n < 2 or batch_size < 2:
+            raise ConfigError(
+                f"thoughts 'shuffled' (--thoughts shuffled) answers each prompt from another prompt's "
+                f"thoughts in its batch: it needs at least 2 problems (n={n}) and a batch size of at least 2 "
+                f"(batch_size={batch_size})"
+            )
+        if n - starts[-1] == 1:
+            starts.pop()
+    return list(zip(starts, [*starts[1:], n]))
 
 
 @torch.no_grad()
