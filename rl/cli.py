@@ -122,10 +122,14 @@ def cmd_eval(args) -> None:
     import torch
 
     from envs import make_env
+    from rl.config import EvalConfig
     from rl.evaluate import evaluate
     from rl.export import load_policy
 
     env_args = env_args_of(args.env_args)
+    if args.samples == 0 and args.temperature != EvalConfig().temperature:
+        raise UsageError(f"argument --temperature: applies to sampled answers only; give --samples K with it "
+                         f"(greedy accuracy is temperature 0), got --temperature {args.temperature:g} alone")  # fmt: skip
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
@@ -163,6 +167,8 @@ def cmd_inspect(args) -> None:
     from rl.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
     from rl.io import check_output_file
 
+    if not args.prompt.strip():  # nothing to attend to: the model would run on zero positions
+        raise UsageError(f"argument --prompt: expected a non-empty text, got {args.prompt!r}")
     if args.out:  # before the model loads: a bad picture path must not cost the inspection
         check_output_file(args.out, "inspect --out", PICTURE_SUFFIXES)
     codec_map = None
