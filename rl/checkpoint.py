@@ -217,7 +217,13 @@ def load_weights(ckpt: Path, policy, value_head: torch.nn.Module | None = None) 
 
         set_peft_model_state_dict(policy.model, read_safetensors(ckpt / "model.safetensors", "model weights"))
     else:
-        load_model(policy.model, str(ckpt / "model.safetensors"))  # verified: its checksum matched
+        from safetensors import SafetensorError
+
+        weights = ckpt / "model.safetensors"
+        try:
+            load_model(policy.model, str(weights))  # streamed into the model: its weights are not held twice
+        except SafetensorError as e:  # its checksum matched: damaged before its manifest was written
+            raise CheckpointError(f"{weights}: damaged, not a complete safetensors file ({e})") from None
     policy.adapter.load_state_dict(read_safetensors(ckpt / "feedback.safetensors", "feedback weights"))
     if value_head is not None:
         value_head.load_state_dict(read_safetensors(ckpt / "value_head.safetensors", "value head weights"))
@@ -335,3 +341,6 @@ def _load_pt(path: Path) -> Any:
             f"{path}: holds objects other than tensors and numbers; refusing to unpickle it "
             "(neuralese writes none: the file was not written by this checkpoint code)"
         ) from None
+    except (RuntimeError, EOFError) as e:  # not a zip archive, or cut short
+        brief = " ".join(str(e).split()[:12])
+        raise CheckpointError(f"{path}: damaged, not a complete PyTorch file ({brief})") from None

@@ -7,8 +7,9 @@ A case file is a recipe overlay (merged into `base.yaml`) with a header of `# ke
     # expect: the message fragment stderr must contain (placeholders allowed)
     # args:   the command line (default: train @RECIPE@ --out @OUT@)
     # out:    what the output folder holds before: `results` (user files, the default), `run`
-    #         (a finished run), `corrupted` (a finished run with a byte flipped in a checkpoint)
-    #         or `bad_config` (a finished run whose config.yaml is not YAML)
+    #         (a finished run), `corrupted` (a finished run with a byte flipped in a checkpoint),
+    #         `bad_config` (a finished run whose config.yaml is not YAML) or `damaged` (a finished
+    #         run whose checkpoint's weights and optimizer state are cut short, its manifest agreeing)
     # raw     the body is the whole recipe, not an overlay (for malformed YAML)
     # encoding: the recipe file's encoding (default utf-8; latin-1 makes a file that is not UTF-8)
 
@@ -236,7 +237,7 @@ def places(tiny_dir, broken_models, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def runs(places, tmp_path_factory) -> dict[str, Path]:
-    """A finished run of the base recipe, and a copy with a flipped byte in its newest checkpoint."""
+    """A finished run of the base recipe, and copies of it broken one way each (see `# out:`)."""
     from rl.cli import main
 
     root = tmp_path_factory.mktemp("runs")
@@ -250,7 +251,15 @@ def runs(places, tmp_path_factory) -> dict[str, Path]:
     weights.write_bytes(bytes(data))
     shutil.copytree(root / "run", root / "bad_config")
     (root / "bad_config" / "config.yaml").write_text("model: {path: [unclosed\n")
-    return {"run": root / "run", "corrupted": root / "corrupted", "bad_config": root / "bad_config"}
+    shutil.copytree(root / "run", root / "damaged")  # damaged before its manifest was written
+    ckpt = list_checkpoints(root / "damaged")[-1]
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    (ckpt / "optimizer.pt").write_bytes(b"PK\x03\x04 cut short")
+    manifest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ckpt.iterdir())
+                if p.name != "manifest.json"}  # fmt: skip
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    return {name: root / name for name in ("run", "corrupted", "bad_config", "damaged")}
 
 
 def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
