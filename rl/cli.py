@@ -128,8 +128,10 @@ def cmd_eval(args) -> None:
 
     env_args = env_args_of(args.env_args)
     if args.samples == 0 and args.temperature != EvalConfig().temperature:
-        raise UsageError(f"argument --temperature: applies to sampled answers only; give --samples K with it "
-                         f"(greedy accuracy is temperature 0), got --temperature {args.temperature:g} alone")  # fmt: skip
+        raise UsageError(
+            "argument --temperature: applies to sampled answers only; give --samples K with it (greedy "
+            f"accuracy is temperature 0), got --temperature {args.temperature:g} alone"
+        )
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
