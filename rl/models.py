@@ -49,7 +49,8 @@ def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = 
         raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist{'; ' + how if how else ''}")
     if not (path / "config.json").is_file():
         run = (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
-        hint = f" ({str(path)!r} is a run folder: `neuralese export` it and give the exported one)" if run else ""
+        hint = f" ({str(path)!r} is a run folder: `neuralese export` it and give the exported one)"
+        hint = hint if run else ""
         raise CheckpointError(
             f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder{hint}"
         )
