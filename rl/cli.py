@@ -19,6 +19,7 @@ flags take theirs, and their defaults, from the `eval` config fields they stand 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -314,9 +315,29 @@ def one_paragraph(message: str) -> str:
     return re.sub(r"\s*\n\s*", " ", message.strip())
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line parsed; an argument no verb takes is reported by the verb it was given to
+    (argparse's top-level parser reports it as its own, pointing at `neuralese --help`), with the
+    nearest flag of that verb."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        words = [args.command, *([args.action] if getattr(args, "action", None) else [])]
+        verb = parser
+        for word in words:
+            verb = next(a for a in verb._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        flags = [f for a in verb._actions for f in a.option_strings]
+        first = extra[0].split("=")[0]
+        near = difflib.get_close_matches(first, flags, n=1) if first.startswith("-") else []
+        hint = f"; did you mean {near[0]}?" if near else ""
+        message = f"unrecognized arguments: {' '.join(extra)}{hint} (see `{verb.prog} --help`)"
+        raise UsageError(message, verb.prog)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
     except UsageError as e:
         print(f"{e.prog}: error: {one_paragraph(str(e))}", file=sys.stderr)
         return 2
