@@ -34,7 +34,7 @@ from rl.build import build_policy
 from rl.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
 from rl.config import ModelConfig, RunConfig, load_config
 from rl.errors import CheckpointError
-from rl.io import atomic_dir, check_output_dir, read_json
+from rl.io import atomic_dir, check_not_cwd, check_output_dir, read_json
 from rl.models import check_model_folder
 from rl.policy import CONFIG_FILE, NeuralesePolicy
 
@@ -183,6 +183,7 @@ def check_out(out: Path, src: Source, overwrite: bool) -> None:
     """Refuse an OUT that would lose data: a non-empty folder (unless asked), a file, the source, the
     run's checkpoints or a folder holding them, or the base model a checkpoint's weights apply to."""
     check_output_dir(out, "export OUT")
+    check_not_cwd(out, "export OUT")
     target = out.resolve()
     keep = [(src.path, "the source")]
     if src.kind == "checkpoint":
