@@ -273,4 +273,13 @@ def compute_rewards(
             stats.update(
                 {f"{'time/' if k.endswith('_s') else ''}reward/{name}/{k}": float(v) for k, v in own.items()}
             )
+    bad = (~torch.isfinite(total.float())).nonzero()
+    if len(bad):  # each finite, but their weighted sum is past what a float holds
+        i = int(bad[0])
+        named = zip(per_func.items(), weights)
+        parts = [f"{name} = {v[i].item():g} (weight {w:g})" for (name, v), w in named]
+        raise RewardError(
+            f"the weighted sum of the rewards is {total[i].item():g} for sample {i} (prompt "
+            f"{_clip(prompts[i])!r}): {', '.join(parts)}; rewards and weights must keep it within a float32"
+        )
     return total.float(), {k: v.float() for k, v in per_func.items()}

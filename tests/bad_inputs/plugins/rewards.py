@@ -54,3 +54,8 @@ def huge_int(prompts, completions, **kwargs):
 def one_parameter(completions):
     """TRL's contract passes the prompts and the columns too: too few parameters."""
     return [0.0] * len(completions)
+
+
+def huge(prompts, completions, **kwargs):
+    """Finite, but a weight of 10 takes the sum past the largest float."""
+    return [1e308] * len(completions)
