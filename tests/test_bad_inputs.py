@@ -26,6 +26,7 @@ library output counts too); `-m slow` runs every case as a separate `python -m r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -269,9 +270,19 @@ def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_bad_input_in_process(path, places, runs, tmp_path, capfd):
+    run_in_process(parse_case(path), places, runs, tmp_path, capfd)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed: its engine starts")
+def test_vllm_rollouts_without_vllm(places, runs, tmp_path, capfd):
+    """A corpus case, but only where vLLM is not installed."""
+    expect = "rl.rollout_engine: 'vllm' needs vLLM, which does not import here"
+    run_in_process({"expect": expect, "body": "rl:\n  rollout_engine: vllm\n"}, places, runs, tmp_path, capfd)
+
+
+def run_in_process(case: dict, places, runs, tmp_path: Path, capfd) -> None:
     from rl.cli import main
 
-    case = parse_case(path)
     argv, out = prepare(case, tmp_path, places, runs)
     before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
     capfd.readouterr()
