@@ -186,6 +186,24 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_run_folder(out: Path, what: str = "output_dir (--out)") -> None:
+    """Refuse a run folder that is a model folder, or inside another run's checkpoints: the run's
+    config.yaml, logs and checkpoints would go in among them (and a folder with config.json is then
+    read as the model alone by export, eval and inspect)."""
+    if (out / "config.json").is_file():
+        raise CheckpointError(
+            f"{what} {str(out)!r} is a model folder (config.json); a run writes config.yaml, logs and "
+            "checkpoints/ into its folder: give a folder of its own"
+        )
+    target = out.resolve()
+    for p in (target, *target.parents):
+        if p.name == "checkpoints" and (p.parent / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{what} {str(out)!r} is inside {str(p)!r}, the checkpoints of the run in {str(p.parent)!r}; "
+                "give a folder of its own"
+            )
+
+
 def verify(ckpt: Path) -> None:
     """Raise CheckpointError naming the first file that is missing or does not match the manifest."""
     try:
