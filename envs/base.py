@@ -17,7 +17,10 @@ A recipe names a built-in (`env.name: addition`) or a plug-in factory
 
 from __future__ import annotations
 
+import inspect
 import math
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,13 +60,17 @@ def make_env(
     """Call the factory with `args` and check that what it returns keeps the contract. `keys`: what
     errors call the name and the args (the recipe's keys, or a command's flags)."""
     factory = env_factory(name, keys[0])
+    if not is_reference(name):
+        check_arg_types(factory, args or {}, name, keys[1])
     try:
         env = factory(**(args or {}))
-    except (TypeError, ValueError) as e:
-        raise EnvError(f"env {name!r}: the factory rejected {keys[1]} {args or {}}: {e}") from None
     except EnvError:
         raise
-    except Exception as e:  # a plug-in's own code failed: the user's to fix (a built-in's is our bug)
+    except (TypeError, ValueError) as e:
+        if is_reference(name) and isinstance(e, TypeError) and _takes(factory, args or {}):
+            raise EnvError(f"env {name!r}: the factory raised TypeError: {e}") from None
+        raise EnvError(f"env {name!r}: the factory rejected {keys[1]} {args or {}}: {e}") from None
+    except (Exception, SystemExit) as e:  # a plug-in's own code failed: the user's to fix (ours: a bug)
         if not is_reference(name):
             raise
         raise EnvError(f"env {name!r}: the factory raised {type(e).__name__}: {e}") from None
@@ -80,6 +87,45 @@ def make_env(
     return env
 
 
+def check_arg_types(factory: Callable[..., Any], args: dict[str, Any], name: str, key: str = "env.args") -> None:
+    """A built-in factory's arguments against its annotations, so a slip such as `'3'` for 3,
+    `"false"` (a true string) for false or `true` for 1 is an error naming the argument, not a
+    silently different task. Arguments it does not name are left to the call to refuse."""
+    hints = typing.get_type_hints(factory)
+    for arg, value in args.items():
+        tp = hints.get(arg)
+        if tp is None:
+            continue
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        options = typing.get_args(tp) if union else (tp,)
+        if not any(_fits(option, value) for option in options):
+            names = ["null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options]
+            expected = " or ".join(names)
+            raise EnvError(f"env {name!r}: {key}.{arg} expects {expected}, got {_brief(value)}")
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp in (int, float):  # an int where a float goes is fine; a bool is neither
+        return isinstance(value, (int, tp)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True  # anything else the factory checks itself
+
+
+def _takes(factory: Callable[..., Any], args: dict[str, Any]) -> bool:
+    """True when `factory`'s signature accepts `args`, so a TypeError came from inside it (False
+    when it has no signature to read: a C function's TypeError is its arguments')."""
+    try:
+        inspect.signature(factory).bind(**args)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env") -> datasets.Dataset:
     """`env.dataset(split, n, seed)`, checked: a non-empty Dataset with `prompt` and `answer`; its first
     `n` rows when it holds more (a plug-in that returns a whole file), so `n` problems are `n`."""
@@ -87,7 +133,7 @@ def load_split(env: Environment, split: str, n: int, seed: int, name: str = "env
         ds = env.dataset(split, n, seed)
     except EnvError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         # The expected kinds from any env; anything from a plug-in (its own code). A built-in
         # failing otherwise is our bug and keeps its traceback.
         if not isinstance(e, (KeyError, ValueError, FileNotFoundError)) and not is_reference(name):

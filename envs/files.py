@@ -28,7 +28,15 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 def data_path(path: str | Path | None, default: str, env: str, arg: str = "path") -> Path:
     """`path` if given, else `SHARED_DATA / default`; an EnvError if the file is not there."""
+    if path is not None and not isinstance(path, (str, Path)):
+        raise EnvError(
+            f"env {env!r}: env.args.{arg} must be a file path (text), got {path!r} ({type(path).__name__})"
+        )
     chosen = Path(path).expanduser() if path is not None else SHARED_DATA / default
+    if chosen.is_dir():
+        raise EnvError(
+            f"env {env!r}: data file {str(chosen)!r} (env.args.{arg}) is a folder; expected a file"
+        )
     if not chosen.is_file():
         how = (
             f"env.args.{arg}={str(path)!r}"
@@ -67,6 +75,16 @@ def require_keys(row: dict[str, Any], keys: tuple[str, ...], path: Path, index: 
             f"env {env!r}: {str(path)!r} row {index} has keys {sorted(row)}, missing {missing}; "
             f"every row needs {list(keys)}"
         )
+
+
+def require_text(row: dict[str, Any], keys: tuple[str, ...], path: Path, index: int, env: str) -> None:
+    """An EnvError naming the file, row and key when one of `keys` does not hold text."""
+    for key in keys:
+        if not isinstance(row[key], str):
+            raise EnvError(
+                f"env {env!r}: {str(path)!r} row {index}, key {key!r}: expected text, "
+                f"got {row[key]!r} ({type(row[key]).__name__})"
+            )
 
 
 def take(rows: list[Any], n: int, seed: int, shuffle: bool) -> list[Any]:

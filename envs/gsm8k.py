@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 
-from envs.files import data_path, read_jsonl, require_keys, take
+from envs.files import data_path, read_jsonl, require_keys, require_text, take
 from rewards.match import ANSWER_MARK
 from rewards.numeric import numeric_match, parse_number
 from rl.errors import EnvError
@@ -69,6 +69,7 @@ class GSM8K:
         rows = read_jsonl(path, "gsm8k")
         for i, row in enumerate(rows):
             require_keys(row, ("question", "answer"), path, i, "gsm8k")
+            require_text(row, ("question", "answer"), path, i, "gsm8k")
         indexed = take(list(enumerate(rows)), n, seed, shuffle=split == "train")
         prompts, answers, completions, steps = [], [], [], []
         for i, row in indexed:

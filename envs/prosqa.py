@@ -43,7 +43,7 @@ from typing import Any
 
 import datasets
 
-from envs.files import data_path, read_json_list, require_keys, take
+from envs.files import data_path, read_json_list, require_keys, require_text, take
 from rewards.match import ANSWER_MARK, exact_match
 from rl.errors import EnvError
 
@@ -257,6 +257,13 @@ class ProsQA:
         records = read_json_list(file, "prosqa")
         for i, r in enumerate(records):
             require_keys(r, ("question", "answer", "steps"), file, i, "prosqa")
+            require_text(r, ("question", "answer"), file, i, "prosqa")
+            if not isinstance(r["steps"], list) or not all(isinstance(x, str) for x in r["steps"]):
+                shown = repr(r["steps"])
+                raise EnvError(
+                    f"env 'prosqa': {str(file)!r} row {i}, key 'steps': expected a list of sentences (text), "
+                    f"got {shown[:80]}{'...' if len(shown) > 80 else ''} ({type(r['steps']).__name__})"
+                )
         return records
 
     def generate(self, n: int, seed: int) -> list[dict[str, Any]]:

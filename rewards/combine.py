@@ -243,9 +243,13 @@ def check_rewards(fn: Callable, out: Any, prompts: list, completions: list) -> l
                 f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i} "
                 f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); expected a float or None"
             )
-        if not math.isfinite(v):
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
             raise RewardError(
-                f"reward function {name!r} returned {v} for sample {i} "
+                f"reward function {name!r} returned {_clip(v)} for sample {i} "
                 f"(prompt {_clip(prompts[i])!r}, completion {_clip(completions[i])!r}); "
                 "rewards must be finite (return None when a reward does not apply)"
             )
@@ -293,4 +297,13 @@ def compute_rewards(
             stats.update(
                 {f"{'time/' if k.endswith('_s') else ''}reward/{name}/{k}": float(v) for k, v in own.items()}
             )
+    bad = (~torch.isfinite(total.float())).nonzero()
+    if len(bad):  # each finite, but their weighted sum is past what a float holds
+        i = int(bad[0])
+        named = zip(per_func.items(), weights)
+        parts = [f"{name} = {v[i].item():g} (weight {w:g})" for (name, v), w in named]
+        raise RewardError(
+            f"the weighted sum of the rewards is {total[i].item():g} for sample {i} (prompt "
+            f"{_clip(prompts[i])!r}): {', '.join(parts)}; rewards and weights must keep it within a float32"
+        )
     return total.float(), {k: v.float() for k, v in per_func.items()}

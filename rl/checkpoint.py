@@ -186,6 +186,24 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_run_folder(out: Path, what: str = "output_dir (--out)") -> None:
+    """Refuse a run folder that is a model folder, or inside another run's checkpoints: the run's
+    config.yaml, logs and checkpoints would go in among them (and a folder with config.json is then
+    read as the model alone by export, eval and inspect)."""
+    if (out / "config.json").is_file():
+        raise CheckpointError(
+            f"{what} {str(out)!r} is a model folder (config.json); a run writes config.yaml, logs and "
+            "checkpoints/ into its folder: give a folder of its own"
+        )
+    target = out.resolve()
+    for p in (target, *target.parents):
+        if p.name == "checkpoints" and (p.parent / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{what} {str(out)!r} is inside {str(p)!r}, the checkpoints of the run in {str(p.parent)!r}; "
+                "give a folder of its own"
+            )
+
+
 def verify(ckpt: Path) -> None:
     """Raise CheckpointError naming the first file that is missing or does not match the manifest."""
     try:
@@ -217,7 +235,13 @@ def load_weights(ckpt: Path, policy, value_head: torch.nn.Module | None = None) 
 
         set_peft_model_state_dict(policy.model, read_safetensors(ckpt / "model.safetensors", "model weights"))
     else:
-        load_model(policy.model, str(ckpt / "model.safetensors"))  # verified: its checksum matched
+        from safetensors import SafetensorError
+
+        weights = ckpt / "model.safetensors"
+        try:
+            load_model(policy.model, str(weights))  # streamed into the model: its weights are not held twice
+        except SafetensorError as e:  # its checksum matched: damaged before its manifest was written
+            raise CheckpointError(f"{weights}: damaged, not a complete safetensors file ({e})") from None
     policy.adapter.load_state_dict(read_safetensors(ckpt / "feedback.safetensors", "feedback weights"))
     if value_head is not None:
         value_head.load_state_dict(read_safetensors(ckpt / "value_head.safetensors", "value head weights"))
@@ -335,3 +359,6 @@ def _load_pt(path: Path) -> Any:
             f"{path}: holds objects other than tensors and numbers; refusing to unpickle it "
             "(neuralese writes none: the file was not written by this checkpoint code)"
         ) from None
+    except (RuntimeError, EOFError) as e:  # not a zip archive, or cut short
+        brief = " ".join(str(e).split()[:12])
+        raise CheckpointError(f"{path}: damaged, not a complete PyTorch file ({brief})") from None

@@ -19,6 +19,7 @@ flags take theirs, and their defaults, from the `eval` config fields they stand 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import re
@@ -122,10 +123,16 @@ def cmd_eval(args) -> None:
     import torch
 
     from envs import make_env
+    from rl.config import EvalConfig
     from rl.evaluate import evaluate
     from rl.export import load_policy
 
     env_args = env_args_of(args.env_args)
+    if args.samples == 0 and args.temperature != EvalConfig().temperature:
+        raise UsageError(
+            "argument --temperature: applies to sampled answers only; give --samples K with it (greedy "
+            f"accuracy is temperature 0), got --temperature {args.temperature:g} alone"
+        )
     torch.manual_seed(args.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # the environment first: a plug-in's mistake is reported before the model loads
@@ -164,6 +171,8 @@ def cmd_inspect(args) -> None:
     from rl.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
     from rl.io import check_output_file
 
+    if not args.prompt.strip():  # nothing to attend to: the model would run on zero positions
+        raise UsageError(f"argument --prompt: expected a non-empty text, got {args.prompt!r}")
     if args.out:  # before the model loads: a bad picture path must not cost the inspection
         check_output_file(args.out, "inspect --out", PICTURE_SUFFIXES)
     codec_map = None
@@ -186,6 +195,8 @@ def cmd_config(args) -> None:
     if args.recipe:
         print(yaml.safe_dump(to_dict(_load(args)), sort_keys=False), end="")
         return
+    if args.set:
+        raise UsageError(f"--set {args.set[0]!r} needs a RECIPE.yaml to override (see `neuralese config --help`)")
     for key, tp, default, doc in describe_fields():
         shown = "" if default is None and tp[0].isupper() else f" = {default!r}"
         print(f"{key}: {tp}{shown}\n    {doc}")
@@ -305,9 +316,29 @@ def one_paragraph(message: str) -> str:
     return re.sub(r"\s*\n\s*", " ", message.strip())
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line parsed; an argument no verb takes is reported by the verb it was given to
+    (argparse's top-level parser reports it as its own, pointing at `neuralese --help`), with the
+    nearest flag of that verb."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        words = [args.command, *([args.action] if getattr(args, "action", None) else [])]
+        verb = parser
+        for word in words:
+            verb = next(a for a in verb._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        flags = [f for a in verb._actions for f in a.option_strings]
+        first = extra[0].split("=")[0]
+        near = difflib.get_close_matches(first, flags, n=1) if first.startswith("-") else []
+        hint = f"; did you mean {near[0]}?" if near else ""
+        message = f"unrecognized arguments: {' '.join(extra)}{hint} (see `{verb.prog} --help`)"
+        raise UsageError(message, verb.prog)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
     except UsageError as e:
         print(f"{e.prog}: error: {one_paragraph(str(e))}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from envs import Environment, load_split
 from rewards.combine import compute_rewards
-from rl.errors import UsageError
+from rl.errors import ConfigError
 from rl.policy import NeuralesePolicy
 from rl.rollout import complete, generate_rollout
 
@@ -64,14 +64,17 @@ def evaluate(
     if thoughts not in ("own", "shuffled"):
         raise ValueError(f"thoughts must be 'own' or 'shuffled', got {thoughts!r}")
     if thoughts == "shuffled" and not policy.feedback_on:
-        raise UsageError("--thoughts shuffled: this model has no thoughts (feedback is off); "
-                         "give a neuralese run, checkpoint or exported folder")  # fmt: skip
+        raise ConfigError(
+            "thoughts 'shuffled' (--thoughts shuffled): this policy has neuralese mode 'off' (a plain model "
+            "folder, or a run without feedback), so it has no thoughts to shuffle"
+        )
     rows = load_split(env, split, n, seed, env_name)
     prompts = list(rows["prompt"])
     if thoughts == "shuffled" and min(len(prompts), batch_size) < 2:
-        raise UsageError(
-            "--thoughts shuffled swaps thoughts between the problems of a batch: it needs at least 2 problems "
-            f"and --batch-size >= 2, got {len(prompts)} and {batch_size}"
+        raise ConfigError(
+            f"thoughts 'shuffled' (--thoughts shuffled) answers each prompt from another prompt's "
+            f"thoughts in its batch: it needs at least 2 problems (n={len(prompts)}) and a batch size of at "
+            f"least 2 (batch_size={batch_size})"
         )
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     bar = tqdm(total=len(prompts) * (1 + samples), desc="eval", unit="answer", disable=not progress)

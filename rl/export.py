@@ -34,7 +34,7 @@ from rl.build import build_policy
 from rl.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
 from rl.config import ModelConfig, RunConfig, load_config
 from rl.errors import CheckpointError
-from rl.io import atomic_dir, check_output_dir, read_json
+from rl.io import atomic_dir, check_not_cwd, check_output_dir, read_json
 from rl.models import check_model_folder
 from rl.policy import CONFIG_FILE, NeuralesePolicy
 
@@ -180,11 +180,23 @@ def _read_meta(folder: Path) -> dict:
 
 
 def check_out(out: Path, src: Source, overwrite: bool) -> None:
-    """Refuse an OUT that would lose data: a non-empty folder (unless asked), a file, or the source itself."""
+    """Refuse an OUT that would lose data: a non-empty folder (unless asked), a file, the source, the
+    run's checkpoints or a folder holding them, or the base model a checkpoint's weights apply to."""
     check_output_dir(out, "export OUT")
-    given = src.path.resolve()
-    if given == out.resolve() or out.resolve() in given.parents:
-        raise CheckpointError(f"{out}: is {src.path} or contains it; export to a folder outside the source")
+    check_not_cwd(out, "export OUT")
+    target = out.resolve()
+    keep = [(src.path, "the source")]
+    if src.kind == "checkpoint":
+        checkpoints = src.checkpoint.parent
+        if checkpoints.resolve() in target.parents:
+            raise CheckpointError(
+                f"{out}: is inside {checkpoints}, the run's checkpoints; export to a folder outside them"
+            )
+        keep += [(checkpoints, "the run's checkpoints"), (Path(src.config.model.path).expanduser(),
+                 f"the base model, model.path in {src.run / 'config.yaml'}")]  # fmt: skip
+    for folder, what in keep:
+        if target == folder.resolve() or target in folder.resolve().parents:
+            raise CheckpointError(f"{out}: is {folder} ({what}) or contains it; export to a folder outside it")
     if not overwrite and out.is_dir() and any(out.iterdir()):
         raise CheckpointError(f"{out}: exists and is not empty; pass --overwrite to replace it")
 

@@ -159,6 +159,32 @@ def check_output_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+def check_not_cwd(path: str | Path, what: str) -> None:
+    """Refuse to replace the current folder (or one holding it): its rename fails, or loses it."""
+    here, target = Path.cwd().resolve(), Path(path).resolve()
+    if target == here or target in here.parents:
+        raise ConfigError(
+            f"{what} {str(path)!r} is the current folder or holds it; a command replaces its OUT as a whole, "
+            "so give a folder of its own (such as ./export)"
+        )
+
+
+def check_replaceable(path: str | Path, what: str, marker: str) -> Path:
+    """A folder a command replaces as a whole (`atomic_dir`), checked before any work: refused when it
+    holds files but no `marker` (the file the command writes there), so an --out that names someone's
+    folder is never deleted. Writing again over the command's own earlier output is fine."""
+    path = Path(path)
+    check_not_cwd(path, what)
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        found = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ConfigError(
+            f"{what} {str(path)!r} holds other files ({shown}) and no {marker}; the command replaces the "
+            "folder as a whole, so give a new or empty folder"
+        )
+    return path
+
+
 def check_output_file(path: str | Path, what: str, suffixes: typing.Iterable[str]) -> Path:
     """A file a command will write, checked before any work: its folder exists and is writable,
     it is not a folder, and its suffix is one of `suffixes` (which say the format)."""

@@ -42,12 +42,17 @@ def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = 
     if path is None:
         raise CheckpointError(f"{what} is not set: give a local Hugging Face model folder")
     path = Path(path)
+    if path.is_file():
+        raise CheckpointError(f"{what}: {str(path)!r} is a file; expected a Hugging Face model folder")
     if not path.is_dir():
         how = STAGE0_HINT if tiny else made_by
         raise CheckpointError(f"{what}: model folder {str(path)!r} does not exist{'; ' + how if how else ''}")
     if not (path / "config.json").is_file():
+        run = (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+        hint = f" ({str(path)!r} is a run folder: `neuralese export` it and give the exported one)"
+        hint = hint if run else ""
         raise CheckpointError(
-            f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder"
+            f"{what}: {str(path)!r} has no config.json; expected a Hugging Face model folder{hint}"
         )
     if not any(path.glob("*.safetensors")):
         raise CheckpointError(

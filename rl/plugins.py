@@ -30,7 +30,17 @@ def resolve(ref: str, what: str, key: str) -> Callable[..., Any]:
         raise ConfigError(
             f"{key}: {what} reference {ref!r} must look like 'path/to/file.py:name' or 'pkg.module:name'"
         )
-    module = _load_file(target, what, key) if target.endswith(".py") else _import_module(target, what, key)
+    if target.endswith(".py"):
+        module = _load_file(target, what, key)
+    elif "/" in target or "\\" in target or Path(target).expanduser().is_file():
+        # a path, but not to a .py file: importing it as a module name would only say "No module named"
+        kind = "a folder" if Path(target).expanduser().is_dir() else "not a .py file"
+        raise ConfigError(
+            f"{key}: {what} reference {ref!r}: {target!r} is {kind}; expected 'path/to/file.py:name' "
+            "or 'pkg.module:name'"
+        )
+    else:
+        module = _import_module(target, what, key)
     obj = getattr(module, attr, None)
     if obj is None:
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
@@ -67,7 +77,7 @@ def _load_file(target: str, what: str, key: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # the plug-in's own code failed at import
+    except (Exception, SystemExit) as e:  # the plug-in's own code failed at import
         raise ConfigError(
             f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}"
         ) from None
@@ -88,6 +98,8 @@ def _import_module(target: str, what: str, key: str) -> ModuleType:
             f"{key}: cannot import {what} module {target!r}: {e} (a module is looked up in the working "
             f"directory {cwd} and the installed packages; a file is given as 'path/to/file.py:name')"
         ) from None
+    except (Exception, SystemExit) as e:  # its own code failed at import, or the name is relative ('.mod')
+        raise ConfigError(f"{key}: importing {what} module {target!r} failed: {type(e).__name__}: {e}") from None
 
 
 def lookup(

@@ -33,7 +33,7 @@ from envs import env_texts, load_split, make_env
 from rl.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings, pretokenize
 from rl.config import RunConfig, validate
 from rl.errors import ConfigError
-from rl.io import atomic_dir, check_output_dir, write_json
+from rl.io import atomic_dir, check_output_dir, check_replaceable, write_json
 from rl.models import load_model
 from rl.policy import render_prompt
 from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
@@ -94,10 +94,9 @@ def written_steps(train: datasets.Dataset) -> list[list[str]]:
 def pretrain(cfg: RunConfig) -> Path:
     """Run stage 0 and return the folder of the as-is model."""
     validate(cfg)  # a config built in Python gets the recipe's checks
-    out = check_output_dir(
-        cfg.pretrain.output_dir or cfg.model.path or Path(cfg.output_dir) / "as-is",
-        "the as-is model folder (pretrain.output_dir, --out, or model.path)",
-    )
+    what = "the as-is model folder (pretrain.output_dir, --out, or model.path)"
+    out = check_output_dir(cfg.pretrain.output_dir or cfg.model.path or Path(cfg.output_dir) / "as-is", what)
+    check_replaceable(out, what, "config.json")
     set_seed(cfg.seed)
     env = make_env(cfg.env.name, cfg.env.args)
     train = load_split(env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from rl.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
-from rl.config import RunConfig, to_dict
+from rl.config import RunConfig, load_config, to_dict
 from rl.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
-from rl.errors import PeerLost
+from rl.errors import ConfigError, PeerLost
 
 if TYPE_CHECKING:
     from rl.trainer import Trainer
@@ -54,6 +54,47 @@ def save_run(t: Trainer) -> None:
         )  # fmt: skip
 
 
+# What a resumed run may set otherwise than the run it continues: how long it runs, how it logs and
+# evaluates, how long it waits, and the sections other commands read. Every other field decides
+# what the checkpoint's weights, optimizer state and random streams mean.
+MAY_CHANGE = (
+    "output_dir", "rl.steps", "rl.reward_timeout_s", "rl.collective_timeout_s",
+    "log", "eval", "vllm", "pretrain", "reward_model", "codec", "translate",
+)  # fmt: skip
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    """Nested sections as dotted keys; lists and other values as they are."""
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "args":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_recipe(t: Trainer) -> None:
+    """Refuse to resume a run with a recipe that differs from its config.yaml where it matters: the
+    checkpoint would go on under another mode, algorithm or task, and config.yaml (which export
+    rebuilds the checkpoints from) would then describe weights it did not train."""
+    saved_file = t.out / "config.yaml"
+    if not saved_file.is_file():
+        return
+    saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(t.cfg))
+    differ = [
+        k for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k) and not any(k == m or k.startswith(f"{m}.") for m in MAY_CHANGE)
+    ]  # fmt: skip
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in differ[:3])
+        raise ConfigError(
+            f"--resume: {saved_file} was written by another recipe ({shown}). Resume with the recipe the "
+            "run was started with (only rl.steps, log, eval and timeouts may change), or start a new "
+            "run with --out"
+        )
+
+
 def resume_run(t: Trainer) -> None:
     """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
     ckpts = list_checkpoints(t.out)
@@ -61,6 +102,7 @@ def resume_run(t: Trainer) -> None:
         t._notice(f"--resume: no complete checkpoint in {t.out / 'checkpoints'}; starting at step 0")
         t.log.truncate(0)
         return
+    check_same_recipe(t)
     state = load_checkpoint(
         ckpts[-1], t.policy, t.optimizer, t.scheduler, t.generator, t.value_head,
         rank=t.rank, world=t.world, engine=t.engine, zero_stage=zero_stage(t.accelerator),
@@ -74,9 +116,8 @@ def resume_run(t: Trainer) -> None:
     changed = config_changes(t.out / "config.yaml", t.cfg)
     if changed:
         t._notice(
-            f"--resume: the recipe differs from the run's {t.out / 'config.yaml'} in {'; '.join(changed)}. "
-            "The checkpoint's optimizer and scheduler state continue as saved (learning rates and their "
-            "schedule included); the rest of the new recipe applies from here on"
+            f"--resume: the recipe differs from the run's {t.out / 'config.yaml'} in {'; '.join(changed)}; "
+            "these apply from here on (the checkpoint's weights, optimizer and schedule continue as saved)"
         )
 
 
@@ -89,17 +130,6 @@ def config_changes(saved_file: Path, cfg: RunConfig, most: int = 8) -> list[str]
     keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most]]
     return shown + ([f"and {len(keys) - most} more"] if len(keys) > most else [])
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """Nested sections as dotted keys; lists and other values as they are."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v and k != "args":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def guarded(out: Path, step: int, fn):

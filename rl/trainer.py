@@ -42,7 +42,7 @@ from envs import load_split, make_env
 from rewards.combine import compute_rewards
 from rl import algorithms as algo
 from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
-from rl.checkpoint import list_checkpoints
+from rl.checkpoint import check_run_folder, list_checkpoints
 from rl.config import RunConfig, save_config, validate
 from rl.curriculum import Curriculum
 from rl.distributed import (
@@ -489,6 +489,7 @@ class Trainer:
                 f"output_dir {str(self.out)!r} already holds a run (metrics.jsonl); "
                 "pass --resume to continue it, or --out to start a new one"
             )
+        check_run_folder(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> None:

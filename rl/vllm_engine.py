@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from rl.config import VLLMConfig
+from rl.errors import ConfigError
 from rl.policy import ADAPTER_FILE, NeuralesePolicy
 from rl.recompute import recompute_logprobs
 from rl.rollout import Rollout, generate_rollout, position_ids_from_mask
@@ -51,7 +52,13 @@ class VLLMEngine:
         self, policy: NeuralesePolicy, cfg: VLLMConfig, seed: int, workdir: str | Path, world: int = 1
     ):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        from vllm import LLM
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ConfigError(
+                f"rl.rollout_engine: 'vllm' needs vLLM, which does not import here ({e}): pip install "
+                "'neuralese[vllm]' (on CPU machines scripts/setup_vllm.sh builds .venv-vllm), or use 'hf'"
+            ) from None
 
         # vLLM loads from a folder: the policy's model as it is now (LoRA merged, thought token included).
         # It reads every *.safetensors there as model weights, so the feedback adapter's file goes.

@@ -7,8 +7,9 @@ A case file is a recipe overlay (merged into `base.yaml`) with a header of `# ke
     # expect: the message fragment stderr must contain (placeholders allowed)
     # args:   the command line (default: train @RECIPE@ --out @OUT@)
     # out:    what the output folder holds before: `results` (user files, the default), `run`
-    #         (a finished run), `corrupted` (a finished run with a byte flipped in a checkpoint)
-    #         or `bad_config` (a finished run whose config.yaml is not YAML)
+    #         (a finished run), `corrupted` (a finished run with a byte flipped in a checkpoint),
+    #         `bad_config` (a finished run whose config.yaml is not YAML) or `damaged` (a finished
+    #         run whose checkpoint's weights and optimizer state are cut short, its manifest agreeing)
     # raw     the body is the whole recipe, not an overlay (for malformed YAML)
     # encoding: the recipe file's encoding (default utf-8; latin-1 makes a file that is not UTF-8)
 
@@ -25,6 +26,7 @@ library output counts too); `-m slow` runs every case as a separate `python -m r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -164,7 +166,7 @@ def make_remote_code_folder(tiny_dir: Path, folder: Path, model_type: str = "neu
 
 @pytest.fixture(scope="session")
 def broken_models(tiny_dir, tmp_path_factory) -> Path:
-    """Model folders that are wrong in one way each, derived from the tiny model."""
+    """Model folders that are wrong in one way each, derived from the tiny model, and broken data files."""
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
@@ -198,6 +200,10 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     (root / "latin1.jsonl").write_bytes(
         '{"question": "Caf\xe9 1+1?", "answer": "#### 2"}\n'.encode("latin-1")
     )
+    good = {"question": "1+1?", "answer": "#### 2"}
+    (root / "question_number.jsonl").write_text(f"{json.dumps(good)}\n{json.dumps({**good, 'question': 3})}\n")
+    problem = {"question": "Is A a b or c?", "answer": "A is a b.", "steps": "A is a b."}  # steps: one text
+    (root / "steps_text.json").write_text(json.dumps([problem]))
     return root
 
 
@@ -232,7 +238,7 @@ def places(tiny_dir, broken_models, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def runs(places, tmp_path_factory) -> dict[str, Path]:
-    """A finished run of the base recipe, and a copy with a flipped byte in its newest checkpoint."""
+    """A finished run of the base recipe, and copies of it broken one way each (see `# out:`)."""
     from rl.cli import main
 
     root = tmp_path_factory.mktemp("runs")
@@ -246,7 +252,15 @@ def runs(places, tmp_path_factory) -> dict[str, Path]:
     weights.write_bytes(bytes(data))
     shutil.copytree(root / "run", root / "bad_config")
     (root / "bad_config" / "config.yaml").write_text("model: {path: [unclosed\n")
-    return {"run": root / "run", "corrupted": root / "corrupted", "bad_config": root / "bad_config"}
+    shutil.copytree(root / "run", root / "damaged")  # damaged before its manifest was written
+    ckpt = list_checkpoints(root / "damaged")[-1]
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    (ckpt / "optimizer.pt").write_bytes(b"PK\x03\x04 cut short")
+    manifest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ckpt.iterdir())
+                if p.name != "manifest.json"}  # fmt: skip
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    return {name: root / name for name in ("run", "corrupted", "bad_config", "damaged")}
 
 
 def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
@@ -256,9 +270,19 @@ def test_the_corpus_is_large_and_the_base_recipe_is_good(places, runs):
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_bad_input_in_process(path, places, runs, tmp_path, capfd):
+    run_in_process(parse_case(path), places, runs, tmp_path, capfd)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed: its engine starts")
+def test_vllm_rollouts_without_vllm(places, runs, tmp_path, capfd):
+    """A corpus case, but only where vLLM is not installed."""
+    expect = "rl.rollout_engine: 'vllm' needs vLLM, which does not import here"
+    run_in_process({"expect": expect, "body": "rl:\n  rollout_engine: vllm\n"}, places, runs, tmp_path, capfd)
+
+
+def run_in_process(case: dict, places, runs, tmp_path: Path, capfd) -> None:
     from rl.cli import main
 
-    case = parse_case(path)
     argv, out = prepare(case, tmp_path, places, runs)
     before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
     capfd.readouterr()

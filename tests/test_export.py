@@ -223,11 +223,11 @@ def test_the_shuffled_control_needs_thoughts_and_takes_any_batch(trained, base, 
     assert main(["eval", str(out), *argv, "--n", "5", "--batch-size", "2"]) == 0  # a last batch of one
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 5
     assert main(["eval", str(base), *argv, "--n", "4"]) == 2
-    assert "--thoughts shuffled: this model has no thoughts (feedback is off)" in capsys.readouterr().err
+    assert "this policy has neuralese mode 'off'" in capsys.readouterr().err
     assert main(["eval", str(out), *argv, "--n", "1"]) == 2
-    assert "it needs at least 2 problems and --batch-size >= 2, got 1 and 64" in capsys.readouterr().err
+    assert "it needs at least 2 problems (n=1) and a batch size of at least 2 (batch_size=64)" in capsys.readouterr().err
     assert main(["eval", str(out), *argv, "--n", "4", "--batch-size", "1"]) == 2
-    assert "got 4 and 1" in capsys.readouterr().err
+    assert "(n=4) and a batch size of at least 2 (batch_size=1)" in capsys.readouterr().err
 
 
 def test_export_refuses_a_non_empty_folder_unless_asked(trained, tmp_path, capsys):

@@ -87,14 +87,15 @@ def cmd_decode(args) -> None:
 
 def cmd_fit_map(args) -> None:
     from rl.cli import env_args_of
-    from rl.codec.lens import fit_map
+    from rl.codec.lens import MAP_CONFIG, fit_map
     from rl.codec.model import load_codec
     from rl.errors import CheckpointError
     from rl.export import load_policy
-    from rl.io import atomic_dir, check_output_dir
+    from rl.io import atomic_dir, check_output_dir, check_replaceable
 
     env_args = env_args_of(args.env_args)
     out = check_output_dir(args.out, "codec fit-map --out")
+    check_replaceable(out, "codec fit-map --out", MAP_CONFIG)
     codec = load_codec(args.codec)
     policy = load_policy(args.checkpoint)
     if not policy.feedback_on:

@@ -84,6 +84,10 @@ class CodecMap:
 def load_map(path: str | Path) -> CodecMap:
     """A map folder written by `neuralese codec fit-map`."""
     path = Path(path)
+    if path.is_file():
+        raise CheckpointError(
+            f"codec map {str(path)!r} is a file; expected the folder `neuralese codec fit-map` writes"
+        )
     meta = read_json(path / MAP_CONFIG, "codec map config (written by `neuralese codec fit-map`)")
     if (
         not isinstance(meta, dict)

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from transformers import get_scheduler
 
 from rl.codec.data import chunk_texts, load_texts
-from rl.codec.model import Codec, load_codec
+from rl.codec.model import CONFIG, Codec, load_codec
 from rl.config import RunConfig, validate
-from rl.io import atomic_dir, check_output_dir
+from rl.io import atomic_dir, check_output_dir, check_replaceable
 from rl.tiny import build_tokenizer
 
 MEASURE_BATCH = 2048
@@ -37,9 +37,9 @@ def train_codec(cfg: RunConfig) -> Path:
     """Train the codec `cfg.codec` describes and write its folder; returns the folder."""
     validate(cfg)  # a config built in Python gets the recipe's checks
     c = cfg.codec
-    out = check_output_dir(
-        c.output_dir or Path(cfg.output_dir) / "codec", "the codec folder (codec.output_dir, --out)"
-    )
+    what = "the codec folder (codec.output_dir, --out)"
+    out = check_output_dir(c.output_dir or Path(cfg.output_dir) / "codec", what)
+    check_replaceable(out, what, CONFIG)
     base = load_codec(c.base, key="codec.base") if c.base else None  # before the text: a bad base shows at once
     texts = load_texts(cfg)
     torch.manual_seed(cfg.seed)

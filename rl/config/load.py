@@ -47,6 +47,8 @@ def apply_override(data: dict, item: str, source: str = "--set") -> None:
         raise ConfigError(f"--set {item!r}: expected key.sub=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: key {key.strip()!r} has an empty part; expected key.sub=value")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
@@ -182,6 +184,12 @@ def _show(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+# accelerate's tracker names (accelerate.utils.LoggerType); one not installed is skipped with a warning.
+TRACKERS = (
+    "tensorboard", "wandb", "aim", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab", "trackio", "all",
+)  # fmt: skip
+
+
 def validate(cfg: RunConfig, source: str = "<config>") -> None:
     """Every declared range (rl.ranges), then the checks that span fields; `load_config` calls it,
     and so do the trainer and stage 0 for a config built in Python."""
@@ -191,6 +199,8 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         if not ok:
             raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
 
+    unknown = [t for t in cfg.log.trackers if t not in TRACKERS]
+    need(not unknown, "log.trackers", f"accelerate's tracker names ({', '.join(TRACKERS)}) or []", unknown)
     rl, nz = cfg.rl, cfg.neuralese
     if rl.algorithm in ("grpo", "dr_grpo", "rloo"):
         need(

@@ -195,6 +195,8 @@ class Chain:
         self.out = check_output_dir(
             rm.output_dir or Path(cfg.output_dir) / "reward-model", "reward_model.output_dir (--out)"
         )
+        if rm.base is not None:  # before the policy samples: a wrong folder must not cost that time
+            check_model_folder(rm.base, "reward_model.base")
         set_seed(cfg.seed)
         self.env = make_env(cfg.env.name, cfg.env.args)
         needed = rm.prompts + sum(g.prompts for g in rm.gears)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from rl.config import ModelConfig, RunConfig, validate
 from rl.errors import ConfigError
-from rl.io import atomic_dir, check_output_dir, read_text, write_json
+from rl.io import atomic_dir, check_output_dir, check_replaceable, read_text, write_json
 from rl.models import load_model
 from rl.translate.common import fit_common
 from rl.translate.maps import fit_linear, fit_mlp
@@ -144,6 +144,7 @@ def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
     if len(tr.models) < 2:
         raise ConfigError(f"key 'translate.models' must list two or more model folders, got {tr.models!r}")
     out = check_output_dir(tr.output_dir or Path(cfg.output_dir) / "translate", "translate.output_dir")
+    check_replaceable(out, "translate.output_dir (--out)", "report.json")
     torch.manual_seed(cfg.seed)
     readers = load_readers(cfg)
     names = [r.name for r in readers]

@@ -55,3 +55,31 @@ def make_bad_row(prompt="1+1=", answer="2", at=0, **args):
 def make_from_no_rows(**args):
     """A Dataset built from an empty list of rows, as a filter that matched nothing gives: it has no columns."""
     return _Env(datasets.Dataset.from_list([]))
+
+
+def make_none(**args):
+    return None
+
+
+def make_dataset_dict(**args):
+    ds = datasets.Dataset.from_dict({"prompt": ["1+1="], "answer": ["2"]})
+    return _Env(datasets.DatasetDict({"train": ds, "test": ds}))
+
+
+def make_dataset_without_n(**args):
+    class Env:
+        reward_funcs = [exact_match]
+
+        def dataset(self, split):
+            return datasets.Dataset.from_dict({"prompt": ["1+1="], "answer": ["2"]})
+
+    return Env()
+
+
+def make_exits(**args):
+    raise SystemExit("no licence")
+
+
+def make_buggy(size=3, **args):
+    """A factory whose own code fails with a TypeError: not a rejection of env.args."""
+    return _Env(datasets.Dataset.from_dict({"prompt": ["1+1="] * size, "answer": [None + 1] * size}))

@@ -40,3 +40,22 @@ def with_target(prompts, completions, target=1, **kwargs):
 def nothing(prompts, completions, **kwargs):
     """Applies to no sample: fine in a sum, an error as the last stage of a cascade."""
     return [None] * len(completions)
+
+
+def inf(prompts, completions, **kwargs):
+    return [float("inf")] * len(completions)
+
+
+def huge_int(prompts, completions, **kwargs):
+    """An int no float can hold."""
+    return [10**400] * len(completions)
+
+
+def one_parameter(completions):
+    """TRL's contract passes the prompts and the columns too: too few parameters."""
+    return [0.0] * len(completions)
+
+
+def huge(prompts, completions, **kwargs):
+    """Finite, but a weight of 10 takes the sum past the largest float."""
+    return [1e308] * len(completions)

@@ -1,0 +1,3 @@
+"""A plug-in module whose import raises something other than ImportError (imported by module name)."""
+
+raise RuntimeError("the licence server is down")
