@@ -101,7 +101,8 @@ def check_arg_types(factory: Callable[..., Any], args: dict[str, Any], name: str
         if not any(_fits(option, value) for option in options):
             names = ["null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options]
             expected = " or ".join(names)
-            raise EnvError(f"env {name!r}: {key}.{arg} expects {expected}, got {_brief(value)}")
+            where = f"{key} {arg!r}" if key.startswith("--") else f"{key}.{arg}"  # a flag, or a recipe key
+            raise EnvError(f"env {name!r}: {where} expects {expected}, got {_brief(value)}")
 
 
 def _fits(tp: Any, value: Any) -> bool:

@@ -39,8 +39,13 @@ from translate_table import ENV, untrained  # noqa: E402  (puts the repo on sys.
 
 from envs import load_split, make_env  # noqa: E402
 from rl.build import build_policy  # noqa: E402
-from rl.config import PretrainConfig, RunConfig, TranslateConfig, load_config  # noqa: E402
-from rl.config import ModelConfig  # noqa: E402
+from rl.config import (  # noqa: E402
+    ModelConfig,  # noqa: E402
+    PretrainConfig,
+    RunConfig,
+    TranslateConfig,
+    load_config,
+)
 from rl.evaluate import correct, evaluate  # noqa: E402
 from rl.policy import NeuralesePolicy  # noqa: E402
 from rl.pretrain import pretrain  # noqa: E402

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 from faults import CHILD_ENV, accelerate_launch, free_port
+from runs import run_config
 
 from rl.config import (
     RunConfig,
     save_config,
 )
 from rl.trainer import Trainer
-from runs import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "accelerate"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import run_config
 
 from envs import env_texts, make_env
 from rl.cli import main
@@ -30,7 +31,6 @@ from rl.policy import NeuralesePolicy
 from rl.rollout import generate_rollout
 from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
 from rl.trainer import Trainer
-from runs import run_config
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999=", "5+55=", "321+7=", "40+404="]
 

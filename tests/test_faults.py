@@ -71,8 +71,9 @@ def test_sigkill_twelve_times_then_resume_ends_bit_for_bit(tiny_dir, tmp_path):
 @pytest.fixture(scope="module")
 def two_steps(tiny_dir, tmp_path_factory):
     """A finished 2-step run with a checkpoint after each step, and its config."""
-    from rl.trainer import Trainer
     from runs import run_config
+
+    from rl.trainer import Trainer
 
     out = tmp_path_factory.mktemp("faults") / "run"
     cfg = run_config(tiny_dir, out, "latent", steps=2)

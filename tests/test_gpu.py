@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import run_config
 
 from rl.config import LoraSettings, load_config
 from rl.recompute import recompute_logprobs
 from rl.trainer import Trainer
-from runs import run_config
 
 pytestmark = [
     pytest.mark.gpu,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import run_config
 
 from envs import load_split, make_env
 from rl.config import load_config
@@ -18,7 +19,6 @@ from rl.export import export, load_policy
 from rl.policy import NeuralesePolicy
 from rl.rollout import generate_rollout
 from rl.trainer import Trainer
-from runs import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]

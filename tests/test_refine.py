@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 import torch
-from test_policy import K, PROMPTS, THOUGHTS, grads, make_policy, plain_logprobs, rollout, same_gradients
+from test_policy import PROMPTS, THOUGHTS, K, grads, make_policy, plain_logprobs, rollout, same_gradients
 
 from rl.inspector import format_table, inspect_thoughts
 from rl.recompute import recompute_logprobs

@@ -258,9 +258,10 @@ def test_a_cascade_audit_measures_agreement_and_keeps_the_first_answer(stages):
 
 
 def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm_dir, tmp_path):
+    from runs import run_config
+
     from rl.config import RewardConfig
     from rl.trainer import Trainer
-    from runs import run_config
 
     cfg = run_config(tiny_dir, tmp_path / "run", mode="hybrid", steps=2)
     cfg.rewards = [

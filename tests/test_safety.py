@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import run_config
 from test_bad_inputs import make_remote_code_folder
 
 from rl.checkpoint import MANIFEST, _sha256, list_checkpoints, load_checkpoint
@@ -24,7 +25,6 @@ from rl.errors import CheckpointError
 from rl.io import write_json
 from rl.models import load_model
 from rl.plugins import resolve
-from runs import run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = [p for d in ("rl", "envs", "rewards", "scripts") for p in sorted((ROOT / d).rglob("*.py"))]
@@ -194,7 +194,8 @@ def test_model_code_in_a_folder_does_not_run_without_trust_remote_code(tiny_dir,
 
 
 def test_a_plugin_file_is_imported_alone(tmp_path):
-    """Resolving `dir/plugin.py:fn` runs that file only: no sibling, and sys.path is unchanged."""
+    """Resolving `dir/plugin.py:fn` runs that file only: no sibling, and sys.path gains only the file's
+    folder, at its end (so the plug-in can import its own modules, and they shadow no installed one)."""
     (tmp_path / "sibling.py").write_text(f"open({str(tmp_path / 'EXECUTED')!r}, 'w').close()\n")
     (tmp_path / "plugin.py").write_text(
         "def score(prompts, completions, **kw):\n    return [1.0] * len(completions)\n"
@@ -202,5 +203,5 @@ def test_a_plugin_file_is_imported_alone(tmp_path):
     path_before = list(sys.path)
     fn = resolve(f"{tmp_path / 'plugin.py'}:score", "reward function", "rewards[0].fn")
     assert fn(prompts=["a"], completions=["b"]) == [1.0]
-    assert sys.path == path_before and not (tmp_path / "EXECUTED").exists()
+    assert sys.path == [*path_before, str(tmp_path.resolve())] and not (tmp_path / "EXECUTED").exists()
     assert "sibling" not in sys.modules

@@ -8,11 +8,11 @@ import json
 
 import pytest
 import torch
+from runs import run_config
 
 from rl.checkpoint import list_checkpoints
 from rl.errors import ConfigError, TrainingError
 from rl.trainer import Trainer
-from runs import run_config
 
 
 def params(trainer: Trainer) -> dict[str, torch.Tensor]:

@@ -141,8 +141,9 @@ def test_sync_pushes_updated_weights_lora_merged(model_dir, engine):
 
 
 def test_trainer_trains_with_vllm_rollouts(model_dir, tmp_path):
-    from rl.trainer import Trainer
     from runs import run_config
+
+    from rl.trainer import Trainer
 
     cfg = run_config(model_dir, tmp_path / "run", "latent", steps=3, rollout_engine="vllm")
     cfg.vllm = VLLMConfig(kv_cache_memory_bytes=64 * 2**20, max_model_len=128)

@@ -13,10 +13,10 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 
 from rl.codec.config import check_codec
-from rl.config.translate import check_cross
 from rl.config.sections import (
     RunConfig,
 )
+from rl.config.translate import check_cross
 from rl.errors import ConfigError
 from rl.io import describe_yaml_error, read_yaml
 from rl.ranges import (
