@@ -22,7 +22,7 @@ from envs import Environment, load_split
 from rewards.combine import compute_rewards
 from rl.errors import ConfigError
 from rl.policy import NeuralesePolicy
-from rl.rollout import complete, generate_rollout
+from rl.rollout import complete, extend_columns, generate_rollout
 
 
 def correct(
@@ -125,8 +125,7 @@ def answer_all(
     for chunk in batches(prompts, batch_size, least):
         t, e = answer(chunk)
         texts += t
-        for key, values in e.items():
-            extras.setdefault(key, []).extend(values)
+        extend_columns(extras, e)
         bar.update(len(t))
     return texts, extras
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from rl.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
-from rl.config import RunConfig, load_config, to_dict
+from rl.config import load_config, to_dict
 from rl.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
 from rl.errors import ConfigError, PeerLost
 
@@ -74,23 +72,25 @@ def _flat(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def check_same_recipe(t: Trainer) -> None:
+def recipe_changes(t: Trainer) -> dict[str, tuple[object, object]]:
+    """{key: (in the run's config.yaml, in the recipe now)} for each field where they differ."""
+    saved_file = t.out / "config.yaml"
+    if not saved_file.is_file():
+        return {}
+    saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(t.cfg))
+    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
+
+
+def check_same_recipe(t: Trainer, changes: dict[str, tuple[object, object]]) -> None:
     """Refuse to resume a run with a recipe that differs from its config.yaml where it matters: the
     checkpoint would go on under another mode, algorithm or task, and config.yaml (which export
     rebuilds the checkpoints from) would then describe weights it did not train."""
-    saved_file = t.out / "config.yaml"
-    if not saved_file.is_file():
-        return
-    saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(t.cfg))
-    differ = [
-        k for k in sorted(set(saved) | set(now))
-        if saved.get(k) != now.get(k) and not any(k == m or k.startswith(f"{m}.") for m in MAY_CHANGE)
-    ]  # fmt: skip
+    differ = [k for k in changes if not any(k == m or k.startswith(f"{m}.") for m in MAY_CHANGE)]
     if differ:
-        shown = "; ".join(f"{k}: {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in differ[:3])
+        shown = "; ".join(f"{k}: {changes[k][0]!r} in the run, {changes[k][1]!r} now" for k in differ[:3])
         raise ConfigError(
-            f"--resume: {saved_file} was written by another recipe ({shown}). Resume with the recipe the "
-            "run was started with (only rl.steps, log, eval and timeouts may change), or start a new "
+            f"--resume: {t.out / 'config.yaml'} was written by another recipe ({shown}). Resume with the recipe "
+            "the run was started with (only rl.steps, log, eval and timeouts may change), or start a new "
             "run with --out"
         )
 
@@ -102,7 +102,8 @@ def resume_run(t: Trainer) -> None:
         t._notice(f"--resume: no complete checkpoint in {t.out / 'checkpoints'}; starting at step 0")
         t.log.truncate(0)
         return
-    check_same_recipe(t)
+    changes = recipe_changes(t)
+    check_same_recipe(t, changes)
     state = load_checkpoint(
         ckpts[-1], t.policy, t.optimizer, t.scheduler, t.generator, t.value_head,
         rank=t.rank, world=t.world, engine=t.engine, zero_stage=zero_stage(t.accelerator),
@@ -113,23 +114,13 @@ def resume_run(t: Trainer) -> None:
         t.policy.config.num_thoughts = t.curriculum.num_thoughts
     t.log.truncate(t.state["step"])
     t._notice(f"--resume: continuing from {ckpts[-1]} (step {t.state['step']} of {t.cfg.rl.steps})")
-    changed = config_changes(t.out / "config.yaml", t.cfg)
-    if changed:
+    if changes:
+        shown = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:8]]
+        more = [f"and {len(changes) - 8} more"] if len(changes) > 8 else []
         t._notice(
-            f"--resume: the recipe differs from the run's {t.out / 'config.yaml'} in {'; '.join(changed)}; "
+            f"--resume: the recipe differs from the run's {t.out / 'config.yaml'} in {'; '.join(shown + more)}; "
             "these apply from here on (the checkpoint's weights, optimizer and schedule continue as saved)"
         )
-
-
-def config_changes(saved_file: Path, cfg: RunConfig, most: int = 8) -> list[str]:
-    """`key: old -> new` for each field where `cfg` differs from the run's saved config (at most `most`)."""
-    if not saved_file.is_file():
-        return []
-    old = _flat(yaml.safe_load(saved_file.read_text()) or {})
-    new = _flat(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))  # as config.yaml holds it
-    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-    shown = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:most]]
-    return shown + ([f"and {len(keys) - most} more"] if len(keys) > most else [])
 
 
 def guarded(out: Path, step: int, fn):

@@ -151,6 +151,11 @@ def complete(
         ids, mask = policy.encode(prompts[start : start + batch_size])
         ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
         texts.extend(policy.decode(ro))
-        for key, values in ro.reward_columns().items():
-            columns.setdefault(key, []).extend(values)
+        extend_columns(columns, ro.reward_columns())
     return texts, columns
+
+
+def extend_columns(columns: dict[str, list], more: dict[str, list]) -> None:
+    """Append a batch's reward columns (`Rollout.reward_columns`) to those gathered so far, in place."""
+    for key, values in more.items():
+        columns.setdefault(key, []).extend(values)
