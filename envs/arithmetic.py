@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from rewards.match import ANSWER_MARK, exact_match
+from neuralese.rewards.match import ANSWER_MARK, exact_match
 
 TEST_FRACTION = 0.2
 

@@ -26,19 +26,19 @@ from typing import Any, Protocol, runtime_checkable
 
 import datasets
 
-from rl.errors import EnvError
-from rl.plugins import is_reference, lookup
+from neuralese.errors import EnvError
+from neuralese.plugins import is_reference, lookup
 
 BUILTIN_ENVS: dict[str, str] = {
-    "addition": "envs.arithmetic:make_addition",
-    "multiplication": "envs.arithmetic:make_multiplication",
-    "prosqa": "envs.prosqa:make_prosqa",
-    "prontoqa": "envs.prontoqa:make_prontoqa",
-    "countdown": "envs.countdown:make_countdown",
-    "gsm8k": "envs.gsm8k:make_gsm8k",
-    "chase": "envs.chase:make_chase",
-    "reach": "envs.reach:make_reach",
-    "mnns": "envs.mnns:make_mnns",
+    "addition": "neuralese.envs.arithmetic:make_addition",
+    "multiplication": "neuralese.envs.arithmetic:make_multiplication",
+    "prosqa": "neuralese.envs.prosqa:make_prosqa",
+    "prontoqa": "neuralese.envs.prontoqa:make_prontoqa",
+    "countdown": "neuralese.envs.countdown:make_countdown",
+    "gsm8k": "neuralese.envs.gsm8k:make_gsm8k",
+    "chase": "neuralese.envs.chase:make_chase",
+    "reach": "neuralese.envs.reach:make_reach",
+    "mnns": "neuralese.envs.mnns:make_mnns",
 }
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import datasets
 
-from envs.draws import draw_split, last_symbol_match
+from neuralese.envs.draws import draw_split, last_symbol_match
 
 
 def chase_match(prompts: list, completions: list, answer: list[str], **_: Any) -> list[float | None]:

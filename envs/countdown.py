@@ -4,7 +4,7 @@ A problem draws `count` numbers from 1..`max_number` and then a target from the
 integers in 1..`max_target` that an exhaustive search over all expressions of those
 numbers reaches, so every problem has a solution; when none is in range the numbers
 are drawn again. The search found expression is the stage-0 target (`completion`);
-the reward (`rewards.countdown.countdown_match`) accepts any correct expression.
+the reward (`neuralese.rewards.countdown.countdown_match`) accepts any correct expression.
 
 The search keeps intermediate values whole (a division must be exact), which makes it
 fast; the reward is more lenient and accepts fractional steps such as `8/(3-8/3)`, so
@@ -14,7 +14,7 @@ Train and test problems are disjoint: a problem (its sorted numbers and target) 
 to the test split when a fixed hash of it falls in the lowest fifth.
 
     >>> row = make_countdown(count=3, max_number=9, max_target=30).dataset("train", 1, seed=0)[0]
-    >>> from rewards.countdown import solves
+    >>> from neuralese.rewards.countdown import solves
     >>> solves(row["completion"], row["numbers"], int(row["answer"]))
     True
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from envs.files import stable_fraction
-from rewards.countdown import countdown_match
+from neuralese.envs.files import stable_fraction
+from neuralese.rewards.countdown import countdown_match
 
 TEST_FRACTION = 0.2
 

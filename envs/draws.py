@@ -9,7 +9,7 @@ from typing import Any
 
 import datasets
 
-from rewards.match import completion_text
+from neuralese.rewards.match import completion_text
 
 TEST_FRACTION = 0.2
 SPLITS = ("train", "test", "validation")

@@ -18,9 +18,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rl import io
-from rl.errors import EnvError
-from rl.io import read_text
+from neuralese import io
+from neuralese.errors import EnvError
+from neuralese.io import read_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

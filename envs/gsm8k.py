@@ -5,7 +5,7 @@ Each line of `train.jsonl` / `test.jsonl` (Cobbe et al. 2021) holds a `question`
 `#### <number>`. The environment's `answer` column is that final number without
 thousands commas (`1,080` becomes `1080`); the stage-0 target (`completion`) is the
 solution with the annotations removed, still ending in `#### <number>`, the format the
-reward (`rewards.numeric.numeric_match`) reads first.
+reward (`neuralese.rewards.numeric.numeric_match`) reads first.
 
 Files default to `../shared/data/gsm8k/` beside the repository; `train_path` and
 `test_path` point elsewhere (any file in the same format). `chat=True` makes each prompt
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import datasets
 
-from envs.files import data_path, read_jsonl, require_keys, require_text, take
-from rewards.match import ANSWER_MARK
-from rewards.numeric import numeric_match, parse_number
-from rl.errors import EnvError
+from neuralese.envs.files import data_path, read_jsonl, require_keys, require_text, take
+from neuralese.errors import EnvError
+from neuralese.rewards.match import ANSWER_MARK
+from neuralese.rewards.numeric import numeric_match, parse_number
 
 CALCULATOR = re.compile(r"<<[^>]*>>")
 

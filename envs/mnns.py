@@ -31,8 +31,8 @@ from typing import Any
 
 import datasets
 
-from envs.draws import draw_split
-from rewards.match import completion_text
+from neuralese.envs.draws import draw_split
+from neuralese.rewards.match import completion_text
 
 INTEGER = re.compile(r"-?\d+")
 

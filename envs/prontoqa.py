@@ -33,9 +33,9 @@ from typing import Any, Literal
 
 import datasets
 
-from envs.files import stable_fraction
-from envs.prosqa import CONCEPT_NAMES
-from rewards.match import ANSWER_MARK, exact_match
+from neuralese.envs.files import stable_fraction
+from neuralese.envs.prosqa import CONCEPT_NAMES
+from neuralese.rewards.match import ANSWER_MARK, exact_match
 
 TEST_FRACTION = 0.2
 ENTITY_NAMES = "Alex Fae Max Polly Rex Sally Sam Stella Wren".split()

@@ -43,9 +43,9 @@ from typing import Any
 
 import datasets
 
-from envs.files import data_path, read_json_list, require_keys, require_text, take
-from rewards.match import ANSWER_MARK, exact_match
-from rl.errors import EnvError
+from neuralese.envs.files import data_path, read_json_list, require_keys, require_text, take
+from neuralese.errors import EnvError
+from neuralese.rewards.match import ANSWER_MARK, exact_match
 
 VALID_FILE = "prosqa/prosqa_valid.json"
 EVAL_SPLITS = ("valid", "validation", "test")

@@ -38,7 +38,7 @@ from typing import Any
 
 import datasets
 
-from envs.draws import draw_split, last_symbol_match
+from neuralese.envs.draws import draw_split, last_symbol_match
 
 LETTERS = string.ascii_lowercase
 

@@ -10,7 +10,7 @@ The weighted sum treats `None` as "not counted", as TRL does (a NaN-aware sum).
 
 Besides functions, three built-in rewards are objects built from their typed `args` with the
 policy's device: `reward_model` (a sequence classifier), `judge` (a causal LM asked a question)
-and `cascade` (stages that answer where they can), all in rl.rewardmodels. They keep the same
+and `cascade` (stages that answer where they can), all in neuralese.rewardmodels. They keep the same
 contract, so the trainer calls them like any function. Any reward may also have a `metrics()`
 method; `compute_rewards` logs what it returns beside every function's call time.
 """
@@ -29,13 +29,13 @@ from typing import Any
 
 import torch
 
-from rl.errors import ConfigError, RewardError
-from rl.plugins import lookup
+from neuralese.errors import ConfigError, RewardError
+from neuralese.plugins import lookup
 
 
 def builtin_rewards() -> dict[str, Callable]:
     """Built-in reward functions by name."""
-    from rewards import countdown, match, numeric, shaping
+    from neuralese.rewards import countdown, match, numeric, shaping
 
     return {
         "exact_match": match.exact_match,
@@ -50,9 +50,9 @@ def builtin_rewards() -> dict[str, Callable]:
 # Rewards built from typed args (a model to load, stages to resolve): name -> 'module:class'. Each
 # class has an `Args` dataclass and is built as `cls(args, device=..., key=...)`.
 REWARD_OBJECTS = {
-    "reward_model": "rl.rewardmodels.score:RewardModel",
-    "judge": "rl.rewardmodels.judge:Judge",
-    "cascade": "rl.rewardmodels.cascade:Cascade",
+    "reward_model": "neuralese.rewardmodels.score:RewardModel",
+    "judge": "neuralese.rewardmodels.judge:Judge",
+    "cascade": "neuralese.rewardmodels.cascade:Cascade",
 }
 
 CONTRACT_PARAMS = ("prompts", "completions")
@@ -101,8 +101,8 @@ def resolve_reward(
 
 def typed_args(cls: type, args: dict[str, Any], key: str):
     """`args` as dataclass `cls`, with the recipe's checks: unknown keys, types, declared ranges."""
-    from rl.config import from_dict
-    from rl.ranges import check_ranges
+    from neuralese.config import from_dict
+    from neuralese.ranges import check_ranges
 
     parsed = from_dict(cls, args, source="recipe", prefix=f"{key}.")
     check_ranges(parsed, "recipe", prefix=f"{key}.")

@@ -12,7 +12,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from rewards.match import completion_text, final_answer
+from neuralese.rewards.match import completion_text, final_answer
 
 MAX_CHARS = 200  # longer text is not an expression a Countdown answer needs
 MAX_DEPTH = 32  # parenthesis nesting; bounds the recursion
@@ -95,7 +95,7 @@ def evaluate(text: str) -> tuple[Fraction, list[int]]:
     >>> evaluate("2*-3")
     Traceback (most recent call last):
     ...
-    rewards.countdown.ExpressionError: expected a number or '(', got '-'
+    neuralese.rewards.countdown.ExpressionError: expected a number or '(', got '-'
     """
     if len(text) > MAX_CHARS:
         raise ExpressionError(f"longer than {MAX_CHARS} characters")

@@ -14,7 +14,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from rewards.match import ANSWER_MARK, completion_text
+from neuralese.rewards.match import ANSWER_MARK, completion_text
 
 # An optional sign (not a minus between two operands: "16-3" is 16 and 3), an optional
 # currency sign, digits with optional thousands groups, an optional decimal part.

@@ -13,7 +13,7 @@ import functools
 import re
 from typing import Any
 
-from rewards.match import completion_text
+from neuralese.rewards.match import completion_text
 
 DEFAULT_FORMAT = r"(?s).*####\s*\S.*"  # anything, then the answer marker and a non-empty answer
 

@@ -1,19 +1,19 @@
 """neuralese: RL fine-tuning of language models that feed their hidden state back as a continuous thought.
 
-from rl import NeuraleseConfig, NeuralesePolicy
+from neuralese import NeuraleseConfig, NeuralesePolicy
 policy = NeuralesePolicy.from_pretrained("runs/demo/export")
 policy.generate(["4321+8765="], max_new_tokens=8)
 """
 
-from rl.config import NeuraleseConfig, RunConfig, load_config
+from neuralese.config import NeuraleseConfig, RunConfig, load_config
 
 __all__ = ["NeuraleseConfig", "NeuralesePolicy", "RunConfig", "load_config"]
 
 
 def __getattr__(name: str):
-    # Imported on first use: `rl.cli` checks a recipe before torch and transformers load.
+    # Imported on first use: `neuralese.cli` checks a recipe before torch and transformers load.
     if name == "NeuralesePolicy":
-        from rl.policy import NeuralesePolicy
+        from neuralese.policy import NeuralesePolicy
 
         return NeuralesePolicy
-    raise AttributeError(f"module 'rl' has no attribute {name!r}")
+    raise AttributeError(f"module 'neuralese' has no attribute {name!r}")

@@ -10,12 +10,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from envs import Environment
-from rewards.combine import resolve_reward
-from rl.config import NeuraleseConfig, RunConfig
-from rl.models import ensure_thought_token, load_model
-from rl.modes import get_mode
-from rl.policy import NeuralesePolicy
+from neuralese.config import NeuraleseConfig, RunConfig
+from neuralese.envs import Environment
+from neuralese.models import ensure_thought_token, load_model
+from neuralese.modes import get_mode
+from neuralese.policy import NeuralesePolicy
+from neuralese.rewards.combine import resolve_reward
 
 
 class ValueHead(nn.Module):
@@ -38,9 +38,9 @@ class ValueHead(nn.Module):
 
 def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
     """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter; with
-    `cross.thinker` set, that model reading another model's translated thoughts (rl.translate.cross)."""
+    `cross.thinker` set, that model reading another model's translated thoughts (neuralese.translate.cross)."""
     if cfg.cross.thinker is not None:
-        from rl.translate.cross import build_cross_policy  # it builds on this module
+        from neuralese.translate.cross import build_cross_policy  # it builds on this module
 
         return build_cross_policy(cfg, device)
     model, tokenizer = language_model(cfg, device)

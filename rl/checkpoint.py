@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_file, save_model
 
-from rl.errors import CheckpointError
-from rl.io import atomic_dir, read_json, read_safetensors, write_json
+from neuralese.errors import CheckpointError
+from neuralese.io import atomic_dir, read_json, read_safetensors, write_json
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"

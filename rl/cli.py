@@ -6,13 +6,13 @@
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
     neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K] [--codec-map MAP]
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
-    neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map: rl.codec.commands)
+    neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map: neuralese.codec.commands)
     neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
 value) print one paragraph and exit with status 2, with nothing written; anything else is a
-bug and keeps its traceback. Every numeric flag has a declared range (rl.ranges); the eval
+bug and keeps its traceback. Every numeric flag has a declared range (neuralese.ranges); the eval
 flags take theirs, and their defaults, from the `eval` config fields they stand for.
 """
 
@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import yaml
 
-from rl.errors import ConfigError, NeuraleseError, UsageError
-from rl.ranges import NonNegativeFloat, PositiveInt, flag_type
+from neuralese.errors import ConfigError, NeuraleseError, UsageError
+from neuralese.ranges import NonNegativeFloat, PositiveInt, flag_type
 
 
 def _quiet_libraries() -> None:
@@ -47,7 +47,7 @@ def _quiet_libraries() -> None:
 
 
 def _load(args) -> object:
-    from rl.config import load_config
+    from neuralese.config import load_config
 
     cfg = load_config(args.recipe, args.set or [])
     return cfg
@@ -55,7 +55,7 @@ def _load(args) -> object:
 
 def cmd_pretrain(args) -> None:
     cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
-    from rl.pretrain import pretrain
+    from neuralese.pretrain import pretrain
 
     if args.out:
         cfg.pretrain.output_dir = args.out
@@ -65,7 +65,7 @@ def cmd_pretrain(args) -> None:
 
 def cmd_train(args) -> None:
     cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     if args.out:
         cfg.output_dir = args.out
@@ -75,8 +75,8 @@ def cmd_train(args) -> None:
 
 def cmd_reward_model_train(args) -> None:
     cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
-    from rl.io import read_json
-    from rl.rewardmodels.train import train_reward_model
+    from neuralese.io import read_json
+    from neuralese.rewardmodels.train import train_reward_model
 
     if args.out:
         cfg.reward_model.output_dir = args.out
@@ -97,7 +97,7 @@ def cmd_reward_model_train(args) -> None:
 
 def env_args_of(text: str | None) -> dict:
     """The mapping an `--env-args` flag gives in YAML (`{digits: 4}`); none: {}."""
-    from rl.config import describe_yaml_error
+    from neuralese.config import describe_yaml_error
 
     try:
         env_args = yaml.safe_load(text) if text else {}
@@ -110,7 +110,7 @@ def env_args_of(text: str | None) -> dict:
 
 def cmd_translate_fit(args) -> None:
     cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
-    from rl.translate.fit import fit_translators
+    from neuralese.translate.fit import fit_translators
 
     if args.out:
         cfg.translate.output_dir = args.out
@@ -122,10 +122,10 @@ def cmd_translate_fit(args) -> None:
 def cmd_eval(args) -> None:
     import torch
 
-    from envs import make_env
-    from rl.config import EvalConfig
-    from rl.evaluate import evaluate
-    from rl.export import load_policy
+    from neuralese.config import EvalConfig
+    from neuralese.envs import make_env
+    from neuralese.evaluate import evaluate
+    from neuralese.export import load_policy
 
     env_args = env_args_of(args.env_args)
     if args.samples == 0 and args.temperature != EvalConfig().temperature:
@@ -156,7 +156,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from rl.export import export, locate
+    from neuralese.export import export, locate
 
     src = locate(args.source)
     out = export(args.source, args.out, overwrite=args.overwrite)
@@ -167,9 +167,9 @@ def cmd_export(args) -> None:
 def cmd_inspect(args) -> None:
     import torch
 
-    from rl.export import load_policy
-    from rl.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
-    from rl.io import check_output_file
+    from neuralese.export import load_policy
+    from neuralese.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
+    from neuralese.io import check_output_file
 
     if not args.prompt.strip():  # nothing to attend to: the model would run on zero positions
         raise UsageError(f"argument --prompt: expected a non-empty text, got {args.prompt!r}")
@@ -177,7 +177,7 @@ def cmd_inspect(args) -> None:
         check_output_file(args.out, "inspect --out", PICTURE_SUFFIXES)
     codec_map = None
     if args.codec_map:
-        from rl.codec.lens import load_map
+        from neuralese.codec.lens import load_map
 
         codec_map = load_map(args.codec_map)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -190,7 +190,7 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_config(args) -> None:
-    from rl.config import describe_fields, to_dict
+    from neuralese.config import describe_fields, to_dict
 
     if args.recipe:
         print(yaml.safe_dump(to_dict(_load(args)), sort_keys=False), end="")
@@ -211,7 +211,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def number_flag(p: argparse.ArgumentParser, flag: str, tp, default, help: str) -> None:
-    """A numeric flag whose type declares its range as a config field does (rl.ranges)."""
+    """A numeric flag whose type declares its range as a config field does (neuralese.ranges)."""
     kind = flag_type(tp)
     p.add_argument(
         flag,
@@ -228,7 +228,7 @@ def config_flag(p: argparse.ArgumentParser, flag: str, section: type, name: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rl.config import EvalConfig, RunConfig
+    from neuralese.config import EvalConfig, RunConfig
 
     parser = Parser(prog="neuralese", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_inspect)
 
-    from rl.codec.commands import add_commands
+    from neuralese.codec.commands import add_commands
 
     add_commands(sub, number_flag, config_flag)
 

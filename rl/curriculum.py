@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from rl.config import CurriculumConfig
+from neuralese.config import CurriculumConfig
 
 
 class Curriculum:

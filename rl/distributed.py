@@ -2,9 +2,9 @@
 
 Launch lines (accelerate configs in `recipes/accelerate/`, each with its own header):
 
-    accelerate launch --config_file recipes/accelerate/ddp_cpu.yaml -m rl.cli train RECIPE.yaml
-    accelerate launch --config_file recipes/accelerate/zero2.yaml   -m rl.cli train RECIPE.yaml
-    accelerate launch --config_file recipes/accelerate/zero3.yaml   -m rl.cli train RECIPE.yaml
+    accelerate launch --config_file recipes/accelerate/ddp_cpu.yaml -m neuralese.cli train RECIPE.yaml
+    accelerate launch --config_file recipes/accelerate/zero2.yaml   -m neuralese.cli train RECIPE.yaml
+    accelerate launch --config_file recipes/accelerate/zero3.yaml   -m neuralese.cli train RECIPE.yaml
 
 Data parallel. `prompts_per_step` and `samples_per_prompt` are global sizes: process r rolls
 out the r-th contiguous block of whole groups, so gathering the rewards rank by rank gives
@@ -12,7 +12,7 @@ back the one-process batch in its own order, and group (or batch) statistics see
 step. Gradients are averaged by hand in the plain path (`Trainer.optimizer_step`), because
 the policy is driven through `policy.model(...)` calls that a DDP wrapper's `forward` would
 never see; the loss normalizers are whole-step counts divided by the world size, so the
-average is the gradient of the global loss (see `rl.algorithms.aggregate`).
+average is the gradient of the global loss (see `neuralese.algorithms.aggregate`).
 
 DeepSpeed. accelerate's `prepare` turns the trained modules into a ZeRO engine, which then
 owns backward, gradient reduction, clipping and the optimizer step. Both the policy (model
@@ -41,10 +41,10 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
 
-from rl.checkpoint import ENGINE_TAG, rng_state
-from rl.config import RunConfig
-from rl.errors import ConfigError, NeuraleseError, PeerLost, TrainingError
-from rl.policy import NeuralesePolicy
+from neuralese.checkpoint import ENGINE_TAG, rng_state
+from neuralese.config import RunConfig
+from neuralese.errors import ConfigError, NeuraleseError, PeerLost, TrainingError
+from neuralese.policy import NeuralesePolicy
 
 
 def collective(fn):
@@ -111,7 +111,7 @@ def gather_rng_states(accelerator: Accelerator, generator: torch.Generator) -> l
 def write_engine_state(accelerator: Accelerator, engine, target: Path) -> Path:
     """DeepSpeed's own checkpoint of `engine`, every process writing its part, into a staging
     folder next to checkpoint folder `target` (named after the main process, like the folder
-    `rl.io.atomic_dir` builds, so a killed writer's leftovers are cleared alike); returns it.
+    `neuralese.io.atomic_dir` builds, so a killed writer's leftovers are cleared alike); returns it.
 
     A collective. The processes must share a file system, as they do for accelerate's own state
     saving: the main process moves the folder into the checkpoint once every part is written."""

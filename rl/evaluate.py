@@ -18,11 +18,11 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from envs import Environment, load_split
-from rewards.combine import compute_rewards
-from rl.errors import ConfigError
-from rl.policy import NeuralesePolicy
-from rl.rollout import complete, extend_columns, generate_rollout
+from neuralese.envs import Environment, load_split
+from neuralese.errors import ConfigError
+from neuralese.policy import NeuralesePolicy
+from neuralese.rewards.combine import compute_rewards
+from neuralese.rollout import complete, extend_columns, generate_rollout
 
 
 def correct(

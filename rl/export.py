@@ -30,13 +30,13 @@ from typing import Literal
 import torch
 from safetensors import safe_open
 
-from rl.build import build_policy
-from rl.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
-from rl.config import ModelConfig, RunConfig, load_config
-from rl.errors import CheckpointError
-from rl.io import atomic_dir, check_not_cwd, check_output_dir, read_json
-from rl.models import check_model_folder
-from rl.policy import CONFIG_FILE, NeuralesePolicy
+from neuralese.build import build_policy
+from neuralese.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
+from neuralese.config import ModelConfig, RunConfig, load_config
+from neuralese.errors import CheckpointError
+from neuralese.io import atomic_dir, check_not_cwd, check_output_dir, read_json
+from neuralese.models import check_model_folder
+from neuralese.policy import CONFIG_FILE, NeuralesePolicy
 
 KINDS = (
     "an exported folder or Hugging Face model folder (config.json), a run folder (config.yaml + "

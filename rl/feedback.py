@@ -3,7 +3,7 @@
     f_t     = P(x(src_{t-1})) (+ sigma * eps)        feedback vector
     e_{t+1} = E[x_{t+1}] + tanh(lambda) * f_t        gated next input (`gated_sum`)
 
-`x` is the thought's space (rl.thoughts): the hidden state rescaled by `n` to the RMS of
+`x` is the thought's space (neuralese.thoughts): the hidden state rescaled by `n` to the RMS of
 the token embeddings (hidden states are far larger than embeddings, Coconut issue #29, and
 an input of the wrong scale would swamp the token part), a mixture of token embeddings
 weighted by the next-token distribution, a learned mix of the two, or one learned constant
@@ -14,7 +14,7 @@ f_t * d(loss)/d(e) is not zero: the gate can open from the first step.
 
 A sampled thought (Gaussian noise, Gumbel-softmax or multiplex weights) is an action: the
 adapter draws it (`sample`), rebuilds it from its recorded draw on a live TBPTT edge
-(`vector`), and scores it (`logprob`) with the exact density rl.thoughts gives.
+(`vector`), and scores it (`logprob`) with the exact density neuralese.thoughts gives.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl import thoughts as T
-from rl.config import NeuraleseConfig
-from rl.errors import ConfigError
-from rl.models import embed_scale
-from rl.modes import get_mode
+from neuralese import thoughts as T
+from neuralese.config import NeuraleseConfig
+from neuralese.errors import ConfigError
+from neuralese.models import embed_scale
+from neuralese.modes import get_mode
 
 RMS_EPS = 1e-6
 

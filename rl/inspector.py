@@ -18,11 +18,11 @@ One prompt is answered (greedy by default); each thought is then read four ways:
     cos prev    cosine similarity of f with the previous thought's f: a chain that repeats
                 itself reads near 1.
 
-With `--codec-map MAP` (rl.codec.lens) each thought is also read as text: the map fitted from the
+With `--codec-map MAP` (neuralese.codec.lens) each thought is also read as text: the map fitted from the
 policy's thoughts to a codec's codes predicts a code, which the codec decodes into the N tokens the
 thought stands for; the header line says how well the map fits on held-out pairs.
 
-A mode may add columns of its own (rl.modes): channel mode the norm of the state fed into each
+A mode may add columns of its own (neuralese.modes): channel mode the norm of the state fed into each
 position (|s|) and the share of it kept from the position before (kept), with the retention in the
 header; refine mode how far the last pass still moved each thought (Δpass).
 
@@ -43,9 +43,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rl.errors import CheckpointError
-from rl.policy import NeuralesePolicy
-from rl.rollout import generate_rollout
+from neuralese.errors import CheckpointError
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import generate_rollout
 
 
 @dataclass
@@ -61,9 +61,9 @@ class Thought:
     token_norm: float  # |E[x]|, the token embedding the thought is added to
     thought_to_token: float  # |g * f| / |E[x]|
     cosine_prev: float | None  # cos(f, previous f); None for the first
-    columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (rl.modes)
-    codec_text: str | None = None  # what the thought reads as through a codec map (rl.codec.lens)
-    lenses: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # the mode's own lenses (rl.modes)
+    columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (neuralese.modes)
+    codec_text: str | None = None  # what the thought reads as through a codec map (neuralese.codec.lens)
+    lenses: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # the mode's own lenses (neuralese.modes)
 
 
 @dataclass
@@ -149,7 +149,7 @@ def inspect_thoughts(
     codec_map=None,
 ) -> Inspection:
     """Answer `prompt` and read every thought of the answer (see the module docstring); with a
-    `codec_map` (rl.codec.lens), also what each thought says as text through the codec."""
+    `codec_map` (neuralese.codec.lens), also what each thought says as text through the codec."""
     if not policy.feedback_on:
         raise CheckpointError(
             "inspect: this policy has neuralese mode 'off' (a plain model folder, or a run without "

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rl.errors import CheckpointError, ConfigError, NeuraleseError
+from neuralese.errors import CheckpointError, ConfigError, NeuraleseError
 
 Error = type[NeuraleseError]
 

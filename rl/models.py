@@ -22,8 +22,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from rl.config import ModelConfig
-from rl.errors import CheckpointError
+from neuralese.config import ModelConfig
+from neuralese.errors import CheckpointError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,8 +63,8 @@ def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The folder's tokenizer, left-padded, with a pad token (eos if the folder has none). A dense-token
-    model's folder (rl.codec.dense) holds its codec instead of transformers' tokenizer files."""
-    from rl.codec.dense import DenseTokenizer, is_dense_folder
+    model's folder (neuralese.codec.dense) holds its codec instead of transformers' tokenizer files."""
+    from neuralese.codec.dense import DenseTokenizer, is_dense_folder
 
     if is_dense_folder(path):
         return DenseTokenizer.from_folder(path)
@@ -84,7 +84,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrai
 
 
 def _generic_tokenizer(path: str | Path) -> bool:
-    """Whether the folder's tokenizer is a plain `tokenizers` one (a tiny model's, rl.tiny). AutoTokenizer
+    """Whether the folder's tokenizer is a plain `tokenizers` one (a tiny model's, neuralese.tiny). AutoTokenizer
     would load it as the model type's own class (Qwen2Tokenizer for a qwen2 model), whose pre-tokenizer
     replaces the folder's and changes the ids."""
     config = Path(path) / "tokenizer_config.json"

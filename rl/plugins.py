@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from rl.errors import ConfigError
+from neuralese.errors import ConfigError
 
 
 def is_reference(name: str) -> bool:
@@ -71,8 +71,8 @@ def _load_file(target: str, what: str, key: str) -> ModuleType:
     if module is not None:
         return module
     folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.append(folder)
+    if folder not in sys.path:  # noqa: TID251 (a user's plug-in file imports the modules beside it)
+        sys.path.append(folder)  # noqa: TID251
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -89,8 +89,8 @@ def _import_module(target: str, what: str, key: str) -> ModuleType:
     """`pkg.module` imported as `python -m` would from the working directory: the working directory
     joins the import path (at its end) whichever way the command was launched."""
     cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
+    if cwd not in sys.path and "" not in sys.path:  # noqa: TID251 (as `python -m` would)
+        sys.path.append(cwd)  # noqa: TID251
     try:
         return importlib.import_module(target)
     except ImportError as e:

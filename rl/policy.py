@@ -26,13 +26,13 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rl.config import ModelConfig, NeuraleseConfig, from_dict
-from rl.errors import CheckpointError, ConfigError
-from rl.feedback import FeedbackAdapter, Source
-from rl.io import read_json, read_safetensors
-from rl.models import CACHE, embed_scale, ensure_thought_token, load_model
-from rl.modes import get_mode
-from rl.ranges import check_ranges
+from neuralese.config import ModelConfig, NeuraleseConfig, from_dict
+from neuralese.errors import CheckpointError, ConfigError
+from neuralese.feedback import FeedbackAdapter, Source
+from neuralese.io import read_json, read_safetensors
+from neuralese.models import CACHE, embed_scale, ensure_thought_token, load_model
+from neuralese.modes import get_mode
+from neuralese.ranges import check_ranges
 
 CONFIG_FILE = "neuralese.json"
 ADAPTER_FILE = "feedback.safetensors"
@@ -86,7 +86,7 @@ class NeuralesePolicy(nn.Module):
 
     @property
     def mode(self):
-        """The thought mode in force (rl.modes): the config's, or `off` while feedback is disabled."""
+        """The thought mode in force (neuralese.modes): the config's, or `off` while feedback is disabled."""
         return self._mode if self.feedback_on else self._off
 
     @property
@@ -206,7 +206,7 @@ class NeuralesePolicy(nn.Module):
         seed: int = 0,
     ) -> list[str]:
         """Answers for `prompts` (text or conversations), batched; greedy by default."""
-        from rl.rollout import complete
+        from neuralese.rollout import complete
 
         generator = torch.Generator(device=self.device).manual_seed(seed)
         return complete(self, prompts, max_new_tokens, temperature, batch_size, generator)[0]
@@ -242,7 +242,7 @@ class NeuralesePolicy(nn.Module):
         A run folder or a run checkpoint (no config.json) is rebuilt as `neuralese eval` loads it."""
         path = Path(path)
         if model_config is None and config is None and not (path / "config.json").is_file():
-            from rl.export import load_policy  # the run's config.yaml names the base model and LoRA
+            from neuralese.export import load_policy  # the run's config.yaml names the base model and LoRA
 
             return load_policy(path, device)
         model_config = model_config or ModelConfig()

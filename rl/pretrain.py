@@ -13,7 +13,7 @@ skip this stage.
 prompt, so the as-is model has read thought positions before latent mode switches on;
 with the gate closed at switch-on, latent RL then starts from a model that already
 answers after a run of thought tokens. `pretrain.elided_steps` trains the formats of the
-RL curriculum instead (rl.curriculum): the first s written steps of a chain of thought
+RL curriculum instead (neuralese.curriculum): the first s written steps of a chain of thought
 dropped for c * s thought tokens, so that at stage s the as-is model writes the rest.
 """
 
@@ -29,14 +29,14 @@ import torch
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
-from envs import env_texts, load_split, make_env
-from rl.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings, pretokenize
-from rl.config import RunConfig, validate
-from rl.errors import ConfigError
-from rl.io import atomic_dir, check_output_dir, check_replaceable, write_json
-from rl.models import load_model
-from rl.policy import render_prompt
-from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
+from neuralese.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings, pretokenize
+from neuralese.config import RunConfig, validate
+from neuralese.envs import env_texts, load_split, make_env
+from neuralese.errors import ConfigError
+from neuralese.io import atomic_dir, check_output_dir, check_replaceable, write_json
+from neuralese.models import load_model
+from neuralese.policy import render_prompt
+from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
 
 
 def sft_dataset(

@@ -6,7 +6,7 @@ A field declares its range in its type, next to its default and docstring:
     gamma: Annotated[float, Range(0, 1)] = 1.0
     data_seed: Seed | None = None
 
-`rl.config` checks every declared range (after the types, before the cross-field checks),
+`neuralese.config` checks every declared range (after the types, before the cross-field checks),
 the CLI gives each numeric flag a range the same way (`flag_type`), and the generated test
 (tests/test_ranges.py) drives every numeric field and flag through NaN, infinity, 0, a
 negative value and a wrong type: a numeric field or flag without a declared range fails it.
@@ -31,7 +31,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from rl.errors import ConfigError
+from neuralese.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,19 @@ window k; only which edges carry gradient does:
    differentiable functions of the previous hidden state, over the pass-1 KV cache cut
    at the block start. The first edge of a block starts from a pass-1 hidden
    state, whose own input was a constant, so no gradient path crosses more than k edges.
-   The thought mode lays the blocks out (rl.modes):
+   The thought mode lays the blocks out (neuralese.modes):
    - latent mode: one block, the last k thought positions; the answer positions after
      it are then recomputed in parallel over the block's cache (they read the live KV).
    - hybrid and channel mode: the generated positions cut into blocks of k (block TBPTT);
      a block sees earlier blocks only through pass-1 KV entries (and channel mode's block
      starts from the recorded state).
    - refine mode: the blocks are passes, not positions: the last k passes are live, each
-     one parallel forward over the prompt's cache (rl.modes.refine).
+     one parallel forward over the prompt's cache (neuralese.modes.refine).
    Detaching only the fed-back vector would NOT truncate: gradient would still reach
    older feedback through the KV entries of later positions. Cutting the cache and
    starting each block from pass-1 states is what bounds the path.
 
-Sampled thoughts (Gaussian noise, Gumbel-softmax or multiplex weights, rl.thoughts) are
+Sampled thoughts (Gaussian noise, Gumbel-softmax or multiplex weights, neuralese.thoughts) are
 actions with an exact log-probability. On a live edge the recorded draw is replayed (f~ =
 f(h) + sigma*eps, y = log softmax(z) + g) and the gradient is pathwise, so a reparameterised
 draw's density is a constant there; on a constant edge the recorded thought is the action and
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from rl.policy import NeuralesePolicy
-from rl.rollout import Rollout
-from rl.segments import SegmentCache, causal_mask_4d, segment_attention_on, supports_segments
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import Rollout
+from neuralese.segments import SegmentCache, causal_mask_4d, segment_attention_on, supports_segments
 
 Window = int | str  # an int >= 0 or "full"
 
@@ -109,7 +109,7 @@ def live_cache(policy: NeuralesePolicy, cache, start: int, mask: torch.Tensor):
     """A cache holding pass 1's first `start` positions for a live block, and the attention mask
     for `count` new positions from `first` on: `mask_for(first, count)`. `mask` [B, L] is the padding mask.
 
-    With segment attention (rl.segments) the pass-1 keys and values are read in place; otherwise
+    With segment attention (neuralese.segments) the pass-1 keys and values are read in place; otherwise
     a DynamicCache of views, which every step copies whole into its concatenation.
     """
     model = policy.model

@@ -11,7 +11,7 @@ not fit) are rl/checkpoint.py's. Here is the part that involves several processe
   partitioned optimizer state and fp32 weights) into one staging folder, which the main process
   moves into the checkpoint before its manifest is written; on resume the engine reads it back.
   Under ZeRO-3 the full weights are also gathered and written as model.safetensors, for export.
-- A collective that fails because another process died (`rl.distributed.collective`) stops the
+- A collective that fails because another process died (`neuralese.distributed.collective`) stops the
   run with the step and the newest complete checkpoint to resume from.
 """
 
@@ -20,13 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rl.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
-from rl.config import load_config, to_dict
-from rl.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
-from rl.errors import ConfigError, PeerLost
+from neuralese.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
+from neuralese.config import load_config, to_dict
+from neuralese.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
+from neuralese.errors import ConfigError, PeerLost
 
 if TYPE_CHECKING:
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
 
 def save_run(t: Trainer) -> None:

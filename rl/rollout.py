@@ -1,7 +1,7 @@
 """The `Rollout` record of sampled thoughts and answers, and the entry point that samples one.
 
-How a rollout proceeds is the thought mode's (rl.modes): the sequential modes fill one position
-at a time over a KV cache (rl.modes.sequential), refine mode fills its span in parallel passes.
+How a rollout proceeds is the thought mode's (neuralese.modes): the sequential modes fill one position
+at a time over a KV cache (neuralese.modes.sequential), refine mode fills its span in parallel passes.
 The record keeps everything the loss needs to recompute exactly what was sampled, whatever the
 mode: token ids, masks, the sampling log-probs, the fed-back vectors and the draws behind them.
 All tensors span the whole sequence (prompt then generated positions) so that position t of
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from rl.feedback import Draw
-from rl.policy import NeuralesePolicy
+from neuralese.feedback import Draw
+from neuralese.policy import NeuralesePolicy
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Rollout:
     # The thoughts' random draws, [B, L, ...] per tensor (zeros where no thought was drawn); refine
     # mode draws in every pass: [B, L, passes, ...]
     draw: Draw = field(default_factory=Draw)
-    # What a mode records beyond these, [B, L, ...] each, named by the mode (rl.modes): channel mode's
+    # What a mode records beyond these, [B, L, ...] each, named by the mode (neuralese.modes): channel mode's
     # state and drawn thoughts, refine mode's inputs of every pass
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rl.errors import CheckpointError
-from rl.io import read_text
+from neuralese.errors import CheckpointError
+from neuralese.io import read_text
 
 REPORT_PANELS = [
     ("reward", ["reward/mean"]),

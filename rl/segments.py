@@ -1,6 +1,6 @@
 """Attention over a KV cache kept in segments, so truncated BPTT never copies the prefix.
 
-A live block of the recompute (rl.recompute) runs position by position over the KV
+A live block of the recompute (neuralese.recompute) runs position by position over the KV
 entries of pass 1, cut at the block start. With transformers' DynamicCache every step
 concatenates that prefix with the new entries, and the attention saves the concatenation
 for its backward: each live step then stores a copy of the whole prefix, and the memory

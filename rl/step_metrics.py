@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from rl import algorithms as algo
-from rl.policy import NeuralesePolicy
-from rl.rollout import Rollout
+from neuralese import algorithms as algo
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import Rollout
 
 
 def rollout_metrics(

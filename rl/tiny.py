@@ -21,14 +21,14 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.models.auto.auto_factory import _BaseAutoModelClass
 
-from rl.config import TinyModelConfig
-from rl.errors import EnvError
+from neuralese.config import TinyModelConfig
+from neuralese.errors import EnvError
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 THOUGHT = "<thought>"
 PIECE_PATTERN = r" ?[A-Za-z]+|\d| ?[^\sA-Za-z\d]|\s"
 # Another tokenizer of the same text: digits in pairs from the left ("6911" -> "69", "11"), so two
-# tiny models can differ in tokenizer as well as shape (rl.translate pairs their positions).
+# tiny models can differ in tokenizer as well as shape (neuralese.translate pairs their positions).
 DIGIT_PAIR_PATTERN = r" ?[A-Za-z]+|\d\d|\d| ?[^\sA-Za-z\d]|\s"
 
 # A minimal chat template so conversational prompts work with tiny tokenizers too.
@@ -79,7 +79,7 @@ def build_tokenizer(
     Special tokens: pad, bos, eos, unk and the reserved thought token (plus `extra_tokens`).
     The vocabulary is sorted, so the same texts always give the same ids. `pattern` cuts the
     pieces (a regex that must cover every character); another pattern gives another tokenizer
-    of the same text, as two models' tokenizers differ (rl.translate aligns them).
+    of the same text, as two models' tokenizers differ (neuralese.translate aligns them).
     """
     pieces: set[str] = set()
     for text in texts:

@@ -1,20 +1,20 @@
 """Stage 1: RL with continuous-thought feedback (GRPO family, PPO), on accelerate.
 
 Launch: `neuralese train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume]`
-        `accelerate launch --config_file recipes/accelerate/CONFIG.yaml -m rl.cli train RECIPE.yaml`
-        for several processes or DeepSpeed ZeRO (rl.distributed says how they split the work).
+        `accelerate launch --config_file recipes/accelerate/CONFIG.yaml -m neuralese.cli train RECIPE.yaml`
+        for several processes or DeepSpeed ZeRO (neuralese.distributed says how they split the work).
 
 One step, top to bottom in `Trainer.step`:
 
     prompts   next `prompts_per_step` problems of the train split, each repeated G times
-    rollout   thoughts and answers sampled with the KV cache (rl.rollout), or the answers by
-              vLLM after the policy's thoughts (rl.vllm_engine, `rl.rollout_engine: vllm`)
-    reward    reward functions on the answers, weighted sum (rewards.combine)
+    rollout   thoughts and answers sampled with the KV cache (neuralese.rollout), or the answers by
+              vLLM after the policy's thoughts (neuralese.vllm_engine, `rl.rollout_engine: vllm`)
+    reward    reward functions on the answers, weighted sum (neuralese.rewards.combine)
     advantage group-relative (GRPO, Dr.GRPO, RLOO) or GAE with a value head (PPO)
     update    `num_iterations` optimizer steps; each recomputes the log-probs with gradient
-              through the latent chain truncated to `tbptt_window` (rl.recompute),
+              through the latent chain truncated to `tbptt_window` (neuralese.recompute),
               accumulating the loss over micro-batches with whole-step normalizers
-    schedule  the curriculum's next stage when this one is done (rl.curriculum)
+    schedule  the curriculum's next stage when this one is done (neuralese.curriculum)
     log       metrics.jsonl, completions.jsonl, trackers, progress bar
     save      checkpoints/step-N, atomically
 
@@ -38,14 +38,12 @@ from accelerate.utils import InitProcessGroupKwargs
 from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
-from envs import load_split, make_env
-from rewards.combine import compute_rewards
-from rl import algorithms as algo
-from rl.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
-from rl.checkpoint import check_run_folder, list_checkpoints
-from rl.config import RunConfig, save_config, validate
-from rl.curriculum import Curriculum
-from rl.distributed import (
+from neuralese import algorithms as algo
+from neuralese.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
+from neuralese.checkpoint import check_run_folder, list_checkpoints
+from neuralese.config import RunConfig, save_config, validate
+from neuralese.curriculum import Curriculum
+from neuralese.distributed import (
     all_mean,
     all_sum,
     average_gradients,
@@ -59,16 +57,18 @@ from rl.distributed import (
     prepare_deepspeed,
     uses_deepspeed,
 )
-from rl.errors import ConfigError, TrainingError
-from rl.evaluate import evaluate
-from rl.io import check_output_dir
-from rl.models import check_model_folder
-from rl.recompute import recompute_logprobs
-from rl.resume import guarded, resume_run, save_run
-from rl.rollout import Rollout, generate_rollout
-from rl.runlog import RunLog
-from rl.step_metrics import completion_rows, rollout_metrics
-from rl.vllm_engine import with_policy_logprobs
+from neuralese.envs import load_split, make_env
+from neuralese.errors import ConfigError, TrainingError
+from neuralese.evaluate import evaluate
+from neuralese.io import check_output_dir
+from neuralese.models import check_model_folder
+from neuralese.recompute import recompute_logprobs
+from neuralese.resume import guarded, resume_run, save_run
+from neuralese.rewards.combine import compute_rewards
+from neuralese.rollout import Rollout, generate_rollout
+from neuralese.runlog import RunLog
+from neuralese.step_metrics import completion_rows, rollout_metrics
+from neuralese.vllm_engine import with_policy_logprobs
 
 BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
 
@@ -256,7 +256,7 @@ class Trainer:
         return ro, self.policy.decode(ro)
 
     def _start_vllm(self):
-        from rl.vllm_engine import VLLMEngine  # the optional extra
+        from neuralese.vllm_engine import VLLMEngine  # the optional extra
 
         with full_parameters(self.accelerator, self.policy):  # vLLM starts from the full weights
             return VLLMEngine(self.policy, self.cfg.vllm, self.cfg.seed * 1000 + self.rank,

@@ -8,7 +8,7 @@
 What vLLM decodes, by mode:
 - `off`: the whole answer from the prompt tokens (a token span).
 - `latent`: the policy computes the K thoughts itself, with the same code and randomness as
-  the HF engine (rl.rollout), then vLLM decodes the answer from `prompt_embeds`: the prompt's
+  the HF engine (neuralese.rollout), then vLLM decodes the answer from `prompt_embeds`: the prompt's
   token embeddings followed by the K thought inputs E[<thought>] + g * f_t the model read.
   vLLM never runs the feedback adapter; from the last thought on it is a plain LM, which is
   what latent mode is after the thoughts.
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import torch
 
-from rl.config import VLLMConfig
-from rl.errors import ConfigError
-from rl.policy import ADAPTER_FILE, NeuralesePolicy
-from rl.recompute import recompute_logprobs
-from rl.rollout import Rollout, generate_rollout, position_ids_from_mask
+from neuralese.config import VLLMConfig
+from neuralese.errors import ConfigError
+from neuralese.policy import ADAPTER_FILE, NeuralesePolicy
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import Rollout, generate_rollout, position_ids_from_mask
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -92,7 +92,7 @@ class VLLMEngine:
         generator: torch.Generator | None = None,
         ignore_eos: bool = False,
     ) -> Rollout:
-        """Like `rl.rollout.generate_rollout`, with vLLM sampling the answers. Greedy when `temperature` is 0."""
+        """Like `neuralese.rollout.generate_rollout`, with vLLM sampling the answers. Greedy when `temperature` is 0."""
         from vllm import SamplingParams
 
         if policy.feedback_on and policy.config.mode == "hybrid":
@@ -134,7 +134,7 @@ class VLLMEngine:
     def sync(self, policy: NeuralesePolicy) -> None:
         """Copy the policy's language-model weights into vLLM (LoRA merged for the copy, then unmerged).
 
-        Under ZeRO-3 call it inside `rl.distributed.full_parameters`.
+        Under ZeRO-3 call it inside `neuralese.distributed.full_parameters`.
         """
         model = policy.model
         peft = hasattr(model, "merge_adapter")

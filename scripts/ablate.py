@@ -37,13 +37,13 @@ Steps:
    holds a model, else `neuralese pretrain` writes OUT/as-is-VARIANT (stage0.json: wall time).
 2. Every arm is scored at switch-on (its policy before any RL step; OUT/switch_on.json),
    the start of its curve and the baseline of its Δ.
-3. Each arm x seed is its own `python -m rl.cli train` process, so its peak RSS is its own,
+3. Each arm x seed is its own `python -m neuralese.cli train` process, so its peak RSS is its own,
    with `seed` = the RL seed (sampling) and `data_seed` = the recipe's seed: every run sees
    the same prompts and is scored on the same evaluation problems. A finished run (with its
    `ablate.json`) is skipped; a run that was cut off resumes from its last checkpoint.
 4. Diagnostics of each final policy (docs/ablation.md explains how to read them): accuracy
    with the gate closed and with shuffled thoughts, gate and gradient norms from
-   metrics.jsonl, thought statistics from rl.inspector, and the bytes autograd saves for one
+   metrics.jsonl, thought statistics from neuralese.inspector, and the bytes autograd saves for one
    micro-batch's recompute.
 5. OUT/table.md, OUT/accuracy.png and OUT/results.json (every run's numbers).
 
@@ -71,8 +71,8 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 from ablate_report import aggregate, plot, write_table  # noqa: E402  (this folder is on sys.path)
 
-from rl.config import RunConfig, load_config  # noqa: E402  (light: no torch)
-from rl.runlog import RunLog  # noqa: E402
+from neuralese.config import RunConfig, load_config  # noqa: E402  (light: no torch)
+from neuralese.runlog import RunLog  # noqa: E402
 
 DIAG_PROMPTS = 16  # evaluation prompts the thought statistics are averaged over
 CONTROLS = ("shuffled", "pause")
@@ -206,7 +206,7 @@ def child_main(argv: list[str]) -> int:
         peak_file.write_text(json.dumps(kib[0] / 1024 if kib else None))
 
     atexit.register(write_peak)
-    from rl.cli import main as cli_main
+    from neuralese.cli import main as cli_main
 
     return cli_main(argv[1:])
 
@@ -258,8 +258,8 @@ def as_is_plain(args, as_is: dict[str, Path], out: Path) -> dict[str, dict]:
     budget of its arms. Cached in OUT/as-is.json."""
     cache = out / "as-is.json"
     known = json.loads(cache.read_text()) if cache.is_file() else {}
-    from rl.config import NeuraleseConfig
-    from rl.policy import NeuralesePolicy
+    from neuralese.config import NeuraleseConfig
+    from neuralese.policy import NeuralesePolicy
 
     result = {}
     for variant, path in as_is.items():
@@ -288,8 +288,8 @@ def switch_on(args, arm: Arm, cfg: RunConfig, out: Path) -> float:
 
 def step0_policy(cfg: RunConfig):
     """The policy `neuralese train` starts from: with its curriculum's first stage of thoughts."""
-    from rl.build import build_policy
-    from rl.curriculum import Curriculum
+    from neuralese.build import build_policy
+    from neuralese.curriculum import Curriculum
 
     policy = build_policy(cfg, "cpu")
     curriculum = Curriculum(cfg.curriculum)
@@ -300,8 +300,8 @@ def step0_policy(cfg: RunConfig):
 
 def evaluate_policy(policy, cfg: RunConfig, thoughts: str = "own") -> dict:
     """What `neuralese eval` prints, on the problems every run of the ablation is scored on."""
-    from envs import make_env
-    from rl.evaluate import evaluate
+    from neuralese.envs import make_env
+    from neuralese.evaluate import evaluate
 
     e = cfg.eval
     env = make_env(cfg.env.name, cfg.env.args)
@@ -372,7 +372,7 @@ def diagnose(run: Path, cfg: RunConfig, arm: Arm) -> dict:
     and what it costs."""
     import torch
 
-    from rl.export import load_policy
+    from neuralese.export import load_policy
 
     policy = load_policy(run)
     if cfg.neuralese.mode == "off":
@@ -392,16 +392,16 @@ def diagnose(run: Path, cfg: RunConfig, arm: Arm) -> dict:
 
 
 def thought_stats(policy, cfg: RunConfig) -> dict:
-    """Thought statistics of greedy answers to DIAG_PROMPTS evaluation prompts: rl.inspector's
+    """Thought statistics of greedy answers to DIAG_PROMPTS evaluation prompts: neuralese.inspector's
     cosine to the previous thought and |g*f|/|e| (and the means of the mode's own columns, with the
     mode's weight statistics: channel mode's retention), and the cosine between the same thought of different prompts (a thought that is the same for every input
     carries nothing)."""
     import torch
     import torch.nn.functional as F
 
-    from envs import load_split, make_env
-    from rl.inspector import inspect_thoughts
-    from rl.rollout import generate_rollout
+    from neuralese.envs import load_split, make_env
+    from neuralese.inspector import inspect_thoughts
+    from neuralese.rollout import generate_rollout
 
     env = make_env(cfg.env.name, cfg.env.args)
     prompts = list(load_split(env, cfg.env.test_split, DIAG_PROMPTS, cfg.seed, cfg.env.name)["prompt"])
@@ -441,8 +441,8 @@ def saved_mib(policy, cfg: RunConfig) -> float:
     import torch
     from bench_rollout import recompute_memory  # scripts/ is on sys.path: this file's own folder
 
-    from envs import load_split, make_env
-    from rl.rollout import generate_rollout
+    from neuralese.envs import load_split, make_env
+    from neuralese.rollout import generate_rollout
 
     rl = cfg.rl
     n = min(rl.micro_batch_per_device, rl.prompts_per_step * rl.samples_per_prompt)

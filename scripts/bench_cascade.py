@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from envs import load_split, make_env
-from rewards.combine import resolve_reward
-from rl.config import load_config
-from rl.export import load_policy
-from rl.rollout import complete
+from neuralese.config import load_config
+from neuralese.envs import load_split, make_env
+from neuralese.export import load_policy
+from neuralese.rewards.combine import resolve_reward
+from neuralese.rollout import complete
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ every position) to hybrid; `refine` (the thoughts in `--passes` parallel passes)
 `refine_answer` (every position filled in `--passes` passes, no token-by-token decoding) to hybrid.
 `thoughts_only`: the same for the thoughts alone (one answer token), refine against latent.
 
-vLLM (when installed, `--no-vllm` skips it): the vLLM engine (rl.vllm_engine) on the same
+vLLM (when installed, `--no-vllm` skips it): the vLLM engine (neuralese.vllm_engine) on the same
 model and batch, in token mode (`off`: vLLM writes every token) and latent mode (the policy
 computes the thoughts, vLLM writes the answer), in positions/s, as ratios to HF `generate`
 and to our HF engine in the same mode. vLLM starts from the same folder in this process; on a
@@ -43,12 +43,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs import env_texts, make_env  # noqa: E402
-from rl.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
-from rl.policy import NeuralesePolicy  # noqa: E402
-from rl.recompute import recompute_logprobs  # noqa: E402
-from rl.rollout import generate_rollout  # noqa: E402
-from rl.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
+from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
+from neuralese.envs import env_texts, make_env  # noqa: E402
+from neuralese.policy import NeuralesePolicy  # noqa: E402
+from neuralese.recompute import recompute_logprobs  # noqa: E402
+from neuralese.rollout import generate_rollout  # noqa: E402
+from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 
 
 def model_folder(args) -> str:
@@ -126,8 +126,8 @@ def throughput(path: str, args) -> dict:
 
 def vllm_throughput(path: str, args, result: dict) -> dict:
     """vLLM engine positions/s in token and latent mode, as ratios to HF generate and to our HF engine."""
-    from rl.config import VLLMConfig
-    from rl.vllm_engine import VLLMEngine
+    from neuralese.config import VLLMConfig
+    from neuralese.vllm_engine import VLLMEngine
 
     start = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="latent", num_thoughts=args.thoughts),
                                             device=args.device)  # fmt: skip

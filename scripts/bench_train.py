@@ -31,9 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs import env_texts, make_env  # noqa: E402
-from rewards.match import exact_match  # noqa: E402
-from rl.config import (  # noqa: E402
+from neuralese.config import (  # noqa: E402
     EnvConfig,
     EvalConfig,
     LogConfig,
@@ -43,8 +41,10 @@ from rl.config import (  # noqa: E402
     RunConfig,
     TinyModelConfig,
 )
-from rl.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
-from rl.trainer import Trainer  # noqa: E402
+from neuralese.envs import env_texts, make_env  # noqa: E402
+from neuralese.rewards.match import exact_match  # noqa: E402
+from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
+from neuralese.trainer import Trainer  # noqa: E402
 
 ENV_ARGS = {"digits": 4}
 # Each row's neuralese settings, and the peer its step time is divided by.

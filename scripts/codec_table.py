@@ -57,7 +57,7 @@ def codec(out: Path, recipe: Path, text: str, quantizer: str, n: int, levels: li
         sets["codec.base"] = base
     if not (folder / "report.json").is_file():
         flags = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
-        run([sys.executable, "-m", "rl.cli", "codec", "train", str(recipe), "--out", str(folder), *flags],
+        run([sys.executable, "-m", "neuralese.cli", "codec", "train", str(recipe), "--out", str(folder), *flags],
             out / "log.txt")  # fmt: skip
     r = json.loads((folder / "report.json").read_text())
     return {"text": text, "level": level, "n": n * n_base, "n1": n_base if base else n, "n2": n if base else None,

@@ -37,21 +37,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from translate_table import ENV, untrained  # noqa: E402  (puts the repo on sys.path)
 
-from envs import load_split, make_env  # noqa: E402
-from rl.build import build_policy  # noqa: E402
-from rl.config import (  # noqa: E402
+from neuralese.build import build_policy  # noqa: E402
+from neuralese.config import (  # noqa: E402
     ModelConfig,  # noqa: E402
     PretrainConfig,
     RunConfig,
     TranslateConfig,
     load_config,
 )
-from rl.evaluate import correct, evaluate  # noqa: E402
-from rl.policy import NeuralesePolicy  # noqa: E402
-from rl.pretrain import pretrain  # noqa: E402
-from rl.rollout import generate_rollout  # noqa: E402
-from rl.trainer import Trainer  # noqa: E402
-from rl.translate.fit import fit_translators  # noqa: E402
+from neuralese.envs import load_split, make_env  # noqa: E402
+from neuralese.evaluate import correct, evaluate  # noqa: E402
+from neuralese.policy import NeuralesePolicy  # noqa: E402
+from neuralese.pretrain import pretrain  # noqa: E402
+from neuralese.rollout import generate_rollout  # noqa: E402
+from neuralese.trainer import Trainer  # noqa: E402
+from neuralese.translate.fit import fit_translators  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cross.yaml"
 

@@ -30,7 +30,7 @@ echo "after RL: $after"
 
 echo "== export"
 $N export "$RUN" "$RUN/export" --overwrite
-$N inspect "$RUN/export" --prompt "$(.venv/bin/python -c 'from envs import make_env; print(make_env("addition", {"digits": 4}).dataset("test", 1, 0)[0]["prompt"])')" --out "$RUN/thoughts.png"
+$N inspect "$RUN/export" --prompt "$(.venv/bin/python -c 'from neuralese.envs import make_env; print(make_env("addition", {"digits": 4}).dataset("test", 1, 0)[0]["prompt"])')" --out "$RUN/thoughts.png"
 
 .venv/bin/python - "$before" "$after" "$(( $(date +%s) - start ))" <<'PY'
 import json, sys

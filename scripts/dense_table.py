@@ -51,7 +51,7 @@ def evaluate(model: Path, cfg, max_new: int, log: Path) -> dict:
         args = ["--env", cfg.env.name, "--env-args", json.dumps(cfg.env.args), "--split", cfg.env.test_split,
                 "--n", str(cfg.eval.n), "--max-new-tokens", str(max_new), "--quiet"]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-        printed = subprocess.run([sys.executable, "-m", "rl.cli", "eval", str(model), *args], capture_output=True,
+        printed = subprocess.run([sys.executable, "-m", "neuralese.cli", "eval", str(model), *args], capture_output=True,
                                  text=True, env=env, cwd=ROOT, check=True).stdout  # fmt: skip
         cached.write_text(printed.strip().splitlines()[-1] + "\n")
     return json.loads(cached.read_text())
@@ -98,8 +98,8 @@ def main() -> None:
     out = (ROOT / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
-    from rl.config import load_config
-    from rl.models import load_tokenizer
+    from neuralese.config import load_config
+    from neuralese.models import load_tokenizer
 
     common = dict(kv.split("=", 1) for kv in args.set)
     if args.pretrain_steps:
@@ -108,7 +108,7 @@ def main() -> None:
     dense_sets = {**common, "codec.output_dir": codec, "model.codec": codec, "model.path": out / "dense-as-is"}
     token_sets = {**common, "model.codec": "null", "model.codec_embedding": "atomic", "model.path": out / "token-as-is"}
     cfg = load_config(ROOT / args.recipe, [f"{k}={v}" for k, v in dense_sets.items()])
-    recipe = [sys.executable, "-m", "rl.cli"]
+    recipe = [sys.executable, "-m", "neuralese.cli"]
     timed([*recipe, "codec", "train", args.recipe, *flags(dense_sets)], log, codec)
     timed([*recipe, "pretrain", args.recipe, *flags(dense_sets)], log, out / "dense-as-is")
     timed([*recipe, "pretrain", args.recipe, *flags(token_sets)], log, out / "token-as-is")

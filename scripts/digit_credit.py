@@ -7,7 +7,7 @@ signal that rises as it learns digits. scripts/dense_table.py uses it beside exa
 
 from __future__ import annotations
 
-from rewards.match import completion_text
+from neuralese.rewards.match import completion_text
 
 
 def digit_credit(prompts: list, completions: list, answer: list[str], **_) -> list[float]:

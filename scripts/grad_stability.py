@@ -8,7 +8,7 @@ Setup: a tiny Llama (random init, fp32, CPU) in latent mode, `linear` projection
 identity init, and the gate opened to tanh(lambda) = 0.5 in every dimension (lambda =
 atanh(0.5)), standing in for a trained state: at init the gate is 0 and no gradient crosses
 a feedback edge at all. For each chain length K one rollout of 8 addition prompts (sampled,
-seeded), then for each window a recompute with gradient (`rl.recompute.recompute_logprobs`)
+seeded), then for each window a recompute with gradient (`neuralese.recompute.recompute_logprobs`)
 and a backward of the loss -sum(answer log-probs) / batch. A zero `probe` added to every fed-back
 hidden state collects the gradient reaching each feedback edge's source (as in training's
 `feedback/latent_grad_norm`). Printed, per sequence and averaged over the batch:
@@ -36,12 +36,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs import env_texts, make_env  # noqa: E402
-from rl.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
-from rl.policy import NeuralesePolicy  # noqa: E402
-from rl.recompute import recompute_logprobs  # noqa: E402
-from rl.rollout import Rollout, generate_rollout  # noqa: E402
-from rl.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
+from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
+from neuralese.envs import env_texts, make_env  # noqa: E402
+from neuralese.policy import NeuralesePolicy  # noqa: E402
+from neuralese.recompute import recompute_logprobs  # noqa: E402
+from neuralese.rollout import Rollout, generate_rollout  # noqa: E402
+from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 
 PROMPTS = 8
 ANSWER_TOKENS = 4

@@ -5,8 +5,8 @@
     python scripts/lookup_probe.py --hops 4 --cot --lr 3e-3           # too high a learning rate: chance
     python scripts/lookup_probe.py --hops 1-4 --cot --hidden 128 --layers 4
 
-The tiny model of `neuralese pretrain` (rl.tiny, the same builder and tokenizer) is trained on
-fresh pointer-chasing problems (envs.chase) every step with plain AdamW, a linear warmup and a
+The tiny model of `neuralese pretrain` (neuralese.tiny, the same builder and tokenizer) is trained on
+fresh pointer-chasing problems (neuralese.envs.chase) every step with plain AdamW, a linear warmup and a
 cosine decay, and scored by greedy exact match of the whole target on held-out problems. It
 answers in minutes what a full stage 0 answers in tens: which width, depth, learning rate,
 batch size, initialisation, architecture and target format let a lookup be learned at all.
@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from envs.chase import Chase  # noqa: E402
-from rl.config import TinyModelConfig  # noqa: E402
-from rl.tiny import build_tiny_model, build_tokenizer  # noqa: E402
+from neuralese.config import TinyModelConfig  # noqa: E402
+from neuralese.envs.chase import Chase  # noqa: E402
+from neuralese.tiny import build_tiny_model, build_tokenizer  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

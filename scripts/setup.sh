@@ -25,11 +25,16 @@ INSTALLED_TORCH=$("$VPY" -c "import torch; print(torch.__version__.split('+')[0]
 CONSTRAINT=.venv/torch-constraint.txt
 echo "torch==$INSTALLED_TORCH" > "$CONSTRAINT"
 
-# Reinstall only when pyproject.toml changed since the last successful install.
+# Reinstall only when pyproject.toml or the set of package files changed since the last install: the
+# install is setuptools' strict editable mode (a tree of links under build/ that type checkers can
+# follow, mapping rl/ -> neuralese, envs/ -> neuralese.envs, rewards/ -> neuralese.rewards), which
+# sees edits to a file at once but a new file only after a reinstall.
 STAMP=.venv/.neuralese-installed
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || ! "$VPY" -c "import rl, envs, rewards" 2>/dev/null; then
+FILES=$( (cat pyproject.toml; find rl envs rewards -name '*.py' | LC_ALL=C sort) | cksum)
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$FILES" ] \
+        || ! "$VPY" -c "import neuralese, neuralese.envs, neuralese.rewards" 2>/dev/null; then
     echo "[setup] installing neuralese[dev] (torch held at $INSTALLED_TORCH)"
-    "$VPY" -m pip install -q -c "$CONSTRAINT" -e ".[dev]"
-    touch "$STAMP"
+    "$VPY" -m pip install -q -c "$CONSTRAINT" -e ".[dev]" --config-settings editable_mode=strict
+    echo "$FILES" > "$STAMP"
 fi
 echo "[setup] ready: $("$VPY" -c 'import torch, transformers, trl; print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}")')"

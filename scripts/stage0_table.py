@@ -73,11 +73,11 @@ def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, score
         overrides.pop("env.args.cot")
         overrides["env.args"] = sets["env.args"].rstrip("}") + f", cot: {str(cot).lower()}}}"
     flags = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
-    from rl.config import load_config
+    from neuralese.config import load_config
 
     cfg = load_config(ROOT / recipe, [f"{k}={v}" for k, v in overrides.items()])
     if not (folder / "model" / "config.json").is_file():  # a model trained earlier is scored as it is
-        run([sys.executable, "-m", "rl.cli", "pretrain", recipe, *flags], folder / "log.txt")
+        run([sys.executable, "-m", "neuralese.cli", "pretrain", recipe, *flags], folder / "log.txt")
     wall = train_seconds(folder / "model" / "pretrain_log.json")
     results = []
     for difficulty, env_args in scored:
@@ -96,7 +96,7 @@ def score(model: Path, cfg, task: str, env_args: dict) -> dict:
     args = ["--env", cfg.env.name, "--env-args", json.dumps(env_args), "--split", cfg.env.test_split,
             "--n", str(cfg.env.test_size), "--max-new-tokens", str(MAX_NEW[task]), "--quiet"]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    printed = subprocess.run([sys.executable, "-m", "rl.cli", "eval", str(model), *args],
+    printed = subprocess.run([sys.executable, "-m", "neuralese.cli", "eval", str(model), *args],
                              capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout  # fmt: skip
     return json.loads(printed.strip().splitlines()[-1])
 

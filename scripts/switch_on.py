@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablate import check, ensure_as_is, evaluate_policy, parse_args, step0_policy  # noqa: E402  (puts the repo on sys.path)
 
-from rl.config import load_config  # noqa: E402
+from neuralese.config import load_config  # noqa: E402
 
 
 def score(arm, cfg) -> dict:

@@ -3,10 +3,10 @@
     OMP_NUM_THREADS=1 python scripts/translate_table.py                     # writes runs/translate_table/
     OMP_NUM_THREADS=1 python scripts/translate_table.py --steps 300 --out DIR   # less-trained models
 
-Two tiny Llamas are trained here by stage 0 (`rl.pretrain`, feedback off) on the same addition
+Two tiny Llamas are trained here by stage 0 (`neuralese.pretrain`, feedback off) on the same addition
 text, differing in width, depth and tokenizer: A (width 64, 2 layers) reads one digit per token,
-B (width 96, 3 layers) reads digits in pairs (rl.tiny.DIGIT_PAIR_PATTERN), so only the positions
-where both end a token at the same character pair up. Then `translate fit` (rl.translate.fit) fits
+B (width 96, 3 layers) reads digits in pairs (neuralese.tiny.DIGIT_PAIR_PATTERN), so only the positions
+where both end a token at the same character pair up. Then `translate fit` (neuralese.translate.fit) fits
 linear, MLP and common-space translators on their fed-back states for each layer in `--layers`,
 and measures them on held-out problems in both directions. The same fit on the two models before
 training (same shapes and tokenizers, random weights) is the control: it says how much of the
@@ -25,11 +25,18 @@ from pathlib import Path
 
 import torch
 
-from envs import env_texts, load_split, make_env
-from rl.config import EnvConfig, ModelConfig, PretrainConfig, RunConfig, TinyModelConfig, TranslateConfig
-from rl.pretrain import pretrain
-from rl.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
-from rl.translate.fit import fit_translators
+from neuralese.config import (
+    EnvConfig,
+    ModelConfig,
+    PretrainConfig,
+    RunConfig,
+    TinyModelConfig,
+    TranslateConfig,
+)
+from neuralese.envs import env_texts, load_split, make_env
+from neuralese.pretrain import pretrain
+from neuralese.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
+from neuralese.translate.fit import fit_translators
 
 ENV = EnvConfig(name="addition", args={"digits": 3}, train_size=5000, test_size=300)
 SHAPES = {
@@ -52,7 +59,7 @@ def untrained(out: Path, name: str, seed: int) -> Path:
 
 
 def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
-    """Stage 0 from the untrained folder (`rl.pretrain` fine-tunes a model folder)."""
+    """Stage 0 from the untrained folder (`neuralese.pretrain` fine-tunes a model folder)."""
     folder = out / f"model-{name}"
     start = time.perf_counter()
     cfg = RunConfig(seed=seed, output_dir=str(out), env=ENV,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tests.runs import PLUGINS
+from runs import PLUGINS
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,9 +21,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny Llama saved as a Hugging Face folder, tokenizer built from addition problems."""
-    from envs import env_texts, make_env
-    from rl.config import TinyModelConfig
-    from rl.tiny import build_tiny_model, build_tokenizer, save_tiny
+    from neuralese.config import TinyModelConfig
+    from neuralese.envs import env_texts, make_env
+    from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny
 
     env = make_env("addition", {"digits": 3})
     tok = build_tokenizer(env_texts(env.dataset("train", 200, seed=0)))
@@ -64,7 +63,7 @@ def codec_recipe(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def addition_codec(codec_recipe, tmp_path_factory) -> Path:
     """That codec, trained through the real CLI (about 3 s): it writes 2-digit addition back exactly."""
-    from rl.cli import main
+    from neuralese.cli import main
 
     out = tmp_path_factory.mktemp("codec") / "level1"
     assert main(["codec", "train", str(codec_recipe), "--out", str(out)]) == 0
@@ -101,7 +100,7 @@ def dense_recipe(addition_codec, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def dense_dir(dense_recipe) -> Path:
     """A dense-token model built by the real stage 0 (`neuralese pretrain` with model.codec; about 5 s)."""
-    from rl.cli import main
+    from neuralese.cli import main
 
     assert main(["pretrain", str(dense_recipe)]) == 0
     return dense_recipe.parent / "as-is"
@@ -111,9 +110,9 @@ def dense_dir(dense_recipe) -> Path:
 def zero3_model_dir(tmp_path_factory) -> Path:
     """A tiny Llama whose MLP matrices (32 x 3200) exceed ZeRO-3's default persistence threshold
     (1e5 values), so ZeRO-3 really partitions them; the gate (32 values) stays whole."""
-    from envs import env_texts, make_env
-    from rl.config import TinyModelConfig
-    from rl.tiny import build_tiny_model, build_tokenizer, save_tiny
+    from neuralese.config import TinyModelConfig
+    from neuralese.envs import env_texts, make_env
+    from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny
 
     tok = build_tokenizer(env_texts(make_env("addition", {"digits": 3}).dataset("train", 200, seed=0)))
     shape = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=3200)

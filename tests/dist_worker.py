@@ -17,10 +17,10 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from rl.checkpoint import list_checkpoints
-from rl.config import load_config
-from rl.distributed import full_parameters, local_block
-from rl.trainer import Trainer
+from neuralese.checkpoint import list_checkpoints
+from neuralese.config import load_config
+from neuralese.distributed import full_parameters, local_block
+from neuralese.trainer import Trainer
 
 
 def update(recipe: str, batch_path: str, out: str) -> None:

@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from rl.checkpoint import list_checkpoints, verify
+from neuralese.checkpoint import list_checkpoints, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
 RESUMED = re.compile(r"--resume: (?:continuing from \S*step-(\d+) |no complete checkpoint)")
-ONE_PROCESS = [sys.executable, "-m", "rl.cli"]
+ONE_PROCESS = [sys.executable, "-m", "neuralese.cli"]
 Prefix = list[str] | Callable[[], list[str]]
 CHILD_ENV = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rl.config import (
+from neuralese.config import (
     EnvConfig,
     EvalConfig,
     LogConfig,

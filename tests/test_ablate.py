@@ -88,8 +88,8 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
 
 
 def test_data_seed_fixes_prompts_and_evaluation_while_seed_varies(tiny_dir, tmp_path):
-    from rl.config import EnvConfig, EvalConfig, LogConfig, ModelConfig, RLConfig, RunConfig
-    from rl.trainer import Trainer
+    from neuralese.config import EnvConfig, EvalConfig, LogConfig, ModelConfig, RLConfig, RunConfig
+    from neuralese.trainer import Trainer
 
     def trainer(seed: int, data_seed: int | None) -> Trainer:
         cfg = RunConfig(
@@ -160,7 +160,7 @@ def test_the_tables_show_each_modes_own_numbers_as_markdown_cells(tmp_path):
     from ablate import Arm
     from ablate_report import aggregate, write_table
 
-    from rl.config import load_config
+    from neuralese.config import load_config
 
     run = {"accuracy": 0.5, "switch_on": 0.4, "positions": 6.0, "step_s": 0.2}
     runs = [{**run, "arm": "token", "seed": 0},

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from rl.algorithms import (
+from neuralese.algorithms import (
     aggregate,
     gae,
     group_advantages,

@@ -19,8 +19,8 @@ data files), @PLUGINS@, @MISSING@ (a folder that does not exist), @RECIPE@, @OUT
 Nothing may change: the sha256 of every file in the case's folder (recipe and output folder) and
 in @MODELS@ is the same before and after, and no run files appear.
 
-The default suite calls `rl.cli.main` in this process (file-descriptor-level capture, so
-library output counts too); `-m slow` runs every case as a separate `python -m rl.cli`.
+The default suite calls `neuralese.cli.main` in this process (file-descriptor-level capture, so
+library output counts too); `-m slow` runs every case as a separate `python -m neuralese.cli`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl.checkpoint import list_checkpoints
+from neuralese.checkpoint import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).parent / "bad_inputs"
@@ -133,7 +133,7 @@ def tokenizer_without_thought_token(texts: list[str]):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from rl.tiny import BOS, EOS, PAD, PIECE_PATTERN, UNK, text_pieces
+    from neuralese.tiny import BOS, EOS, PAD, PIECE_PATTERN, UNK, text_pieces
 
     pieces = sorted({p for t in texts for p in text_pieces(t)})
     backend = Tokenizer(
@@ -171,9 +171,9 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification
 
-    from envs import env_texts, make_env
-    from rl.config import TinyModelConfig
-    from rl.tiny import build_tiny_model, save_tiny
+    from neuralese.config import TinyModelConfig
+    from neuralese.envs import env_texts, make_env
+    from neuralese.tiny import build_tiny_model, save_tiny
 
     root = tmp_path_factory.mktemp("broken-models")
     (root / "empty").mkdir()
@@ -209,8 +209,8 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
 
 def make_exported_folders(tiny_dir: Path, root: Path) -> None:
     """An exported latent policy (`exported`), and copies of it broken one way each."""
-    from rl.config import NeuraleseConfig
-    from rl.policy import ADAPTER_FILE, CONFIG_FILE, NeuralesePolicy
+    from neuralese.config import NeuraleseConfig
+    from neuralese.policy import ADAPTER_FILE, CONFIG_FILE, NeuralesePolicy
 
     policy = NeuralesePolicy.from_pretrained(tiny_dir, config=NeuraleseConfig(mode="latent", num_thoughts=2))
     policy.save_pretrained(root / "exported")
@@ -239,7 +239,7 @@ def places(tiny_dir, broken_models, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def runs(places, tmp_path_factory) -> dict[str, Path]:
     """A finished run of the base recipe, and copies of it broken one way each (see `# out:`)."""
-    from rl.cli import main
+    from neuralese.cli import main
 
     root = tmp_path_factory.mktemp("runs")
     recipe = root / "recipe.yaml"
@@ -281,7 +281,7 @@ def test_vllm_rollouts_without_vllm(places, runs, tmp_path, capfd):
 
 
 def run_in_process(case: dict, places, runs, tmp_path: Path, capfd) -> None:
-    from rl.cli import main
+    from neuralese.cli import main
 
     argv, out = prepare(case, tmp_path, places, runs)
     before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
@@ -300,7 +300,7 @@ def test_bad_input_subprocess(path, places, runs, tmp_path):
 
 @pytest.mark.parametrize("name", ["negative_learning_rate"])
 def test_bad_input_subprocess_sample(name, places, runs, tmp_path):
-    """One case in the default suite through a real `python -m rl.cli` process."""
+    """One case in the default suite through a real `python -m neuralese.cli` process."""
     run_cli_case(CORPUS / f"{name}.yaml", places, runs, tmp_path)
 
 
@@ -310,7 +310,7 @@ def run_cli_case(path: Path, places, runs, tmp_path: Path) -> None:
     before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "rl.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
+        [sys.executable, "-m", "neuralese.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
         timeout=300,
     )  # fmt: skip
     check(

@@ -1,4 +1,4 @@
-"""Channel mode (rl.modes.channel) under the neuralese contract, on tiny real models in fp32: the gate
+"""Channel mode (neuralese.modes.channel) under the neuralese contract, on tiny real models in fp32: the gate
 closed is the plain model; recomputed log-probs equal the sampling ones for every window and kind of
 thought; gradients equal a literal, cache-free unrolling of the state; a window of k lets gradient
 cross at most k recurrence steps (tests/test_policy.py, with hybrid mode's); the state is the recurrence
@@ -22,8 +22,8 @@ from test_policy import (
     with_token_logprobs,
 )
 
-from rl.recompute import recompute_logprobs
-from rl.rollout import Rollout, generate_rollout
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import Rollout, generate_rollout
 
 
 def channel_policy(tiny_dir, gate=1.0, retention=0.7, **kw):
@@ -154,7 +154,7 @@ def test_shuffled_thoughts_rebuild_the_other_prompts_channel(tiny_dir):
 
 
 def test_inspect_shows_the_state_and_what_it_keeps(tiny_dir):
-    from rl.inspector import format_table, inspect_thoughts
+    from neuralese.inspector import format_table, inspect_thoughts
 
     policy = channel_policy(tiny_dir).eval()
     ins = inspect_thoughts(policy, "123+456=", max_new_tokens=6)

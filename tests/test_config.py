@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rl.config import RunConfig, describe_fields, load_config, save_config
-from rl.errors import ConfigError
+from neuralese.config import RunConfig, describe_fields, load_config, save_config
+from neuralese.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""Thinking across models (rl.translate.cross), on two tiny real models that differ in width and tokenizer.
+"""Thinking across models (neuralese.translate.cross), on two tiny real models that differ in width and tokenizer.
 
 - the rollout's log-probs equal the recompute's within 1e-5, for every window, with and without noise;
 - gradients reach the translator at every window, and equal those of a literal, cache-free unrolling
@@ -15,15 +15,15 @@ import json
 import pytest
 import torch
 
-from envs import env_texts, make_env
-from rl.config import CrossConfig, ModelConfig, NeuraleseConfig, RunConfig, TinyModelConfig, validate
-from rl.errors import AlignmentError, CheckpointError, ConfigError
-from rl.recompute import recompute_logprobs
-from rl.rollout import generate_rollout
-from rl.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
-from rl.translate.chain import THINKER
-from rl.translate.cross import CrossModelPolicy, build_cross_policy
-from rl.translate.maps import Translator
+from neuralese.config import CrossConfig, ModelConfig, NeuraleseConfig, RunConfig, TinyModelConfig, validate
+from neuralese.envs import env_texts, make_env
+from neuralese.errors import AlignmentError, CheckpointError, ConfigError
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import generate_rollout
+from neuralese.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
+from neuralese.translate.chain import THINKER
+from neuralese.translate.cross import CrossModelPolicy, build_cross_policy
+from neuralese.translate.maps import Translator
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
 K = 3
@@ -273,11 +273,12 @@ def test_settings_a_cross_run_cannot_take(pair, key, value):
 def test_trainer_runs_cross_model_thinking_and_inspect_reads_both_heads(pair, tmp_path, capsys):
     """Two RL steps through the one trainer: only the translator and B's gate move; the run folder
     loads back as a cross policy for eval and inspect; export refuses it by name."""
-    from rl.cli import main
-    from rl.export import load_policy
-    from rl.inspector import format_table, inspect_thoughts
-    from rl.trainer import Trainer
-    from tests.runs import run_config
+    from runs import run_config
+
+    from neuralese.cli import main
+    from neuralese.export import load_policy
+    from neuralese.inspector import format_table, inspect_thoughts
+    from neuralese.trainer import Trainer
 
     a, b, translator = pair
     cfg = run_config(b, tmp_path / "run")

@@ -7,16 +7,16 @@ import json
 import pytest
 import torch
 import yaml
+from runs import run_config
 
-from envs import make_env
-from rl.config import CurriculumConfig, NeuraleseConfig
-from rl.curriculum import Curriculum
-from rl.evaluate import shuffled_answers
-from rl.policy import NeuralesePolicy
-from rl.pretrain import sft_dataset
-from rl.rollout import generate_rollout
-from rl.tiny import THOUGHT, build_tokenizer
-from tests.runs import run_config
+from neuralese.config import CurriculumConfig, NeuraleseConfig
+from neuralese.curriculum import Curriculum
+from neuralese.envs import make_env
+from neuralese.evaluate import shuffled_answers
+from neuralese.policy import NeuralesePolicy
+from neuralese.pretrain import sft_dataset
+from neuralese.rollout import generate_rollout
+from neuralese.tiny import THOUGHT, build_tokenizer
 
 
 def test_stages_advance_on_steps_and_stop_at_the_last():
@@ -58,14 +58,14 @@ def test_elided_formats_drop_steps_for_thought_tokens():
 
 def test_elided_formats_need_written_steps():
     env = make_env("addition", {"digits": 2})
-    from rl.errors import ConfigError
+    from neuralese.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cot: true"):
         sft_dataset(env.dataset("train", 8, seed=0), build_tokenizer(["0123456789+="]), 0, 0, elide=(1, 1))
 
 
 def test_trainer_follows_the_curriculum_and_resumes_into_its_stage(tiny_dir, tmp_path):
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     def config(steps):
         cfg = run_config(tiny_dir, tmp_path / "run", mode="latent", steps=steps, rewards=("digit_share",))
@@ -89,7 +89,7 @@ def test_trainer_follows_the_curriculum_and_resumes_into_its_stage(tiny_dir, tmp
     # the checkpoint's policy thinks as many thoughts as its stage.
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["neuralese"]["num_thoughts"] == 3 and saved["curriculum"]["stages"] == 3
-    from rl.export import load_policy
+    from neuralese.export import load_policy
 
     assert load_policy(tmp_path / "run" / "checkpoints" / "step-6").config.num_thoughts == 3
     assert load_policy(tmp_path / "run" / "checkpoints" / "step-3").config.num_thoughts == 2
@@ -129,8 +129,8 @@ def test_pause_thoughts_are_one_learned_vector_for_every_input(tiny_dir):
 
 
 def test_a_curriculum_needs_latent_mode():
-    from rl.config import validate
-    from rl.errors import ConfigError
+    from neuralese.config import validate
+    from neuralese.errors import ConfigError
 
     cfg = run_config("unused", "unused", mode="hybrid")
     cfg.curriculum = CurriculumConfig(stages=2)
@@ -139,8 +139,8 @@ def test_a_curriculum_needs_latent_mode():
 
 
 def test_stage0_trains_the_plain_chain_before_the_formats(tmp_path):
-    from rl.config import EnvConfig, ModelConfig, PretrainConfig, RunConfig, TinyModelConfig
-    from rl.pretrain import pretrain
+    from neuralese.config import EnvConfig, ModelConfig, PretrainConfig, RunConfig, TinyModelConfig
+    from neuralese.pretrain import pretrain
 
     cfg = RunConfig(
         output_dir=str(tmp_path / "run"),

@@ -23,11 +23,11 @@ import torch
 from faults import CHILD_ENV, accelerate_launch, free_port
 from runs import run_config
 
-from rl.config import (
+from neuralese.config import (
     RunConfig,
     save_config,
 )
-from rl.trainer import Trainer
+from neuralese.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "accelerate"
@@ -143,7 +143,7 @@ def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
         out = tmp_path / precision
         save_config(recipe(tiny_dir, out, steps=2), tmp_path / f"{precision}.yaml")
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--mixed_precision", precision,
-               "--num_processes", "1", "--cpu", "-m", "rl.cli", "train", str(tmp_path / f"{precision}.yaml")]  # fmt: skip
+               "--num_processes", "1", "--cpu", "-m", "neuralese.cli", "train", str(tmp_path / f"{precision}.yaml")]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-5000:]
@@ -157,8 +157,8 @@ def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
 
 
 def test_vllm_engine_is_refused_in_hybrid_mode(tmp_path):
-    from rl.config import load_config
-    from rl.errors import ConfigError
+    from neuralese.config import load_config
+    from neuralese.errors import ConfigError
 
     path = tmp_path / "recipe.yaml"
     path.write_text("neuralese:\n  mode: hybrid\nrl:\n  rollout_engine: vllm\n")

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from envs import make_env
-from rewards.match import exact_match
-from rl.errors import EnvError
+from neuralese.envs import make_env
+from neuralese.errors import EnvError
+from neuralese.rewards.match import exact_match
 
 
 def unrev(text: str) -> int:
@@ -56,7 +56,7 @@ def test_multiplication_sizes_and_cot_recompute(da: int, db: int):
 def test_multiplication_cot_matches_a_line_of_deng_et_al():
     # "1 3 4 5 * 8 1 9 3||8 4 4 3 4 + 0 1 3 4 5 0 ( 8 5 7 7 9 0 ) + 0 0 9 7 8 8 4 ( 8 5 6 5 8 9 4 )
     #  + 0 0 0 3 9 2 6 1 #### 8 5 6 8 7 2 1 2" from their 4x4 data, spaces removed.
-    from envs.arithmetic import multiplication_cot
+    from neuralese.envs.arithmetic import multiplication_cot
 
     assert multiplication_cot(5431, 3918) == "84434+013450(857790)+0097884(8565894)+00039261####85687212"
     # A zero digit gives an all-zero partial of full width.

@@ -8,9 +8,9 @@ from functools import cache
 
 import pytest
 
-from envs import env_texts, make_env
-from rewards.countdown import ExpressionError, countdown_match, evaluate
-from rl.tiny import build_tokenizer
+from neuralese.envs import env_texts, make_env
+from neuralese.rewards.countdown import ExpressionError, countdown_match, evaluate
+from neuralese.tiny import build_tokenizer
 
 
 @cache

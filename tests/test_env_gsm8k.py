@@ -8,11 +8,11 @@ import re
 
 import pytest
 
-from envs import env_texts, load_split, make_env
-from envs.files import SHARED_DATA
-from rewards.numeric import final_number, numeric_match
-from rl.errors import EnvError
-from rl.tiny import build_tokenizer
+from neuralese.envs import env_texts, load_split, make_env
+from neuralese.envs.files import SHARED_DATA
+from neuralese.errors import EnvError
+from neuralese.rewards.numeric import final_number, numeric_match
+from neuralese.tiny import build_tokenizer
 
 TEST_FILE = SHARED_DATA / "gsm8k" / "test.jsonl"
 needs_real = pytest.mark.skipif(not TEST_FILE.is_file(), reason=f"{TEST_FILE} is not here")

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from envs import env_texts, make_env
-from envs.prontoqa import problem_key
-from rewards.match import exact_match
-from rl.tiny import build_tokenizer
+from neuralese.envs import env_texts, make_env
+from neuralese.envs.prontoqa import problem_key
+from neuralese.rewards.match import exact_match
+from neuralese.tiny import build_tokenizer
 
 RULE = re.compile(r"Every (\w+) is (not )?(a )?(\w+)\.")
 FACT = re.compile(r"([A-Z]\w+) is a (\w+)\.")
@@ -100,7 +100,7 @@ def test_tokenizer_round_trips_prontoqa_text():
     "args, fragment", [({"hops": 0}, "hops must be an integer from 1"), ({"query": "both"}, "query must be")]
 )
 def test_bad_arguments_are_named(args, fragment):
-    from rl.errors import EnvError
+    from neuralese.errors import EnvError
 
     with pytest.raises(EnvError, match=f"env 'prontoqa': the factory rejected env.args .*{fragment}"):
         make_env("prontoqa", args)

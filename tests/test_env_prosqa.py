@@ -11,12 +11,12 @@ from itertools import pairwise
 
 import pytest
 
-from envs import env_texts, load_split, make_env
-from envs.files import SHARED_DATA
-from envs.prosqa import VALID_FILE, problem_key, question_stats
-from rewards.match import exact_match
-from rl.errors import EnvError
-from rl.tiny import build_tokenizer
+from neuralese.envs import env_texts, load_split, make_env
+from neuralese.envs.files import SHARED_DATA
+from neuralese.envs.prosqa import VALID_FILE, problem_key, question_stats
+from neuralese.errors import EnvError
+from neuralese.rewards.match import exact_match
+from neuralese.tiny import build_tokenizer
 
 REAL = SHARED_DATA / VALID_FILE
 needs_real = pytest.mark.skipif(not REAL.is_file(), reason=f"{REAL} is not here")

@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from envs import make_env
-from rl.errors import EnvError
+from neuralese.envs import make_env
+from neuralese.errors import EnvError
 
 
 def follow(prompt: str) -> tuple[list[str], str]:

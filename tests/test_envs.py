@@ -3,17 +3,18 @@ and one clear message for every bad plug-in environment."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import datasets
 import pytest
 
-from envs import BUILTIN_ENVS, env_texts, load_split, make_env
-from rewards.combine import compute_rewards, resolve_reward
-from rl.config import load_config
-from rl.errors import CheckpointError, ConfigError, EnvError
-from rl.modes import get_mode
-from rl.tiny import text_pieces
+from neuralese.config import load_config
+from neuralese.envs import BUILTIN_ENVS, env_texts, load_split, make_env
+from neuralese.errors import CheckpointError, ConfigError, EnvError
+from neuralese.modes import get_mode
+from neuralese.rewards.combine import compute_rewards, resolve_reward
+from neuralese.tiny import text_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -187,17 +188,21 @@ def test_plugin_envs_that_do_not_resolve(tmp_path):
 
 
 def test_a_package_module_plugin_works():
-    env = make_env("envs.countdown:make_countdown", {"count": 2, "max_number": 5, "max_target": 10})
+    env = make_env("neuralese.envs.countdown:make_countdown", {"count": 2, "max_number": 5, "max_target": 10})
     ds = env.dataset("train", 3, seed=0)
     assert isinstance(ds, datasets.Dataset) and all(len(n) == 2 for n in ds["numbers"])
 
 
 PLUGIN_PACKAGE = {
     "userpkg/__init__.py": "",
-    "userpkg/tasks.py": "from envs.arithmetic import make_addition as make\n",
+    "userpkg/tasks.py": "from neuralese.envs.arithmetic import make_addition as make\n",
     "helpers.py": "DIGITS = 2\n",
-    "tasks.py": "from helpers import DIGITS\nfrom envs.arithmetic import make_addition\n"
-    "def make():\n    return make_addition(digits=DIGITS)\n",
+    # Names that were once this project's top-level packages: a user's own modules of these names win.
+    "rewards.py": "def near_miss(prompts, completions, **columns):\n    return [0.5] * len(completions)\n",
+    "tasks.py": "from helpers import DIGITS\nfrom rewards import near_miss\n"
+    "from neuralese.envs.arithmetic import make_addition\n"
+    "def make():\n    env = make_addition(digits=DIGITS)\n    env.reward_funcs = [*env.reward_funcs, near_miss]\n"
+    "    return env\n",
 }
 
 
@@ -208,12 +213,20 @@ def test_plugins_import_from_the_working_directory_and_beside_themselves(tmp_pat
     for name, text in PLUGIN_PACKAGE.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(Path.cwd()))])
+    # As in a fresh process: neither the working directory nor the folders of plug-ins other tests loaded
+    # (they join the import path for good) are on it, and none of their modules is loaded.
+    tests = str(ROOT / "tests")
+    path = [p for p in sys.path if p not in ("", str(Path.cwd())) and not p.startswith(tests)]  # noqa: TID251
+    monkeypatch.setattr("sys.path", path)
+    for name in ("rewards", "helpers", "tasks"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.chdir(tmp_path)
     assert len(load_split(make_env("userpkg.tasks:make", {"digits": 2}), "train", 2, seed=0)) == 2
     monkeypatch.chdir(ROOT)
     env = make_env(f"{tmp_path / 'tasks.py'}:make")
     assert all(len(p) <= len("99+99=") for p in env.dataset("train", 5, seed=0)["prompt"])
+    assert env.reward_funcs[-1](["1+1="], ["2"]) == [0.5]  # the user's rewards.py, beside the plug-in
+    sys.modules.pop("rewards")
 
 
 def test_plugin_errors_say_where_they_looked(tmp_path, monkeypatch):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from envs import make_env
-from rl.evaluate import evaluate
-from rl.policy import NeuralesePolicy
+from neuralese.envs import make_env
+from neuralese.evaluate import evaluate
+from neuralese.policy import NeuralesePolicy
 
 FIRST_DIGIT = str(Path(__file__).parent / "plugins" / "envs.py") + ":make"
 

@@ -7,6 +7,7 @@ high enough that the weights (LoRA, or all of them) and the gate move.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -19,18 +20,18 @@ import pytest
 import torch
 from runs import run_config
 
-from envs import env_texts, make_env
-from rl.cli import main
-from rl.config import (
+from neuralese.cli import main
+from neuralese.config import (
     RunConfig,
     TinyModelConfig,
 )
-from rl.errors import CheckpointError
-from rl.export import export, load_policy, locate
-from rl.policy import NeuralesePolicy
-from rl.rollout import generate_rollout
-from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
-from rl.trainer import Trainer
+from neuralese.envs import env_texts, make_env
+from neuralese.errors import CheckpointError
+from neuralese.export import export, load_policy, locate
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import generate_rollout
+from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
+from neuralese.trainer import Trainer
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999=", "5+55=", "321+7=", "40+404="]
 
@@ -102,10 +103,10 @@ def trained(request, runs) -> tuple[Trainer, Path]:
     return runs[request.param]
 
 
-def rollout_of(policy):
+def rollout_of(policy, ignore_eos: bool = False):
     """Answers to PROMPTS sampled at temperature 1 with a fixed seed, thoughts included."""
     ids, mask = policy.encode(PROMPTS)
-    return generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator().manual_seed(0))
+    return generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator().manual_seed(0), ignore_eos=ignore_eos)
 
 
 def test_round_trip_generations_equal_the_training_policy(trained, base):
@@ -113,13 +114,15 @@ def test_round_trip_generations_equal_the_training_policy(trained, base):
     policy = trainer.policy
     assert policy.adapter.gate().abs().mean() > 0.05  # the gate opened: thoughts change the inputs
     ours = policy.generate(PROMPTS, max_new_tokens=8)
-    assert len(set(ours)) > 2, ours
-    # Sampled answers and their log-probs: with feedback off they differ (so the round trip tests the
-    # adapter, even where two training steps moved no greedy answer); the export gives the same ones.
+    # Sampled answers and their log-probs, not only greedy text (two training steps may leave every
+    # greedy answer alike): with the gate closed they differ, so the round trip tests the adapter;
+    # the export gives the same ones. Fixed length (ignore_eos), so the two records line up.
     sampled = rollout_of(policy)
-    with policy.feedback_disabled():
-        plain = rollout_of(policy)
-    assert not torch.allclose(sampled.logprobs, plain.logprobs, atol=1e-3), "feedback changes nothing"
+    closed = copy.deepcopy(policy)
+    with torch.no_grad():
+        closed.adapter.gate_logit.zero_()
+    gated, shut = rollout_of(policy, ignore_eos=True), rollout_of(closed, ignore_eos=True)
+    assert not torch.allclose(gated.logprobs, shut.logprobs, atol=1e-3), "the trained gate changes nothing"
 
     exported = NeuralesePolicy.from_pretrained(out)
     assert exported.generate(PROMPTS, max_new_tokens=8) == ours
@@ -150,7 +153,7 @@ for i, out in enumerate(outs):
     with torch.no_grad():
         logits = model(**enc).logits
     torch.save({"input_ids": enc["input_ids"], "logits": logits}, f"{dest}/{i}.pt")
-assert "rl" not in sys.modules and not any(m.startswith("rl.") for m in sys.modules), "neuralese was imported"
+assert not any(m == "neuralese" or m.startswith("neuralese.") for m in sys.modules), "neuralese was imported"
 """
 
 
@@ -255,7 +258,7 @@ def test_an_export_that_fails_midway_leaves_no_folder(trained, tmp_path, monkeyp
     """The disk fills up after the model weights are written, while the feedback weights are."""
     trainer, out = trained
     run = Path(trainer.cfg.output_dir)
-    import rl.policy
+    import neuralese.policy
 
     written = []
 
@@ -263,7 +266,7 @@ def test_an_export_that_fails_midway_leaves_no_folder(trained, tmp_path, monkeyp
         written.extend(p.name for p in Path(filename).parent.iterdir())
         raise OSError(28, "No space left on device", filename)
 
-    monkeypatch.setattr(rl.policy, "save_file", disk_full)
+    monkeypatch.setattr(neuralese.policy, "save_file", disk_full)
     with pytest.raises(OSError, match="No space left"):
         export(run, tmp_path / "fresh")
     assert "model.safetensors" in written  # it did fail midway

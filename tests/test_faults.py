@@ -17,14 +17,14 @@ import pytest
 import torch
 from faults import assert_same_run, kill_and_resume, write_recipe
 
-from rl.checkpoint import list_checkpoints, verify
-from rl.errors import CheckpointError
+from neuralese.checkpoint import list_checkpoints, verify
+from neuralese.errors import CheckpointError
 
 
 def reference_run(recipe: Path, out: Path) -> None:
     """The uninterrupted run, in this process, single-threaded like the subprocesses."""
-    from rl.config import load_config
-    from rl.trainer import Trainer
+    from neuralese.config import load_config
+    from neuralese.trainer import Trainer
 
     cfg = load_config(recipe)
     cfg.output_dir = str(out)
@@ -73,7 +73,7 @@ def two_steps(tiny_dir, tmp_path_factory):
     """A finished 2-step run with a checkpoint after each step, and its config."""
     from runs import run_config
 
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     out = tmp_path_factory.mktemp("faults") / "run"
     cfg = run_config(tiny_dir, out, "latent", steps=2)
@@ -126,8 +126,8 @@ def test_each_kind_of_corruption_is_detected_and_names_the_file(two_steps, tmp_p
 def test_resume_with_another_number_of_processes_is_refused(two_steps, tmp_path):
     """Each process's random streams are in the checkpoint: resuming with another count would go on
     with other samples than the run that wrote it, so it is refused with the count to use."""
-    from rl.checkpoint import load_checkpoint
-    from rl.trainer import Trainer
+    from neuralese.checkpoint import load_checkpoint
+    from neuralese.trainer import Trainer
 
     run, cfg = copy_run(two_steps, tmp_path / "run")
     trainer = Trainer(cfg, resume=True)
@@ -140,7 +140,7 @@ def test_resume_with_another_number_of_processes_is_refused(two_steps, tmp_path)
 def test_resume_stops_at_a_corrupted_checkpoint_and_its_advice_works(two_steps, tmp_path):
     """Resume refuses a damaged newest checkpoint (never skips it silently); moving it away as the
     message says resumes from the one before and ends where the uninterrupted run ended."""
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     run, cfg = copy_run(two_steps, tmp_path / "run")
     flip_byte(run / "checkpoints" / "step-2" / "model.safetensors")
@@ -156,7 +156,7 @@ def test_resume_stops_at_a_corrupted_checkpoint_and_its_advice_works(two_steps, 
 def test_incomplete_checkpoints_are_never_picked_and_leftovers_are_cleared(two_steps, tmp_path):
     import shutil
 
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     run, cfg = copy_run(two_steps, tmp_path / "run")
     ckpts = run / "checkpoints"
@@ -173,7 +173,7 @@ def test_incomplete_checkpoints_are_never_picked_and_leftovers_are_cleared(two_s
 
 
 def test_resume_cuts_a_half_written_log_line_and_the_final_evaluation_row(tmp_path):
-    from rl.runlog import RunLog
+    from neuralese.runlog import RunLog
 
     log = RunLog(tmp_path)
     for step in (1, 2, 3):

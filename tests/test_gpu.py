@@ -20,9 +20,9 @@ import pytest
 import torch
 from runs import run_config
 
-from rl.config import LoraSettings, load_config
-from rl.recompute import recompute_logprobs
-from rl.trainer import Trainer
+from neuralese.config import LoraSettings, load_config
+from neuralese.recompute import recompute_logprobs
+from neuralese.trainer import Trainer
 
 pytestmark = [
     pytest.mark.gpu,
@@ -80,7 +80,7 @@ def test_gsm8k_recipes_run_on_a_real_checkpoint(tmp_path, recipe):
     small = [f"model.path={QWEN}", f"output_dir={tmp_path / 'run'}", "rl.steps=3", "rl.prompts_per_step=4",
              "rl.samples_per_prompt=4", "rl.max_new_tokens=64", "eval.n=16", "eval.max_new_tokens=64"]  # fmt: skip
     load_config(ROOT / "recipes" / recipe, small)  # the overrides are valid keys
-    cmd = [sys.executable, "-m", "rl.cli", "train", str(ROOT / "recipes" / recipe)]
+    cmd = [sys.executable, "-m", "neuralese.cli", "train", str(ROOT / "recipes" / recipe)]
     cmd += [a for item in small for a in ("--set", item)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
@@ -95,10 +95,10 @@ def test_vllm_greedy_after_latent_prefix_equals_hf_on_cuda(tmp_path):
     pytest.importorskip("vllm")
     from test_vllm import wide_tiny_model
 
-    from rl.config import NeuraleseConfig, VLLMConfig
-    from rl.policy import NeuralesePolicy
-    from rl.rollout import generate_rollout
-    from rl.vllm_engine import VLLMEngine
+    from neuralese.config import NeuraleseConfig, VLLMConfig
+    from neuralese.policy import NeuralesePolicy
+    from neuralese.rollout import generate_rollout
+    from neuralese.vllm_engine import VLLMEngine
 
     folder = wide_tiny_model(tmp_path / "model")
     config = NeuraleseConfig(mode="latent", num_thoughts=3)

@@ -9,11 +9,11 @@ import matplotlib.image
 import pytest
 import torch
 
-from rl.cli import main
-from rl.config import NeuraleseConfig
-from rl.inspector import format_table, inspect_thoughts, lens_logits, plot
-from rl.policy import NeuralesePolicy
-from rl.rollout import generate_rollout
+from neuralese.cli import main
+from neuralese.config import NeuraleseConfig
+from neuralese.inspector import format_table, inspect_thoughts, lens_logits, plot
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import generate_rollout
 
 PROMPT = "123+456="
 K = 4

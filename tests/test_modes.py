@@ -11,14 +11,14 @@ import pytest
 import torch
 from runs import run_config
 
-from envs import load_split, make_env
-from rl.config import load_config
-from rl.errors import ConfigError
-from rl.evaluate import evaluate
-from rl.export import export, load_policy
-from rl.policy import NeuralesePolicy
-from rl.rollout import generate_rollout
-from rl.trainer import Trainer
+from neuralese.config import load_config
+from neuralese.envs import load_split, make_env
+from neuralese.errors import ConfigError
+from neuralese.evaluate import evaluate
+from neuralese.export import export, load_policy
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import generate_rollout
+from neuralese.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]
@@ -87,8 +87,8 @@ def test_every_arm_and_its_controls_load_build_and_run(tiny_dir, tmp_path):
     prompts = list(load_split(env, "test", 4, 0, "addition")["prompt"])
     for arm in arms.values():
         cfg = load_config(recipe, arm.sets)
-        from rl.build import build_policy
-        from rl.recompute import recompute_logprobs
+        from neuralese.build import build_policy
+        from neuralese.recompute import recompute_logprobs
 
         policy = build_policy(cfg, "cpu")
         if cfg.curriculum.stages:

@@ -18,9 +18,9 @@ from oracle import Given, Oracle, Step
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rl import NeuraleseConfig, NeuralesePolicy
-from rl.recompute import recompute_logprobs
-from rl.rollout import complete, generate_rollout
+from neuralese import NeuraleseConfig, NeuralesePolicy
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import complete, generate_rollout
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
 ATOL = 1e-5
@@ -181,8 +181,8 @@ def test_gate_closed_is_the_plain_model(model_dir, settings):
 def test_eos_ends_an_answer_and_positions_count_thoughts(model_dir, tmp_path, capsys):
     """An answer ends at its first eos (counted, nothing real after it); the others run to the budget.
     generated_positions, and `neuralese eval`'s mean_generated_positions, count the K thoughts too."""
-    from envs import make_env
-    from rl.cli import main
+    from neuralese.cli import main
+    from neuralese.envs import make_env
 
     policy = policy_for(model_dir, mode="latent")
     prompts = list(make_env("addition", {"digits": 3}).dataset("test", 8, 0)["prompt"])
@@ -204,7 +204,7 @@ def test_eos_ends_an_answer_and_positions_count_thoughts(model_dir, tmp_path, ca
 def test_exported_folder_read_with_plain_libraries_answers_as_the_policy(model_dir, tmp_path, case):
     """Save, `neuralese export`, then read the folder with transformers and safetensors alone: the oracle
     built from its files, NeuralesePolicy.from_pretrained of it and the policy it came from agree."""
-    from rl.cli import main
+    from neuralese.cli import main
 
     policy = policy_for(model_dir, **CASES[case])
     policy.save_pretrained(tmp_path / "saved")
@@ -230,7 +230,7 @@ SHORT = ["826+182=", "133+517=", "12+3="]  # every own answer ends early; read a
 def test_shuffled_control_reads_only_the_next_prompts_thoughts(model_dir, mode):
     """`neuralese eval --thoughts shuffled`: answer i is written from the thoughts prompt i+1 had in its own
     answer, at every position; where that answer had none (after its end) it reads none, never its own."""
-    from rl.evaluate import shuffled_answers
+    from neuralese.evaluate import shuffled_answers
 
     policy = policy_for(model_dir, mode=mode)
     oracle = oracle_of(policy)
@@ -292,7 +292,7 @@ def test_kl_reference_is_the_base_model_without_feedback(model_dir, tmp_path, mo
     included, at the sampling temperature."""
     from runs import run_config
 
-    from rl.build import build_policy
+    from neuralese.build import build_policy
 
     policy = build_policy(run_config(model_dir, tmp_path / "run", mode, lora=4), "cpu")
     g = torch.Generator().manual_seed(0)

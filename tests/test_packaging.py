@@ -1,22 +1,49 @@
-"""What `pip install .` (not editable) ships: every package of the source tree, subpackages included."""
+"""What `pip install .` ships: one import namespace, `neuralese`, with every package folder of the source
+tree (subpackages included) and no generic top-level name (rl, envs, rewards)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import tomllib
-from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"rl": "neuralese", "envs": "neuralese.envs", "rewards": "neuralese.rewards"}
 
 
-def test_every_package_on_disk_is_installed():
-    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    shipped = set(find_packages(str(ROOT), include=find["include"]))
-    on_disk = {
-        ".".join(init.parent.relative_to(ROOT).parts)
-        for top in ("rl", "envs", "rewards")
-        for init in (ROOT / top).rglob("__init__.py")
-    }
-    assert {"rl", "rl.config", "rl.modes", "envs", "rewards"} <= on_disk
-    assert on_disk <= shipped, f"not installed by pyproject.toml: {sorted(on_disk - shipped)}"
+def package_folders() -> dict[str, Path]:
+    """Every package folder on disk, by the import name it installs as."""
+    found = {}
+    for folder, name in FOLDERS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found[".".join((name, *parts))] = init.parent
+    return found
+
+
+def test_every_package_folder_is_listed_and_mapped():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {name: folder for folder, name in FOLDERS.items()}
+    on_disk = set(package_folders())
+    assert {"neuralese", "neuralese.config", "neuralese.modes", "neuralese.envs", "neuralese.rewards"} <= on_disk
+    listed = set(setuptools["packages"])
+    assert on_disk == listed, f"on disk, not listed: {sorted(on_disk - listed)}; listed, not on disk: {sorted(listed - on_disk)}"
+
+
+def test_the_wheel_holds_every_package_under_one_namespace(tmp_path):
+    """Build the wheel as `pip install .` does: every module of every package folder is in it, under
+    `neuralese/`, and nothing else is a top-level name."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, env=env)  # fmt: skip
+    (wheel,) = tmp_path.glob("neuralese-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"neuralese"}, tops
+    for name, folder in package_folders().items():
+        for module in folder.glob("*.py"):
+            assert f"{name.replace('.', '/')}/{module.name}" in names, f"{module} is not in the wheel"

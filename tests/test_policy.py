@@ -13,10 +13,10 @@ import itertools
 import pytest
 import torch
 
-from rl.config import NeuraleseConfig
-from rl.policy import NeuralesePolicy
-from rl.recompute import recompute_logprobs
-from rl.rollout import Rollout, generate_rollout
+from neuralese.config import NeuraleseConfig
+from neuralese.policy import NeuralesePolicy
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import Rollout, generate_rollout
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
 K = 4
@@ -92,7 +92,7 @@ def test_hybrid_greedy_with_closed_gate_equals_hf_generate(tiny_dir):
 # Much smaller noise makes the Gaussian log-density ill-conditioned in float32: it amplifies the
 # ~1e-6 relative difference between incremental and parallel hidden states by |eps| / sigma.
 SIGMA = 0.2
-# What a thought is and what makes it random (rl.thoughts): NeuraleseConfig fields per case.
+# What a thought is and what makes it random (neuralese.thoughts): NeuraleseConfig fields per case.
 THOUGHTS = {
     "hidden": {},
     "hidden-gaussian": {"noise_std": SIGMA},
@@ -200,7 +200,7 @@ def literal_logprobs(policy: NeuralesePolicy, ro: Rollout, window) -> torch.Tens
     embeds = policy.embed(ro.input_ids)
     fb = ro.feedback_mask
     const = torch.where(fb[..., None], a.combine(embeds, ro.feedback), embeds)
-    # Blocks, written independently of rl.recompute.live_blocks.
+    # Blocks, written independently of neuralese.recompute.live_blocks.
     if window == 0:
         block_of = {}
     elif cfg.mode == "latent":
@@ -412,7 +412,7 @@ def library_warnings():
 def test_rollout_and_recompute_use_the_current_cache_argument(tiny_dir, library_warnings, mode):
     from transformers import DynamicCache
 
-    from rl.models import CACHE
+    from neuralese.models import CACHE
 
     policy = make_policy(tiny_dir, mode=mode)
     recompute_logprobs(policy, rollout(policy), window=2)  # live blocks run over a KV cache

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from test_bad_inputs import CORPUS, snapshot
 
-from rl.cli import build_parser, main
-from rl.config import RunConfig, load_config
-from rl.errors import ConfigError
-from rl.ranges import RangedType, numeric_fields, range_of
+from neuralese.cli import build_parser, main
+from neuralese.config import RunConfig, load_config
+from neuralese.errors import ConfigError
+from neuralese.ranges import RangedType, numeric_fields, range_of
 
 FIELDS = numeric_fields(RunConfig)
 # (case name, YAML text of the value, the value YAML reads)
@@ -88,7 +88,7 @@ def test_the_generated_cases_cover_the_config():
 @pytest.mark.parametrize("key, tp", FIELDS, ids=[k for k, _ in FIELDS])
 def test_every_numeric_field_declares_a_range(key, tp):
     undeclared = [m for m in members(tp) if base(m) in (int, float) and range_of(m) is None]
-    assert not undeclared, f"{key}: declare its range in its type (rl.ranges), e.g. PositiveFloat"
+    assert not undeclared, f"{key}: declare its range in its type (neuralese.ranges), e.g. PositiveFloat"
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_the_generated_cases_cover_the_flags():
 def test_every_numeric_flag_refuses_what_its_range_does(
     command, flag, action, needed, name, text, value, tmp_path, capfd
 ):
-    assert isinstance(action.type, RangedType), f"{command} {flag}: give it a range (rl.cli.number_flag)"
+    assert isinstance(action.type, RangedType), f"{command} {flag}: give it a range (neuralese.cli.number_flag)"
     text = {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(name, text)
     kind_ok = not isinstance(value, (bool, str, list)) and (
         action.type.base is float or isinstance(value, int)

@@ -1,4 +1,4 @@
-"""Reward models, judges and cascades as rewards, and reward models trained here (rl.rewardmodels).
+"""Reward models, judges and cascades as rewards, and reward models trained here (neuralese.rewardmodels).
 
 Real parts only: tiny sequence classifiers and causal LMs built from a config with a tokenizer
 made from the task's text, saved and loaded back through the reward's own code; real
@@ -15,16 +15,16 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from envs import env_texts, make_env
-from rewards.combine import compute_rewards, resolve_reward
-from rl.cli import main
-from rl.config import TinyModelConfig
-from rl.errors import CheckpointError, ConfigError, RewardError
-from rl.ranges import numeric_fields, range_of
-from rl.rewardmodels.cascade import CascadeArgs
-from rl.rewardmodels.judge import JudgeArgs
-from rl.rewardmodels.score import RewardModelArgs
-from rl.tiny import build_tiny_model, build_tokenizer, save_tiny
+from neuralese.cli import main
+from neuralese.config import TinyModelConfig
+from neuralese.envs import env_texts, make_env
+from neuralese.errors import CheckpointError, ConfigError, RewardError
+from neuralese.ranges import numeric_fields, range_of
+from neuralese.rewardmodels.cascade import CascadeArgs
+from neuralese.rewardmodels.judge import JudgeArgs
+from neuralese.rewardmodels.score import RewardModelArgs
+from neuralese.rewards.combine import compute_rewards, resolve_reward
+from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny
 
 PLUGIN_ENV = Path(__file__).parent / "plugins" / "envs.py"
 SHAPE = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
@@ -146,7 +146,7 @@ def test_reward_model_args_are_checked_like_a_recipe(args, fragment):
 @pytest.mark.parametrize("cls", [RewardModelArgs, JudgeArgs, CascadeArgs])
 def test_every_numeric_reward_arg_declares_a_range(cls):
     for key, tp in numeric_fields(cls):
-        assert range_of(tp) is not None, f"{cls.__name__}.{key}: declare its range (rl.ranges)"
+        assert range_of(tp) is not None, f"{cls.__name__}.{key}: declare its range (neuralese.ranges)"
 
 
 # ----------------------------------------------------------------------------- judge
@@ -260,8 +260,8 @@ def test_a_cascade_audit_measures_agreement_and_keeps_the_first_answer(stages):
 def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm_dir, tmp_path):
     from runs import run_config
 
-    from rl.config import RewardConfig
-    from rl.trainer import Trainer
+    from neuralese.config import RewardConfig
+    from neuralese.trainer import Trainer
 
     cfg = run_config(tiny_dir, tmp_path / "run", mode="hybrid", steps=2)
     cfg.rewards = [
@@ -355,7 +355,7 @@ def test_a_pairs_file_is_checked_line_by_line(tmp_path, capfd):
 
 def test_the_reward_model_recipe_is_the_quickstart_but_for_its_reward():
     """recipes/quickstart_reward_model.yaml may differ from the quickstart only where it says why."""
-    from rl.config import load_config, to_dict
+    from neuralese.config import load_config, to_dict
 
     root = Path(__file__).resolve().parents[1] / "recipes"
     quick, rm = (

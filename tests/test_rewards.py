@@ -9,9 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from rewards.combine import builtin_rewards, compute_rewards, resolve_reward
-from rewards.shaping import format_match, length_penalty, thought_penalty
-from rl.errors import ConfigError, RewardError
+from neuralese.errors import ConfigError, RewardError
+from neuralese.rewards.combine import builtin_rewards, compute_rewards, resolve_reward
+from neuralese.rewards.shaping import format_match, length_penalty, thought_penalty
 
 PROMPTS = ["p0", "p1", "p2"]
 COMPLETIONS = ["#### 1", "#### 2", "three"]

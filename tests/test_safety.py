@@ -19,12 +19,12 @@ import torch
 from runs import run_config
 from test_bad_inputs import make_remote_code_folder
 
-from rl.checkpoint import MANIFEST, _sha256, list_checkpoints, load_checkpoint
-from rl.config import ModelConfig
-from rl.errors import CheckpointError
-from rl.io import write_json
-from rl.models import load_model
-from rl.plugins import resolve
+from neuralese.checkpoint import MANIFEST, _sha256, list_checkpoints, load_checkpoint
+from neuralese.config import ModelConfig
+from neuralese.errors import CheckpointError
+from neuralese.io import write_json
+from neuralese.models import load_model
+from neuralese.plugins import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = [p for d in ("rl", "envs", "rewards", "scripts") for p in sorted((ROOT / d).rglob("*.py"))]
@@ -116,7 +116,7 @@ def test_trust_remote_code_is_off_by_default():
 @pytest.fixture(scope="module")
 def finished_run(tiny_dir, tmp_path_factory) -> Path:
     """A finished PPO run (so a value head is saved too)."""
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     out = tmp_path_factory.mktemp("safety") / "run"
     Trainer(run_config(tiny_dir, out, "latent", "ppo", steps=1)).train()
@@ -140,7 +140,7 @@ def test_a_checkpoint_holds_only_safetensors_json_and_weights_only_pt(finished_r
 
 def test_a_pickled_object_in_a_checkpoint_is_refused_not_run(finished_run, tiny_dir, tmp_path):
     """Even with a matching manifest, a `.pt` holding an object is an error and its code never runs."""
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     run = shutil.copytree(finished_run, tmp_path / "run")
     ckpt = list_checkpoints(run)[-1]
@@ -166,8 +166,8 @@ class _Payload:
 
 
 def test_a_saved_policy_holds_no_pickles(tiny_dir, tmp_path):
-    from rl.config import NeuraleseConfig
-    from rl.policy import NeuralesePolicy
+    from neuralese.config import NeuraleseConfig
+    from neuralese.policy import NeuralesePolicy
 
     policy = NeuralesePolicy.from_pretrained(tiny_dir, config=NeuraleseConfig(mode="latent"))
     out = policy.save_pretrained(tmp_path / "saved")
@@ -200,8 +200,9 @@ def test_a_plugin_file_is_imported_alone(tmp_path):
     (tmp_path / "plugin.py").write_text(
         "def score(prompts, completions, **kw):\n    return [1.0] * len(completions)\n"
     )
-    path_before = list(sys.path)
+    path_before = list(sys.path)  # noqa: TID251
     fn = resolve(f"{tmp_path / 'plugin.py'}:score", "reward function", "rewards[0].fn")
     assert fn(prompts=["a"], completions=["b"]) == [1.0]
-    assert sys.path == [*path_before, str(tmp_path.resolve())] and not (tmp_path / "EXECUTED").exists()
+    after = sys.path  # noqa: TID251
+    assert after == [*path_before, str(tmp_path.resolve())] and not (tmp_path / "EXECUTED").exists()
     assert "sibling" not in sys.modules

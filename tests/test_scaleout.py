@@ -2,7 +2,7 @@
 killed at random points and resumed, end bit for bit where an uninterrupted run ends; a rank
 that dies stops the whole run promptly, naming the rank, and the run resumes from there.
 
-Each run is a real `accelerate launch -m rl.cli train` with the shipped configs
+Each run is a real `accelerate launch -m neuralese.cli train` with the shipped configs
 (recipes/accelerate/), started in a session of its own and killed as a whole, as a preempted job
 is (tests/faults.py). The uninterrupted reference is launched the same way: sampling depends on
 the number of processes, so a 2-process run is compared with a 2-process run.
@@ -33,15 +33,15 @@ from faults import (
     write_recipe,
 )
 
-from rl.checkpoint import list_checkpoints, verify
-from rl.errors import CheckpointError
+from neuralese.checkpoint import list_checkpoints, verify
+from neuralese.errors import CheckpointError
 
 CONFIGS = ROOT / "recipes" / "accelerate"
 
 
 def accelerate(config: str, processes: int):
     """A launch prefix for `faults.launch`: accelerate with a shipped config, a fresh port each time."""
-    return lambda: [*accelerate_launch(CONFIGS / config, free_port(), processes), "-m", "rl.cli"]
+    return lambda: [*accelerate_launch(CONFIGS / config, free_port(), processes), "-m", "neuralese.cli"]
 
 
 def killed_and_resumed(model: Path, tmp_path: Path, prefix, steps: int, seed: int) -> list[dict]:
@@ -73,8 +73,8 @@ def test_deepspeed_zero_killed_four_times_resumes_bit_for_bit(zero3_model_dir, t
     ckpt = list_checkpoints(tmp_path / "killed")[-1]
     assert (ckpt / "deepspeed" / "engine").is_dir() and "deepspeed/engine/" in (ckpt / "manifest.json").read_text()
     # A checkpoint resumed without DeepSpeed, or under another stage, is refused with what to use.
-    from rl.config import load_config
-    from rl.trainer import Trainer
+    from neuralese.config import load_config
+    from neuralese.trainer import Trainer
 
     cfg = load_config(tmp_path / "recipe.yaml")
     cfg.output_dir, cfg.rl.steps = str(tmp_path / "killed"), 10
@@ -133,7 +133,7 @@ def two_machines(recipe: Path, out: Path, logs: str) -> list[subprocess.Popen]:
     port = free_port()
     return [
         launch(recipe, out, out.parent / f"{logs}-{m}.log",
-               [*accelerate_launch(CONFIGS / "multinode.yaml", port, 2, m, machines=2), "-m", "rl.cli"])
+               [*accelerate_launch(CONFIGS / "multinode.yaml", port, 2, m, machines=2), "-m", "neuralese.cli"])
         for m in (0, 1)
     ]
 

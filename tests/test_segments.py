@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-import rl.recompute as recompute_module
-from rl.config import NeuraleseConfig
-from rl.policy import NeuralesePolicy
-from rl.recompute import recompute_logprobs
-from rl.rollout import generate_rollout
-from rl.segments import Segments, causal_mask_4d, segment_attention
+import neuralese.recompute as recompute_module
+from neuralese.config import NeuraleseConfig
+from neuralese.policy import NeuralesePolicy
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import generate_rollout
+from neuralese.segments import Segments, causal_mask_4d, segment_attention
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]
 

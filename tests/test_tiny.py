@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envs import env_texts, make_env
-from rl.config import ModelConfig, TinyModelConfig
-from rl.models import load_model
-from rl.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
+from neuralese.config import ModelConfig, TinyModelConfig
+from neuralese.envs import env_texts, make_env
+from neuralese.models import load_model
+from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
 
 
 def test_tokenizer_round_trips_every_string_of_the_task(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from runs import run_config
 
-from rl.checkpoint import list_checkpoints
-from rl.errors import ConfigError, TrainingError
-from rl.trainer import Trainer
+from neuralese.checkpoint import list_checkpoints
+from neuralese.errors import ConfigError, TrainingError
+from neuralese.trainer import Trainer
 
 
 def params(trainer: Trainer) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Translators between models' thoughts (rl.translate): ridge, MLP and common space on real tiny models.
+"""Translators between models' thoughts (neuralese.translate): ridge, MLP and common space on real tiny models.
 
 Two tiny models of different widths, depths and tokenizers (single digits against pairs of
 digits) read the same addition texts; no test trains a language model, only the translators.
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rl.config import TinyModelConfig, load_config
-from rl.errors import AlignmentError, CheckpointError, ConfigError
-from rl.models import load_model
-from rl.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
-from rl.translate import (
+from neuralese.config import TinyModelConfig, load_config
+from neuralese.errors import AlignmentError, CheckpointError, ConfigError
+from neuralese.models import load_model
+from neuralese.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
+from neuralese.translate import (
     Reader,
     fit_common,
     fit_linear,
@@ -99,8 +99,8 @@ def test_character_offsets_align_two_tokenizers(readers):
 
 
 def test_environment_texts_are_prompt_and_completion():
-    from rl.config import RunConfig
-    from rl.translate.fit import read_texts
+    from neuralese.config import RunConfig
+    from neuralese.translate.fit import read_texts
 
     cfg = RunConfig()
     cfg.env.args, cfg.translate.fit_texts, cfg.translate.held_out_texts = {"digits": 3}, 5, 4
@@ -222,8 +222,8 @@ def test_bad_translate_keys_name_the_key(tmp_path, text, fragment):
 def test_translate_fit_from_the_command_line(folders, tmp_path, capsys):
     import json
 
-    from rl.cli import main
-    from rl.translate.fit import read_texts
+    from neuralese.cli import main
+    from neuralese.translate.fit import read_texts
 
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS * 2) + "\n")
     recipe = write(
@@ -265,7 +265,7 @@ translate:
 
 
 def test_fidelity_of_the_truth_is_one_and_of_the_mean_is_the_floor(readers):
-    from rl.translate.fit import fidelity
+    from neuralese.translate.fit import fidelity
 
     y = paired_states(readers, TEXTS, 8, 1, "texts").states[1]
     mean = y.mean(0)
@@ -283,8 +283,8 @@ def test_a_model_translates_into_a_copy_of_itself_with_fidelity_one(folders, tmp
     # paired states are equal and every kind must find the identity.
     import shutil
 
-    from rl.config import RunConfig
-    from rl.translate.fit import fit_translators
+    from neuralese.config import RunConfig
+    from neuralese.translate.fit import fit_translators
 
     copy = shutil.copytree(folders[0], tmp_path / "copy")
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS * 2))

@@ -23,12 +23,12 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
-from rl.algorithms import group_advantages, policy_loss, zero_spread_fraction
-from rl.config import ModelConfig, NeuraleseConfig
-from rl.models import load_model
-from rl.policy import NeuralesePolicy
-from rl.recompute import recompute_logprobs
-from rl.rollout import Rollout, position_ids_from_mask
+from neuralese.algorithms import group_advantages, policy_loss, zero_spread_fraction
+from neuralese.config import ModelConfig, NeuraleseConfig
+from neuralese.models import load_model
+from neuralese.policy import NeuralesePolicy
+from neuralese.recompute import recompute_logprobs
+from neuralese.rollout import Rollout, position_ids_from_mask
 
 TEMPERATURE = 0.7
 MAX_COMPLETION = 8  # TRL's max_completion_length; wider than the batch, so dr_grpo must be told it

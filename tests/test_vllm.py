@@ -21,13 +21,13 @@ import torch
 
 pytest.importorskip("vllm")
 
-from envs import env_texts, make_env  # noqa: E402
-from rl.config import NeuraleseConfig, TinyModelConfig, VLLMConfig  # noqa: E402
-from rl.policy import NeuralesePolicy  # noqa: E402
-from rl.recompute import recompute_logprobs  # noqa: E402
-from rl.rollout import generate_rollout  # noqa: E402
-from rl.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
-from rl.vllm_engine import VLLMEngine  # noqa: E402
+from neuralese.config import NeuraleseConfig, TinyModelConfig, VLLMConfig  # noqa: E402
+from neuralese.envs import env_texts, make_env  # noqa: E402
+from neuralese.policy import NeuralesePolicy  # noqa: E402
+from neuralese.recompute import recompute_logprobs  # noqa: E402
+from neuralese.rollout import generate_rollout  # noqa: E402
+from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
+from neuralese.vllm_engine import VLLMEngine  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -143,7 +143,7 @@ def test_sync_pushes_updated_weights_lora_merged(model_dir, engine):
 def test_trainer_trains_with_vllm_rollouts(model_dir, tmp_path):
     from runs import run_config
 
-    from rl.trainer import Trainer
+    from neuralese.trainer import Trainer
 
     cfg = run_config(model_dir, tmp_path / "run", "latent", steps=3, rollout_engine="vllm")
     cfg.vllm = VLLMConfig(kv_cache_memory_bytes=64 * 2**20, max_model_len=128)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import json
 
-from rl.errors import CodecError, UsageError
-from rl.ranges import PositiveInt
+from neuralese.errors import CodecError, UsageError
+from neuralese.ranges import PositiveInt
 
 
 def cmd_train(args) -> None:
-    from rl.config import load_config
+    from neuralese.config import load_config
 
     cfg = load_config(args.recipe, args.set or [])  # before the heavy imports: a recipe mistake shows at once
-    from rl.codec.train import train_codec
-    from rl.io import read_json
+    from neuralese.codec.train import train_codec
+    from neuralese.io import read_json
 
     if args.out:
         cfg.codec.output_dir = args.out
@@ -50,7 +50,7 @@ def integers(text: str, flag: str) -> list[int]:
 def cmd_encode(args) -> None:
     import torch
 
-    from rl.codec.model import load_codec
+    from neuralese.codec.model import load_codec
 
     codec = load_codec(args.codec)
     try:
@@ -74,7 +74,7 @@ def cmd_encode(args) -> None:
 def cmd_decode(args) -> None:
     import torch
 
-    from rl.codec.model import load_codec
+    from neuralese.codec.model import load_codec
 
     codec = load_codec(args.codec)
     codes = integers(args.codes, "--codes")
@@ -86,12 +86,12 @@ def cmd_decode(args) -> None:
 
 
 def cmd_fit_map(args) -> None:
-    from rl.cli import env_args_of
-    from rl.codec.lens import MAP_CONFIG, fit_map
-    from rl.codec.model import load_codec
-    from rl.errors import CheckpointError
-    from rl.export import load_policy
-    from rl.io import atomic_dir, check_output_dir, check_replaceable
+    from neuralese.cli import env_args_of
+    from neuralese.codec.lens import MAP_CONFIG, fit_map
+    from neuralese.codec.model import load_codec
+    from neuralese.errors import CheckpointError
+    from neuralese.export import load_policy
+    from neuralese.io import atomic_dir, check_output_dir, check_replaceable
 
     env_args = env_args_of(args.env_args)
     out = check_output_dir(args.out, "codec fit-map --out")
@@ -107,10 +107,10 @@ def cmd_fit_map(args) -> None:
 
 
 def add_commands(sub, number_flag, config_flag) -> None:
-    """The `codec` command and its subcommands, on the CLI's subparsers (rl.cli.build_parser)."""
-    from rl.config import RunConfig
+    """The `codec` command and its subcommands, on the CLI's subparsers (neuralese.cli.build_parser)."""
+    from neuralese.config import RunConfig
 
-    codec = sub.add_parser("codec", help="text codecs: n tokens to one dense token and back (rl.codec)")
+    codec = sub.add_parser("codec", help="text codecs: n tokens to one dense token and back (neuralese.codec)")
     csub = codec.add_subparsers(dest="action", required=True)
     p = csub.add_parser(
         "train", help="train a codec (level 1, or level 2 over codec.base) on the recipe's codec section"

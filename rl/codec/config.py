@@ -1,7 +1,7 @@
 """The `codec:` section of a recipe: what `neuralese codec train` builds and what it trains on.
 
 Kept apart from rl/config.py so the codec's fields sit with the codec; `RunConfig.codec` holds it,
-so the recipe loader's checks (unknown keys, types, declared ranges: rl.ranges) cover it like any
+so the recipe loader's checks (unknown keys, types, declared ranges: neuralese.ranges) cover it like any
 section, and `check_codec` adds the checks a range cannot say (each FSQ level, their product).
 """
 
@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rl.errors import ConfigError
-from rl.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from neuralese.errors import ConfigError
+from neuralese.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 # Code indices are int64 (torch's `long`); a vocabulary past 2**62 could not be indexed.
 MAX_CODES = 2**62
@@ -20,7 +20,7 @@ MAX_CODES = 2**62
 
 @dataclass
 class CodecConfig:
-    """A text codec: an encoder from `chunk_tokens` tokens to one dense token and a decoder back (rl.codec)."""
+    """A text codec: an encoder from `chunk_tokens` tokens to one dense token and a decoder back (neuralese.codec)."""
 
     output_dir: str | None = None
     """Where the codec folder is written (`codec.json`, `codec.safetensors`, `tokenizer/`, `report.json`);

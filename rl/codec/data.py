@@ -1,7 +1,7 @@
 """The text a codec trains on and is measured on, cut into chunks of one code each.
 
 A row of an environment gives two texts, its prompt and its stage-0 target (`completion`, else
-`answer`): the two pieces a dense-token policy encodes separately (rl.codec.dense), so the codec
+`answer`): the two pieces a dense-token policy encodes separately (neuralese.codec.dense), so the codec
 sees chunks aligned the way it will be used. Each text is tokenized and padded with the pad token
 to a multiple of the tokens one code holds; its chunks are rows of one [chunks, N] tensor.
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import datasets
 import torch
 
-from envs import load_split, make_env
-from rl.config import RunConfig
-from rl.errors import ConfigError
-from rl.io import read_jsonl, read_text
+from neuralese.config import RunConfig
+from neuralese.envs import load_split, make_env
+from neuralese.errors import ConfigError
+from neuralese.io import read_jsonl, read_text
 
 
 @dataclass
@@ -45,7 +45,7 @@ def row_texts(ds: datasets.Dataset) -> list[str]:
 
 
 def load_texts(cfg: RunConfig, source: str = "codec.text") -> Texts:
-    """The texts `codec.text` names (rl.codec.config documents the three kinds)."""
+    """The texts `codec.text` names (neuralese.codec.config documents the three kinds)."""
     c = cfg.codec
     rows_train, rows_held = math.ceil(c.train_texts / 2), math.ceil(c.eval_texts / 2)
     if c.text in ("gsm8k", "env"):

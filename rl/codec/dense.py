@@ -16,7 +16,7 @@ tokenize prompt + completion as one text, whose chunks straddle the boundary). T
 completion is the eos token, written after its last code.
 
 The model folder keeps the codec in `codec/` and `dense_tokenizer.json` beside the model's files;
-rl.models.load_tokenizer loads such a folder with this class.
+neuralese.models.load_tokenizer loads such a folder with this class.
 
 A code's embedding is `atomic` (a row of its own, as for any token) or, with `model.codec_embedding:
 composed`, stage 0 trains it as a composition of the tokens it stands for (`ComposedCodes`): the sum
@@ -40,10 +40,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import PreTrainedTokenizer
 
-from rl.codec.model import Codec, load_codec
-from rl.errors import CheckpointError, CodecError
-from rl.io import read_json, write_json
-from rl.tiny import BOS, EOS, PAD, THOUGHT, UNK
+from neuralese.codec.model import Codec, load_codec
+from neuralese.errors import CheckpointError, CodecError
+from neuralese.io import read_json, write_json
+from neuralese.tiny import BOS, EOS, PAD, THOUGHT, UNK
 
 DENSE_FILE = "dense_tokenizer.json"
 CODEC_DIR = "codec"
@@ -152,7 +152,7 @@ class DenseTokenizer(PreTrainedTokenizer):
 
     def save_pretrained(self, save_directory, **kwargs) -> tuple[str, ...]:
         """`dense_tokenizer.json` and the codec's folder in `codec/` (transformers' own files would name a
-        class AutoTokenizer does not know; rl.models.load_tokenizer reads these instead)."""
+        class AutoTokenizer does not know; neuralese.models.load_tokenizer reads these instead)."""
         folder = Path(save_directory)
         self.codec.save(folder / CODEC_DIR)
         write_json(folder / DENSE_FILE, {"format": FORMAT, "codec": CODEC_DIR, "specials": list(SPECIALS),

@@ -13,7 +13,7 @@ prod(L_i): there is no codebook, so nothing can collapse. A code's index is its 
 Departure from the paper's reference code: it shifts by tan(o / h); the shift exists so that
 bound(0) = 0 for even L, and only atanh, tanh's inverse, gives that exactly (the two differ by < 1e-3).
 
-The continuous alternative (`quantizer: none`, rl.codec.model) is tanh(z): bounded to the same
+The continuous alternative (`quantizer: none`, neuralese.codec.model) is tanh(z): bounded to the same
 (-1, 1), not rounded.
 
     >>> import torch

@@ -7,7 +7,7 @@ The logit lens reads one token out of a thought; a codec lens reads N (the codec
 Pairs come from the policy's own greedy answers to `n` prompts of an environment: at every written
 position t, the thought the adapter makes from the state before t,
 
-    f_t = P(x(src_{t-1}))        (in hybrid mode exactly the vector fed into t; rl.feedback)
+    f_t = P(x(src_{t-1}))        (in hybrid mode exactly the vector fed into t; neuralese.feedback)
 
 is paired with the codec's code of the text the policy writes from t on (its first N tokens, padded).
 A ridge regression maps f_t to that code's values; a prediction is snapped to the nearest FSQ code (a
@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from envs import load_split, make_env
-from rl.codec.model import Codec, load_codec
-from rl.errors import CheckpointError
-from rl.io import read_json, read_safetensors, write_json
-from rl.policy import NeuralesePolicy
-from rl.rollout import generate_rollout
+from neuralese.codec.model import Codec, load_codec
+from neuralese.envs import load_split, make_env
+from neuralese.errors import CheckpointError
+from neuralese.io import read_json, read_safetensors, write_json
+from neuralese.policy import NeuralesePolicy
+from neuralese.rollout import generate_rollout
 
 MAP_CONFIG = "map.json"
 MAP_WEIGHTS = "map.safetensors"

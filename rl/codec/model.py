@@ -7,7 +7,7 @@
 
 The encoder and decoder are residual MLPs over the concatenated chunk, as in CALM's autoencoder
 (Shao et al. 2025): a chunk is short, its positions are fixed, and an MLP reads all of it at once.
-The quantizer is FSQ (rl.codec.fsq) or, for `quantizer: none`, tanh: the same range, not rounded.
+The quantizer is FSQ (neuralese.codec.fsq) or, for `quantizer: none`, tanh: the same range, not rounded.
 A level-2 codec is trained through its frozen base: its decoder's output goes through level 1's
 quantizer (straight-through) and decoder, and the loss is on the text tokens, so what level 2 is
 asked to keep is exactly what level 1 needs to write the text back. A level-3 codec stands on a
@@ -29,12 +29,12 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from rl.codec.config import CodecConfig, check_codec
-from rl.codec.fsq import FSQ
-from rl.config import from_dict
-from rl.errors import CheckpointError, CodecError, ConfigError
-from rl.io import read_json, read_safetensors, write_json
-from rl.ranges import check_ranges
+from neuralese.codec.config import CodecConfig, check_codec
+from neuralese.codec.fsq import FSQ
+from neuralese.config import from_dict
+from neuralese.errors import CheckpointError, CodecError, ConfigError
+from neuralese.io import read_json, read_safetensors, write_json
+from neuralese.ranges import check_ranges
 
 CONFIG = "codec.json"
 WEIGHTS = "codec.safetensors"
@@ -199,7 +199,7 @@ class Codec(nn.Module):
         }
 
     def save(self, folder: str | Path, report: dict | None = None) -> Path:
-        """Write the codec folder (the caller makes it atomic: rl.io.atomic_dir)."""
+        """Write the codec folder (the caller makes it atomic: neuralese.io.atomic_dir)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "level": self.level, "config": dataclasses.asdict(self.cfg),
@@ -244,7 +244,7 @@ def _load(path: Path) -> Codec:
         raise CheckpointError(f"{path / CONFIG}: 'level' is {level!r}; expected 1 (with {TOKENIZER}/) or a higher "
                               f"level (with {BASE}/, the codec below it)")  # fmt: skip
     if level == 1:
-        from rl.models import load_tokenizer
+        from neuralese.models import load_tokenizer
 
         if not (path / TOKENIZER).is_dir():
             raise CheckpointError(f"{path}: codec folder has no {TOKENIZER}/ (its text tokenizer)")

@@ -2,7 +2,7 @@
 
 Launch: `neuralese codec train RECIPE.yaml [--set codec.chunk_tokens=8 ...] [--out DIR]`.
 
-Level 1 builds a word-level tokenizer from the text (rl.tiny, the tokenizer of tiny models), cuts
+Level 1 builds a word-level tokenizer from the text (neuralese.tiny, the tokenizer of tiny models), cuts
 each text into chunks of `chunk_tokens` tokens and trains the encoder and decoder together on the
 cross-entropy of every token of the chunk, decoded from its one code. Level 2 (`codec.base` set)
 cuts the text into chunks of n1 * n2 tokens and trains only its own encoder and decoder, through
@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from transformers import get_scheduler
 
-from rl.codec.data import chunk_texts, load_texts
-from rl.codec.model import CONFIG, Codec, load_codec
-from rl.config import RunConfig, validate
-from rl.io import atomic_dir, check_output_dir, check_replaceable
-from rl.tiny import build_tokenizer
+from neuralese.codec.data import chunk_texts, load_texts
+from neuralese.codec.model import CONFIG, Codec, load_codec
+from neuralese.config import RunConfig, validate
+from neuralese.io import atomic_dir, check_output_dir, check_replaceable
+from neuralese.tiny import build_tokenizer
 
 MEASURE_BATCH = 2048
 TRAIN_MEASURED = 4096  # training chunks measured (all of them would only repeat the same number, slower)

@@ -2,7 +2,7 @@
 
 A recipe is a YAML file that only sets fields of `RunConfig`. Every field has a
 docstring (the string below it); `neuralese config` prints them. Every numeric field declares
-its range in its type (`PositiveFloat`, `Annotated[float, Range(0, 1)]`: rl.ranges), and a
+its range in its type (`PositiveFloat`, `Annotated[float, Range(0, 1)]`: neuralese.ranges), and a
 new numeric field without one fails tests/test_ranges.py. Unknown keys, wrong types and
 numbers out of range are errors that name the file, the key and what was expected. `--set a.b=v`
 overrides use the same checks. The resolved config is written to the run folder, so a
@@ -12,7 +12,7 @@ run can be reproduced from its own `config.yaml`.
     load.py       YAML -> RunConfig (coercion, ranges, cross-field rules), overrides, saving, field docs
 """
 
-from rl.config.load import (
+from neuralese.config.load import (
     YAML_FALSE,
     YAML_TRUE,
     apply_override,
@@ -23,7 +23,7 @@ from rl.config.load import (
     to_dict,
     validate,
 )
-from rl.config.sections import (
+from neuralese.config.sections import (
     CurriculumConfig,
     EnvConfig,
     EvalConfig,
@@ -41,8 +41,8 @@ from rl.config.sections import (
     TranslateConfig,
     VLLMConfig,
 )
-from rl.config.translate import CrossConfig
-from rl.io import describe_yaml_error
+from neuralese.config.translate import CrossConfig
+from neuralese.io import describe_yaml_error
 
 __all__ = [
     "CrossConfig",

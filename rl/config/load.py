@@ -12,14 +12,14 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 
-from rl.codec.config import check_codec
-from rl.config.sections import (
+from neuralese.codec.config import check_codec
+from neuralese.config.sections import (
     RunConfig,
 )
-from rl.config.translate import check_cross
-from rl.errors import ConfigError
-from rl.io import describe_yaml_error, read_yaml
-from rl.ranges import (
+from neuralese.config.translate import check_cross
+from neuralese.errors import ConfigError
+from neuralese.io import describe_yaml_error, read_yaml
+from neuralese.ranges import (
     Range,
     check_ranges,
     range_of,
@@ -191,7 +191,7 @@ TRACKERS = (
 
 
 def validate(cfg: RunConfig, source: str = "<config>") -> None:
-    """Every declared range (rl.ranges), then the checks that span fields; `load_config` calls it,
+    """Every declared range (neuralese.ranges), then the checks that span fields; `load_config` calls it,
     and so do the trainer and stage 0 for a config built in Python."""
     check_ranges(cfg, source)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from rl.codec.config import CodecConfig
-from rl.config.translate import CrossConfig, TranslateConfig
-from rl.ranges import (
+from neuralese.codec.config import CodecConfig
+from neuralese.config.translate import CrossConfig, TranslateConfig
+from neuralese.ranges import (
     AnyInt,
     FiniteFloat,
     NonNegativeFloat,
@@ -83,12 +83,12 @@ class ModelConfig:
     """LoRA settings for RL."""
     codec: str | None = None
     """Stage 0 with `tiny`: a codec folder (FSQ, `neuralese codec train`) whose codes are the tiny model's
-    vocabulary: it reads and writes dense tokens, and its text is the codec's decoding of them (rl.codec.dense).
+    vocabulary: it reads and writes dense tokens, and its text is the codec's decoding of them (neuralese.codec.dense).
     The model folder keeps a copy of the codec, so RL, eval and export need nothing more."""
     codec_embedding: Literal["atomic", "composed"] = "atomic"
     """With `codec`: a code's embedding (tied with the head) in stage 0. `atomic`: a row of its own, as for any
     token. `composed`: that row (starting at 0) plus the sum over its slots of a learned per-slot map of a learned
-    embedding of the text token the codec decodes that slot to (rl.codec.dense), so codes that share a token share
+    embedding of the text token the codec decodes that slot to (neuralese.codec.dense), so codes that share a token share
     a part and learn together. The folder holds the rows either way: RL trains them as a plain table."""
 
 
@@ -126,7 +126,7 @@ class NeuraleseConfig:
     """The continuous-thought feedback: what is fed back, where, and how gradients flow."""
 
     mode: Literal["off", "latent", "hybrid", "channel", "refine"] = "latent"
-    """Where thoughts go (rl.modes). `off`: the plain LM (token RL). `latent`: `num_thoughts` thought
+    """Where thoughts go (neuralese.modes). `off`: the plain LM (token RL). `latent`: `num_thoughts` thought
     positions after the prompt, then the answer. `hybrid`: feedback at every generated position.
     `channel`: a persistent state of width `channel_width` beside every generated position, s_t =
     a * s_{t-1} + W_in f_t, fed back as W_out s_t: never softmaxed, never written as a token.
@@ -147,7 +147,7 @@ class NeuraleseConfig:
     """Refine mode: parallel passes T. With T equal to the positions filled, refine equals the sequential
     mode (latent, or hybrid at temperature 0); the TBPTT window counts passes."""
     space: Literal["hidden", "embedding", "mix", "pause"] = "hidden"
-    """What a thought is (rl.thoughts). `hidden`: the hidden state of `layer`, RMS-matched to the token
+    """What a thought is (neuralese.thoughts). `hidden`: the hidden state of `layer`, RMS-matched to the token
     embeddings. `embedding`: a mixture of token embeddings weighted by the next-token distribution,
     softmax(logits / thought_temperature) @ E, a vector the model already reads (with a model whose chain
     of thought is written in tokens, a latent thought then starts as a soft version of the token it would
@@ -316,7 +316,7 @@ class VLLMConfig:
 
 @dataclass
 class CurriculumConfig:
-    """An RL curriculum from written to latent steps (rl.curriculum): Coconut's schedule, with every
+    """An RL curriculum from written to latent steps (neuralese.curriculum): Coconut's schedule, with every
     stage RL on the task reward and no latent ever supervised. Stage s puts `thoughts_per_step * s`
     latent thoughts where the first s written steps of the environment's chain were; the model writes
     the rest. Latent mode (and refine over thoughts) only; 0 stages turns it off."""

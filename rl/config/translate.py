@@ -1,9 +1,9 @@
 """The sections of a recipe about translating thoughts between models: `translate` (fitting translators,
-`neuralese translate fit`) and `cross` (thinking across models: rl.translate.cross).
+`neuralese translate fit`) and `cross` (thinking across models: neuralese.translate.cross).
 
 Kept apart from rl/config/sections.py so these fields sit together; `RunConfig.translate` and
 `RunConfig.cross` hold them, so the recipe loader's checks (unknown keys, types, declared ranges:
-rl.ranges) cover them like any section, and `check_cross` adds the checks that span sections.
+neuralese.ranges) cover them like any section, and `check_cross` adds the checks that span sections.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rl.errors import ConfigError
-from rl.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from neuralese.errors import ConfigError
+from neuralese.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
 @dataclass
 class TranslateConfig:
     """`neuralese translate fit`: translators between the fed-back states (`neuralese.layer`) of two or
-    more models, fitted on paired states of the models reading the same texts (rl.translate)."""
+    more models, fitted on paired states of the models reading the same texts (neuralese.translate)."""
 
     models: list[str] = field(default_factory=list)
     """Model folders (two or more). Linear and MLP translators are fitted for every ordered pair; the
@@ -63,7 +63,7 @@ class TranslateConfig:
 
 @dataclass
 class CrossConfig:
-    """Thinking across models (rl.translate.cross): a thinker model A writes `neuralese.num_thoughts` latent
+    """Thinking across models (neuralese.translate.cross): a thinker model A writes `neuralese.num_thoughts` latent
     thoughts for the prompt, a translator carries each into the input space of this run's model B
     (`model.path`, the reader), and B answers from them, its K thought positions receiving A's translated
     thoughts. RL trains the translator (and B's gate, and with `reader: lora` B's LoRA weights) on B's reward,
@@ -86,7 +86,7 @@ class CrossConfig:
 
 
 def check_cross(cfg, source: str) -> None:
-    """The rules of a cross-model run that span sections (rl.config.validate calls it)."""
+    """The rules of a cross-model run that span sections (neuralese.config.validate calls it)."""
     cross, nz = cfg.cross, cfg.neuralese
     if cross.thinker is None:
         return

@@ -1,5 +1,5 @@
 """Thought modes: where feedback applies, how a rollout builds its inputs, how the recompute lays out
-its live blocks. One module per mode, each behind the interface of `rl.modes.base.ThoughtMode`:
+its live blocks. One module per mode, each behind the interface of `neuralese.modes.base.ThoughtMode`:
 
     off       no feedback: the plain language model (base.py)
     latent    K thought positions after the prompt, then the answer (latent.py)
@@ -14,13 +14,13 @@ imports the policy, which asks for its mode.
 
 from __future__ import annotations
 
-from rl.config import NeuraleseConfig
+from neuralese.config import NeuraleseConfig
 
 
 def get_mode(cfg: NeuraleseConfig):
     """The mode `cfg.mode` names, bound to `cfg` (which it reads live: the curriculum changes
     `num_thoughts` between stages)."""
-    from rl.modes import base, channel, hybrid, latent, refine  # at first call: see the docstring
+    from neuralese.modes import base, channel, hybrid, latent, refine  # at first call: see the docstring
 
     modes = {"off": base.ThoughtMode, "latent": latent.LatentMode, "hybrid": hybrid.HybridMode,
              "channel": channel.ChannelMode, "refine": refine.RefineMode}  # fmt: skip

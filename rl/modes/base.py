@@ -10,11 +10,11 @@ shared:
     input                    from the thought f(h) just drawn, and any state the mode keeps between
                              positions (by default the thought itself, and no state)
     how the recompute lays   `live_blocks(prompt_length, length, window)`: ranges of positions whose
-    out its live blocks      inputs are recomputed step by step under a TBPTT window (rl.recompute);
+    out its live blocks      inputs are recomputed step by step under a TBPTT window (neuralese.recompute);
                              `parallel_tail`: positions after the last block are recomputed in one
                              parallel pass over its cache (latent mode's answer)
 
-The sequential engine (rl.modes.sequential) turns these answers into `rollout` and `recompute`.
+The sequential engine (neuralese.modes.sequential) turns these answers into `rollout` and `recompute`.
 A mode whose positions are not filled one at a time (refine) overrides those two entry points
 instead, and keeps the same record and the same consistency and truncation guarantees.
 """
@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rl.config import NeuraleseConfig
-from rl.modes import sequential
+from neuralese.config import NeuraleseConfig
+from neuralese.modes import sequential
 
 
 class ThoughtMode:
@@ -68,12 +68,12 @@ class ThoughtMode:
     # ------------------------------------------------------------------ entry points
 
     def rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
-        """A `Rollout` (rl.rollout.generate_rollout documents the arguments)."""
+        """A `Rollout` (neuralese.rollout.generate_rollout documents the arguments)."""
         return sequential.rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature,
                                   generator, ignore_eos, thoughts)  # fmt: skip
 
     def recompute(self, policy, ro, window, probe, need_hidden):
-        """`Recomputed` log-probs of `ro` (rl.recompute.recompute_logprobs documents the arguments)."""
+        """`Recomputed` log-probs of `ro` (neuralese.recompute.recompute_logprobs documents the arguments)."""
         return sequential.recompute(self, policy, ro, window, probe, need_hidden)
 
     def final_tokens(self, ro) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 A state s of width r (default a quarter of the hidden size) rides along every generated position:
 
-    f_t     = P(x(src_{t-1})) (+ sigma * eps)      the thought, as in every mode (rl.feedback)
+    f_t     = P(x(src_{t-1})) (+ sigma * eps)      the thought, as in every mode (neuralese.feedback)
     s_t     = a * s_{t-1} + W_in f_t               a = sigmoid(rho) in (0, 1), learned per dimension
     e_t     = E[x_t] + tanh(lambda) * W_out s_t    the next input
 
@@ -14,7 +14,7 @@ Q^T, so at a -> 0 the channel is hybrid feedback projected onto an r-dimensional
 input dimension sees part of; the gate starts closed, so at switch-on the policy is the pretrained
 model exactly.
 
-What is random is the thought f_t (any space and sampler of rl.thoughts); the state is a function
+What is random is the thought f_t (any space and sampler of neuralese.thoughts); the state is a function
 of the thoughts, recorded (`extra['state']`, [B, L, r]) with them (`extra['thought']`), so the
 recompute is exact and a constant edge scores the drawn thought, not the state.
 
@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from rl.modes.base import ThoughtMode, blocks_of
+from neuralese.modes.base import ThoughtMode, blocks_of
 
 
 class Retention(nn.Module):

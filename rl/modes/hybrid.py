@@ -7,7 +7,7 @@ state, so no gradient path crosses more than k edges.
 
 from __future__ import annotations
 
-from rl.modes.base import ThoughtMode, blocks_of
+from neuralese.modes.base import ThoughtMode, blocks_of
 
 
 class HybridMode(ThoughtMode):

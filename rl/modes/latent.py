@@ -11,7 +11,7 @@ parallel pass over its cache, so they read the live thoughts' keys and values.
 
 from __future__ import annotations
 
-from rl.modes.base import ThoughtMode
+from neuralese.modes.base import ThoughtMode
 
 
 class LatentMode(ThoughtMode):

@@ -26,7 +26,7 @@ for T parallel passes instead of n sequential steps. Two spans (`refine_over`):
   another, a different policy from hybrid's even with the gate closed (each pass then is the plain
   model on its draft: Jacobi decoding of it).
 
-Every pass's thoughts may be sampled (any sampler of rl.thoughts); each is an action of the policy,
+Every pass's thoughts may be sampled (any sampler of neuralese.thoughts); each is an action of the policy,
 its density summed into the position's log-prob. The record keeps every pass's inputs
 (`extra['pass_feedback']` [B, L, T, D], `extra['pass_fed']` [B, L, T], `extra['pass_tokens']` [B, L, T]
 over the answer) and draws (`draw`, [B, L, T, ...]); `feedback` holds the last pass's.
@@ -43,13 +43,13 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from rl.feedback import Source
-from rl.models import CACHE
-from rl.modes import sequential
-from rl.modes.base import ThoughtMode
-from rl.recompute import Recomputed, live_cache, scatter_token_logprobs
-from rl.rollout import sample_tokens
-from rl.segments import SegmentCache
+from neuralese.feedback import Source
+from neuralese.models import CACHE
+from neuralese.modes import sequential
+from neuralese.modes.base import ThoughtMode
+from neuralese.recompute import Recomputed, live_cache, scatter_token_logprobs
+from neuralese.rollout import sample_tokens
+from neuralese.segments import SegmentCache
 
 
 class RefineMode(ThoughtMode):

@@ -7,7 +7,7 @@ Rollout, one step for every sequence of the batch at once:
                                            where the mode feeds the answer)
 
 where fed = the mode's `carry` of the thought f drawn from the previous position (f itself, or
-channel mode's state read out). The recompute follows rl.recompute's two passes, with the live
+channel mode's state read out). The recompute follows neuralese.recompute's two passes, with the live
 blocks the mode lays out.
 """
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from rl.feedback import Draw
-from rl.models import CACHE
-from rl.recompute import Recomputed, live_cache, scatter_token_logprobs
-from rl.rollout import Rollout, sample_tokens
+from neuralese.feedback import Draw
+from neuralese.models import CACHE
+from neuralese.recompute import Recomputed, live_cache, scatter_token_logprobs
+from neuralese.rollout import Rollout, sample_tokens
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Decoding:
     @classmethod
     def start(cls, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Decoding:
         """The prompt, read in one parallel pass."""
-        from rl.rollout import position_ids_from_mask
+        from neuralese.rollout import position_ids_from_mask
 
         mask = prompt_mask.long()
         positions = position_ids_from_mask(mask)
@@ -175,7 +175,7 @@ def record(policy, prompt_ids, prompt_mask, positions, steps, temperature) -> Ro
 
 
 def recompute(mode, policy, ro: Rollout, window, probe: torch.Tensor | None, need_hidden: bool) -> Recomputed:
-    """Pass 1 with recorded constants, then the mode's live blocks step by step (rl.recompute)."""
+    """Pass 1 with recorded constants, then the mode's live blocks step by step (neuralese.recompute)."""
     bsz, length = ro.input_ids.shape
     fb_on = policy.feedback_on
     adapter = policy.adapter

@@ -6,6 +6,6 @@
 - `pairs`, `train`: `neuralese reward-model train RECIPE.yaml` builds preference pairs from the
   policy's own samples (or a file) and trains with TRL's RewardTrainer, then the gears after it.
 
-Recipes name them in `rewards` like any reward function (rewards.combine builds them with the
+Recipes name them in `rewards` like any reward function (neuralese.rewards.combine builds them with the
 policy's device); the trainer's loop does not know they are models.
 """

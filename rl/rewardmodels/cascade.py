@@ -31,9 +31,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.combine import check_rewards, invoke, resolve_reward, reward_name, subset_columns
-from rl.errors import ConfigError, RewardError
-from rl.ranges import FiniteFloat, UnitFloat
+from neuralese.errors import ConfigError, RewardError
+from neuralese.ranges import FiniteFloat, UnitFloat
+from neuralese.rewards.combine import check_rewards, invoke, resolve_reward, reward_name, subset_columns
 
 
 @dataclass

@@ -24,13 +24,13 @@ from typing import Any, Literal
 
 import torch
 
-from rewards.match import completion_text
-from rl.config import ModelConfig
-from rl.errors import ConfigError, RewardError
-from rl.models import load_model
-from rl.policy import render_prompt
-from rl.ranges import FiniteFloat, PositiveInt
-from rl.rewardmodels.score import score_sequences
+from neuralese.config import ModelConfig
+from neuralese.errors import ConfigError, RewardError
+from neuralese.models import load_model
+from neuralese.policy import render_prompt
+from neuralese.ranges import FiniteFloat, PositiveInt
+from neuralese.rewardmodels.score import score_sequences
+from neuralese.rewards.match import completion_text
 
 
 @dataclass

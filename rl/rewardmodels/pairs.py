@@ -18,12 +18,12 @@ from pathlib import Path
 import datasets
 import torch
 
-from envs import Environment
-from rewards.combine import compute_rewards
-from rl.errors import ConfigError
-from rl.io import read_jsonl
-from rl.policy import NeuralesePolicy
-from rl.rollout import complete
+from neuralese.envs import Environment
+from neuralese.errors import ConfigError
+from neuralese.io import read_jsonl
+from neuralese.policy import NeuralesePolicy
+from neuralese.rewards.combine import compute_rewards
+from neuralese.rollout import complete
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 

@@ -29,11 +29,11 @@ from typing import Any, Literal
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedModel
 
-from rewards.match import completion_text
-from rl.errors import CheckpointError, ConfigError, RewardError
-from rl.io import read_json
-from rl.models import DTYPES, check_model_folder, load_tokenizer
-from rl.ranges import FiniteFloat, PositiveInt
+from neuralese.errors import CheckpointError, ConfigError, RewardError
+from neuralese.io import read_json
+from neuralese.models import DTYPES, check_model_folder, load_tokenizer
+from neuralese.ranges import FiniteFloat, PositiveInt
+from neuralese.rewards.match import completion_text
 
 META_FILE = "reward_model.json"  # what `neuralese reward-model train` measured, and the calibration
 

@@ -10,7 +10,7 @@ across far more data, one gear turning the next. Every gear is measured on the s
 pairs (test-split prompts, labelled by the environment's check, never trained on).
 
 Each gear is saved as a Hugging Face folder, `gear-K/`, then loaded back through the reward's
-own code (rl.rewardmodels.score) to be measured: pairwise accuracy on the held-out pairs, the
+own code (neuralese.rewardmodels.score) to be measured: pairwise accuracy on the held-out pairs, the
 AUC of its scores over held-out samples (right against wrong across prompts, which a pairwise
 model is not trained for), its agreement with the gear before, and the calibration (a, b) with
 sigmoid(a * logit + b) ~ p(right) that `calibrated: true` uses. `reward_model.json` in the folder
@@ -31,15 +31,15 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-from envs import env_texts, load_split, make_env
-from rl.config import GearConfig, RewardModelConfig, RunConfig, validate
-from rl.errors import ConfigError
-from rl.export import load_policy
-from rl.io import atomic_dir, check_output_dir, write_json
-from rl.models import check_model_folder, load_tokenizer
-from rl.rewardmodels import pairs as P
-from rl.rewardmodels.score import META_FILE, RewardModel, RewardModelArgs, sample_ids
-from rl.tiny import build_tiny_model, build_tokenizer
+from neuralese.config import GearConfig, RewardModelConfig, RunConfig, validate
+from neuralese.envs import env_texts, load_split, make_env
+from neuralese.errors import ConfigError
+from neuralese.export import load_policy
+from neuralese.io import atomic_dir, check_output_dir, write_json
+from neuralese.models import check_model_folder, load_tokenizer
+from neuralese.rewardmodels import pairs as P
+from neuralese.rewardmodels.score import META_FILE, RewardModel, RewardModelArgs, sample_ids
+from neuralese.tiny import build_tiny_model, build_tokenizer
 
 
 def device() -> str:

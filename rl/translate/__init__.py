@@ -10,9 +10,9 @@
   fit texts and reports their fidelity on held-out texts.
 """
 
-from rl.translate.common import CommonSpace, fit_common, load_common
-from rl.translate.maps import Translator, fit_linear, fit_mlp, load_translator, ridge
-from rl.translate.states import Reader, paired_states, shared_ends
+from neuralese.translate.common import CommonSpace, fit_common, load_common
+from neuralese.translate.maps import Translator, fit_linear, fit_mlp, load_translator, ridge
+from neuralese.translate.states import Reader, paired_states, shared_ends
 
 __all__ = [
     "CommonSpace",

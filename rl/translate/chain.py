@@ -1,4 +1,4 @@
-"""The thinker's chain in cross-model thinking (rl.translate.cross): A's K latent thoughts, sampled and
+"""The thinker's chain in cross-model thinking (neuralese.translate.cross): A's K latent thoughts, sampled and
 recomputed under a TBPTT window.
 
 A reads its prompt (Pa positions), then K-1 thought positions: thought f_1 comes from the last prompt
@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from rl.models import CACHE
-from rl.modes.sequential import Decoding
-from rl.recompute import live_cache
+from neuralese.models import CACHE
+from neuralese.modes.sequential import Decoding
+from neuralese.recompute import live_cache
 
 THINKER = "thinker."  # the prefix of A's columns in `Rollout.extra` ([B, La, ...] and [B, K, D_A])
 

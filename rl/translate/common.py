@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rl.errors import AlignmentError, CheckpointError
-from rl.io import read_json, read_safetensors
-from rl.translate.maps import check_width, load_weights, ridge, save_folder
+from neuralese.errors import AlignmentError, CheckpointError
+from neuralese.io import read_json, read_safetensors
+from neuralese.translate.maps import check_width, load_weights, ridge, save_folder
 
 META_FILE, WEIGHTS_FILE = "common_space.json", "common_space.safetensors"
 

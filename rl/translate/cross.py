@@ -3,7 +3,7 @@
     A (thinker)    reads the prompt in its own tokenizer, then thinks K latent thoughts (latent mode):
                    f_1 from its last prompt position, f_k from its thought position k-1, whose input is
                    f_{k-1} (`cross.thinker_input: latent_only`) or A's thought token combined with it
-                   (rl.translate.chain)
+                   (neuralese.translate.chain)
     translation    y_k = T(f_k) (+ sigma * eps_k with `neuralese.noise_std`)
     B (reader)     reads the prompt in its own tokenizer, then K thought positions whose inputs are B's
                    thought token combined with y_k (B's gate, or y_k alone with `input: latent_only`),
@@ -31,19 +31,19 @@ from pathlib import Path
 
 import torch
 
-from rl import thoughts as T
-from rl.build import language_model
-from rl.config import ModelConfig, NeuraleseConfig, RunConfig
-from rl.errors import AlignmentError
-from rl.feedback import Draw
-from rl.models import check_model_folder
-from rl.modes import sequential
-from rl.modes.latent import LatentMode
-from rl.policy import NeuralesePolicy
-from rl.recompute import Recomputed, scatter_token_logprobs
-from rl.rollout import Rollout
-from rl.translate.chain import THINKER, think, thinker_thoughts
-from rl.translate.maps import Translator, load_translator
+from neuralese import thoughts as T
+from neuralese.build import language_model
+from neuralese.config import ModelConfig, NeuraleseConfig, RunConfig
+from neuralese.errors import AlignmentError
+from neuralese.feedback import Draw
+from neuralese.models import check_model_folder
+from neuralese.modes import sequential
+from neuralese.modes.latent import LatentMode
+from neuralese.policy import NeuralesePolicy
+from neuralese.recompute import Recomputed, scatter_token_logprobs
+from neuralese.rollout import Rollout
+from neuralese.translate.chain import THINKER, think, thinker_thoughts
+from neuralese.translate.maps import Translator, load_translator
 
 
 class CrossModelPolicy(NeuralesePolicy):
@@ -116,7 +116,7 @@ class CrossMode(LatentMode):
 
         probe [B, L, D_B]: zeros added to the translated thought fed into each position t+1 (at index t,
         as a fed-back source is indexed); thinker_probe [B, La, D_A]: zeros added to A's states that
-        thoughts are computed from (rl.translate.chain)."""
+        thoughts are computed from (neuralese.translate.chain)."""
         K, P = self.thought_positions, ro.prompt_length
         thought = slice(P, P + K)
         f = thinker_thoughts(policy.thinker, ro, K, window, thinker_probe)  # [B, K, D_A]
@@ -157,7 +157,7 @@ def noise_density(policy: CrossModelPolicy, ro: Rollout) -> torch.Tensor:
     """[B, L] float64: log-density of the translation's recorded noise at B's thought positions, else 0.
 
     The noise is replayed on a live path (T is always recomputed), so its density is a constant there
-    (rl.recompute: reparameterised draws); it is part of the policy's log-prob all the same."""
+    (neuralese.recompute: reparameterised draws); it is part of the policy's log-prob all the same."""
     out = torch.zeros(ro.input_ids.shape, dtype=torch.float64, device=ro.input_ids.device)
     if ro.draw.noise is None or policy.adapter.sampler != "gaussian":
         return out

@@ -3,7 +3,7 @@
 Launch: `neuralese translate fit RECIPE.yaml [--set translate.key=value ...] [--out DIR]`.
 
 Every model in `translate.models` reads the same texts (the environment's splits, or a text file);
-their fed-back states (`neuralese.layer`, rl.translate.states) are paired at the positions where
+their fed-back states (`neuralese.layer`, neuralese.translate.states) are paired at the positions where
 every tokenizer ends a token at the same character. On the fit texts' pairs this fits each kind in
 `translate.kinds`; on the held-out texts' pairs it measures every ordered pair A -> B:
 
@@ -21,7 +21,7 @@ or after the prompt's last character, which predict the answer), where the next 
 by the problem rather than a random digit of the next operand.
 
 The folder (`translate.output_dir`, written atomically) holds `linear/A-to-B/`, `mlp/A-to-B/`
-(rl.translate.maps), `common/` (rl.translate.common) and `report.json`.
+(neuralese.translate.maps), `common/` (neuralese.translate.common) and `report.json`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rl.config import ModelConfig, RunConfig, validate
-from rl.errors import ConfigError
-from rl.io import atomic_dir, check_output_dir, check_replaceable, read_text, write_json
-from rl.models import load_model
-from rl.translate.common import fit_common
-from rl.translate.maps import fit_linear, fit_mlp
-from rl.translate.states import Paired, Reader, paired_states
+from neuralese.config import ModelConfig, RunConfig, validate
+from neuralese.errors import ConfigError
+from neuralese.io import atomic_dir, check_output_dir, check_replaceable, read_text, write_json
+from neuralese.models import load_model
+from neuralese.translate.common import fit_common
+from neuralese.translate.maps import fit_linear, fit_mlp
+from neuralese.translate.states import Paired, Reader, paired_states
 
 
 def row_text(row: dict) -> tuple[str, int]:
@@ -70,7 +70,7 @@ def read_texts(cfg: RunConfig) -> tuple[list[str], list[str], list[int] | None]:
                 f"({tr.fit_texts}); give more lines or a smaller fit_texts"
             )
         return fit, held, None
-    from envs import load_split, make_env
+    from neuralese.envs import load_split, make_env
 
     env = make_env(cfg.env.name, cfg.env.args)
     train = load_split(env, "train", tr.fit_texts, cfg.seed, cfg.env.name)
@@ -128,7 +128,7 @@ def fit_kind(kind: str, fit: Paired, names: list[str], cfg: RunConfig) -> tuple[
 
 
 def load_readers(cfg: RunConfig) -> list[Reader]:
-    """Every model of `translate.models`, loaded through rl.models, ready to read states."""
+    """Every model of `translate.models`, loaded through neuralese.models, ready to read states."""
     device = "cuda" if torch.cuda.is_available() else "cpu"  # reading states; the fits run on the CPU
     readers = []
     for i, (name, path) in enumerate(zip(model_names(cfg.translate.models), cfg.translate.models)):

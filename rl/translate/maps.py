@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.errors import AlignmentError, CheckpointError
-from rl.io import atomic_dir, read_json, read_safetensors, write_json
+from neuralese.errors import AlignmentError, CheckpointError
+from neuralese.io import atomic_dir, read_json, read_safetensors, write_json
 
 META_FILE, WEIGHTS_FILE = "translator.json", "translator.safetensors"
 KINDS = ("linear", "mlp")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from rl.config import NeuraleseConfig
-from rl.errors import AlignmentError, ConfigError
-from rl.feedback import FeedbackAdapter, Source
-from rl.inspector import final_norm
+from neuralese.config import NeuraleseConfig
+from neuralese.errors import AlignmentError, ConfigError
+from neuralese.feedback import FeedbackAdapter, Source
+from neuralese.inspector import final_norm
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Environment plug-ins used by the reward-model tests (loaded by path, as a user's would be)."""
 
-from envs.arithmetic import make_addition
+from neuralese.envs.arithmetic import make_addition
 
 
 def first_digit_match(prompts, completions, answer, **kwargs):

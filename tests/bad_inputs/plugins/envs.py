@@ -2,7 +2,7 @@
 
 import datasets
 
-from rewards.match import exact_match
+from neuralese.rewards.match import exact_match
 
 
 class _Env:
