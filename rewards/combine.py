@@ -8,10 +8,10 @@ silent reward of 0. Async functions (`async def`) are awaited.
 
 The weighted sum treats `None` as "not counted", as TRL does (a NaN-aware sum).
 
-Besides functions, three built-in rewards are objects built from their typed `args` with the
-policy's device: `reward_model` (a sequence classifier), `judge` (a causal LM asked a question)
-and `cascade` (stages that answer where they can), all in neuralese.rewardmodels. They keep the same
-contract, so the trainer calls them like any function. Any reward may also have a `metrics()`
+Besides functions, rewards may be objects built from their typed `args` with the policy's device,
+registered by name (`register_reward_object`): neuralese.rewardmodels registers `reward_model` (a
+sequence classifier), `judge` (a causal LM asked a question) and `cascade` (stages that answer where
+they can) when it is imported. They keep the same contract, so the trainer calls them like any function. Any reward may also have a `metrics()`
 method; `compute_rewards` logs what it returns beside every function's call time.
 """
 
@@ -29,14 +29,15 @@ from typing import Any
 
 import torch
 
+from neuralese.config import from_dict
 from neuralese.errors import ConfigError, RewardError
 from neuralese.plugins import lookup
+from neuralese.ranges import check_ranges
+from neuralese.rewards import countdown, match, numeric, shaping
 
 
 def builtin_rewards() -> dict[str, Callable]:
     """Built-in reward functions by name."""
-    from neuralese.rewards import countdown, match, numeric, shaping
-
     return {
         "exact_match": match.exact_match,
         "numeric_match": numeric.numeric_match,
@@ -47,13 +48,15 @@ def builtin_rewards() -> dict[str, Callable]:
     }
 
 
-# Rewards built from typed args (a model to load, stages to resolve): name -> 'module:class'. Each
-# class has an `Args` dataclass and is built as `cls(args, device=..., key=...)`.
-REWARD_OBJECTS = {
-    "reward_model": "neuralese.rewardmodels.score:RewardModel",
-    "judge": "neuralese.rewardmodels.judge:Judge",
-    "cascade": "neuralese.rewardmodels.cascade:Cascade",
-}
+# Rewards built from typed args (a model to load, stages to resolve): name -> class. Each class has an
+# `Args` dataclass and is built as `cls(args, device=..., key=...)`.
+REWARD_OBJECTS: dict[str, type] = {}
+
+
+def register_reward_object(name: str, cls: type) -> type:
+    """Make `name` in a recipe's `rewards` build `cls` from its typed args; a feature calls this when imported."""
+    REWARD_OBJECTS[name] = cls
+    return cls
 
 CONTRACT_PARAMS = ("prompts", "completions")
 
@@ -101,9 +104,6 @@ def resolve_reward(
 
 def typed_args(cls: type, args: dict[str, Any], key: str):
     """`args` as dataclass `cls`, with the recipe's checks: unknown keys, types, declared ranges."""
-    from neuralese.config import from_dict
-    from neuralese.ranges import check_ranges
-
     parsed = from_dict(cls, args, source="recipe", prefix=f"{key}.")
     check_ranges(parsed, "recipe", prefix=f"{key}.")
     return parsed

@@ -1,4 +1,10 @@
-"""Building the trainable pieces of a run from its config: policy (with LoRA), reference, value head, rewards."""
+"""Building the trainable pieces of a run from its config: policy (with LoRA), reference, value head, rewards.
+
+A policy other than the plain one (cross-model thinking: one model reading another's thoughts) is a
+registered `PolicyKind`: the run's config names the kind it needs (`RunConfig.policy_kind`), and
+the feature that provides it registers a builder here (neuralese.features loads them all).
+`check_run` holds a config to everything its thought mode and policy kind can do.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import copy
 import dataclasses
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from neuralese.config import NeuraleseConfig, RunConfig
+from neuralese.config import NeuraleseConfig, RunConfig, validate
 from neuralese.envs import Environment
+from neuralese.errors import ConfigError
 from neuralese.models import ensure_thought_token, load_model
 from neuralese.modes import get_mode
 from neuralese.policy import NeuralesePolicy
@@ -36,13 +44,55 @@ class ValueHead(nn.Module):
         return torch.cat([v.new_zeros(v.shape[0], 1), v[:, :-1]], dim=1)
 
 
-def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
-    """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter; with
-    `cross.thinker` set, that model reading another model's translated thoughts (neuralese.translate.cross)."""
-    if cfg.cross.thinker is not None:
-        from neuralese.translate.cross import build_cross_policy  # it builds on this module
+@dataclass(frozen=True)
+class PolicyKind:
+    """A policy other than the plain one, built for a run whose config names it (`RunConfig.policy_kind`)."""
 
-        return build_cross_policy(cfg, device)
+    name: str
+    build: Callable[[RunConfig, torch.device | str], NeuralesePolicy]
+    """The policy of a run, on a device."""
+    check: Callable[[RunConfig, str], None] | None = None
+    """A ConfigError naming the key (and the source) unless the run's config fits this kind."""
+    export_refusal: str | None = None
+    """Why `neuralese export` cannot write such a policy as one model folder (None: it can)."""
+
+
+POLICY_KINDS: dict[str, PolicyKind] = {}
+
+
+def register_policy_kind(kind: PolicyKind) -> PolicyKind:
+    """Make `kind` buildable from any config that names it; a feature calls this when it is imported."""
+    POLICY_KINDS[kind.name] = kind
+    return kind
+
+
+def policy_kind(cfg: RunConfig) -> PolicyKind | None:
+    """The registered kind `cfg` needs, None for the plain policy, or a ConfigError naming the kind."""
+    name = cfg.policy_kind
+    if name is None:
+        return None
+    if name not in POLICY_KINDS:
+        raise ConfigError(f"the run needs the policy kind {name!r}, which no loaded feature provides "
+                          "(import neuralese.features, which loads them all)")  # fmt: skip
+    return POLICY_KINDS[name]
+
+
+def check_run(cfg: RunConfig, source: str = "<config>") -> None:
+    """Every rule a run's config must meet: its sections' (neuralese.config.validate), its thought
+    mode's (`ThoughtMode.check`) and its policy kind's."""
+    validate(cfg, source)
+    get_mode(cfg.neuralese).check(cfg, source)
+    kind = policy_kind(cfg)
+    if kind is not None and kind.check is not None:
+        kind.check(cfg, source)
+
+
+def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
+    """The model at `model.path`, LoRA-wrapped when `model.lora.r > 0`, with a fresh feedback adapter; or
+    the policy of the kind the config names (`PolicyKind`)."""
+    kind = policy_kind(cfg)
+    if kind is not None:
+        return kind.build(cfg, device)
     model, tokenizer = language_model(cfg, device)
     # A copy: the curriculum changes the policy's number of thoughts, never the run's config.
     return NeuralesePolicy(model, tokenizer, dataclasses.replace(cfg.neuralese)).to(device)
@@ -98,7 +148,7 @@ def param_groups(cfg: RunConfig, policy: NeuralesePolicy, value_head: ValueHead 
     rl = cfg.rl
     lm = [p for p in policy.model.parameters() if p.requires_grad]
     groups = [{"params": lm, "lr": rl.learning_rate, "name": "model"}]
-    if policy.config.mode != "off":
+    if policy.mode.feeds_back:
         feedback_lr = rl.feedback_learning_rate or rl.learning_rate
         groups.append({"params": list(policy.adapter.parameters()), "lr": feedback_lr, "name": "feedback"})
     if value_head is not None:

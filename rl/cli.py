@@ -65,8 +65,10 @@ def cmd_pretrain(args) -> None:
 
 def cmd_train(args) -> None:
     cfg = _load(args)  # before the heavy imports, so a recipe mistake is reported in a moment
+    from neuralese.build import check_run
     from neuralese.trainer import Trainer
 
+    check_run(cfg, args.recipe)  # what the recipe's thought mode and policy kind can do
     if args.out:
         cfg.output_dir = args.out
     result = Trainer(cfg, resume=args.resume).train()
@@ -125,7 +127,8 @@ def cmd_eval(args) -> None:
     from neuralese.config import EvalConfig
     from neuralese.envs import make_env
     from neuralese.evaluate import evaluate
-    from neuralese.export import load_policy
+    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
+    from neuralese.load import load_policy
 
     env_args = env_args_of(args.env_args)
     if args.samples == 0 and args.temperature != EvalConfig().temperature:
@@ -156,7 +159,9 @@ def cmd_eval(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from neuralese.export import export, locate
+    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
+    from neuralese.export import export
+    from neuralese.load import locate
 
     src = locate(args.source)
     out = export(args.source, args.out, overwrite=args.overwrite)
@@ -167,7 +172,8 @@ def cmd_export(args) -> None:
 def cmd_inspect(args) -> None:
     import torch
 
-    from neuralese.export import load_policy
+    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
+    from neuralese.load import load_policy
     from neuralese.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
     from neuralese.io import check_output_file
 

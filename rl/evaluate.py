@@ -22,7 +22,7 @@ from neuralese.envs import Environment, load_split
 from neuralese.errors import ConfigError
 from neuralese.policy import NeuralesePolicy
 from neuralese.rewards.combine import compute_rewards
-from neuralese.rollout import complete, extend_columns, generate_rollout
+from neuralese.rollout import extend_columns
 
 
 def correct(
@@ -84,7 +84,7 @@ def evaluate(
             prompts, batch_size, bar, lambda c: shuffled_answers(policy, c, max_new_tokens), 2
         )
     else:
-        texts, extras = answer_all(prompts, batch_size, bar, lambda c: complete(policy, c, max_new_tokens, 0.0,
+        texts, extras = answer_all(prompts, batch_size, bar, lambda c: policy.complete(c, max_new_tokens, 0.0,
                                                                                 batch_size, generator))  # fmt: skip
     greedy = correct(env, rows, texts, extras=extras)
     positions = extras["generated_positions"]
@@ -106,7 +106,7 @@ def sampled_metrics(policy, env, rows, samples, temperature, max_new_tokens, bat
     """pass@1 and pass@k from `samples` answers a prompt at `temperature`."""
     prompts = list(rows["prompt"])
     repeated = [p for p in prompts for _ in range(samples)]
-    sampled, extras = answer_all(repeated, batch_size, bar, lambda c: complete(policy, c, max_new_tokens,
+    sampled, extras = answer_all(repeated, batch_size, bar, lambda c: policy.complete(c, max_new_tokens,
                                                                                temperature, batch_size, generator))  # fmt: skip
     hits = correct(env, rows, sampled, repeat=samples, extras=extras).view(len(prompts), samples)  # [N, k]
     return {
@@ -148,11 +148,11 @@ def shuffled_answers(
     if not policy.feedback_on or len(prompts) < 2:
         raise ValueError("the shuffled control needs a policy with thoughts and at least 2 prompts per batch")
     ids, mask = policy.encode(prompts)
-    own = generate_rollout(policy, ids, mask, max_new_tokens, 0.0)
+    own = policy.rollout(ids, mask, max_new_tokens, 0.0)
     steps = own.thoughts[:, own.prompt_length :]  # [B, G, D]: the thought drawn at each generated step
     # Given thoughts cover every position an answer can reach: one that outlives all the batch's own
     # answers reads no thought there (zeros, as past the end of the answer it reads), never its own.
     budget = policy.mode.thought_positions + max_new_tokens
     steps = torch.nn.functional.pad(steps, (0, 0, 0, budget - steps.shape[1]))  # [B, budget, D]
-    ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0, thoughts=steps.roll(-1, dims=0))
+    ro = policy.rollout(ids, mask, max_new_tokens, 0.0, thoughts=steps.roll(-1, dims=0))
     return policy.decode(ro), ro.reward_columns()

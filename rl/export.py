@@ -1,150 +1,24 @@
-"""Stage 2: load a policy from any folder the project writes, and export it for inference.
+"""Stage 2: export a policy for inference.
 
 Launch: `neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]`.
 
-`load_policy` accepts four kinds of folder, told apart by the files they hold:
-
-    exported folder   config.json + neuralese.json + feedback.safetensors (what `export` writes)
-    model folder      config.json only: a plain Hugging Face model, loaded with feedback off
-    run folder        config.yaml + checkpoints/: its newest complete checkpoint
-    run checkpoint    RUN/checkpoints/step-N/ with manifest.json
-
-A run checkpoint holds only what training changes (every weight, or only the LoRA
-weights), so the policy is rebuilt the way the trainer built it: the run's `config.yaml`
-names the base model (`model.path`) and the LoRA settings; the checkpoint's weights go on
-top, after the manifest's checksums have been checked.
-
-`export` writes a Hugging Face folder with LoRA merged (`AutoModelForCausalLM` loads the
-language model alone, with no neuralese import), the tokenizer, the feedback adapter's
-weights and `neuralese.json`: the feedback config, what training used (TBPTT window,
-algorithm, environment) and where the weights came from (run, step). The folder is built
-under a temporary name and renamed when complete, so no half-written export is ever left.
+`export` takes any folder `neuralese.load_policy` loads (exported, model, run or checkpoint folder)
+and writes a Hugging Face folder with LoRA merged (`AutoModelForCausalLM` loads the language model
+alone, with no neuralese import), the tokenizer, the feedback adapter's weights and
+`neuralese.json`: the feedback config, what training used (TBPTT window, algorithm, environment)
+and where the weights came from (run, step). The folder is built under a temporary name and
+renamed when complete, so no half-written export is ever left.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import torch
-from safetensors import safe_open
-
-from neuralese.build import build_policy
-from neuralese.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
-from neuralese.config import ModelConfig, RunConfig, load_config
+from neuralese.build import policy_kind
 from neuralese.errors import CheckpointError
 from neuralese.io import atomic_dir, check_not_cwd, check_output_dir, read_json
-from neuralese.models import check_model_folder
-from neuralese.policy import CONFIG_FILE, NeuralesePolicy
-
-KINDS = (
-    "an exported folder or Hugging Face model folder (config.json), a run folder (config.yaml + "
-    "checkpoints/) or a run checkpoint (RUN/checkpoints/step-N with manifest.json)"
-)
-
-
-@dataclass
-class Source:
-    """Where a policy comes from: a model folder, or a checkpoint of a run and that run's config."""
-
-    path: Path
-    """The folder as the user named it."""
-    kind: Literal["model", "checkpoint"]
-    """`model`: a Hugging Face folder (exported or plain); `checkpoint`: a run checkpoint."""
-    checkpoint: Path | None = None
-    """The `step-N` folder (for a run folder, its newest complete checkpoint)."""
-    run: Path | None = None
-    """The run folder the checkpoint belongs to."""
-    step: int | None = None
-    """The checkpoint's RL step."""
-    config: RunConfig | None = None
-    """The run's resolved config (its `config.yaml`)."""
-
-
-def locate(path: str | Path) -> Source:
-    """What kind of folder `path` is, or a CheckpointError naming what it lacks."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such folder; expected {KINDS}")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: is a file; expected {KINDS}")
-    if (path / "config.json").is_file():
-        return Source(path, "model")
-    if STEP_DIR.match(path.name) or (path / MANIFEST).is_file():
-        return _checkpoint_source(path, path)
-    if (path / "config.yaml").is_file() or (path / "checkpoints").is_dir():
-        found = list_checkpoints(path)
-        if not found:
-            raise CheckpointError(
-                f"{path}: run folder has no complete checkpoint (no checkpoints/step-N/ with {MANIFEST}); "
-                "a run writes one every log.save_every steps and at its end"
-            )
-        return _checkpoint_source(found[-1], path)
-    raise CheckpointError(f"{path}: has neither config.json, config.yaml nor {MANIFEST}; expected {KINDS}")
-
-
-def _checkpoint_source(ckpt: Path, given: Path) -> Source:
-    """A run checkpoint, with the run's config read back from RUN/config.yaml."""
-    match = STEP_DIR.match(ckpt.name)
-    if match is None or ckpt.parent.name != "checkpoints":
-        raise CheckpointError(f"{ckpt}: a run checkpoint must be a folder RUN/checkpoints/step-N")
-    if not (ckpt / MANIFEST).is_file():
-        raise CheckpointError(
-            f"{ckpt}: has no {MANIFEST}, so it is incomplete (the run stopped while writing it); "
-            "use an earlier checkpoint or the run folder"
-        )
-    run = ckpt.parent.parent
-    cfg_file = run / "config.yaml"
-    if not cfg_file.is_file():
-        raise CheckpointError(
-            f"{ckpt}: the run's {cfg_file} is missing; it names the base model (model.path) and "
-            "the LoRA settings this checkpoint's weights apply to"
-        )
-    return Source(given, "checkpoint", ckpt, run, int(match.group(1)), load_config(cfg_file))
-
-
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> NeuralesePolicy:
-    """The policy in an exported, model, run or checkpoint folder, in eval mode."""
-    return load_source(locate(path), device)
-
-
-def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePolicy:
-    """Load a located source: from_pretrained for a model folder, a rebuild for a checkpoint."""
-    if src.kind == "model":
-        return NeuralesePolicy.from_pretrained(src.path, ModelConfig(), device=device).eval()
-    cfg, ckpt = src.config, src.checkpoint
-    verify(ckpt)
-    check_model_folder(cfg.model.path, what=f"{src.run / 'config.yaml'}: model.path (the run's base model)")
-    policy = build_policy(cfg, device)
-    try:
-        load_weights(ckpt, policy)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(
-            f"{ckpt}: its weights do not fit the model built from {src.run / 'config.yaml'} "
-            f"(model.path={cfg.model.path}, model.lora.r={cfg.model.lora.r}): {e}"
-        ) from None
-    _check_lora_keys(ckpt, policy)
-    state = read_json(ckpt / "trainer_state.json", "trainer state")
-    if cfg.curriculum.stages > 0 and "curriculum" in state:  # the thoughts of the stage it was saved at
-        policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * int(state["curriculum"]["stage"])
-    return policy.eval()
-
-
-def _check_lora_keys(ckpt: Path, policy: NeuralesePolicy) -> None:
-    """peft loads a LoRA state dict leniently; a checkpoint whose keys it would skip is the wrong one."""
-    if not hasattr(policy.model, "peft_config"):
-        return
-    with safe_open(str(ckpt / "model.safetensors"), framework="pt") as f:
-        found = set(f.keys())
-    expected = set(trainable_state(policy.model))
-    if found != expected:
-        extra, missing = sorted(found - expected)[:3], sorted(expected - found)[:3]
-        raise CheckpointError(
-            f"{ckpt}/model.safetensors does not hold the LoRA weights of the model built from "
-            f"{ckpt.parent.parent / 'config.yaml'} (model.path, model.lora); "
-            f"unexpected keys: {extra}, missing keys: {missing}"
-        )
+from neuralese.load import Source, load_source, locate
+from neuralese.policy import CONFIG_FILE
 
 
 def export_meta(src: Source) -> dict:
@@ -204,9 +78,9 @@ def check_out(out: Path, src: Source, overwrite: bool) -> None:
 def export(src: str | Path, out: str | Path, overwrite: bool = False, device: str = "cpu") -> Path:
     """Write the policy at `src` (any kind `load_policy` takes) to `out` as an exported folder."""
     source, out = locate(src), Path(out)
-    if source.config is not None and source.config.cross.thinker is not None:
-        raise CheckpointError(f"{src}: a cross-model run (cross.thinker) has two models and a translator, which "
-                              "an exported folder cannot hold yet; `neuralese eval` and `inspect` read the run folder")  # fmt: skip
+    kind = policy_kind(source.config) if source.config is not None else None
+    if kind is not None and kind.export_refusal:
+        raise CheckpointError(f"{src}: {kind.export_refusal}")
     check_out(out, source, overwrite)
     policy = load_source(source, device)
     with atomic_dir(out) as tmp:

@@ -31,7 +31,6 @@ from neuralese import thoughts as T
 from neuralese.config import NeuraleseConfig
 from neuralese.errors import ConfigError
 from neuralese.models import embed_scale
-from neuralese.modes import get_mode
 
 RMS_EPS = 1e-6
 
@@ -101,7 +100,16 @@ class FeedbackAdapter(nn.Module):
     0 and its early gradients are small.
     """
 
-    def __init__(self, cfg: NeuraleseConfig, hidden_size: int, num_hidden_states: int, embed_rms: float):
+    def __init__(
+        self,
+        cfg: NeuraleseConfig,
+        hidden_size: int,
+        num_hidden_states: int,
+        embed_rms: float,
+        mode_weights: nn.Module | None = None,
+    ):
+        """`mode_weights`: the thought mode's own trainable weights (channel mode's state maps), held and
+        saved here under the mode's name."""
         super().__init__()
         self.cfg = cfg
         self.hidden_size = hidden_size
@@ -129,20 +137,20 @@ class FeedbackAdapter(nn.Module):
         if cfg.space == "pause":  # set to the thought token's embedding by the policy
             self.pause_vector = nn.Parameter(torch.zeros(hidden_size))
         self.gate_logit = nn.Parameter(torch.zeros(hidden_size))  # lambda
-        own = get_mode(cfg).weights(hidden_size)  # the mode's own weights, if it has any
-        if own is not None:
-            self.add_module(cfg.mode, own)
+        if mode_weights is not None:
+            self.add_module(cfg.mode, mode_weights)
         self.register_buffer("target_rms", torch.tensor(float(embed_rms)))
 
     @classmethod
-    def for_model(cls, cfg: NeuraleseConfig, model: nn.Module) -> FeedbackAdapter:
+    def for_model(cls, cfg: NeuraleseConfig, model: nn.Module, mode=None) -> FeedbackAdapter:
         """An adapter sized for `model`, RMS target taken from its token embeddings (the table, times the
-        embedding layer's scale where it has one)."""
+        embedding layer's scale where it has one), with the weights `mode` (a thought mode) asks for."""
         emb = model.get_input_embeddings().weight
         with torch.no_grad(), _whole(emb):
             embed_rms = emb.float().pow(2).mean().sqrt().item() * embed_scale(model)
         text_cfg = model.config.get_text_config()
-        return cls(cfg, text_cfg.hidden_size, text_cfg.num_hidden_layers + 1, embed_rms)
+        own = None if mode is None else mode.weights(text_cfg.hidden_size)
+        return cls(cfg, text_cfg.hidden_size, text_cfg.num_hidden_layers + 1, embed_rms, own)
 
     # ------------------------------------------------------------------ what a thought reads
 

@@ -45,7 +45,6 @@ import torch.nn.functional as F
 
 from neuralese.errors import CheckpointError
 from neuralese.policy import NeuralesePolicy
-from neuralese.rollout import generate_rollout
 
 
 @dataclass
@@ -158,7 +157,7 @@ def inspect_thoughts(
     policy.eval()
     ids, mask = policy.encode([prompt])
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
+    ro = policy.rollout(ids, mask, max_new_tokens, temperature, generator)
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
     inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
     embeds = policy.embed(inputs)  # [1, L, D]

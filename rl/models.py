@@ -8,6 +8,7 @@ tiny models built in tests and for a user's checkpoint. Nothing is downloaded
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -61,13 +62,22 @@ def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = 
     return path
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The folder's tokenizer, left-padded, with a pad token (eos if the folder has none). A dense-token
-    model's folder (neuralese.codec.dense) holds its codec instead of transformers' tokenizer files."""
-    from neuralese.codec.dense import DenseTokenizer, is_dense_folder
+# Tokenizers other than transformers' own, each (claims(folder), load(folder)): a feature registers one
+# when it is imported (a dense-token model's folder holds its codec: neuralese.codec.dense).
+TOKENIZER_LOADERS: list[tuple[Callable[[Path], bool], Callable[[Path], PreTrainedTokenizerBase]]] = []
 
-    if is_dense_folder(path):
-        return DenseTokenizer.from_folder(path)
+
+def register_tokenizer(claims: Callable[[Path], bool], load: Callable[[Path], PreTrainedTokenizerBase]) -> None:
+    """Load the folders `claims` accepts with `load` instead of transformers' tokenizer classes."""
+    TOKENIZER_LOADERS.append((claims, load))
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer, left-padded, with a pad token (eos if the folder has none); a registered
+    loader's (`register_tokenizer`) for a folder it claims."""
+    for claims, load in TOKENIZER_LOADERS:
+        if claims(Path(path)):
+            return load(Path(path))
     try:
         if _generic_tokenizer(path):  # its tokenizer.json as written, whatever the model type
             tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)

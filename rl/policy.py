@@ -9,7 +9,13 @@ A saved policy is a Hugging Face model folder (LoRA merged, safetensors) with tw
 files: `neuralese.json` (the feedback config) and `feedback.safetensors` (adapter
 weights). `AutoModelForCausalLM.from_pretrained(folder)` loads the language model alone;
 `NeuralesePolicy.from_pretrained(folder)` loads it with its thoughts. A folder without
-`neuralese.json` loads as a plain model (mode `off`).
+`neuralese.json` loads as a plain model (mode `off`). Run folders and their checkpoints are rebuilt
+from the run's config by `neuralese.load_policy`, one layer up.
+
+The policy owns the four ways of running it: `rollout` (sample thoughts and answers into a
+`Rollout` record), `recompute` (the record's log-probs with gradient through a truncated latent
+chain), `complete` and `generate` (text in, text out). Each asks the thought mode in force
+(neuralese.modes), which the policy holds.
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ from neuralese.errors import CheckpointError, ConfigError
 from neuralese.feedback import FeedbackAdapter, Source
 from neuralese.io import read_json, read_safetensors
 from neuralese.models import CACHE, embed_scale, ensure_thought_token, load_model
-from neuralese.modes import get_mode
+from neuralese.modes import ThoughtMode, get_mode
 from neuralese.ranges import check_ranges
+from neuralese.recompute import Recomputed, Window
+from neuralese.rollout import Rollout, Sampling, extend_columns
 
 CONFIG_FILE = "neuralese.json"
 ADAPTER_FILE = "feedback.safetensors"
@@ -63,13 +71,13 @@ class NeuralesePolicy(nn.Module):
         self.tokenizer = tokenizer
         self.thought_token_id = -1
         self._mode = get_mode(self.config)
-        self._off = get_mode(NeuraleseConfig(mode="off"))
+        self._off = ThoughtMode(NeuraleseConfig(mode="off"))
         if self._mode.uses_thought_token:
             self.thought_token_id = ensure_thought_token(
                 model, tokenizer, self.config.thought_token, add_thought_token
             )
         self.model = model
-        self.adapter = adapter or FeedbackAdapter.for_model(self.config, model)
+        self.adapter = adapter or FeedbackAdapter.for_model(self.config, model, self._mode)
         if adapter is None and self.config.space == "pause":
             # A pause thought starts as the thought token's embedding (the mean embedding without one).
             table = self.embedding_table.detach().float()
@@ -82,10 +90,10 @@ class NeuralesePolicy(nn.Module):
 
     @property
     def feedback_on(self) -> bool:
-        return self.config.mode != "off" and self._feedback_enabled
+        return self._mode.feeds_back and self._feedback_enabled
 
     @property
-    def mode(self):
+    def mode(self) -> ThoughtMode:
         """The thought mode in force (neuralese.modes): the config's, or `off` while feedback is disabled."""
         return self._mode if self.feedback_on else self._off
 
@@ -196,6 +204,65 @@ class NeuralesePolicy(nn.Module):
         """The answer text of each sequence of a rollout (no thoughts, no special tokens)."""
         return self.tokenizer.batch_decode(rollout.completion_ids(), skip_special_tokens=True)
 
+    # ------------------------------------------------------------------ running the policy
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        *,
+        ignore_eos: bool = False,
+        thoughts: torch.Tensor | None = None,
+    ) -> Rollout:
+        """Sample thoughts and answers for a batch of left-padded prompts, the way the mode in force does.
+
+        prompt_ids, prompt_mask: [B, P]. Greedy when `temperature` is 0. Latent mode runs
+        `num_thoughts` thought positions before the at most `max_new_tokens` answer tokens.
+        `ignore_eos` keeps sampling after eos (benchmarks that need a fixed length).
+        `thoughts` [B, S, D]: use these as the thoughts of the first S generated positions instead of
+        the policy's own (the `shuffled` control gives each prompt another prompt's `Rollout.thoughts`);
+        they are drawn by nobody, so they add no log-prob.
+        """
+        sampling = Sampling(max_new_tokens, temperature, generator, ignore_eos, thoughts)
+        return self.mode.rollout(self, prompt_ids, prompt_mask, sampling)
+
+    def recompute(
+        self, ro: Rollout, window: Window, probe: torch.Tensor | None = None, need_hidden: bool = False
+    ) -> Recomputed:
+        """Recompute `ro`'s log-probs with gradient, truncating the latent chain to `window` edges
+        (neuralese.recompute says how).
+
+        probe: optional [B, L, D] tensor added to the fed-back source state of every position
+        (zeros that require grad); its gradient is the gradient reaching each feedback edge.
+        (Refine mode also takes [B, passes, L, D]: one probe per pass.)
+        need_hidden: also return pass 1's last hidden states (for a value head).
+        """
+        return self.mode.recompute(self, ro, window, probe, need_hidden)
+
+    @torch.no_grad()
+    def complete(
+        self,
+        prompts: list,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        batch_size: int = 64,
+        generator: torch.Generator | None = None,
+    ) -> tuple[list[str], dict[str, list]]:
+        """Answer texts for `prompts`, in batches, and what rewards receive beside the dataset's columns
+        (`Rollout.reward_columns`: completion ids, thoughts, generated positions), one entry per prompt."""
+        texts: list[str] = []
+        columns: dict[str, list] = {}
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = self.encode(prompts[start : start + batch_size])
+            ro = self.rollout(ids, mask, max_new_tokens, temperature, generator)
+            texts.extend(self.decode(ro))
+            extend_columns(columns, ro.reward_columns())
+        return texts, columns
+
     @torch.no_grad()
     def generate(
         self,
@@ -206,10 +273,8 @@ class NeuralesePolicy(nn.Module):
         seed: int = 0,
     ) -> list[str]:
         """Answers for `prompts` (text or conversations), batched; greedy by default."""
-        from neuralese.rollout import complete
-
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        return complete(self, prompts, max_new_tokens, temperature, batch_size, generator)[0]
+        return self.complete(prompts, max_new_tokens, temperature, batch_size, generator)[0]
 
     # ------------------------------------------------------------------ save / load
 
@@ -238,13 +303,14 @@ class NeuralesePolicy(nn.Module):
         device: str | torch.device = "cpu",
         config: NeuraleseConfig | None = None,
     ) -> NeuralesePolicy:
-        """Load a saved policy; a plain model folder loads with feedback `off` unless `config` is given.
-        A run folder or a run checkpoint (no config.json) is rebuilt as `neuralese eval` loads it."""
+        """Load a saved policy from a model folder (what `neuralese export` writes, or a plain Hugging Face
+        folder, which loads with feedback `off` unless `config` is given). A run folder or a run checkpoint
+        holds no model folder: `neuralese.load_policy` rebuilds it from the run's config."""
         path = Path(path)
-        if model_config is None and config is None and not (path / "config.json").is_file():
-            from neuralese.export import load_policy  # the run's config.yaml names the base model and LoRA
-
-            return load_policy(path, device)
+        if not (path / "config.json").is_file() and ((path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+                                                     or (path / "manifest.json").is_file()):  # fmt: skip
+            raise CheckpointError(f"{path}: is a run folder or a run checkpoint, not a model folder (no config.json); "
+                                  "load it with neuralese.load_policy(path), which rebuilds it from the run's config")  # fmt: skip
         model_config = model_config or ModelConfig()
         model, tokenizer = load_model(path, model_config, device)
         adapter_state = None

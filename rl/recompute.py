@@ -1,4 +1,5 @@
-"""Log-probabilities of a rollout, recomputed with gradient through a truncated latent chain.
+"""Recomputing a rollout's log-probabilities with gradient through a truncated latent chain: the
+`Recomputed` record and the helpers the modes recompute with (`NeuralesePolicy.recompute` runs it).
 
 A feedback edge is the step f_t -> e_{t+1}. Forward values never depend on the TBPTT
 window k; only which edges carry gradient does:
@@ -42,7 +43,6 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from neuralese.policy import NeuralesePolicy
 from neuralese.rollout import Rollout
 from neuralese.segments import SegmentCache, causal_mask_4d, segment_attention_on, supports_segments
 
@@ -64,20 +64,10 @@ class Recomputed:
         return self.token_logprobs.double() + self.thought_logprobs
 
 
-def recompute_logprobs(
-    policy: NeuralesePolicy,
-    ro: Rollout,
-    window: Window,
-    probe: torch.Tensor | None = None,
-    need_hidden: bool = False,
-) -> Recomputed:
-    """Recompute `ro`'s log-probs with gradient, truncating the latent chain to `window` edges.
-
-    probe: optional [B, L, D] tensor added to the fed-back source state of every position
-    (zeros that require grad); its gradient is the gradient reaching each feedback edge.
-    (Refine mode also takes [B, passes, L, D]: one probe per pass.)
-    """
-    return policy.mode.recompute(policy, ro, window, probe, need_hidden)
+def live_edges(window: Window, edges: int) -> int:
+    """How many of `edges` consecutive feedback edges a TBPTT window keeps live: all of them for
+    `full`, else at most `window`."""
+    return edges if window == "full" else min(int(window), edges)
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float):
@@ -105,7 +95,7 @@ def scatter_token_logprobs(ro: Rollout, segments) -> tuple[torch.Tensor, torch.T
 
 
 @contextlib.contextmanager
-def live_cache(policy: NeuralesePolicy, cache, start: int, mask: torch.Tensor):
+def live_cache(policy, cache, start: int, mask: torch.Tensor):
     """A cache holding pass 1's first `start` positions for a live block, and the attention mask
     for `count` new positions from `first` on: `mask_for(first, count)`. `mask` [B, L] is the padding mask.
 

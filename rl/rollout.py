@@ -1,7 +1,9 @@
-"""The `Rollout` record of sampled thoughts and answers, and the entry point that samples one.
+"""The `Rollout` record of sampled thoughts and answers, the `Sampling` settings that make one, and the
+helpers every mode samples with.
 
-How a rollout proceeds is the thought mode's (neuralese.modes): the sequential modes fill one position
-at a time over a KV cache (neuralese.modes.sequential), refine mode fills its span in parallel passes.
+`NeuralesePolicy.rollout` samples a record; how a rollout proceeds is the thought mode's
+(neuralese.modes): the sequential modes fill one position at a time over a KV cache
+(neuralese.modes.sequential), refine mode fills its span in parallel passes.
 The record keeps everything the loss needs to recompute exactly what was sampled, whatever the
 mode: token ids, masks, the sampling log-probs, the fed-back vectors and the draws behind them.
 All tensors span the whole sequence (prompt then generated positions) so that position t of
@@ -18,7 +20,6 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from neuralese.feedback import Draw
-from neuralese.policy import NeuralesePolicy
 
 
 @dataclass
@@ -94,6 +95,23 @@ class Rollout:
         return self.map(lambda t: t.to(device))
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a rollout samples, carried as one record from `NeuralesePolicy.rollout` to the mode's engine."""
+
+    max_new_tokens: int  # answer tokens at most (after a mode's thought positions)
+    temperature: float = 1.0  # 0: greedy tokens, and each thought its most likely value
+    generator: torch.Generator | None = None
+    ignore_eos: bool = False  # keep sampling after eos (benchmarks that need a fixed length)
+    # [B, S, D]: the thoughts of the first S generated positions instead of the policy's own (the
+    # `shuffled` control); drawn by nobody, they add no log-prob
+    thoughts: torch.Tensor | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
 def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """[B, T] attention mask -> [B, T] positions counting only real tokens (pads get 0)."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -108,51 +126,6 @@ def sample_tokens(logits: torch.Tensor, temperature: float, generator: torch.Gen
         logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [B, V]
         tokens = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
-
-
-@torch.no_grad()
-def generate_rollout(
-    policy: NeuralesePolicy,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    ignore_eos: bool = False,
-    thoughts: torch.Tensor | None = None,
-) -> Rollout:
-    """Sample thoughts and answers for a batch of left-padded prompts, the way the policy's mode does.
-
-    prompt_ids, prompt_mask: [B, P]. Greedy when `temperature` is 0. Latent mode runs
-    `num_thoughts` thought positions before the at most `max_new_tokens` answer tokens.
-    `ignore_eos` keeps sampling after eos (benchmarks that need a fixed length).
-    `thoughts` [B, S, D]: use these as the thoughts of the first S generated positions instead of
-    the policy's own (the `shuffled` control gives each prompt another prompt's `Rollout.thoughts`);
-    they are drawn by nobody, so they add no log-prob.
-    """
-    return policy.mode.rollout(policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator,
-                               ignore_eos, thoughts)  # fmt: skip
-
-
-@torch.no_grad()
-def complete(
-    policy: NeuralesePolicy,
-    prompts: list,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    batch_size: int = 64,
-    generator: torch.Generator | None = None,
-) -> tuple[list[str], dict[str, list]]:
-    """Answer texts for `prompts`, in batches, and what rewards receive beside the dataset's columns
-    (`Rollout.reward_columns`: completion ids, thoughts, generated positions), one entry per prompt."""
-    texts: list[str] = []
-    columns: dict[str, list] = {}
-    for start in range(0, len(prompts), batch_size):
-        ids, mask = policy.encode(prompts[start : start + batch_size])
-        ro = generate_rollout(policy, ids, mask, max_new_tokens, temperature, generator)
-        texts.extend(policy.decode(ro))
-        extend_columns(columns, ro.reward_columns())
-    return texts, columns
 
 
 def extend_columns(columns: dict[str, list], more: dict[str, list]) -> None:

@@ -30,7 +30,7 @@ def rollout_metrics(
         # null, not NaN, where it applied to no sample: NaN is not JSON, and NaN != NaN in any comparison
         m[f"reward/{name}/mean"] = applied.mean().item() if len(applied) else None
         m[f"reward/{name}/std"] = applied.std().item() if len(applied) > 1 else 0.0
-    if policy.config.mode != "off":
+    if policy.mode.feeds_back:
         if policy.config.input == "gated_sum":  # a latent_only input has no gate
             m["feedback/gate_mean_abs"] = policy.adapter.gate().abs().mean().item()
         fb = ro.feedback[ro.feedback_mask]

@@ -39,9 +39,10 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
 from neuralese import algorithms as algo
-from neuralese.build import ValueHead, build_policy, build_reference, build_rewards, param_groups
+from neuralese import features  # noqa: F401  (every registered feature: a run may need any of them)
+from neuralese.build import ValueHead, build_policy, build_reference, build_rewards, check_run, param_groups
 from neuralese.checkpoint import check_run_folder, list_checkpoints
-from neuralese.config import RunConfig, save_config, validate
+from neuralese.config import RunConfig, save_config
 from neuralese.curriculum import Curriculum
 from neuralese.distributed import (
     all_mean,
@@ -62,10 +63,9 @@ from neuralese.errors import ConfigError, TrainingError
 from neuralese.evaluate import evaluate
 from neuralese.io import check_output_dir
 from neuralese.models import check_model_folder
-from neuralese.recompute import recompute_logprobs
 from neuralese.resume import guarded, resume_run, save_run
 from neuralese.rewards.combine import compute_rewards
-from neuralese.rollout import Rollout, generate_rollout
+from neuralese.rollout import Rollout
 from neuralese.runlog import RunLog
 from neuralese.step_metrics import completion_rows, rollout_metrics
 from neuralese.vllm_engine import with_policy_logprobs
@@ -79,7 +79,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False):
         # A config built in Python gets the recipe's checks; the run folder and the model folder
         # are checked too, all before anything is loaded.
-        validate(cfg)
+        check_run(cfg)
         self.cfg = cfg
         self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")
         check_model_folder(cfg.model.path, tiny=cfg.model.tiny is not None)
@@ -247,9 +247,11 @@ class Trainer:
         prompts = [p for p in rows["prompt"] for _ in range(G)]
         self.policy.eval()
         ids, mask = self.policy.encode(prompts)
-        engine = generate_rollout if self.vllm is None else self.vllm.generate
         budget = self.curriculum.budget(self.cfg.rl.max_new_tokens)
-        ro = engine(self.policy, ids, mask, budget, self.cfg.rl.temperature, self.generator)
+        if self.vllm is None:
+            ro = self.policy.rollout(ids, mask, budget, self.cfg.rl.temperature, self.generator)
+        else:
+            ro = self.vllm.generate(self.policy, ids, mask, budget, self.cfg.rl.temperature, self.generator)
         if self.vllm is not None:  # the policy's own log-probs: the first update's ratio is then exactly 1
             ro, self.vllm_gap = with_policy_logprobs(self.policy, ro, self.cfg.rl.micro_batch_per_device)
         self.policy.train()
@@ -335,8 +337,8 @@ class Trainer:
         rl = self.cfg.rl
         advantages, returns, old_values = targets
         probe = self.make_probe(mb)
-        rc = recompute_logprobs(
-            self.policy, mb, self.cfg.neuralese.tbptt_window, probe, need_hidden=old_values is not None
+        rc = self.policy.recompute(
+            mb, self.cfg.neuralese.tbptt_window, probe, need_hidden=old_values is not None
         )
         # With sampled thoughts the KL concerns tokens only: giving the reference our own thought
         # log-prob (with its gradient) cancels it from log pi - log ref exactly.
@@ -428,7 +430,7 @@ class Trainer:
 
     def make_probe(self, mb: Rollout) -> torch.Tensor | None:
         """Zeros added to the fed-back hidden states; their gradient is the gradient on the latent path."""
-        if self.cfg.neuralese.mode == "off" or self.cfg.neuralese.tbptt_window == 0:
+        if not self.policy.mode.feeds_back or self.cfg.neuralese.tbptt_window == 0:
             return None
         return torch.zeros(
             *mb.input_ids.shape, self.policy.hidden_size, device=mb.input_ids.device, requires_grad=True
@@ -440,10 +442,10 @@ class Trainer:
         out = []
         for idx in self.micro_batches(ro.input_ids.shape[0]):
             if self.reference is not None:
-                out.append(recompute_logprobs(self.reference, ro.select(idx), 0).token_logprobs)
+                out.append(self.reference.recompute(ro.select(idx), 0).token_logprobs)
             else:
                 with self.policy.feedback_disabled():
-                    out.append(recompute_logprobs(self.policy, ro.select(idx), 0).token_logprobs)
+                    out.append(self.policy.recompute(ro.select(idx), 0).token_logprobs)
         return torch.cat(out)
 
     @torch.no_grad()
@@ -452,7 +454,7 @@ class Trainer:
         mask = ro.loss_mask
         values = []
         for idx in self.micro_batches(ro.input_ids.shape[0]):
-            rc = recompute_logprobs(self.policy, ro.select(idx), 0, need_hidden=True)
+            rc = self.policy.recompute(ro.select(idx), 0, need_hidden=True)
             values.append(self.value_head(rc.hidden))
         values = torch.cat(values) * mask  # [N, L]
         last = mask.long().cumsum(-1).argmax(-1)  # [N] the last loss position

@@ -39,8 +39,7 @@ import torch
 from neuralese.config import VLLMConfig
 from neuralese.errors import ConfigError
 from neuralese.policy import ADAPTER_FILE, NeuralesePolicy
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import Rollout, generate_rollout, position_ids_from_mask
+from neuralese.rollout import Rollout, position_ids_from_mask
 
 DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -92,11 +91,12 @@ class VLLMEngine:
         generator: torch.Generator | None = None,
         ignore_eos: bool = False,
     ) -> Rollout:
-        """Like `neuralese.rollout.generate_rollout`, with vLLM sampling the answers. Greedy when `temperature` is 0."""
+        """Like `NeuralesePolicy.rollout`, with vLLM sampling the answers. Greedy when `temperature` is 0."""
         from vllm import SamplingParams
 
-        if policy.feedback_on and policy.config.mode == "hybrid":
-            raise ValueError("vLLM cannot decode in hybrid mode (feedback at every written token)")
+        if policy.feedback_on and not policy.mode.prefix_thoughts:
+            raise ValueError(f"vLLM cannot decode in {policy.mode.describe_config()}: it decodes written tokens "
+                             "after latent thoughts only")  # fmt: skip
         head = _prefix(policy, prompt_ids, prompt_mask, generator)
         P = prompt_ids.shape[1]
         device = generator.device if generator is not None else "cpu"
@@ -162,7 +162,7 @@ def with_policy_logprobs(policy: NeuralesePolicy, ro: Rollout, micro_batch: int)
     n = ro.input_ids.shape[0]
     ours = torch.cat(
         [
-            recompute_logprobs(policy, ro.select(slice(s, s + micro_batch)), 0).logprobs
+            policy.recompute(ro.select(slice(s, s + micro_batch)), 0).logprobs
             for s in range(0, n, micro_batch)
         ]
     )  # [N, L]
@@ -184,7 +184,7 @@ def _prefix(
     policy: NeuralesePolicy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, generator
 ) -> Rollout:
     """The prompt and (latent mode) the K thought positions, computed exactly as the HF engine does."""
-    if not (policy.feedback_on and policy.config.mode == "latent"):
+    if not (policy.feedback_on and policy.mode.prefix_thoughts):
         bsz, plen = prompt_ids.shape
         none = torch.zeros_like(prompt_ids, dtype=torch.bool)
         return Rollout(
@@ -195,7 +195,7 @@ def _prefix(
             prompt_length=plen, temperature=1.0,
         )  # fmt: skip
     # One answer step past the thoughts is sampled and dropped: the thoughts are the rollout's own.
-    ro = generate_rollout(policy, prompt_ids, prompt_mask, 1, 1.0, generator, ignore_eos=True)
+    ro = policy.rollout(prompt_ids, prompt_mask, 1, 1.0, generator, ignore_eos=True)
     return _slice(ro, prompt_ids.shape[1] + policy.config.num_thoughts)
 
 
@@ -205,7 +205,7 @@ def _slice(ro: Rollout, length: int) -> Rollout:
 
 
 def _append_answers(policy: NeuralesePolicy, head: Rollout, answers: list, temperature: float) -> Rollout:
-    """`head` followed by vLLM's answers, padded after eos the way `generate_rollout` pads."""
+    """`head` followed by vLLM's answers, padded after eos the way `NeuralesePolicy.rollout` pads."""
     bsz, device = head.input_ids.shape[0], head.input_ids.device
     width = max(1, max(len(ids) for ids, _ in answers))
     ids = torch.full((bsz, width), policy.pad_token_id, dtype=torch.long, device=device)

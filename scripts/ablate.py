@@ -372,7 +372,7 @@ def diagnose(run: Path, cfg: RunConfig, arm: Arm) -> dict:
     and what it costs."""
     import torch
 
-    from neuralese.export import load_policy
+    from neuralese.load import load_policy
 
     policy = load_policy(run)
     if cfg.neuralese.mode == "off":
@@ -401,7 +401,6 @@ def thought_stats(policy, cfg: RunConfig) -> dict:
 
     from neuralese.envs import load_split, make_env
     from neuralese.inspector import inspect_thoughts
-    from neuralese.rollout import generate_rollout
 
     env = make_env(cfg.env.name, cfg.env.args)
     prompts = list(load_split(env, cfg.env.test_split, DIAG_PROMPTS, cfg.seed, cfg.env.name)["prompt"])
@@ -416,7 +415,7 @@ def thought_stats(policy, cfg: RunConfig) -> dict:
                     columns.setdefault(name, []).append(value)
     ids, mask = policy.encode(prompts)
     with torch.no_grad():
-        ro = generate_rollout(policy, ids, mask, cfg.eval.max_new_tokens, 0.0)
+        ro = policy.rollout(ids, mask, cfg.eval.max_new_tokens, 0.0)
     chains = [F.normalize(ro.feedback[b][ro.feedback_mask[b]], dim=-1) for b in range(len(prompts))]
     depth = min(len(c) for c in chains)
     across = None
@@ -442,7 +441,6 @@ def saved_mib(policy, cfg: RunConfig) -> float:
     from bench_rollout import recompute_memory  # scripts/ is on sys.path: this file's own folder
 
     from neuralese.envs import load_split, make_env
-    from neuralese.rollout import generate_rollout
 
     rl = cfg.rl
     n = min(rl.micro_batch_per_device, rl.prompts_per_step * rl.samples_per_prompt)
@@ -451,7 +449,7 @@ def saved_mib(policy, cfg: RunConfig) -> float:
     prompts = [p for p in rows["prompt"] for _ in range(rl.samples_per_prompt)][:n]
     ids, mask = policy.encode(prompts)
     generator = torch.Generator(device=policy.device).manual_seed(cfg.seed)
-    ro = generate_rollout(policy, ids, mask, rl.max_new_tokens, rl.temperature, generator, ignore_eos=True)
+    ro = policy.rollout(ids, mask, rl.max_new_tokens, rl.temperature, generator, ignore_eos=True)
     return recompute_memory(policy.train(), ro, cfg.neuralese.tbptt_window) / 2**20
 
 

@@ -21,9 +21,8 @@ import torch
 
 from neuralese.config import load_config
 from neuralese.envs import load_split, make_env
-from neuralese.export import load_policy
+from neuralese.load import load_policy
 from neuralese.rewards.combine import resolve_reward
-from neuralese.rollout import complete
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     rows = load_split(env, "train", n * args.batches, cfg.seed, cfg.env.name)
     policy = load_policy(args.policy or args.run, device=device)
     prompts = [p for p in rows["prompt"] for _ in range(G)]
-    texts, _ = complete(policy, prompts, cfg.rl.max_new_tokens, cfg.rl.temperature, n * G,
+    texts, _ = policy.complete(prompts, cfg.rl.max_new_tokens, cfg.rl.temperature, n * G,
                         torch.Generator(device=device).manual_seed(cfg.seed))  # fmt: skip
     times = {"cascade": [], "costly_on_everything": []}
     shares, rows_scored = (

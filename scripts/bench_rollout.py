@@ -46,8 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
 from neuralese.envs import env_texts, make_env  # noqa: E402
 from neuralese.policy import NeuralesePolicy  # noqa: E402
-from neuralese.recompute import recompute_logprobs  # noqa: E402
-from neuralese.rollout import generate_rollout  # noqa: E402
 from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 
 
@@ -102,7 +100,7 @@ def throughput(path: str, args) -> dict:
         answer_tokens = positions - policy.mode.thought_positions
 
         def run():
-            ro = generate_rollout(policy, ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
+            ro = policy.rollout(ids, mask, answer_tokens, 1.0, g, ignore_eos=True)
             assert ro.input_ids.shape[1] - ro.prompt_length == positions
 
         return run
@@ -175,10 +173,10 @@ def recompute_memory(policy, ro, window) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        recompute_logprobs(policy, ro, window).logprobs.sum().backward()
+        policy.recompute(ro, window).logprobs.sum().backward()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
-    nbytes, rc = saved_bytes(lambda: recompute_logprobs(policy, ro, window))
+    nbytes, rc = saved_bytes(lambda: policy.recompute(ro, window))
     rc.logprobs.sum().backward()
     return nbytes
 
@@ -188,7 +186,7 @@ def chain_length_memory(path: str, args, num_thoughts: int, window) -> int:
     cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
     policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
     ids, mask = policy.encode(prompts(args.batch))
-    ro = generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0),
+    ro = policy.rollout(ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0),
                           ignore_eos=True)  # fmt: skip
     return recompute_memory(policy, ro, window)
 

@@ -81,7 +81,7 @@ def text_accuracy(policy, thinker: NeuralesePolicy, rows, max_new_tokens: int, b
             tokens = policy.tokenizer(answer, add_special_tokens=False)["input_ids"][:K]
             if tokens:
                 sent[i, : len(tokens)] = policy.embed(torch.tensor(tokens))
-        ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0, thoughts=sent)
+        ro = policy.rollout(ids, mask, max_new_tokens, 0.0, thoughts=sent)
         texts += policy.decode(ro)
     return round(correct(make_env(ENV.name, ENV.args), rows, texts).float().mean().item(), 4)
 

@@ -8,7 +8,7 @@ Setup: a tiny Llama (random init, fp32, CPU) in latent mode, `linear` projection
 identity init, and the gate opened to tanh(lambda) = 0.5 in every dimension (lambda =
 atanh(0.5)), standing in for a trained state: at init the gate is 0 and no gradient crosses
 a feedback edge at all. For each chain length K one rollout of 8 addition prompts (sampled,
-seeded), then for each window a recompute with gradient (`neuralese.recompute.recompute_logprobs`)
+seeded), then for each window a recompute with gradient (`NeuralesePolicy.recompute`)
 and a backward of the loss -sum(answer log-probs) / batch. A zero `probe` added to every fed-back
 hidden state collects the gradient reaching each feedback edge's source (as in training's
 `feedback/latent_grad_norm`). Printed, per sequence and averaged over the batch:
@@ -39,8 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
 from neuralese.envs import env_texts, make_env  # noqa: E402
 from neuralese.policy import NeuralesePolicy  # noqa: E402
-from neuralese.recompute import recompute_logprobs  # noqa: E402
-from neuralese.rollout import Rollout, generate_rollout  # noqa: E402
+from neuralese.rollout import Rollout  # noqa: E402
 from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 
 PROMPTS = 8
@@ -72,7 +71,7 @@ def rollout(policy: NeuralesePolicy) -> Rollout:
     prompts = make_env("addition", {"digits": 3}).dataset("test", PROMPTS, seed=0)["prompt"]
     ids, mask = policy.encode(list(prompts))
     generator = torch.Generator().manual_seed(0)
-    return generate_rollout(policy, ids, mask, ANSWER_TOKENS, 1.0, generator, ignore_eos=True)
+    return policy.rollout(ids, mask, ANSWER_TOKENS, 1.0, generator, ignore_eos=True)
 
 
 def edge_norms(policy: NeuralesePolicy, ro: Rollout, window) -> dict[str, float | None]:
@@ -80,7 +79,7 @@ def edge_norms(policy: NeuralesePolicy, ro: Rollout, window) -> dict[str, float 
     K, plen = policy.config.num_thoughts, ro.prompt_length
     probe = torch.zeros(*ro.input_ids.shape, policy.hidden_size, requires_grad=True)  # [B, L, D]
     policy.zero_grad(set_to_none=True)
-    rc = recompute_logprobs(policy, ro, window, probe=probe)
+    rc = policy.recompute(ro, window, probe=probe)
     loss = -(rc.token_logprobs * ro.action_mask).sum() / ro.input_ids.shape[0]
     loss.backward()
     grad = probe.grad if probe.grad is not None else torch.zeros_like(probe)  # None: no edge is live

@@ -22,8 +22,7 @@ from test_policy import (
     with_token_logprobs,
 )
 
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import Rollout, generate_rollout
+from neuralese.rollout import Rollout
 
 
 def channel_policy(tiny_dir, gate=1.0, retention=0.7, **kw):
@@ -41,13 +40,13 @@ def channel_policy(tiny_dir, gate=1.0, retention=0.7, **kw):
 def test_gate_closed_equals_plain_model(tiny_dir):
     policy = channel_policy(tiny_dir, gate=0.0)
     ro = rollout(policy)
-    rc = recompute_logprobs(policy, ro, window=0)
+    rc = policy.recompute(ro, window=0)
     assert torch.equal(rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro))
     assert ro.feedback[ro.feedback_mask].abs().sum() > 0  # the channel was not empty: only the gate hid it
     ids, mask = policy.encode(PROMPTS)  # greedy: HF's own generate
     theirs = policy.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
                                    pad_token_id=policy.pad_token_id)  # fmt: skip
-    ours = generate_rollout(policy, ids, mask, 6, temperature=0.0)
+    ours = policy.rollout(ids, mask, 6, temperature=0.0)
     assert policy.decode(ours) == policy.tokenizer.batch_decode(theirs[:, ids.shape[1] :], skip_special_tokens=True)
 
 
@@ -83,7 +82,7 @@ CASES = list(itertools.product(list(THOUGHTS), [0, 1, 2, "full"]))
 def test_recompute_equals_sampling_logprobs(tiny_dir, thought, window):
     policy = channel_policy(tiny_dir, **THOUGHTS[thought])
     ro = rollout(policy)
-    rc = recompute_logprobs(policy, ro, window)
+    rc = policy.recompute(ro, window)
     torch.testing.assert_close(rc.logprobs, ro.logprobs, atol=1e-5, rtol=0)
     assert rc.logprobs[~ro.loss_mask].abs().max() == 0
     if policy.adapter.sampler != "none":
@@ -136,7 +135,7 @@ def test_gradients_equal_literal_implementation(tiny_dir, thought, window):
     ro = rollout(policy, max_new_tokens=5)
     ours, weights = same_gradients(policy, ro, window, literal_logprobs)
     if window == "full":  # the state's weights learn only through live edges
-        zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
+        zero = grads(policy, policy.recompute(ro, 0).logprobs, weights)
         for name in ("adapter.channel.write.weight", "adapter.channel.retention.logit"):
             assert name not in zero and ours[name].abs().sum() > 0
 
@@ -145,9 +144,9 @@ def test_shuffled_thoughts_rebuild_the_other_prompts_channel(tiny_dir):
     """Forced thoughts are written into the state: a prompt given another's thoughts is fed its channel."""
     policy = channel_policy(tiny_dir)
     ids, mask = policy.encode(PROMPTS)
-    own = generate_rollout(policy, ids, mask, 5, 0.0, ignore_eos=True)
+    own = policy.rollout(ids, mask, 5, 0.0, ignore_eos=True)
     given = own.thoughts[:, own.prompt_length :].roll(-1, 0)
-    ro = generate_rollout(policy, ids, mask, 5, 0.0, ignore_eos=True, thoughts=given)
+    ro = policy.rollout(ids, mask, 5, 0.0, ignore_eos=True, thoughts=given)
     fb = own.feedback_mask[:, own.prompt_length :]
     torch.testing.assert_close(ro.feedback[:, own.prompt_length :][fb], own.feedback[:, own.prompt_length :].roll(-1, 0)[fb])
     assert ro.logprobs[ro.feedback_mask & ~ro.action_mask].abs().sum() == 0
@@ -159,7 +158,7 @@ def test_inspect_shows_the_state_and_what_it_keeps(tiny_dir):
     policy = channel_policy(tiny_dir).eval()
     ins = inspect_thoughts(policy, "123+456=", max_new_tokens=6)
     ids, mask = policy.encode(["123+456="])
-    ro = generate_rollout(policy, ids, mask, 6, 0.0, torch.Generator().manual_seed(0))
+    ro = policy.rollout(ids, mask, 6, 0.0, torch.Generator().manual_seed(0))
     at = ro.feedback_mask[0].nonzero().squeeze(-1)
     state, a = ro.extra["state"][0], torch.sigmoid(policy.adapter.channel.retention.logit).detach()
     assert [th.columns["|s|"] for th in ins.thoughts] == pytest.approx(state[at].norm(dim=-1).tolist(), rel=1e-5)
@@ -186,5 +185,5 @@ def test_every_input_dimension_gets_gate_gradient_at_switch_on(tiny_dir):
     w = policy.adapter.channel
     torch.testing.assert_close(w.write.weight @ w.read.weight, torch.eye(w.write.out_features))
     ro = rollout(policy)
-    g = grads(policy, recompute_logprobs(policy, ro, window=4).logprobs, torch.ones(ro.logprobs.shape))
+    g = grads(policy, policy.recompute(ro, window=4).logprobs, torch.ones(ro.logprobs.shape))
     assert (g["adapter.gate_logit"] != 0).all() and (w.read.weight.abs().sum(-1) > 0).all()

@@ -12,16 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from neuralese.cli import main
-from neuralese.codec.config import CodecConfig
+from neuralese.config.codec import CodecConfig
 from neuralese.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings
 from neuralese.codec.fsq import FSQ
 from neuralese.codec.model import WEIGHTS, Codec, load_codec
 from neuralese.config import load_config
 from neuralese.errors import CheckpointError, CodecError, ConfigError
-from neuralese.export import load_policy
+from neuralese.load import load_policy
 from neuralese.models import load_model
 from neuralese.policy import NeuralesePolicy
-from neuralese.rollout import generate_rollout
 from neuralese.tiny import build_tiny_model
 
 KNOWN = ["12+34=", "64", "99+99=", "891", "70+25="]  # 2-digit addition, digits least-significant first
@@ -253,7 +252,7 @@ def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_model,
     ids, mask = policy.encode(prompts)
     for row, m, text in zip(ids, mask, prompts):  # the prompt is the codec's codes of its text
         assert code_indices(row[m.bool()].tolist(), tok) == codec.encode_text(text).tolist()
-    ro = generate_rollout(policy, ids, mask, 4, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    ro = policy.rollout(ids, mask, 4, temperature=1.0, generator=torch.Generator().manual_seed(0))
     texts = policy.decode(ro)
     assert len(set(texts)) > 3, texts  # sampled: many different codes to decode
     for written, text, positions in zip(ro.completion_ids(), texts, ro.generated_positions.tolist()):
@@ -264,7 +263,7 @@ def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_model,
         assert text == expected
         assert positions == len(written) <= 4 and len(codec.text_ids(text)) <= 2 * len(codes)
     assert policy.generate(prompts[:5], max_new_tokens=4) == policy.decode(
-        generate_rollout(policy, ids[:5], mask[:5], 4, temperature=0.0)
+        policy.rollout(ids[:5], mask[:5], 4, temperature=0.0)
     )
 
 

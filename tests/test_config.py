@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from neuralese.build import check_run
 from neuralese.config import RunConfig, describe_fields, load_config, save_config
 from neuralese.errors import ConfigError
 
@@ -65,9 +66,11 @@ def test_misspelt_section_is_caught(tmp_path):
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, fragment):
+    """Every rule of a recipe: its sections' (load_config) and its thought mode's (check_run)."""
     with pytest.raises(ConfigError) as e:
-        load_config(write(tmp_path, text))
-    assert fragment in str(e.value)
+        path = write(tmp_path, text)
+        check_run(load_config(path), str(path))
+    assert fragment in str(e.value) and str(tmp_path) in str(e.value)
 
 
 def test_scientific_notation_without_dot_is_a_float(tmp_path):

@@ -15,11 +15,10 @@ import json
 import pytest
 import torch
 
-from neuralese.config import CrossConfig, ModelConfig, NeuraleseConfig, RunConfig, TinyModelConfig, validate
+from neuralese.build import check_run
+from neuralese.config import CrossConfig, ModelConfig, NeuraleseConfig, RunConfig, TinyModelConfig
 from neuralese.envs import env_texts, make_env
 from neuralese.errors import AlignmentError, CheckpointError, ConfigError
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import generate_rollout
 from neuralese.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
 from neuralese.translate.chain import THINKER
 from neuralese.translate.cross import CrossModelPolicy, build_cross_policy
@@ -67,7 +66,7 @@ def make_policy(pair, gate: float = 1.0, seed: int = 0, thinker_input="gated_sum
 
 def rollout(policy, prompts=PROMPTS, max_new_tokens=5, temperature=1.0, seed=0, thoughts=None):
     ids, mask = policy.encode(prompts)
-    return generate_rollout(policy, ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed),
+    return policy.rollout(ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed),
                             thoughts=thoughts)  # fmt: skip
 
 
@@ -85,7 +84,7 @@ def test_recompute_equals_sampling_logprobs(pair, window, noise, inp):
     probe = torch.zeros(*ro.extra[f"{THINKER}ids"].shape, 32, requires_grad=True)
     rc = policy.mode.recompute(policy, ro, window, None, False, thinker_probe=probe)
     torch.testing.assert_close(rc.logprobs, ro.logprobs, atol=1e-5, rtol=0)
-    torch.testing.assert_close(recompute_logprobs(policy, ro, window).logprobs, ro.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(policy.recompute(ro, window).logprobs, ro.logprobs, atol=1e-5, rtol=0)
     assert rc.logprobs[~ro.loss_mask].abs().max() == 0
     thought = ro.feedback_mask & ~ro.action_mask
     assert (thought.sum(-1) == K).all()
@@ -118,7 +117,7 @@ def test_closed_gate_reads_nothing_and_still_gets_a_gradient(pair):
     with torch.no_grad():
         plain = policy.model(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids)
     logp = torch.log_softmax(plain.logits[:, :-1], -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
-    rc = recompute_logprobs(policy, ro, "full")
+    rc = policy.recompute(ro, "full")
     torch.testing.assert_close(rc.token_logprobs[:, 1:], torch.where(ro.action_mask[:, 1:], logp, 0.0),
                                atol=1e-6, rtol=0)  # fmt: skip
     rc.logprobs.sum().backward()
@@ -175,7 +174,7 @@ def test_gradients_equal_literal_unrolling(pair, window, thinker_input):
     policy.thinker.requires_grad_(True)  # A trainable, so the window shows in its weights' gradients
     ro = rollout(policy)
     weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))
-    ours = grads(policy, recompute_logprobs(policy, ro, window).token_logprobs, weights)
+    ours = grads(policy, policy.recompute(ro, window).token_logprobs, weights)
     ref = grads(policy, literal_logprobs(policy, ro, window), weights)
     assert ours.keys() == ref.keys()
     for name in ref:
@@ -204,7 +203,7 @@ def test_translation_edges_carry_the_gradient_the_trainer_logs(pair):
     policy = make_policy(pair)
     ro = rollout(policy)
     probe = torch.zeros(*ro.input_ids.shape, policy.hidden_size, requires_grad=True)
-    recompute_logprobs(policy, ro, 0, probe=probe).logprobs.sum().backward()
+    policy.recompute(ro, 0, probe=probe).logprobs.sum().backward()
     P = ro.prompt_length
     g = probe.grad.abs().sum(-1).sum(0)
     assert {int(i) for i in torch.nonzero(g > 0)} == set(range(P - 1, P + K - 1))
@@ -264,7 +263,7 @@ def test_settings_a_cross_run_cannot_take(pair, key, value):
     else:
         setattr(getattr(cfg, section), field, value)
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        validate(cfg)
+        check_run(cfg)
 
 
 # ----------------------------------------------------------------------------- the trainer and the CLI
@@ -276,7 +275,7 @@ def test_trainer_runs_cross_model_thinking_and_inspect_reads_both_heads(pair, tm
     from runs import run_config
 
     from neuralese.cli import main
-    from neuralese.export import load_policy
+    from neuralese.load import load_policy
     from neuralese.inspector import format_table, inspect_thoughts
     from neuralese.trainer import Trainer
 
@@ -307,9 +306,9 @@ def test_lora_reader_trains_with_the_translator(pair):
     """`cross.reader: lora`: B's LoRA weights get gradients beside the translator; B's own weights do not."""
     cfg = cross_config(pair)
     cfg.cross.reader, cfg.model.lora = "lora", dataclasses.replace(cfg.model.lora, r=4)
-    validate(cfg)
+    check_run(cfg)
     policy = build_cross_policy(cfg, "cpu")
     ro = rollout(policy)
-    g = grads(policy, recompute_logprobs(policy, ro, 2).logprobs, torch.ones(ro.logprobs.shape))
+    g = grads(policy, policy.recompute(ro, 2).logprobs, torch.ones(ro.logprobs.shape))
     assert any("lora_" in n for n in g) and "adapter.translator.linear.weight" in g
     assert all("lora_" in n or n.startswith("adapter.") for n in g), sorted(g)

@@ -15,7 +15,6 @@ from neuralese.envs import make_env
 from neuralese.evaluate import shuffled_answers
 from neuralese.policy import NeuralesePolicy
 from neuralese.pretrain import sft_dataset
-from neuralese.rollout import generate_rollout
 from neuralese.tiny import THOUGHT, build_tokenizer
 
 
@@ -89,7 +88,7 @@ def test_trainer_follows_the_curriculum_and_resumes_into_its_stage(tiny_dir, tmp
     # the checkpoint's policy thinks as many thoughts as its stage.
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["neuralese"]["num_thoughts"] == 3 and saved["curriculum"]["stages"] == 3
-    from neuralese.export import load_policy
+    from neuralese.load import load_policy
 
     assert load_policy(tmp_path / "run" / "checkpoints" / "step-6").config.num_thoughts == 3
     assert load_policy(tmp_path / "run" / "checkpoints" / "step-3").config.num_thoughts == 2
@@ -107,9 +106,9 @@ def test_shuffled_control_feeds_another_prompts_thoughts(tiny_dir):
     policy = _policy(tiny_dir)
     prompts = ["123+456=", "9+1=", "12+3=", "999+999="]
     ids, mask = policy.encode(prompts)
-    own = generate_rollout(policy, ids, mask, 5, 0.0)
+    own = policy.rollout(ids, mask, 5, 0.0)
     texts, _ = shuffled_answers(policy, prompts, 5)
-    shuffled = generate_rollout(policy, ids, mask, 5, 0.0, thoughts=own.feedback[:, own.prompt_length :].roll(-1, 0))
+    shuffled = policy.rollout(ids, mask, 5, 0.0, thoughts=own.feedback[:, own.prompt_length :].roll(-1, 0))
     assert texts == policy.decode(shuffled)
     plen = own.prompt_length
     # Each prompt read the thoughts the next prompt had, and answered differently for it.
@@ -123,19 +122,19 @@ def test_pause_thoughts_are_one_learned_vector_for_every_input(tiny_dir):
     table = policy.embedding_table
     torch.testing.assert_close(policy.adapter.pause_vector.detach(), table[policy.thought_token_id].float())
     ids, mask = policy.encode(["123+456=", "9+1="])
-    ro = generate_rollout(policy, ids, mask, 4, 1.0, torch.Generator().manual_seed(0))
+    ro = policy.rollout(ids, mask, 4, 1.0, torch.Generator().manual_seed(0))
     fed = ro.feedback[ro.feedback_mask]
     assert torch.equal(fed, policy.adapter.pause_vector.detach().expand_as(fed))
 
 
-def test_a_curriculum_needs_latent_mode():
-    from neuralese.config import validate
+def test_a_curriculum_needs_thoughts_before_the_answer():
+    from neuralese.build import check_run
     from neuralese.errors import ConfigError
 
     cfg = run_config("unused", "unused", mode="hybrid")
     cfg.curriculum = CurriculumConfig(stages=2)
-    with pytest.raises(ConfigError, match="curriculum.stages"):
-        validate(cfg)
+    with pytest.raises(ConfigError, match="'curriculum.stages' must be 0 in hybrid mode"):
+        check_run(cfg)
 
 
 def test_stage0_trains_the_plain_chain_before_the_formats(tmp_path):

@@ -157,12 +157,13 @@ def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
 
 
 def test_vllm_engine_is_refused_in_hybrid_mode(tmp_path):
+    from neuralese.build import check_run
     from neuralese.config import load_config
     from neuralese.errors import ConfigError
 
     path = tmp_path / "recipe.yaml"
     path.write_text("neuralese:\n  mode: hybrid\nrl:\n  rollout_engine: vllm\n")
     with pytest.raises(ConfigError, match="key 'rl.rollout_engine' must be 'hf' in hybrid mode"):
-        load_config(path)
+        check_run(load_config(path), str(path))
     path.write_text("neuralese:\n  mode: latent\nrl:\n  rollout_engine: vllm\n")
-    assert load_config(path).rl.rollout_engine == "vllm"
+    check_run(load_config(path), str(path))

@@ -20,6 +20,7 @@ import pytest
 import torch
 from runs import run_config
 
+import neuralese
 from neuralese.cli import main
 from neuralese.config import (
     RunConfig,
@@ -27,9 +28,9 @@ from neuralese.config import (
 )
 from neuralese.envs import env_texts, make_env
 from neuralese.errors import CheckpointError
-from neuralese.export import export, load_policy, locate
+from neuralese.export import export
+from neuralese.load import load_policy, locate
 from neuralese.policy import NeuralesePolicy
-from neuralese.rollout import generate_rollout
 from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, save_tiny
 from neuralese.trainer import Trainer
 
@@ -106,7 +107,7 @@ def trained(request, runs) -> tuple[Trainer, Path]:
 def rollout_of(policy, ignore_eos: bool = False):
     """Answers to PROMPTS sampled at temperature 1 with a fixed seed, thoughts included."""
     ids, mask = policy.encode(PROMPTS)
-    return generate_rollout(policy, ids, mask, 8, 1.0, torch.Generator().manual_seed(0), ignore_eos=ignore_eos)
+    return policy.rollout(ids, mask, 8, 1.0, torch.Generator().manual_seed(0), ignore_eos=ignore_eos)
 
 
 def test_round_trip_generations_equal_the_training_policy(trained, base):
@@ -204,12 +205,14 @@ def test_eval_reads_exports_and_checkpoints_alike(trained, capsys):
     assert results[0]["n"] == 6 and results[0]["mean_generated_positions"] > 0
 
 
-def test_from_pretrained_takes_a_run_and_its_checkpoints(trained):
+def test_load_policy_takes_a_run_and_its_checkpoints_from_pretrained_a_model_folder(trained):
     trainer, _ = trained
     run = Path(trainer.cfg.output_dir)
     expected = trainer.policy.generate(PROMPTS, max_new_tokens=8)
     for path in (run, run / "checkpoints" / "step-2"):  # as `neuralese eval` and `inspect` take them
-        assert NeuralesePolicy.from_pretrained(path).generate(PROMPTS, max_new_tokens=8) == expected, path
+        assert neuralese.load_policy(path).generate(PROMPTS, max_new_tokens=8) == expected, path
+        with pytest.raises(CheckpointError, match=r"not a model folder .* neuralese\.load_policy\(path\)"):
+            NeuralesePolicy.from_pretrained(path)
 
 
 def test_the_eval_check_reads_the_columns_every_reward_gets(trained, capsys):

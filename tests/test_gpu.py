@@ -21,7 +21,6 @@ import torch
 from runs import run_config
 
 from neuralese.config import LoraSettings, load_config
-from neuralese.recompute import recompute_logprobs
 from neuralese.trainer import Trainer
 
 pytestmark = [
@@ -48,7 +47,7 @@ def test_bf16_lora_trains_on_cuda(tiny_dir, tmp_path):
     rows = trainer.next_prompts()
     ro, _ = trainer.rollout(rows)
     with torch.no_grad():
-        rc = recompute_logprobs(trainer.policy, ro, 0)
+        rc = trainer.policy.recompute(ro, 0)
     gap = (rc.logprobs - ro.logprobs)[ro.loss_mask].abs().max().item()
     assert gap < BF16_LOGPROB_TOL, f"bf16 rollout vs recompute log-probs differ by {gap}"
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
@@ -97,7 +96,6 @@ def test_vllm_greedy_after_latent_prefix_equals_hf_on_cuda(tmp_path):
 
     from neuralese.config import NeuraleseConfig, VLLMConfig
     from neuralese.policy import NeuralesePolicy
-    from neuralese.rollout import generate_rollout
     from neuralese.vllm_engine import VLLMEngine
 
     folder = wide_tiny_model(tmp_path / "model")
@@ -107,5 +105,5 @@ def test_vllm_greedy_after_latent_prefix_equals_hf_on_cuda(tmp_path):
         policy.adapter.gate_logit.fill_(2.0)
     engine = VLLMEngine(policy, VLLMConfig(gpu_memory_utilization=0.2, max_model_len=128), 0, tmp_path / "e")
     ids, mask = policy.encode(["12+34=", "7+8=", "100+200=", "5+55="])
-    hf = generate_rollout(policy, ids, mask, 6, 0.0)
+    hf = policy.rollout(ids, mask, 6, 0.0)
     assert engine.generate(policy, ids, mask, 6, 0.0).completion_ids() == hf.completion_ids()

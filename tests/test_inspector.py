@@ -13,7 +13,6 @@ from neuralese.cli import main
 from neuralese.config import NeuraleseConfig
 from neuralese.inspector import format_table, inspect_thoughts, lens_logits, plot
 from neuralese.policy import NeuralesePolicy
-from neuralese.rollout import generate_rollout
 
 PROMPT = "123+456="
 K = 4
@@ -43,7 +42,7 @@ def make_policy(tiny_dir, mode="latent", gate=0.5, **kw) -> NeuralesePolicy:
 
 def rollout(policy, max_new_tokens=6):
     ids, mask = policy.encode([PROMPT])
-    return generate_rollout(policy, ids, mask, max_new_tokens, 0.0, torch.Generator().manual_seed(0))
+    return policy.rollout(ids, mask, max_new_tokens, 0.0, torch.Generator().manual_seed(0))
 
 
 def test_latent_rows_gate_norms_and_cosines(tiny_dir):

@@ -11,13 +11,14 @@ import pytest
 import torch
 from runs import run_config
 
+from neuralese.build import check_run
 from neuralese.config import load_config
 from neuralese.envs import load_split, make_env
 from neuralese.errors import ConfigError
 from neuralese.evaluate import evaluate
-from neuralese.export import export, load_policy
+from neuralese.export import export
+from neuralese.load import load_policy
 from neuralese.policy import NeuralesePolicy
-from neuralese.rollout import generate_rollout
 from neuralese.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def test_train_export_and_load_round_trip(tiny_dir, tmp_path, name):
     loaded = NeuralesePolicy.from_pretrained(out)
     assert loaded.config == trainer.policy.config
     ids, mask = loaded.encode(PROMPTS)
-    ours, theirs = (generate_rollout(p.eval(), ids, mask, 6, 1.0, torch.Generator().manual_seed(3))
+    ours, theirs = (p.eval().rollout(ids, mask, 6, 1.0, torch.Generator().manual_seed(3))
                     for p in (trainer.policy, loaded))  # fmt: skip
     for field in ("input_ids", "feedback", "logprobs"):
         assert torch.equal(getattr(ours, field), getattr(theirs, field)), field
@@ -88,14 +89,13 @@ def test_every_arm_and_its_controls_load_build_and_run(tiny_dir, tmp_path):
     for arm in arms.values():
         cfg = load_config(recipe, arm.sets)
         from neuralese.build import build_policy
-        from neuralese.recompute import recompute_logprobs
 
         policy = build_policy(cfg, "cpu")
         if cfg.curriculum.stages:
             policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * cfg.curriculum.start
         ids, mask = policy.encode(prompts)
-        ro = generate_rollout(policy, ids, mask, 4, 1.0, torch.Generator().manual_seed(0))
-        torch.testing.assert_close(recompute_logprobs(policy, ro, cfg.neuralese.tbptt_window).logprobs, ro.logprobs,
+        ro = policy.rollout(ids, mask, 4, 1.0, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(policy.recompute(ro, cfg.neuralese.tbptt_window).logprobs, ro.logprobs,
                                    atol=1e-5, rtol=0)  # fmt: skip
         if arm.control_of is not None:
             assert all(s in arm.sets for s in PAUSE_SETS) and policy.config.space == "pause"
@@ -111,8 +111,8 @@ def test_every_arm_and_its_controls_load_build_and_run(tiny_dir, tmp_path):
         (["neuralese.mode=channel", "pretrain.elided_steps=false"], "curriculum.stages"),  # thoughts before the answer
         (["neuralese.mode=refine", "neuralese.refine_over=answer", "pretrain.elided_steps=false"], "curriculum.stages"),
         (["neuralese.mode=refine", "neuralese.tbptt_window=4"], "neuralese.tbptt_window' must be <= neuralese.refine_passes"),
-        (["neuralese.mode=channel", "curriculum.stages=0", "rl.rollout_engine=vllm"], "'hf' in channel mode"),
-        (["neuralese.mode=refine", "curriculum.stages=0", "neuralese.num_thoughts=0"], "neuralese.num_thoughts"),
+        (["neuralese.mode=channel", "curriculum.stages=0", "pretrain.elided_steps=false", "rl.rollout_engine=vllm"], "'hf' in channel mode"),
+        (["neuralese.mode=refine", "curriculum.stages=0", "pretrain.elided_steps=false", "neuralese.num_thoughts=0"], "neuralese.num_thoughts"),
         (["neuralese.mode=channel", "curriculum.stages=0", "neuralese.channel_retention=1"], "channel_retention"),
     ],
 )
@@ -120,4 +120,4 @@ def test_mode_settings_that_do_not_fit_are_refused(tiny_dir, tmp_path, sets, fra
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.format(out=tmp_path / "out", model=tiny_dir))
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
-        load_config(recipe, sets)
+        check_run(load_config(recipe, sets), str(recipe))

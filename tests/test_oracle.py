@@ -19,8 +19,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neuralese import NeuraleseConfig, NeuralesePolicy
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import complete, generate_rollout
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
 ATOL = 1e-5
@@ -64,7 +62,7 @@ def held_to(policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, 
     its log-probs [B, L]."""
     ids, mask = policy.encode(prompts)
     assert prompts != PROMPTS or mask[:, 0].min() == 0, "the batch must contain left padding"
-    ro = generate_rollout(policy, ids, mask, max_new, temperature, torch.Generator().manual_seed(seed))
+    ro = policy.rollout(ids, mask, max_new, temperature, torch.Generator().manual_seed(seed))
     P = ro.prompt_length
     assert not ro.feedback_mask[:, :P].any() and not ro.action_mask[:, :P].any()  # never on the prompt
     expected, runs = torch.zeros_like(ro.logprobs), []
@@ -114,12 +112,12 @@ def test_greedy_rollout_is_the_oracles(model_dir, case):
     ro, runs, expected = held_to(policy, oracle_of(policy))
     assert ro.feedback_mask.any()
     for window in (0, 1, "full"):
-        torch.testing.assert_close(recompute_logprobs(policy, ro, window).logprobs.detach(), expected,
+        torch.testing.assert_close(policy.recompute(ro, window).logprobs.detach(), expected,
                                    atol=ATOL, rtol=0, msg=f"window {window}")  # fmt: skip
     texts = [answer_text(policy, steps) for steps in runs]
     assert policy.generate(PROMPTS, max_new_tokens=6) == texts
     assert policy.generate(PROMPTS, max_new_tokens=6, batch_size=3) == texts  # other batches, other padding
-    got, extras = complete(policy, PROMPTS, 6)
+    got, extras = policy.complete(PROMPTS, 6)
     assert (got, extras["generated_positions"]) == (texts, [len(steps) for steps in runs])
 
 
@@ -142,7 +140,7 @@ def test_sampled_rollout_scores_as_the_oracle(model_dir, case):
     ro, _, expected = held_to(policy, oracle_of(policy), temperature=0.7)
     if policy.config.noise_std:
         assert (ro.draw.noise[ro.feedback_mask].abs().sum(-1) > 0).all()  # real draws, each scored
-    torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs.detach(), expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(policy.recompute(ro, 2).logprobs.detach(), expected, atol=ATOL, rtol=0)
 
 
 @torch.no_grad()
@@ -165,7 +163,7 @@ def test_gate_closed_is_the_plain_model(model_dir, settings):
     tokens where the mode has them) and its log-probs within 1e-5, though the thoughts are not zero."""
     policy = policy_for(model_dir, gate=0.0, **settings)
     ids, mask = policy.encode(PROMPTS)
-    ro = generate_rollout(policy, ids, mask, 6, 0.0)
+    ro = policy.rollout(ids, mask, 6, 0.0)
     assert ro.feedback[ro.feedback_mask].abs().sum() > 0
     P, tok = ro.prompt_length, policy.tokenizer
     thoughts = [tok.convert_tokens_to_ids("<thought>")] * (3 if settings["mode"] in ("latent", "refine") else 0)
@@ -217,7 +215,7 @@ def test_exported_folder_read_with_plain_libraries_answers_as_the_policy(model_d
     loaded = NeuralesePolicy.from_pretrained(out)
     ro, runs, _ = held_to(loaded, oracle)
     ids, mask = policy.encode(PROMPTS)
-    before = generate_rollout(policy, ids, mask, 6, 0.0)
+    before = policy.rollout(ids, mask, 6, 0.0)
     for field in ("input_ids", "feedback_mask", "feedback", "logprobs"):
         assert torch.equal(getattr(ro, field), getattr(before, field)), field
     assert loaded.generate(PROMPTS, max_new_tokens=6) == [answer_text(loaded, steps) for steps in runs]
@@ -303,7 +301,7 @@ def test_kl_reference_is_the_base_model_without_feedback(model_dir, tmp_path, mo
                 p.normal_(0, 0.1, generator=g)
     ro, _, own = held_to(policy.eval(), oracle_of(policy), temperature=0.8)
     with policy.feedback_disabled():
-        ref = recompute_logprobs(policy, ro, 0).token_logprobs
+        ref = policy.recompute(ro, 0).token_logprobs
     base = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     expected = torch.zeros_like(ref)
     for b in range(ro.input_ids.shape[0]):
@@ -354,4 +352,4 @@ def test_other_model_families_are_the_oracles(arch_dir, case):
         out = policy.model(**policy.tokenizer(PROMPTS[:1], return_tensors="pt"), output_hidden_states=True)
         torch.testing.assert_close(policy.model.get_output_embeddings()(out.hidden_states[-1]), out.logits)
     ro, _, expected = held_to(policy, oracle_of(policy))
-    torch.testing.assert_close(recompute_logprobs(policy, ro, "full").logprobs.detach(), expected, atol=ATOL, rtol=0)
+    torch.testing.assert_close(policy.recompute(ro, "full").logprobs.detach(), expected, atol=ATOL, rtol=0)

@@ -4,6 +4,7 @@ tree (subpackages included) and no generic top-level name (rl, envs, rewards).""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,9 +38,14 @@ def test_every_package_folder_is_listed_and_mapped():
 def test_the_wheel_holds_every_package_under_one_namespace(tmp_path):
     """Build the wheel as `pip install .` does: every module of every package folder is in it, under
     `neuralese/`, and nothing else is a top-level name."""
+    src = tmp_path / "src"  # a copy: building writes build/ beside pyproject.toml
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", *FOLDERS):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(ROOT)], check=True, env=env)  # fmt: skip
+                    "-w", str(tmp_path), str(src)], check=True, env=env)  # fmt: skip
     (wheel,) = tmp_path.glob("neuralese-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}

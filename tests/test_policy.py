@@ -15,8 +15,7 @@ import torch
 
 from neuralese.config import NeuraleseConfig
 from neuralese.policy import NeuralesePolicy
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import Rollout, generate_rollout
+from neuralese.rollout import Rollout
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]  # different lengths: left padding in the batch
 K = 4
@@ -36,8 +35,7 @@ def make_policy(tiny_dir, mode="latent", layer=-1, projection="linear", gate=1.0
 
 def rollout(policy, prompts=PROMPTS, max_new_tokens=6, temperature=1.0, seed=0) -> Rollout:
     ids, mask = policy.encode(prompts)
-    return generate_rollout(
-        policy, ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed)
+    return policy.rollout(ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed)
     )
 
 
@@ -63,7 +61,7 @@ def test_gate_at_init_equals_plain_model(tiny_dir, mode):
     policy = make_policy(tiny_dir, mode=mode, gate=0.0)
     ro = rollout(policy)
     assert ro.feedback_mask.any()
-    rc = recompute_logprobs(policy, ro, window=0, need_hidden=True)
+    rc = policy.recompute(ro, window=0, need_hidden=True)
     expected = plain_logprobs(policy, ro)
     assert torch.equal(rc.token_logprobs[:, 1:].detach(), expected)
     # The feedback vectors themselves were not zero: only the gate hid them.
@@ -73,7 +71,7 @@ def test_gate_at_init_equals_plain_model(tiny_dir, mode):
 def test_hybrid_greedy_with_closed_gate_equals_hf_generate(tiny_dir):
     policy = make_policy(tiny_dir, mode="hybrid", gate=0.0)
     ids, mask = policy.encode(PROMPTS)
-    ours = generate_rollout(policy, ids, mask, 6, temperature=0.0)
+    ours = policy.rollout(ids, mask, 6, temperature=0.0)
     theirs = policy.model.generate(
         input_ids=ids,
         attention_mask=mask,
@@ -110,7 +108,7 @@ def test_recompute_equals_sampling_logprobs(tiny_dir, mode, thought, window):
     policy = make_policy(tiny_dir, mode=mode, **THOUGHTS[thought])
     ro = rollout(policy)
     assert ro.attention_mask[:, 0].min() == 0, "the batch must contain left padding"
-    rc = recompute_logprobs(policy, ro, window)
+    rc = policy.recompute(ro, window)
     assert ro.loss_mask.sum() > 0
     torch.testing.assert_close(rc.logprobs, ro.logprobs, atol=1e-5, rtol=0)
     # Positions outside the loss mask carry nothing.
@@ -127,7 +125,7 @@ def test_recompute_other_layers_and_projections(tiny_dir, layer, projection):
     for mode in ("latent", "hybrid"):
         policy = make_policy(tiny_dir, mode=mode, layer=layer, projection=projection, noise_std=SIGMA)
         ro = rollout(policy)
-        torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(policy.recompute(ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
 
 
 def test_noise_logprob_is_the_gaussian_density(tiny_dir):
@@ -174,7 +172,7 @@ def test_embedding_thought_at_low_temperature_is_the_greedy_token(tiny_dir):
     ro = rollout(policy, temperature=0.0)
     plain = NeuralesePolicy.from_pretrained(tiny_dir)  # token mode: write the K tokens greedily instead
     ids, mask = plain.encode(PROMPTS)
-    written = generate_rollout(plain, ids, mask, K + 6, temperature=0.0, ignore_eos=True)
+    written = plain.rollout(ids, mask, K + 6, temperature=0.0, ignore_eos=True)
     plen = ro.prompt_length
     greedy_tokens = written.input_ids[:, plen : plen + K]  # what token CoT writes at those positions
     # The thought fed into position plen + t is the embedding of the token greedy CoT writes there.
@@ -274,7 +272,7 @@ def same_gradients(policy, ro: Rollout, window, literal) -> tuple[dict, torch.Te
     """Gradients of a weighted sum of the recomputed log-probs equal those of `literal(policy, ro, window)`;
     returns ours and the weights."""
     weights = torch.rand(ro.logprobs.shape, generator=torch.Generator().manual_seed(1))
-    ours = grads(policy, recompute_logprobs(policy, ro, window).logprobs, weights)
+    ours = grads(policy, policy.recompute(ro, window).logprobs, weights)
     ref = grads(policy, literal(policy, ro, window), weights)
     assert ours.keys() == ref.keys()
     for name in ref:
@@ -300,7 +298,7 @@ def test_gradients_equal_literal_implementation(tiny_dir, mode, thought, window)
     ours, weights = same_gradients(policy, ro, window, literal_logprobs)
     # And the window matters: full BPTT and window 0 differ on the feedback adapter.
     if window == "full" and thought != "pause":
-        zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
+        zero = grads(policy, policy.recompute(ro, 0).logprobs, weights)
         if policy.adapter.sampler == "none":  # with constants only, nothing reaches the projection
             assert "adapter.proj.weight" not in zero and ours["adapter.proj.weight"].abs().sum() > 0
         else:  # the thought density's score function reaches the weights either way, but not alike
@@ -310,7 +308,7 @@ def test_gradients_equal_literal_implementation(tiny_dir, mode, thought, window)
 def edge_gradients(policy, ro, window, loss_positions):
     """|d loss / d probe| per position: the gradient reaching each feedback edge's source."""
     probe = torch.zeros(*ro.input_ids.shape, policy.hidden_size, requires_grad=True)
-    rc = recompute_logprobs(policy, ro, window, probe=probe)
+    rc = policy.recompute(ro, window, probe=probe)
     rc.logprobs[:, loss_positions].sum().backward()
     grad = probe.grad if probe.grad is not None else torch.zeros_like(probe)  # None: no path at all
     return grad.abs().sum(-1).sum(0)  # [L]
@@ -362,7 +360,7 @@ def test_gate_gets_gradient_at_init(tiny_dir, mode):
     ro = rollout(policy)
     for window in (0, "full"):
         policy.zero_grad(set_to_none=True)
-        recompute_logprobs(policy, ro, window).logprobs.sum().backward()
+        policy.recompute(ro, window).logprobs.sum().backward()
         assert policy.adapter.gate_logit.grad.abs().sum() > 0
 
 
@@ -415,7 +413,7 @@ def test_rollout_and_recompute_use_the_current_cache_argument(tiny_dir, library_
     from neuralese.models import CACHE
 
     policy = make_policy(tiny_dir, mode=mode)
-    recompute_logprobs(policy, rollout(policy), window=2)  # live blocks run over a KV cache
+    policy.recompute(rollout(policy), window=2)  # live blocks run over a KV cache
     assert not [m for m in library_warnings() if "deprecated" in m], library_warnings()
     if CACHE == "cache":  # the check can see the warning: the old name still draws it
         ids, mask = policy.encode(PROMPTS[:1])

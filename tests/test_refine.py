@@ -13,8 +13,7 @@ import torch
 from test_policy import PROMPTS, THOUGHTS, K, grads, make_policy, plain_logprobs, rollout, same_gradients
 
 from neuralese.inspector import format_table, inspect_thoughts
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import Rollout, generate_rollout
+from neuralese.rollout import Rollout
 
 T = 3
 
@@ -52,10 +51,10 @@ def test_as_many_passes_as_positions_is_hybrid_mode_at_temperature_0(tiny_dir):
     hybrid, refine = make_policy(tiny_dir, mode="hybrid"), refine_policy(tiny_dir, over="answer", passes=n)
     refine.load_state_dict(hybrid.state_dict())
     ids, mask = hybrid.encode(PROMPTS)
-    ours, theirs = (generate_rollout(p, ids, mask, n, 0.0, ignore_eos=True) for p in (refine, hybrid))
+    ours, theirs = (p.rollout(ids, mask, n, 0.0, ignore_eos=True) for p in (refine, hybrid))
     same_record(ours, theirs)
     # With eos: the same answers; refine fills every position in each pass, and pads after eos.
-    ours, theirs = (generate_rollout(p, ids, mask, n, 0.0) for p in (refine, hybrid))
+    ours, theirs = (p.rollout(ids, mask, n, 0.0) for p in (refine, hybrid))
     assert refine.decode(ours) == hybrid.decode(theirs)
     width = theirs.input_ids.shape[1]
     assert torch.equal(ours.feedback_mask[:, :width], theirs.feedback_mask)
@@ -68,7 +67,7 @@ def test_as_many_passes_as_positions_is_hybrid_mode_at_temperature_0(tiny_dir):
 def test_gate_closed_over_thoughts_is_the_plain_model(tiny_dir):
     policy = refine_policy(tiny_dir, gate=0.0)
     ro = rollout(policy)
-    rc = recompute_logprobs(policy, ro, window=0)
+    rc = policy.recompute(ro, window=0)
     # The passes run over the prompt's cache, the plain model in one forward: equal up to float rounding.
     torch.testing.assert_close(rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro), atol=1e-5, rtol=0)
     assert ro.extra["pass_feedback"][ro.feedback_mask].abs().sum() > 0  # only the gate hid the thoughts
@@ -79,14 +78,14 @@ def test_gate_closed_over_the_answer_is_jacobi_decoding_of_the_plain_model(tiny_
     positions the greedy answer is the plain model's own."""
     policy = refine_policy(tiny_dir, over="answer", gate=0.0)
     ro = rollout(policy)
-    rc = recompute_logprobs(policy, ro, window=0)
+    rc = policy.recompute(ro, window=0)
     draft = policy.mode.final_tokens(ro)  # the last pass's inputs
     assert not torch.equal(draft, ro.input_ids)  # the sampled answer is not its own draft
     torch.testing.assert_close(rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro, draft), atol=1e-5, rtol=0)
     n = 6
     converged = refine_policy(tiny_dir, over="answer", passes=n, gate=0.0)
     ids, mask = converged.encode(PROMPTS)
-    ours = generate_rollout(converged, ids, mask, n, temperature=0.0)
+    ours = converged.rollout(ids, mask, n, temperature=0.0)
     theirs = converged.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False,
                                       pad_token_id=converged.pad_token_id)  # fmt: skip
     assert converged.decode(ours) == converged.tokenizer.batch_decode(theirs[:, ids.shape[1] :], skip_special_tokens=True)
@@ -102,7 +101,7 @@ def test_recompute_equals_sampling_logprobs(tiny_dir, over, thought, window):
     policy = refine_policy(tiny_dir, over=over, **THOUGHTS[thought])
     ro = rollout(policy)
     assert ro.attention_mask[:, 0].min() == 0, "the batch must contain left padding"
-    rc = recompute_logprobs(policy, ro, window)
+    rc = policy.recompute(ro, window)
     torch.testing.assert_close(rc.logprobs, ro.logprobs, atol=1e-5, rtol=0)
     assert rc.logprobs[~ro.loss_mask].abs().max() == 0
     if policy.adapter.sampler != "none":  # every pass's thought is an action, with its density
@@ -131,7 +130,7 @@ def test_curriculum_stages_change_the_thoughts(tiny_dir, stage_thoughts):
     policy.config.num_thoughts = stage_thoughts  # what the trainer's curriculum does between stages
     ro = rollout(policy)
     assert (ro.num_thoughts == stage_thoughts).all()
-    torch.testing.assert_close(recompute_logprobs(policy, ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(policy.recompute(ro, 2).logprobs, ro.logprobs, atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -193,7 +192,7 @@ def test_gradients_equal_literal_implementation(tiny_dir, over, thought, window)
     ro = rollout(policy, max_new_tokens=5)
     ours, weights = same_gradients(policy, ro, window, literal_logprobs)
     if window == "full" and thought == "hidden":  # recorded thoughts only: nothing reaches the projection
-        zero = grads(policy, recompute_logprobs(policy, ro, 0).logprobs, weights)
+        zero = grads(policy, policy.recompute(ro, 0).logprobs, weights)
         assert "adapter.proj.weight" not in zero and ours["adapter.proj.weight"].abs().sum() > 0
 
 
@@ -204,7 +203,7 @@ def test_window_bounds_the_passes_that_carry_gradient(tiny_dir, over, window):
     policy = refine_policy(tiny_dir, over=over)
     ro = rollout(policy, prompts=["123+456="], max_new_tokens=8, temperature=0.0)
     probe = torch.zeros(1, T, *ro.input_ids.shape[1:], policy.hidden_size, requires_grad=True)
-    rc = recompute_logprobs(policy, ro, window, probe=probe)
+    rc = policy.recompute(ro, window, probe=probe)
     rc.logprobs.sum().backward()
     got = set() if probe.grad is None else {tuple(i) for i in torch.nonzero(probe.grad.abs().sum(-1)[0] > 0).tolist()}
     k = T if window == "full" else window
@@ -224,9 +223,9 @@ def test_window_bounds_the_passes_that_carry_gradient(tiny_dir, over, window):
 def test_shuffled_thoughts_are_fed_in_every_pass(tiny_dir, over):
     policy = refine_policy(tiny_dir, over=over)
     ids, mask = policy.encode(PROMPTS)
-    own = generate_rollout(policy, ids, mask, 5, 0.0, ignore_eos=True)
+    own = policy.rollout(ids, mask, 5, 0.0, ignore_eos=True)
     given = own.thoughts[:, own.prompt_length :].roll(-1, 0)
-    ro = generate_rollout(policy, ids, mask, 5, 0.0, ignore_eos=True, thoughts=given)
+    ro = policy.rollout(ids, mask, 5, 0.0, ignore_eos=True, thoughts=given)
     plen, fed = ro.prompt_length, ro.extra["pass_fed"]
     for tau in range(T):
         on = fed[:, plen:, tau]
@@ -237,7 +236,7 @@ def test_shuffled_thoughts_are_fed_in_every_pass(tiny_dir, over):
 def test_inspect_shows_the_change_between_passes(tiny_dir):
     policy = refine_policy(tiny_dir).eval()
     ins = inspect_thoughts(policy, "123+456=", max_new_tokens=6)
-    ro = generate_rollout(policy, *policy.encode(["123+456="]), 6, 0.0, torch.Generator().manual_seed(0))
+    ro = policy.rollout(*policy.encode(["123+456="]), 6, 0.0, torch.Generator().manual_seed(0))
     vecs = ro.extra["pass_feedback"][0, ro.prompt_length : ro.prompt_length + K]  # [K, T, D]
     change = ((vecs[:, -1] - vecs[:, -2]).norm(dim=-1) / vecs[:, -1].norm(dim=-1)).tolist()[: K - 1]
     shown = [th.columns["Δpass"] for th in ins.thoughts]
@@ -252,7 +251,7 @@ def test_inspect_over_the_answer_reads_the_last_pass(tiny_dir):
     """Rows are the answer positions that took a thought; each shows the draft token the thought was added to."""
     policy = refine_policy(tiny_dir, over="answer").eval()
     ins = inspect_thoughts(policy, "123+456=", max_new_tokens=6)
-    ro = generate_rollout(policy, *policy.encode(["123+456="]), 6, 0.0, torch.Generator().manual_seed(0))
+    ro = policy.rollout(*policy.encode(["123+456="]), 6, 0.0, torch.Generator().manual_seed(0))
     at = ro.feedback_mask[0].nonzero().squeeze(-1)
     draft = policy.mode.final_tokens(ro)[0, at]
     assert [th.token for th in ins.thoughts] == [repr(policy.tokenizer.decode([int(t)])) for t in draft]

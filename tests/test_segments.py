@@ -10,8 +10,6 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 import neuralese.recompute as recompute_module
 from neuralese.config import NeuraleseConfig
 from neuralese.policy import NeuralesePolicy
-from neuralese.recompute import recompute_logprobs
-from neuralese.rollout import generate_rollout
 from neuralese.segments import Segments, causal_mask_4d, segment_attention
 
 PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999="]
@@ -52,13 +50,13 @@ def policy_and_rollout(tiny_dir, mode, num_thoughts, noise=0.0, answer_tokens=6)
     with torch.no_grad():
         policy.adapter.gate_logit.normal_(0, 1.0)
     ids, mask = policy.encode(PROMPTS)
-    ro = generate_rollout(policy, ids, mask, answer_tokens, 1.0, torch.Generator().manual_seed(0))
+    ro = policy.rollout(ids, mask, answer_tokens, 1.0, torch.Generator().manual_seed(0))
     return policy, ro
 
 
 def grads_of(policy, ro, window):
     policy.zero_grad(set_to_none=True)
-    rc = recompute_logprobs(policy, ro, window)
+    rc = policy.recompute(ro, window)
     (rc.logprobs * torch.linspace(0.5, 1.5, ro.logprobs.shape[1])).sum().backward()
     return rc.logprobs.detach(), {
         n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None
@@ -86,7 +84,7 @@ def saved_bytes(policy, ro, window) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        recompute_logprobs(policy, ro, window)
+        policy.recompute(ro, window)
     return sum(seen.values())
 
 

@@ -4,7 +4,7 @@ Real objects only: a tiny Llama saved and loaded back like a user's checkpoint, 
 `trl.GRPOTrainer` on CPU. TRL's side is `trainer.compute_loss` on a batch dict of the
 format its `_generate_and_score_completions` produces; ours is the trainer's own path on a
 second copy of the model loaded from the same folder, which TRL never touched: the batch as
-a `Rollout`, `recompute_logprobs` of a `NeuralesePolicy` with feedback off, and
+a `Rollout`, `NeuralesePolicy.recompute` of a policy with feedback off, and
 `policy_loss`. Loss, TRL's logged metrics and every parameter gradient must agree.
 
 Two things TRL's code path needs outside `Trainer.train()`:
@@ -27,7 +27,6 @@ from neuralese.algorithms import group_advantages, policy_loss, zero_spread_frac
 from neuralese.config import ModelConfig, NeuraleseConfig
 from neuralese.models import load_model
 from neuralese.policy import NeuralesePolicy
-from neuralese.recompute import recompute_logprobs
 from neuralese.rollout import Rollout, position_ids_from_mask
 
 TEMPERATURE = 0.7
@@ -113,7 +112,7 @@ def our_logprobs(model, tokenizer, batch) -> torch.Tensor:
         temperature=TEMPERATURE,
     )
     policy = NeuralesePolicy(model, tokenizer, NeuraleseConfig(mode="off"))
-    return recompute_logprobs(policy, rollout, window=0).token_logprobs[:, prompt_len:]  # [B, C]
+    return policy.recompute(rollout, window=0).token_logprobs[:, prompt_len:]  # [B, C]
 
 
 def fixed_batch(trainer: GRPOTrainer, model, beta: float) -> dict[str, torch.Tensor]:

@@ -24,8 +24,6 @@ pytest.importorskip("vllm")
 from neuralese.config import NeuraleseConfig, TinyModelConfig, VLLMConfig  # noqa: E402
 from neuralese.envs import env_texts, make_env  # noqa: E402
 from neuralese.policy import NeuralesePolicy  # noqa: E402
-from neuralese.recompute import recompute_logprobs  # noqa: E402
-from neuralese.rollout import generate_rollout  # noqa: E402
 from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 from neuralese.vllm_engine import VLLMEngine  # noqa: E402
 
@@ -82,7 +80,7 @@ def prompts(n: int = 16) -> list[str]:
 
 def greedy_both(p: NeuralesePolicy, engine: VLLMEngine, n_tokens: int = 6):
     ids, mask = p.encode(prompts())
-    hf = generate_rollout(p, ids, mask, n_tokens, 0.0)
+    hf = p.rollout(ids, mask, n_tokens, 0.0)
     ours = engine.generate(p, ids, mask, n_tokens, 0.0)
     return hf, ours
 
@@ -105,7 +103,7 @@ def test_sampling_logprobs_agree(model_dir, engine):
     ids, mask = p.encode(prompts() * 4)
     ro = engine.generate(p, ids, mask, 8, 1.0, torch.Generator().manual_seed(1))
     assert ro.action_mask.sum() > 100
-    ours = recompute_logprobs(p, ro, 0).logprobs
+    ours = p.recompute(ro, 0).logprobs
     gap = (ours - ro.logprobs)[ro.action_mask].abs().max().item()
     print(
         f"vLLM vs policy sampling log-probs: max |diff| = {gap:.2e} over {int(ro.action_mask.sum())} tokens"
@@ -156,5 +154,5 @@ def test_trainer_trains_with_vllm_rollouts(model_dir, tmp_path):
     )  # old log-probs are the policy's own
     # The engine holds the trained weights: its greedy answers are the trained policy's.
     ids, mask = trainer.policy.encode(prompts())
-    hf = generate_rollout(trainer.policy, ids, mask, 6, 0.0)
+    hf = trainer.policy.rollout(ids, mask, 6, 0.0)
     assert trainer.vllm.generate(trainer.policy, ids, mask, 6, 0.0).completion_ids() == hf.completion_ids()

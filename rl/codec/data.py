@@ -45,7 +45,7 @@ def row_texts(ds: datasets.Dataset) -> list[str]:
 
 
 def load_texts(cfg: RunConfig, source: str = "codec.text") -> Texts:
-    """The texts `codec.text` names (neuralese.codec.config documents the three kinds)."""
+    """The texts `codec.text` names (neuralese.config.codec documents the three kinds)."""
     c = cfg.codec
     rows_train, rows_held = math.ceil(c.train_texts / 2), math.ceil(c.eval_texts / 2)
     if c.text in ("gsm8k", "env"):

@@ -43,6 +43,7 @@ from transformers import PreTrainedTokenizer
 from neuralese.codec.model import Codec, load_codec
 from neuralese.errors import CheckpointError, CodecError
 from neuralese.io import read_json, write_json
+from neuralese.models import register_tokenizer
 from neuralese.tiny import BOS, EOS, PAD, THOUGHT, UNK
 
 DENSE_FILE = "dense_tokenizer.json"
@@ -259,6 +260,11 @@ def _code_tables(model) -> list[nn.Module]:
 
 def is_dense_folder(path: str | Path) -> bool:
     return (Path(path) / DENSE_FILE).is_file()
+
+
+# A dense model's folder holds its codec in place of transformers' tokenizer files: the model loader
+# reads it with DenseTokenizer.
+register_tokenizer(is_dense_folder, DenseTokenizer.from_folder)
 
 
 def pretokenize(data: datasets.Dataset, tokenizer: DenseTokenizer) -> datasets.Dataset:

@@ -33,7 +33,6 @@ from neuralese.envs import load_split, make_env
 from neuralese.errors import CheckpointError
 from neuralese.io import read_json, read_safetensors, write_json
 from neuralese.policy import NeuralesePolicy
-from neuralese.rollout import generate_rollout
 
 MAP_CONFIG = "map.json"
 MAP_WEIGHTS = "map.safetensors"
@@ -114,7 +113,7 @@ def paired_states(
     tok, n = codec.tokenizer, codec.tokens_per_code
     for start in range(0, len(prompts), batch_size):
         ids, mask = policy.encode(prompts[start : start + batch_size])
-        ro = generate_rollout(policy, ids, mask, max_new_tokens, 0.0)
+        ro = policy.rollout(ids, mask, max_new_tokens, 0.0)
         out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
                            position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)  # fmt: skip
         f = policy.adapter.vector(policy.thought_source(out), policy.embedding_table)  # [B, L, D]: into t + 1

@@ -29,9 +29,9 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from neuralese.codec.config import CodecConfig, check_codec
 from neuralese.codec.fsq import FSQ
 from neuralese.config import from_dict
+from neuralese.config.codec import CodecConfig, check_codec
 from neuralese.errors import CheckpointError, CodecError, ConfigError
 from neuralese.io import read_json, read_safetensors, write_json
 from neuralese.ranges import check_ranges

@@ -12,11 +12,10 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 
-from neuralese.codec.config import check_codec
+from neuralese.config.codec import check_codec
 from neuralese.config.sections import (
     RunConfig,
 )
-from neuralese.config.translate import check_cross
 from neuralese.errors import ConfigError
 from neuralese.io import describe_yaml_error, read_yaml
 from neuralese.ranges import (
@@ -209,10 +208,6 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
             f">= 2 for {rl.algorithm} (group-relative advantages need a group)",
             rl.samples_per_prompt,
         )
-    if rl.rollout_engine == "vllm":
-        need(nz.mode in ("off", "latent"), "rl.rollout_engine",
-             f"'hf' in {nz.mode} mode (vLLM decodes after latent thoughts only: feedback at written tokens "
-             "and parallel passes are beyond its decoding)", "vllm")  # fmt: skip
     if nz.embedding_weights != "softmax":
         need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
              f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
@@ -220,26 +215,9 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(nz.noise_std == 0, "neuralese.noise_std",
              f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)", nz.noise_std)  # fmt: skip
     cur = cfg.curriculum
-    thoughts_first = nz.mode == "latent" or (nz.mode == "refine" and nz.refine_over == "thoughts")
-    if thoughts_first and cur.stages == 0:
-        need(nz.num_thoughts >= 1, "neuralese.num_thoughts", f">= 1 in {nz.mode} mode", nz.num_thoughts)
-    if isinstance(nz.tbptt_window, int) and nz.mode == "latent" and cur.stages == 0:
-        need(
-            nz.tbptt_window <= nz.num_thoughts,
-            "neuralese.tbptt_window",
-            f"<= neuralese.num_thoughts ({nz.num_thoughts}) in latent mode, or 'full'",
-            nz.tbptt_window,
-        )
-    if isinstance(nz.tbptt_window, int) and nz.mode == "refine":
-        need(nz.tbptt_window <= nz.refine_passes, "neuralese.tbptt_window",
-             f"<= neuralese.refine_passes ({nz.refine_passes}) in refine mode (it counts passes), or 'full'",
-             nz.tbptt_window)  # fmt: skip
     if isinstance(nz.layer, int):
         need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
     if cur.stages > 0:
-        need(thoughts_first, "curriculum.stages",
-             "0 unless neuralese.mode is 'latent' or 'refine' over thoughts (it sets the thoughts before the answer)",
-             cur.stages)  # fmt: skip
         need(cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
              cur.start)  # fmt: skip
     if cfg.pretrain.elided_steps:
@@ -263,7 +241,6 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
         need(len(set(tr.models)) == len(tr.models), "translate.models", "a list without repeats", tr.models)
     need(len(tr.kinds) >= 1 and len(set(tr.kinds)) == len(tr.kinds), "translate.kinds",
          "a non-empty list of distinct kinds ('linear', 'mlp', 'common')", tr.kinds)  # fmt: skip
-    check_cross(cfg, source)
     if cfg.rewards is not None:
         need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
 

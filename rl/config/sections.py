@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from neuralese.codec.config import CodecConfig
+from neuralese.config.codec import CodecConfig
 from neuralese.config.translate import CrossConfig, TranslateConfig
 from neuralese.ranges import (
     AnyInt,
@@ -481,3 +481,9 @@ class RunConfig:
     """Thinking across models: another model's translated thoughts in this model's thought positions."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""
+
+    @property
+    def policy_kind(self) -> str | None:
+        """The kind of policy this run needs beyond the plain one (neuralese.build.PolicyKind): `cross`
+        when `cross.thinker` is set, else None."""
+        return "cross" if self.cross.thinker is not None else None

@@ -3,7 +3,8 @@
 
 Kept apart from rl/config/sections.py so these fields sit together; `RunConfig.translate` and
 `RunConfig.cross` hold them, so the recipe loader's checks (unknown keys, types, declared ranges:
-neuralese.ranges) cover them like any section, and `check_cross` adds the checks that span sections.
+neuralese.ranges) cover them like any section; the rules of a cross-model run that span sections are
+its policy kind's (neuralese.translate.cross).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from neuralese.errors import ConfigError
 from neuralese.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 
@@ -83,27 +83,3 @@ class CrossConfig:
     reader: Literal["frozen", "lora"] = "frozen"
     """How B trains: `frozen` (only the translator and B's gate learn; `model.lora.r` must be 0) or `lora`
     (B's LoRA weights too, as `model.lora` sets them; `model.lora.r` must be > 0)."""
-
-
-def check_cross(cfg, source: str) -> None:
-    """The rules of a cross-model run that span sections (neuralese.config.validate calls it)."""
-    cross, nz = cfg.cross, cfg.neuralese
-    if cross.thinker is None:
-        return
-    wants = [
-        (cross.translator is not None, "cross.translator", "a translator folder (from `neuralese translate fit`) "
-         "when cross.thinker is set", cross.translator),
-        (nz.mode == "latent", "neuralese.mode", "'latent' with cross.thinker (B's thought positions receive A's "
-         "translated thoughts)", nz.mode),
-        (nz.space == "hidden" and nz.embedding_weights == "softmax", "neuralese.space",
-         "'hidden' with cross.thinker (translators map hidden-state thoughts)", nz.space),
-        (isinstance(nz.layer, int), "neuralese.layer", "a layer index with cross.thinker (the layer the "
-         "translator was fitted on)", nz.layer),
-        (cfg.curriculum.stages == 0, "curriculum.stages", "0 with cross.thinker", cfg.curriculum.stages),
-        (cfg.rl.rollout_engine == "hf", "rl.rollout_engine", "'hf' with cross.thinker", cfg.rl.rollout_engine),
-        ((cfg.model.lora.r > 0) == (cross.reader == "lora"), "model.lora.r",
-         f"{'> 0' if cross.reader == 'lora' else '0'} with cross.reader {cross.reader!r}", cfg.model.lora.r),
-    ]  # fmt: skip
-    for ok, key, what, value in wants:
-        if not ok:
-            raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")

@@ -7,21 +7,29 @@ its live blocks. One module per mode, each behind the interface of `neuralese.mo
     channel   a persistent state beside the tokens, never softmaxed (channel.py)
     refine    thoughts (or a drafted answer) filled in T parallel Jacobi passes (refine.py)
 
-The three sequential modes share one engine (sequential.py); refine has its own. The modules are
-imported when a mode is first asked for: they import the rollout and recompute machinery, which
-imports the policy, which asks for its mode.
+The three sequential modes share one engine (sequential.py); refine has its own. Each mode declares
+what it can do (`ThoughtMode.feeds_back`, `prefix_thoughts`, `thoughts_first`, `window_limit`), so
+code outside this package asks a mode, never its name.
 """
 
 from __future__ import annotations
 
 from neuralese.config import NeuraleseConfig
+from neuralese.modes.base import ThoughtMode
+from neuralese.modes.channel import ChannelMode
+from neuralese.modes.hybrid import HybridMode
+from neuralese.modes.latent import LatentMode
+from neuralese.modes.refine import RefineMode
+
+MODES: dict[str, type[ThoughtMode]] = {
+    mode.name: mode for mode in (ThoughtMode, LatentMode, HybridMode, ChannelMode, RefineMode)
+}
 
 
-def get_mode(cfg: NeuraleseConfig):
+def get_mode(cfg: NeuraleseConfig) -> ThoughtMode:
     """The mode `cfg.mode` names, bound to `cfg` (which it reads live: the curriculum changes
     `num_thoughts` between stages)."""
-    from neuralese.modes import base, channel, hybrid, latent, refine  # at first call: see the docstring
+    return MODES[cfg.mode](cfg)
 
-    modes = {"off": base.ThoughtMode, "latent": latent.LatentMode, "hybrid": hybrid.HybridMode,
-             "channel": channel.ChannelMode, "refine": refine.RefineMode}  # fmt: skip
-    return modes[cfg.mode](cfg)
+
+__all__ = ["MODES", "ChannelMode", "HybridMode", "LatentMode", "RefineMode", "ThoughtMode", "get_mode"]

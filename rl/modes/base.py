@@ -17,6 +17,12 @@ shared:
 The sequential engine (neuralese.modes.sequential) turns these answers into `rollout` and `recompute`.
 A mode whose positions are not filled one at a time (refine) overrides those two entry points
 instead, and keeps the same record and the same consistency and truncation guarantees.
+
+A mode also declares what it can do, so that nothing outside this package asks for it by name:
+`feeds_back` (mode `off` does not), `prefix_thoughts` (thoughts first, then a plain written answer:
+what vLLM decodes after and cross-model thinking fills), `thoughts_first` (the curriculum sets how
+many thoughts come before the answer) and `window_limit` (what a TBPTT window counts); `check`
+holds a run's config to them.
 """
 
 from __future__ import annotations
@@ -24,19 +30,74 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuralese.config import NeuraleseConfig
+from neuralese.config import NeuraleseConfig, RunConfig
+from neuralese.errors import ConfigError
 from neuralese.modes import sequential
+from neuralese.recompute import Recomputed, Window, live_edges
+from neuralese.rollout import Rollout, Sampling
 
 
 class ThoughtMode:
     """Mode `off`, and the defaults every mode starts from."""
 
+    name = "off"
+    feeds_back = False  # thoughts are fed back at all (every mode but `off`)
     uses_thought_token = False  # latent-style thought positions need the reserved thought token
-    feeds_answer = False
-    parallel_tail = False
+    feeds_answer = False  # a thought is also fed beside every written token
+    parallel_tail = False  # positions after the last live block are recomputed in one parallel pass
+    # Thoughts are K positions filled one at a time before a plain written answer (latent mode): what
+    # vLLM can decode after, and what cross-model thinking fills from another model.
+    prefix_thoughts = False
 
     def __init__(self, cfg: NeuraleseConfig):
         self.cfg = cfg
+
+    # ------------------------------------------------------------------ what the mode can do
+
+    @property
+    def thoughts_first(self) -> bool:
+        """Thought positions come before the answer, as many as `num_thoughts` (the curriculum sets it)."""
+        return False
+
+    def window_limit(self) -> tuple[str, int, str] | None:
+        """(key, value, what it counts) bounding an integer TBPTT window, or None when any window fits."""
+        return None
+
+    def live_edges(self, window: Window) -> int:
+        """How many of the mode's chained edges (thoughts, or passes) a window keeps live."""
+        limit = self.window_limit()
+        return live_edges(window, limit[1] if limit else 0)
+
+    def check(self, cfg: RunConfig, source: str) -> None:
+        """A ConfigError naming the key unless the run's config fits what this mode can do."""
+        nz, stages = cfg.neuralese, cfg.curriculum.stages
+        where = f"in {self.describe_config()}"
+
+        def need(ok: bool, key: str, what: str, value):
+            if not ok:
+                raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+
+        if cfg.rl.rollout_engine == "vllm":
+            need(not self.feeds_back or self.prefix_thoughts, "rl.rollout_engine",
+                 f"'hf' {where} (vLLM decodes after latent thoughts only: feedback at written tokens and "
+                 "parallel passes are beyond its decoding)", "vllm")  # fmt: skip
+        if self.thoughts_first and stages == 0:
+            need(nz.num_thoughts >= 1, "neuralese.num_thoughts", f">= 1 {where}", nz.num_thoughts)
+        limit = self.window_limit()
+        # With a curriculum the number of thoughts changes between stages; a window larger than a stage's
+        # thoughts keeps all of them live.
+        if isinstance(nz.tbptt_window, int) and limit is not None and not (stages > 0 and limit[0] == "neuralese.num_thoughts"):
+            key, value, counts = limit
+            need(nz.tbptt_window <= value, "neuralese.tbptt_window", f"<= {key} ({value}) {where}{counts}, or 'full'",
+                 nz.tbptt_window)  # fmt: skip
+        if stages > 0:
+            need(self.thoughts_first, "curriculum.stages",
+                 f"0 {where}: the curriculum sets the thoughts before the answer, which this mode has not "
+                 "(latent mode, or refine mode over thoughts, has them)", stages)  # fmt: skip
+
+    def describe_config(self) -> str:
+        """The mode as a message names it ("latent mode")."""
+        return f"{self.name} mode"
 
     # ------------------------------------------------------------------ where feedback applies
 
@@ -67,13 +128,12 @@ class ThoughtMode:
 
     # ------------------------------------------------------------------ entry points
 
-    def rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
-        """A `Rollout` (neuralese.rollout.generate_rollout documents the arguments)."""
-        return sequential.rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature,
-                                  generator, ignore_eos, thoughts)  # fmt: skip
+    def rollout(self, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: Sampling) -> Rollout:
+        """A `Rollout` of the left-padded prompts [B, P] (`NeuralesePolicy.rollout` documents it)."""
+        return sequential.rollout(self, policy, prompt_ids, prompt_mask, sampling)
 
-    def recompute(self, policy, ro, window, probe, need_hidden):
-        """`Recomputed` log-probs of `ro` (neuralese.recompute.recompute_logprobs documents the arguments)."""
+    def recompute(self, policy, ro: Rollout, window: Window, probe=None, need_hidden: bool = False) -> Recomputed:
+        """`Recomputed` log-probs of `ro` (`NeuralesePolicy.recompute` documents the arguments)."""
         return sequential.recompute(self, policy, ro, window, probe, need_hidden)
 
     def final_tokens(self, ro) -> torch.Tensor:
@@ -107,7 +167,7 @@ class ThoughtMode:
         return ""
 
 
-def blocks_of(prompt_length: int, length: int, window) -> list[tuple[int, int]]:
+def blocks_of(prompt_length: int, length: int, window: Window) -> list[tuple[int, int]]:
     """Block TBPTT: the generated positions [prompt_length, length) cut into consecutive blocks of `window`."""
-    k = length - prompt_length if window == "full" else int(window)
+    k = max(1, live_edges(window, length - prompt_length))
     return [(s, min(s + k, length)) for s in range(prompt_length, length, k)]

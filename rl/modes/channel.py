@@ -69,6 +69,8 @@ class ChannelWeights(nn.Module):
 
 
 class ChannelMode(ThoughtMode):
+    name = "channel"
+    feeds_back = True
     feeds_answer = True
 
     def width(self, hidden_size: int) -> int:

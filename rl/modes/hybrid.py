@@ -11,6 +11,8 @@ from neuralese.modes.base import ThoughtMode, blocks_of
 
 
 class HybridMode(ThoughtMode):
+    name = "hybrid"
+    feeds_back = True
     feeds_answer = True
 
     def live_blocks(self, prompt_length: int, length: int, window) -> list[tuple[int, int]]:

@@ -15,15 +15,24 @@ from neuralese.modes.base import ThoughtMode
 
 
 class LatentMode(ThoughtMode):
+    name = "latent"
+    feeds_back = True
     uses_thought_token = True
     parallel_tail = True
+    prefix_thoughts = True
+
+    @property
+    def thoughts_first(self) -> bool:
+        return True
 
     @property
     def thought_positions(self) -> int:
         return self.cfg.num_thoughts
 
+    def window_limit(self) -> tuple[str, int, str]:
+        return "neuralese.num_thoughts", self.cfg.num_thoughts, ""
+
     def live_blocks(self, prompt_length: int, length: int, window) -> list[tuple[int, int]]:
-        num_thoughts = self.cfg.num_thoughts
-        k = num_thoughts if window == "full" else min(int(window), num_thoughts)
-        end = prompt_length + num_thoughts
+        k = self.live_edges(window)
+        end = prompt_length + self.cfg.num_thoughts
         return [(end - k, end)] if k > 0 else []

@@ -40,6 +40,8 @@ never reads another pass's keys and values. k = 0 is latent mode's single parall
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from transformers import DynamicCache
 
@@ -48,14 +50,27 @@ from neuralese.models import CACHE
 from neuralese.modes import sequential
 from neuralese.modes.base import ThoughtMode
 from neuralese.recompute import Recomputed, live_cache, scatter_token_logprobs
-from neuralese.rollout import sample_tokens
+from neuralese.rollout import Rollout, Sampling, sample_tokens
 from neuralese.segments import SegmentCache
 
 
 class RefineMode(ThoughtMode):
+    name = "refine"
+    feeds_back = True
+
     @property
     def over_thoughts(self) -> bool:
         return self.cfg.refine_over == "thoughts"
+
+    @property
+    def thoughts_first(self) -> bool:
+        return self.over_thoughts
+
+    def window_limit(self) -> tuple[str, int, str]:
+        return "neuralese.refine_passes", self.cfg.refine_passes, " (it counts passes)"
+
+    def describe_config(self) -> str:
+        return f"refine mode over the {self.cfg.refine_over}"
 
     @property
     def uses_thought_token(self) -> bool:
@@ -72,16 +87,16 @@ class RefineMode(ThoughtMode):
     # ------------------------------------------------------------------ rollout
 
     @torch.no_grad()
-    def rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
-        dec = sequential.Decoding.start(policy, prompt_ids, prompt_mask, greedy=temperature == 0)
+    def rollout(self, policy, prompt_ids, prompt_mask, sampling: Sampling) -> Rollout:
+        dec = sequential.Decoding.start(policy, prompt_ids, prompt_mask, greedy=sampling.greedy)
         if not self.over_thoughts:
-            self.fill_answer(policy, dec, max_new_tokens, temperature, generator, ignore_eos, thoughts)
-            return dec.record(policy, temperature)
+            self.fill_answer(policy, dec, sampling)
+            return dec.record(policy, sampling.temperature)
         if self.cfg.num_thoughts:
-            self.fill_thoughts(policy, dec, generator, thoughts)
+            self.fill_thoughts(policy, dec, sampling.generator, sampling.thoughts)
         plain = ThoughtMode(self.cfg)  # the answer after the thoughts: tokens only, as in latent mode
-        sequential.decode(plain, policy, dec, 0, max_new_tokens, temperature, generator, ignore_eos, None)
-        return dec.record(policy, temperature)
+        sequential.decode(plain, policy, dec, 0, dataclasses.replace(sampling, thoughts=None))
+        return dec.record(policy, sampling.temperature)
 
     @property
     def unread(self) -> int:
@@ -127,8 +142,9 @@ class RefineMode(ThoughtMode):
         logp = torch.zeros(bsz, K, dtype=torch.float64, device=device)
         self.append_steps(policy, dec, done, tokens, every, torch.zeros_like(every), logp, every)
 
-    def fill_answer(self, policy, dec, n, temperature, generator, ignore_eos, forced) -> None:
+    def fill_answer(self, policy, dec, sampling: Sampling) -> None:
         """A greedy draft refined in T passes; the answer sampled from the last pass's logits."""
+        n, generator = sampling.max_new_tokens, sampling.generator
         bsz, device = dec.prompt_ids.shape[0], dec.prompt_ids.device
         greedy_first = dec.logits.argmax(-1)  # [B]: the prompt's own next token, the same in every pass
         draft = torch.full((bsz, n), policy.pad_token_id, device=device)
@@ -139,11 +155,11 @@ class RefineMode(ThoughtMode):
             return torch.cat([greedy_first[:, None], logits.argmax(-1), pad], dim=1)[:, :n]
 
         scores = dec.logits[:, None]  # [B, 1, V] the prompt's logits score the first answer token
-        done, last = self.passes(policy, dec, draft, generator, forced, keep=0, redraft=redraft)
+        done, last = self.passes(policy, dec, draft, generator, sampling.thoughts, keep=0, redraft=redraft)
         logits = torch.cat([scores, last[:, :-1]], dim=1)  # [B, n, V]: logits[:, u] score y_u
-        y, logp = sample_tokens(logits.flatten(0, 1), temperature, generator)
+        y, logp = sample_tokens(logits.flatten(0, 1), sampling.temperature, generator)
         y, logp = y.view(bsz, n), logp.view(bsz, n).double()
-        is_eos = torch.isin(y, policy.eos_token_ids(device)) & (not ignore_eos)
+        is_eos = torch.isin(y, policy.eos_token_ids(device)) & (not sampling.ignore_eos)
         alive = (is_eos.long().cumsum(-1) - is_eos.long()) == 0  # [B, n]: no eos before u
         y = torch.where(alive, y, policy.pad_token_id)
         # As in the sequential modes: no thought into an eos or the last position (its output is unused).
@@ -193,7 +209,7 @@ class RefineMode(ThoughtMode):
         if b == a:  # no thoughts at this curriculum stage: the plain teacher-forced pass
             return sequential.recompute(ThoughtMode(self.cfg), policy, ro, 0, probe, need_hidden)
         T, length = self.cfg.refine_passes, ro.input_ids.shape[1]
-        k = T if window == "full" else min(int(window), T)
+        k = self.live_edges(window)
         sampled = ro.sampler != "none"
         mask, pos = ro.attention_mask, ro.position_ids
         x_final = self.final_inputs(policy, ro)  # [B, L, D] the recorded inputs of the last pass

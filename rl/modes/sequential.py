@@ -21,7 +21,7 @@ from transformers import DynamicCache
 from neuralese.feedback import Draw
 from neuralese.models import CACHE
 from neuralese.recompute import Recomputed, live_cache, scatter_token_logprobs
-from neuralese.rollout import Rollout, sample_tokens
+from neuralese.rollout import Rollout, Sampling, position_ids_from_mask, sample_tokens
 
 
 @dataclass
@@ -44,8 +44,6 @@ class Decoding:
     @classmethod
     def start(cls, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Decoding:
         """The prompt, read in one parallel pass."""
-        from neuralese.rollout import position_ids_from_mask
-
         mask = prompt_mask.long()
         positions = position_ids_from_mask(mask)
         cache = DynamicCache(config=policy.model.config)
@@ -70,19 +68,19 @@ class Decoding:
 
 
 @torch.no_grad()
-def rollout(mode, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
+def rollout(mode, policy, prompt_ids, prompt_mask, sampling: Sampling) -> Rollout:
     """K thought steps (the mode's `thought_positions`), then at most `max_new_tokens` answer tokens."""
-    dec = Decoding.start(policy, prompt_ids, prompt_mask, greedy=temperature == 0)
+    dec = Decoding.start(policy, prompt_ids, prompt_mask, greedy=sampling.greedy)
     num_thoughts = mode.thought_positions if policy.feedback_on else 0
-    decode(mode, policy, dec, num_thoughts, max_new_tokens, temperature, generator, ignore_eos, thoughts)
-    return dec.record(policy, temperature)
+    decode(mode, policy, dec, num_thoughts, sampling)
+    return dec.record(policy, sampling.temperature)
 
 
-def decode(mode, policy, dec: Decoding, num_thoughts: int, max_new_tokens: int, temperature: float,
-           generator, ignore_eos: bool, forced: torch.Tensor | None) -> None:  # fmt: skip
-    """Append `num_thoughts` thought steps and at most `max_new_tokens` answer steps to `dec`."""
+def decode(mode, policy, dec: Decoding, num_thoughts: int, sampling: Sampling) -> None:
+    """Append `num_thoughts` thought steps and at most `sampling.max_new_tokens` answer steps to `dec`."""
     bsz, device = dec.prompt_ids.shape[0], dec.prompt_ids.device
-    total = num_thoughts + max_new_tokens
+    temperature, generator, forced = sampling.temperature, sampling.generator, sampling.thoughts
+    total = num_thoughts + sampling.max_new_tokens
     eos = policy.eos_token_ids(device)
     sampler = policy.adapter.sampler if policy.feedback_on else "none"
     for i in range(total):
@@ -96,7 +94,7 @@ def decode(mode, policy, dec: Decoding, num_thoughts: int, max_new_tokens: int, 
             tokens, logp = sample_tokens(dec.logits, temperature, generator)
             tokens = torch.where(alive, tokens, policy.pad_token_id)
             logp, action = logp.double(), alive.clone()
-        ends = action & torch.isin(tokens, eos) & (not ignore_eos)
+        ends = action & torch.isin(tokens, eos) & (not sampling.ignore_eos)
         last = i == total - 1
         # Feedback into an input whose output is never used (eos, or the last position) would be
         # noise without effect: leave it out.

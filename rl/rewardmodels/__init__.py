@@ -6,6 +6,13 @@
 - `pairs`, `train`: `neuralese reward-model train RECIPE.yaml` builds preference pairs from the
   policy's own samples (or a file) and trains with TRL's RewardTrainer, then the gears after it.
 
-Recipes name them in `rewards` like any reward function (neuralese.rewards.combine builds them with the
-policy's device); the trainer's loop does not know they are models.
+Recipes name them in `rewards` like any reward function: importing this package registers
+`reward_model`, `judge` and `cascade` with neuralese.rewards.combine, which builds them with the
+policy's device; the trainer's loop does not know they are models.
 """
+
+from neuralese.rewardmodels.cascade import Cascade
+from neuralese.rewardmodels.judge import Judge
+from neuralese.rewardmodels.score import RewardModel
+
+__all__ = ["Cascade", "Judge", "RewardModel"]

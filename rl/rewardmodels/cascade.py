@@ -33,7 +33,14 @@ from typing import Any
 
 from neuralese.errors import ConfigError, RewardError
 from neuralese.ranges import FiniteFloat, UnitFloat
-from neuralese.rewards.combine import check_rewards, invoke, resolve_reward, reward_name, subset_columns
+from neuralese.rewards.combine import (
+    check_rewards,
+    invoke,
+    register_reward_object,
+    resolve_reward,
+    reward_name,
+    subset_columns,
+)
 
 
 @dataclass
@@ -141,3 +148,6 @@ class Cascade:
     def metrics(self) -> dict[str, float]:
         """Per stage: share of the batch it was given and answered, seconds; the audit's agreement."""
         return {k: v for k, v in self.last.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+register_reward_object("cascade", Cascade)

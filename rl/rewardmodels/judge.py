@@ -30,6 +30,7 @@ from neuralese.models import load_model
 from neuralese.policy import render_prompt
 from neuralese.ranges import FiniteFloat, PositiveInt
 from neuralese.rewardmodels.score import score_sequences
+from neuralese.rewards.combine import register_reward_object
 from neuralese.rewards.match import completion_text
 
 
@@ -148,3 +149,6 @@ class Judge:
     def metrics(self) -> dict[str, float]:
         """What the last call did: samples judged, distinct questions asked."""
         return dict(self.last)
+
+
+register_reward_object("judge", Judge)

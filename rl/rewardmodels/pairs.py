@@ -23,7 +23,6 @@ from neuralese.errors import ConfigError
 from neuralese.io import read_jsonl
 from neuralese.policy import NeuralesePolicy
 from neuralese.rewards.combine import compute_rewards
-from neuralese.rollout import complete
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -68,7 +67,7 @@ def sample(
     prompts = list(rows["prompt"])
     repeated = [p for p in prompts for _ in range(per_prompt)]
     generator = torch.Generator(device=policy.device).manual_seed(seed)
-    texts, extras = complete(policy, repeated, max_new_tokens, temperature, 256, generator)
+    texts, extras = policy.complete(repeated, max_new_tokens, temperature, 256, generator)
     groups = [texts[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
     columns = {c: list(rows[c]) for c in rows.column_names if c != "prompt"}
     return Samples(prompts, groups, columns, extras)

@@ -33,6 +33,7 @@ from neuralese.errors import CheckpointError, ConfigError, RewardError
 from neuralese.io import read_json
 from neuralese.models import DTYPES, check_model_folder, load_tokenizer
 from neuralese.ranges import FiniteFloat, PositiveInt
+from neuralese.rewards.combine import register_reward_object
 from neuralese.rewards.match import completion_text
 
 META_FILE = "reward_model.json"  # what `neuralese reward-model train` measured, and the calibration
@@ -223,3 +224,6 @@ class RewardModel:
     def metrics(self) -> dict[str, float]:
         """What the last call did: samples, distinct samples scored, share answered (not abstained)."""
         return dict(self.last)
+
+
+register_reward_object("reward_model", RewardModel)

@@ -34,7 +34,7 @@ from trl.trainer.reward_trainer import suppress_seqcls_warning
 from neuralese.config import GearConfig, RewardModelConfig, RunConfig, validate
 from neuralese.envs import env_texts, load_split, make_env
 from neuralese.errors import ConfigError
-from neuralese.export import load_policy
+from neuralese.load import load_policy
 from neuralese.io import atomic_dir, check_output_dir, write_json
 from neuralese.models import check_model_folder, load_tokenizer
 from neuralese.rewardmodels import pairs as P

@@ -20,7 +20,7 @@ from transformers import DynamicCache
 
 from neuralese.models import CACHE
 from neuralese.modes.sequential import Decoding
-from neuralese.recompute import live_cache
+from neuralese.recompute import live_cache, live_edges
 
 THINKER = "thinker."  # the prefix of A's columns in `Rollout.extra` ([B, La, ...] and [B, K, D_A])
 
@@ -55,7 +55,7 @@ def thinker_thoughts(thinker, ro, num_thoughts: int, window, probe: torch.Tensor
     probe [B, La, D_A]: zeros added to A's source states (index t: the state thought f computed at t is
     read from), whose gradient is the gradient reaching each of A's feedback edges."""
     recorded = ro.extra[f"{THINKER}thoughts"]  # [B, K, D_A]
-    k = num_thoughts if window == "full" else min(int(window), num_thoughts)
+    k = live_edges(window, num_thoughts)
     wanted = probe is not None or any(p.requires_grad for p in thinker.parameters())
     if k == 0 or not wanted:
         return recorded

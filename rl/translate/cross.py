@@ -32,16 +32,16 @@ from pathlib import Path
 import torch
 
 from neuralese import thoughts as T
-from neuralese.build import language_model
+from neuralese.build import PolicyKind, language_model, register_policy_kind
 from neuralese.config import ModelConfig, NeuraleseConfig, RunConfig
-from neuralese.errors import AlignmentError
+from neuralese.errors import AlignmentError, ConfigError
 from neuralese.feedback import Draw
 from neuralese.models import check_model_folder
-from neuralese.modes import sequential
+from neuralese.modes import get_mode, sequential
 from neuralese.modes.latent import LatentMode
 from neuralese.policy import NeuralesePolicy
 from neuralese.recompute import Recomputed, scatter_token_logprobs
-from neuralese.rollout import Rollout
+from neuralese.rollout import Rollout, Sampling
 from neuralese.translate.chain import THINKER, think, thinker_thoughts
 from neuralese.translate.maps import Translator, load_translator
 
@@ -86,10 +86,10 @@ class CrossMode(LatentMode):
     """Latent mode's layout for B, its thoughts A's translated ones (see the module docstring)."""
 
     @torch.no_grad()
-    def rollout(self, policy, prompt_ids, prompt_mask, max_new_tokens, temperature, generator, ignore_eos, thoughts):
+    def rollout(self, policy, prompt_ids, prompt_mask, sampling: Sampling) -> Rollout:
         """A's K thoughts, translated; B's thought positions read them and B writes the answer. `thoughts`
         [B, S, D_B] (the shuffled control) replace the translations: drawn by nobody, they add no log-prob."""
-        K, greedy = self.thought_positions, temperature == 0
+        K, greedy, thoughts, generator = self.thought_positions, sampling.greedy, sampling.thoughts, sampling.generator
         a_ids, a_mask = policy.thinker_prompts(prompt_ids, prompt_mask)
         chain = think(policy.thinker, a_ids, a_mask, K)
         noise = None
@@ -99,8 +99,8 @@ class CrossMode(LatentMode):
             noise = torch.zeros_like(noise) if greedy else noise
         fed = translate(policy, chain[f"{THINKER}thoughts"], noise) if thoughts is None else thoughts
         dec = sequential.Decoding.start(policy, prompt_ids, prompt_mask, greedy=greedy)
-        sequential.decode(self, policy, dec, K, max_new_tokens, temperature, generator, ignore_eos, fed)
-        ro = dec.record(policy, temperature)
+        sequential.decode(self, policy, dec, K, dataclasses.replace(sampling, thoughts=fed))
+        ro = dec.record(policy, sampling.temperature)
         ro.extra.update(chain)
         if noise is None:
             return ro
@@ -111,7 +111,7 @@ class CrossMode(LatentMode):
         ro.logprobs = ro.logprobs + noise_density(policy, ro)
         return ro
 
-    def recompute(self, policy, ro: Rollout, window, probe, need_hidden, thinker_probe=None) -> Recomputed:
+    def recompute(self, policy, ro: Rollout, window, probe=None, need_hidden=False, thinker_probe=None) -> Recomputed:
         """B's log-probs of `ro` with gradient through the translation into A's chain, truncated to `window`.
 
         probe [B, L, D_B]: zeros added to the translated thought fed into each position t+1 (at index t,
@@ -204,3 +204,36 @@ def check_translator(t: Translator, cfg: RunConfig, thinker_width: int, reader_w
         if fitted is not None and Path(fitted).resolve() != Path(folder).resolve():
             raise AlignmentError(f"{where}: {key} is {fitted!r}, but {name} is {folder!r}: a translator fitted "
                                  "for other models (fit one with `neuralese translate fit` on these two)")  # fmt: skip
+
+
+def check_cross(cfg: RunConfig, source: str) -> None:
+    """The rules of a cross-model run that span sections: a ConfigError naming the key."""
+    cross, nz = cfg.cross, cfg.neuralese
+    wants = [
+        (cross.translator is not None, "cross.translator", "a translator folder (from `neuralese translate fit`) "
+         "when cross.thinker is set", cross.translator),
+        (get_mode(nz).prefix_thoughts, "neuralese.mode", "'latent' with cross.thinker (B's thought positions, "
+         "filled one at a time before the answer, receive A's translated thoughts)", nz.mode),
+        (nz.space == "hidden" and nz.embedding_weights == "softmax", "neuralese.space",
+         "'hidden' with cross.thinker (translators map hidden-state thoughts)", nz.space),
+        (isinstance(nz.layer, int), "neuralese.layer", "a layer index with cross.thinker (the layer the "
+         "translator was fitted on)", nz.layer),
+        (cfg.curriculum.stages == 0, "curriculum.stages", "0 with cross.thinker", cfg.curriculum.stages),
+        (cfg.rl.rollout_engine == "hf", "rl.rollout_engine", "'hf' with cross.thinker", cfg.rl.rollout_engine),
+        ((cfg.model.lora.r > 0) == (cross.reader == "lora"), "model.lora.r",
+         f"{'> 0' if cross.reader == 'lora' else '0'} with cross.reader {cross.reader!r}", cfg.model.lora.r),
+    ]  # fmt: skip
+    for ok, key, what, value in wants:
+        if not ok:
+            raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
+
+
+CROSS = register_policy_kind(
+    PolicyKind(
+        "cross",
+        build=build_cross_policy,
+        check=check_cross,
+        export_refusal="a cross-model run (cross.thinker) has two models and a translator, which an exported "
+        "folder cannot hold yet; `neuralese eval` and `inspect` read the run folder",
+    )
+)

@@ -1,7 +1,7 @@
 """The `codec:` section of a recipe: what `neuralese codec train` builds and what it trains on.
 
-Kept apart from rl/config.py so the codec's fields sit with the codec; `RunConfig.codec` holds it,
-so the recipe loader's checks (unknown keys, types, declared ranges: neuralese.ranges) cover it like any
+Kept in a file of its own so the codec's fields sit together; `RunConfig.codec` holds it, so the
+recipe loader's checks (unknown keys, types, declared ranges: neuralese.ranges) cover it like any
 section, and `check_codec` adds the checks a range cannot say (each FSQ level, their product).
 """
 
