@@ -25,6 +25,7 @@ hash of its operands falls in the lowest fifth.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import datasets
@@ -94,6 +95,7 @@ class Arithmetic:
     teacher_drop_final_carry: float = 0.0
     cot: bool = False
     reward_funcs: list = field(default_factory=lambda: [exact_match])
+    check: Callable = exact_match  # correct when it scores 1
 
     def __post_init__(self):
         if self.op not in "+*":

@@ -8,8 +8,11 @@ An environment is what a factory `make(**args)` returns: an object with
   reward functions by name. An optional `completion` column is the teacher's target for
   stage 0 (`neuralese pretrain`); without it the answer is the target.
 - `reward_funcs`: a list of TRL-contract reward functions
-  `fn(prompts, completions, **columns) -> list[float | None]`. The first one is the
-  correctness check: `accuracy` counts a sample correct when it scores at least 1.
+  `fn(prompts, completions, **columns) -> list[float | None]`, what RL maximises unless the
+  recipe names its own `rewards`.
+- `check` (optional): the correctness check, a reward function of the same contract;
+  `accuracy` counts a sample correct when it scores at least 1. An environment without one is
+  checked by its first reward function.
 
 A recipe names a built-in (`env.name: addition`) or a plug-in factory
 (`env.name: path/to/file.py:make` or `pkg.module:make`).
@@ -84,7 +87,19 @@ def make_env(
             f"env {name!r}: the factory returned {type(env).__name__} whose reward_funcs is {funcs!r}; "
             "expected a non-empty list of functions fn(prompts, completions, **columns)"
         )
+    check = getattr(env, "check", None)
+    if check is not None and not callable(check):
+        raise EnvError(
+            f"env {name!r}: the factory returned {type(env).__name__} whose check is {check!r}; expected a "
+            "function fn(prompts, completions, **columns) that scores a correct completion 1 (or leave it out)"
+        )
     return env
+
+
+def correctness_check(env: Environment) -> Callable[..., list[float | None]]:
+    """The environment's correctness check: its `check`, or (without one) its first reward function."""
+    check = getattr(env, "check", None)
+    return check if check is not None else env.reward_funcs[0]
 
 
 def check_arg_types(factory: Callable[..., Any], args: dict[str, Any], name: str, key: str = "env.args") -> None:

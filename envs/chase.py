@@ -34,6 +34,7 @@ disjoint: a fixed hash of the permutation and the question assigns each problem 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,7 @@ class Chase:
     cot: bool = False
     chain: str = "nodes"
     reward_funcs: list = field(default_factory=lambda: [chase_match])
+    check: Callable = chase_match  # correct when it scores 1
 
     def __post_init__(self):
         if not 2 <= self.nodes <= 10:

@@ -22,6 +22,7 @@ to the test split when a fixed hash of it falls in the lowest fifth.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import datasets
@@ -93,6 +94,7 @@ class Countdown:
     max_number: int = 25
     max_target: int = 100
     reward_funcs: list = field(default_factory=lambda: [countdown_match])
+    check: Callable = countdown_match  # correct when it scores 1
 
     def __post_init__(self):
         if not isinstance(self.count, int) or not 2 <= self.count <= 6:

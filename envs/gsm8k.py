@@ -16,6 +16,7 @@ a one-message conversation for chat models. `train` is shuffled with the seed; `
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class GSM8K:
     chat: bool = False
     cot: bool = True
     reward_funcs: list = field(default_factory=lambda: [numeric_match])
+    check: Callable = numeric_match  # correct when it scores 1
 
     def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset:
         if split == "train":

@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class MNNS:
     cot: bool = False
     min_count: int | None = None
     reward_funcs: list = field(default_factory=lambda: [mnns_match])
+    check: Callable = mnns_match  # correct when it scores 1
 
     def __post_init__(self):
         if not 2 <= self.count <= 12:

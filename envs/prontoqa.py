@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, Literal
@@ -98,6 +99,7 @@ class ProntoQA:
     query: Literal["mixed", "concept", "property"] = "mixed"
     cot: bool = False
     reward_funcs: list = field(default_factory=lambda: [exact_match])
+    check: Callable = exact_match  # correct when it scores 1
 
     def __post_init__(self):
         if not isinstance(self.hops, int) or not 1 <= self.hops <= len(CONCEPT_NAMES) - 3:

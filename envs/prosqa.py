@@ -36,6 +36,7 @@ import math
 import random
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -229,6 +230,7 @@ class ProsQA:
     path: str | None = None
     train_path: str | None = None
     reward_funcs: list = field(default_factory=lambda: [exact_match])
+    check: Callable = exact_match  # correct when it scores 1
 
     def __post_init__(self):
         if not 1 <= self.min_hops <= self.max_hops:

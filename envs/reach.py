@@ -33,6 +33,7 @@ from __future__ import annotations
 import random
 import string
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,7 @@ class Reach:
     cot: bool = False
     min_hops: int | None = None
     reward_funcs: list = field(default_factory=lambda: [reach_match])
+    check: Callable = reach_match  # correct when it scores 1
 
     def __post_init__(self):
         if not 2 * (self.hops + 1) <= self.nodes <= len(LETTERS):

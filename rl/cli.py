@@ -124,10 +124,10 @@ def cmd_translate_fit(args) -> None:
 def cmd_eval(args) -> None:
     import torch
 
+    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
     from neuralese.config import EvalConfig
     from neuralese.envs import make_env
     from neuralese.evaluate import evaluate
-    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
     from neuralese.load import load_policy
 
     env_args = env_args_of(args.env_args)
@@ -173,9 +173,9 @@ def cmd_inspect(args) -> None:
     import torch
 
     from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
-    from neuralese.load import load_policy
     from neuralese.inspector import PICTURE_SUFFIXES, format_table, inspect_thoughts, plot
     from neuralese.io import check_output_file
+    from neuralese.load import load_policy
 
     if not args.prompt.strip():  # nothing to attend to: the model would run on zero positions
         raise UsageError(f"argument --prompt: expected a non-empty text, got {args.prompt!r}")

@@ -18,6 +18,10 @@ A stage ends after `steps_per_stage` RL steps, or (`advance: plateau`) when the 
 mean of the training reward over the last `patience` steps has not risen by `min_delta`
 above its best. The stage is part of the trainer's state (checkpoints, `--resume`) and of
 every metrics line (`curriculum/stage`); each change is announced and logged.
+
+The curriculum is the one writer of the policy's number of thoughts: it sets the
+`num_thoughts` of the thought config it is given at its start, at every stage change and when
+its state is loaded (a resumed run, or a run checkpoint loaded for evaluation).
 """
 
 from __future__ import annotations
@@ -25,19 +29,26 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from neuralese.config import CurriculumConfig
+from neuralese.config import CurriculumConfig, NeuraleseConfig
 
 
 class Curriculum:
     """Which stage RL is at, and when the next one starts."""
 
-    def __init__(self, cfg: CurriculumConfig):
+    def __init__(self, cfg: CurriculumConfig, thoughts: NeuraleseConfig | None = None):
+        """`thoughts`: the policy's thought config, whose `num_thoughts` this curriculum sets (when enabled)."""
         self.cfg = cfg
+        self.thoughts = thoughts
         self.stage = cfg.start
         self.stage_steps = 0  # RL steps taken in this stage
         self.best = float("-inf")  # best moving mean of the reward in this stage
         self.since_best = 0
         self.recent: deque[float] = deque(maxlen=cfg.patience)
+        self._write()
+
+    def _write(self) -> None:
+        if self.enabled and self.thoughts is not None:
+            self.thoughts.num_thoughts = self.num_thoughts
 
     @property
     def enabled(self) -> bool:
@@ -71,6 +82,7 @@ class Curriculum:
             self.stage += 1
             self.stage_steps, self.best, self.since_best = 0, float("-inf"), 0
             self.recent.clear()
+            self._write()
             return True
         return False
 
@@ -85,3 +97,4 @@ class Curriculum:
         self.best = float("-inf") if state["best"] is None else float(state["best"])
         self.since_best = int(state["since_best"])
         self.recent = deque(state["recent"], maxlen=self.cfg.patience)
+        self._write()

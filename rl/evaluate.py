@@ -1,7 +1,7 @@
 """Evaluation: greedy accuracy, and pass@1 / pass@k from samples, on an environment's split.
 
-A sample is correct when the environment's first reward function (its correctness
-check) gives it at least 1. pass@k is the fraction of problems with at least one
+A sample is correct when the environment's correctness check (its `check`, else its first
+reward function: neuralese.envs.correctness_check) gives it at least 1. pass@k is the fraction of problems with at least one
 correct answer among k samples; pass@1 the mean correctness of all samples. Both come
 from the same k samples per problem, so pass@1 < pass@k shows answers the model can
 sample but does not prefer: the room RL has to work with.
@@ -18,7 +18,7 @@ import datasets
 import torch
 from tqdm.auto import tqdm
 
-from neuralese.envs import Environment, load_split
+from neuralese.envs import Environment, correctness_check, load_split
 from neuralese.errors import ConfigError
 from neuralese.policy import NeuralesePolicy
 from neuralese.rewards.combine import compute_rewards
@@ -32,14 +32,14 @@ def correct(
     repeat: int = 1,
     extras: dict[str, list] | None = None,
 ) -> torch.Tensor:
-    """[N * repeat] bool: each completion scored by the env's correctness check (its first reward).
+    """[N * repeat] bool: each completion scored by the env's correctness check (`correctness_check`).
 
     `extras`: per-completion columns beside the dataset's (`Rollout.reward_columns`), which every
     reward function receives in training too."""
     columns = {c: [v for v in rows[c] for _ in range(repeat)] for c in rows.column_names if c != "prompt"}
     columns.update(extras or {})
     prompts = [p for p in rows["prompt"] for _ in range(repeat)]
-    total, _ = compute_rewards(env.reward_funcs[:1], [1.0], prompts, completions, columns)
+    total, _ = compute_rewards([correctness_check(env)], [1.0], prompts, completions, columns)
     return total >= 1.0
 
 

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from neuralese.build import build_policy
 from neuralese.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
 from neuralese.config import ModelConfig, RunConfig, load_config
+from neuralese.curriculum import Curriculum
 from neuralese.errors import CheckpointError
 from neuralese.io import read_json
 from neuralese.models import check_model_folder
@@ -118,8 +119,8 @@ def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePol
         ) from None
     _check_lora_keys(ckpt, policy)
     state = read_json(ckpt / "trainer_state.json", "trainer state")
-    if cfg.curriculum.stages > 0 and "curriculum" in state:  # the thoughts of the stage it was saved at
-        policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * int(state["curriculum"]["stage"])
+    if "curriculum" in state:  # the thoughts of the stage it was saved at
+        Curriculum(cfg.curriculum, policy.config).load_state_dict(state["curriculum"])
     return policy.eval()
 
 

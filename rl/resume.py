@@ -13,43 +13,66 @@ not fit) are rl/checkpoint.py's. Here is the part that involves several processe
   Under ZeRO-3 the full weights are also gathered and written as model.safetensors, for export.
 - A collective that fails because another process died (`neuralese.distributed.collective`) stops the
   run with the step and the newest complete checkpoint to resume from.
+
+Everything here is checkpoint I/O over explicit arguments: the trainer hands in what a checkpoint
+holds (`RunParts`) and its own state (`Trainer.state_dict`), and takes back the state to load.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
+
+import torch
+from accelerate import Accelerator
 
 from neuralese.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
-from neuralese.config import load_config, to_dict
+from neuralese.config import RunConfig, load_config, to_dict
 from neuralese.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
 from neuralese.errors import ConfigError, PeerLost
 
-if TYPE_CHECKING:
-    from neuralese.trainer import Trainer
+
+@dataclass
+class RunParts:
+    """What a checkpoint holds of a run besides the trainer's own state."""
+
+    policy: Any  # NeuralesePolicy
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    generator: torch.Generator  # this process's sampling stream
+    value_head: torch.nn.Module | None = None
+    engine: Any = None  # the DeepSpeed engine, which then owns the optimizer state
 
 
-def save_run(t: Trainer) -> None:
-    """Checkpoint the trainer at its current step. A collective: every process calls it."""
+def save_run(accelerator: Accelerator, out: Path, step: int, parts: RunParts, state: dict[str, Any], keep: int) -> None:
+    """Checkpoint a run at `step` with the trainer's `state`. A collective: every process calls it."""
     # Collectives first: every process's random states, and under DeepSpeed the engine's own state
     # (each process its partition); then, under ZeRO-3, every process takes part in gathering the
     # weights, which the main one writes with the rest.
-    rng = gather_rng_states(t.accelerator, t.generator)
-    step = t.state["step"]
+    rng = gather_rng_states(accelerator, parts.generator)
     engine_dir = None
-    if t.engine is not None:
-        t.state["zero_stage"] = zero_stage(t.accelerator)
-        engine_dir = write_engine_state(t.accelerator, t.engine, checkpoint_dir(t.out, step))
-    with full_parameters(t.accelerator, t.policy, t.value_head):
-        if not t.accelerator.is_main_process:
+    if parts.engine is not None:
+        state = {**state, "zero_stage": zero_stage(accelerator)}
+        engine_dir = write_engine_state(accelerator, parts.engine, checkpoint_dir(out, step))
+    with full_parameters(accelerator, parts.policy, parts.value_head):
+        if not accelerator.is_main_process:
             return
-        optimizer = t.optimizer if t.engine is None else None  # ZeRO's state is in engine_dir
-        if t.curriculum.enabled:
-            t.state["curriculum"] = t.curriculum.state_dict()
+        optimizer = parts.optimizer if parts.engine is None else None  # ZeRO's state is in engine_dir
         save_checkpoint(
-            t.out, step, t.policy, optimizer, t.scheduler, rng, t.state, t.value_head,
-            keep=t.cfg.log.keep_checkpoints, engine_dir=engine_dir,
+            out, step, parts.policy, optimizer, parts.scheduler, rng, state, parts.value_head,
+            keep=keep, engine_dir=engine_dir,
         )  # fmt: skip
+
+
+def restore_run(accelerator: Accelerator, ckpt: Path, parts: RunParts) -> dict[str, Any]:
+    """Load checkpoint `ckpt` into `parts` (this process's share); returns the trainer state it holds.
+    A collective under DeepSpeed: every process calls it."""
+    return load_checkpoint(
+        ckpt, parts.policy, parts.optimizer, parts.scheduler, parts.generator, parts.value_head,
+        rank=accelerator.process_index, world=accelerator.num_processes, engine=parts.engine,
+        zero_stage=zero_stage(accelerator),
+    )  # fmt: skip
 
 
 # What a resumed run may set otherwise than the run it continues: how long it runs, how it logs and
@@ -72,55 +95,36 @@ def _flat(data: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def recipe_changes(t: Trainer) -> dict[str, tuple[object, object]]:
-    """{key: (in the run's config.yaml, in the recipe now)} for each field where they differ."""
-    saved_file = t.out / "config.yaml"
+def recipe_changes(out: Path, cfg: RunConfig) -> dict[str, tuple[object, object]]:
+    """{key: (in the run's config.yaml, in `cfg` now)} for each field where they differ."""
+    saved_file = out / "config.yaml"
     if not saved_file.is_file():
         return {}
-    saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(t.cfg))
+    saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(cfg))
     return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
 
 
-def check_same_recipe(t: Trainer, changes: dict[str, tuple[object, object]]) -> None:
+def check_same_recipe(out: Path, changes: dict[str, tuple[object, object]]) -> list[str]:
     """Refuse to resume a run with a recipe that differs from its config.yaml where it matters: the
     checkpoint would go on under another mode, algorithm or task, and config.yaml (which export
-    rebuilds the checkpoints from) would then describe weights it did not train."""
+    rebuilds the checkpoints from) would then describe weights it did not train. Returns the notice
+    for what may differ (empty when nothing does)."""
     differ = [k for k in changes if not any(k == m or k.startswith(f"{m}.") for m in MAY_CHANGE)]
     if differ:
         shown = "; ".join(f"{k}: {changes[k][0]!r} in the run, {changes[k][1]!r} now" for k in differ[:3])
         raise ConfigError(
-            f"--resume: {t.out / 'config.yaml'} was written by another recipe ({shown}). Resume with the recipe "
+            f"--resume: {out / 'config.yaml'} was written by another recipe ({shown}). Resume with the recipe "
             "the run was started with (only rl.steps, log, eval and timeouts may change), or start a new "
             "run with --out"
         )
-
-
-def resume_run(t: Trainer) -> None:
-    """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
-    ckpts = list_checkpoints(t.out)
-    if not ckpts:
-        t._notice(f"--resume: no complete checkpoint in {t.out / 'checkpoints'}; starting at step 0")
-        t.log.truncate(0)
-        return
-    changes = recipe_changes(t)
-    check_same_recipe(t, changes)
-    state = load_checkpoint(
-        ckpts[-1], t.policy, t.optimizer, t.scheduler, t.generator, t.value_head,
-        rank=t.rank, world=t.world, engine=t.engine, zero_stage=zero_stage(t.accelerator),
-    )  # fmt: skip
-    t.state.update(state)
-    if t.curriculum.enabled and "curriculum" in state:
-        t.curriculum.load_state_dict(state["curriculum"])
-        t.policy.config.num_thoughts = t.curriculum.num_thoughts
-    t.log.truncate(t.state["step"])
-    t._notice(f"--resume: continuing from {ckpts[-1]} (step {t.state['step']} of {t.cfg.rl.steps})")
-    if changes:
-        shown = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:8]]
-        more = [f"and {len(changes) - 8} more"] if len(changes) > 8 else []
-        t._notice(
-            f"--resume: the recipe differs from the run's {t.out / 'config.yaml'} in {'; '.join(shown + more)}; "
-            "these apply from here on (the checkpoint's weights, optimizer and schedule continue as saved)"
-        )
+    if not changes:
+        return []
+    shown = [f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:8]]
+    more = [f"and {len(changes) - 8} more"] if len(changes) > 8 else []
+    return [
+        f"--resume: the recipe differs from the run's {out / 'config.yaml'} in {'; '.join(shown + more)}; "
+        "these apply from here on (the checkpoint's weights, optimizer and schedule continue as saved)"
+    ]
 
 
 def guarded(out: Path, step: int, fn):

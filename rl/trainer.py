@@ -26,9 +26,11 @@ off (and LoRA adapters off), not a separate model, whenever LoRA is used.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -58,12 +60,12 @@ from neuralese.distributed import (
     prepare_deepspeed,
     uses_deepspeed,
 )
-from neuralese.envs import load_split, make_env
+from neuralese.envs import correctness_check, load_split, make_env
 from neuralese.errors import ConfigError, TrainingError
 from neuralese.evaluate import evaluate
 from neuralese.io import check_output_dir
 from neuralese.models import check_model_folder
-from neuralese.resume import guarded, resume_run, save_run
+from neuralese.resume import RunParts, check_same_recipe, guarded, recipe_changes, restore_run, save_run
 from neuralese.rewards.combine import compute_rewards
 from neuralese.rollout import Rollout
 from neuralese.runlog import RunLog
@@ -71,6 +73,23 @@ from neuralese.step_metrics import completion_rows, rollout_metrics
 from neuralese.vllm_engine import with_policy_logprobs
 
 BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
+
+
+@dataclass
+class TrainerState:
+    """What the loop itself owns and a checkpoint keeps (trainer_state.json), besides weights,
+    optimizer, schedule and random streams."""
+
+    step: int = 0
+    """RL steps taken."""
+    epoch: int = 0
+    """Passes over the train split begun (each has its own seeded order)."""
+    cursor: int = 0
+    """Problems of this epoch's order already taken."""
+    nonfinite_in_row: int = 0
+    """Updates in a row skipped for a non-finite loss or gradient."""
+    nonfinite_total: int = 0
+    """Updates skipped in the whole run."""
 
 
 class Trainer:
@@ -106,20 +125,12 @@ class Trainer:
         self.train_rows = load_split(self.env, "train", cfg.env.train_size, self.data_seed, cfg.env.name)
         self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env, device)
         self.policy = build_policy(cfg, device)
-        self.curriculum = Curriculum(cfg.curriculum)
-        if self.curriculum.enabled:
-            self.policy.config.num_thoughts = self.curriculum.num_thoughts
+        self.curriculum = Curriculum(cfg.curriculum, self.policy.config)  # it sets the number of thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
         self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
-        self.state: dict[str, Any] = {
-            "step": 0,
-            "epoch": 0,
-            "cursor": 0,
-            "nonfinite_in_row": 0,
-            "nonfinite_total": 0,
-        }
+        self.state = TrainerState()
         self.log = RunLog(self.out, self.accelerator, enabled=self.accelerator.is_main_process)
         if resume:
             self._resume()
@@ -148,19 +159,19 @@ class Trainer:
         """Run to `rl.steps` (or stop after `stop_after` steps of this call, checkpointed, for
         preemptible schedules); returns the final evaluation."""
         cfg = self.cfg
-        last = cfg.rl.steps if stop_after is None else min(cfg.rl.steps, self.state["step"] + stop_after)
+        last = cfg.rl.steps if stop_after is None else min(cfg.rl.steps, self.state.step + stop_after)
         # `with`: an error closes the bar first, so its message starts on a line of its own.
         with tqdm(
             total=cfg.rl.steps,
-            initial=self.state["step"],
+            initial=self.state.step,
             desc="rl",
             unit="step",
             disable=not self.accelerator.is_main_process,
         ) as bar:
-            while self.state["step"] < last:
+            while self.state.step < last:
                 metrics = self.guarded(self.step)
-                self.state["step"] += 1
-                step = self.state["step"]
+                self.state.step += 1
+                step = self.state.step
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
                     metrics.update(self.evaluate())  # the last step's evaluation follows the loop
                 metrics.update(self.schedule(metrics["reward/mean"]))  # after the stage's evaluation
@@ -170,10 +181,10 @@ class Trainer:
                     self.guarded(self.save)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.3f}")
                 bar.update(1)
-        if self.state["step"] < cfg.rl.steps:
+        if self.state.step < cfg.rl.steps:
             return {}
         final = self.evaluate()
-        self.log.metrics(self.state["step"], final)
+        self.log.metrics(self.state.step, final)
         self.log.report(title=f"{cfg.env.name} / {cfg.neuralese.mode} / {cfg.rl.algorithm}")
         if self.vllm is not None:
             self.vllm.close()
@@ -200,9 +211,9 @@ class Trainer:
         t3 = time.perf_counter()
         metrics.update(self.rollout_metrics(ro, rewards, per_func, correct), **reward_stats)
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
-        if self.state["step"] % self.cfg.log.completions_every == 0:
+        if self.state.step % self.cfg.log.completions_every == 0:
             rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
-            self.log.completions(self.state["step"] + 1, rows_out)
+            self.log.completions(self.state.step + 1, rows_out)
         return metrics
 
     def schedule(self, reward_mean: float) -> dict[str, Any]:
@@ -212,11 +223,10 @@ class Trainer:
             return {}
         m = {"curriculum/stage": self.curriculum.stage}
         if self.curriculum.observe(reward_mean):
-            self.policy.config.num_thoughts = self.curriculum.num_thoughts
             m["curriculum/advanced"] = 1
             self._notice(
                 f"curriculum: stage {self.curriculum.stage} of {self.cfg.curriculum.stages} from step "
-                f"{self.state['step'] + 1}: {self.curriculum.num_thoughts} thoughts, "
+                f"{self.state.step + 1}: {self.curriculum.num_thoughts} thoughts, "
                 f"{self.curriculum.budget(self.cfg.rl.max_new_tokens)} answer tokens"
             )
         return m
@@ -230,14 +240,14 @@ class Trainer:
         while len(picked) < n:
             order = torch.randperm(
                 len(self.train_rows),
-                generator=torch.Generator().manual_seed(self.data_seed + self.state["epoch"]),
+                generator=torch.Generator().manual_seed(self.data_seed + self.state.epoch),
             )
-            take = order[self.state["cursor"] : self.state["cursor"] + n - len(picked)].tolist()
+            take = order[self.state.cursor : self.state.cursor + n - len(picked)].tolist()
             picked += take
-            self.state["cursor"] += len(take)
-            if self.state["cursor"] >= len(self.train_rows):
-                self.state["epoch"] += 1
-                self.state["cursor"] = 0
+            self.state.cursor += len(take)
+            if self.state.cursor >= len(self.train_rows):
+                self.state.epoch += 1
+                self.state.cursor = 0
         mine = picked[local_block(n, self.rank, self.world)]
         return self.train_rows.select(mine).to_dict()
 
@@ -265,7 +275,7 @@ class Trainer:
                               self.out / f"vllm-rank{self.rank}", self.world)  # fmt: skip
 
     def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
-        """Weighted rewards [N], each function's values, correctness [N] (env's first reward >= 1), call stats."""
+        """Weighted rewards [N], each function's values, correctness [N] (the env's check >= 1), call stats."""
         G = self.cfg.rl.samples_per_prompt
         prompts = [p for p in rows["prompt"] for _ in range(G)]
         columns = {k: [v for v in vals for _ in range(G)] for k, vals in rows.items() if k != "prompt"}
@@ -274,7 +284,7 @@ class Trainer:
         total, per_func = compute_rewards(
             self.reward_funcs, self.reward_weights, prompts, texts, columns, timeout, stats
         )
-        check = self.env.reward_funcs[0]
+        check = correctness_check(self.env)
         if check in self.reward_funcs:
             correct = torch.nan_to_num(list(per_func.values())[self.reward_funcs.index(check)], nan=0.0) >= 1
         else:
@@ -371,7 +381,7 @@ class Trainer:
     def optimizer_step(self, loss_total: float) -> float:
         """Average gradients over processes, clip, skip non-finite steps; returns the gradient norm."""
         if self.engine is not None:
-            return deepspeed_step(self.engine, self.scheduler, loss_total, self.state["step"] + 1)
+            return deepspeed_step(self.engine, self.scheduler, loss_total, self.state.step + 1)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         average_gradients(self.accelerator, params)
         max_norm = self.cfg.rl.max_grad_norm or float("inf")
@@ -387,14 +397,14 @@ class Trainer:
                     f"the optimizer cannot apply the update ({e}) at learning rates {lrs}"
                 ) from None
             self.scheduler.step()
-            self.state["nonfinite_in_row"] = 0
+            self.state.nonfinite_in_row = 0
             return grad_norm
         self.optimizer.zero_grad(set_to_none=True)
-        self.state["nonfinite_in_row"] += 1
-        self.state["nonfinite_total"] += 1
-        if self.state["nonfinite_in_row"] >= self.cfg.rl.max_nonfinite_steps:
+        self.state.nonfinite_in_row += 1
+        self.state.nonfinite_total += 1
+        if self.state.nonfinite_in_row >= self.cfg.rl.max_nonfinite_steps:
             raise TrainingError(
-                f"step {self.state['step'] + 1}: {self.state['nonfinite_in_row']} updates in a row had a non-finite "
+                f"step {self.state.step + 1}: {self.state.nonfinite_in_row} updates in a row had a non-finite "
                 f"loss ({loss_total}) or gradient norm ({grad_norm}) and were skipped (rl.max_nonfinite_steps). "
                 "Lower rl.learning_rate or rl.feedback_learning_rate, or set rl.max_grad_norm."
             )
@@ -414,13 +424,13 @@ class Trainer:
 
     def guarded(self, fn):
         """`fn()`; a peer lost in one of its collectives ends the run with where to resume from."""
-        return guarded(self.out, self.state["step"] + 1, fn)
+        return guarded(self.out, self.state.step + 1, fn)
 
     def stop(self, what: str) -> TrainingError:
         """The error that ends a run at this step, before anything of the step is logged or saved."""
         saved = list_checkpoints(self.out)
         return TrainingError(
-            f"step {self.state['step'] + 1}: {what}. The run stops and this step is not checkpointed; the "
+            f"step {self.state.step + 1}: {what}. The run stops and this step is not checkpointed; the "
             f"newest checkpoint is {saved[-1] if saved else 'none'}. Lower rl.learning_rate or rl.feedback_learning_rate."
         )
 
@@ -469,7 +479,7 @@ class Trainer:
         rewards, correct = gather(self.accelerator, rewards), gather(self.accelerator, correct)
         per_func = {name: gather(self.accelerator, values) for name, values in per_func.items()}
         m = rollout_metrics(self.policy, ro, rewards, per_func, correct, self.cfg.rl.samples_per_prompt)
-        return {**m, "nonfinite_steps": self.state["nonfinite_total"]}
+        return {**m, "nonfinite_steps": self.state.nonfinite_total}
 
     def evaluate(self) -> dict[str, Any]:
         e = self.cfg.eval
@@ -482,8 +492,30 @@ class Trainer:
         self.policy.train()
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
 
+    # ------------------------------------------------------------------ state and checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's own state as plain data: its counters and the curriculum's stage."""
+        state: dict[str, Any] = dataclasses.asdict(self.state)
+        if self.curriculum.enabled:
+            state["curriculum"] = self.curriculum.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict` (a checkpoint's trainer_state.json)."""
+        self.state = TrainerState(**{f.name: int(state[f.name]) for f in dataclasses.fields(TrainerState)
+                                     if f.name in state})  # fmt: skip
+        if self.curriculum.enabled and "curriculum" in state:
+            self.curriculum.load_state_dict(state["curriculum"])
+
+    def parts(self) -> RunParts:
+        """What a checkpoint holds besides the loop's own state."""
+        return RunParts(self.policy, self.optimizer, self.scheduler, self.generator, self.value_head, self.engine)
+
     def save(self) -> None:
-        save_run(self)
+        """Checkpoint this step (a collective: every process calls it)."""
+        save_run(self.accelerator, self.out, self.state.step, self.parts(), self.state_dict(),
+                 self.cfg.log.keep_checkpoints)  # fmt: skip
 
     def _prepare_run_dir(self, resume: bool) -> None:
         if not resume and (self.out / "metrics.jsonl").exists():
@@ -495,7 +527,18 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _resume(self) -> None:
-        resume_run(self)
+        """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
+        ckpts = list_checkpoints(self.out)
+        if not ckpts:
+            self._notice(f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting at step 0")
+            self.log.truncate(0)
+            return
+        notices = check_same_recipe(self.out, recipe_changes(self.out, self.cfg))
+        self.load_state_dict(restore_run(self.accelerator, ckpts[-1], self.parts()))
+        self.log.truncate(self.state.step)
+        self._notice(f"--resume: continuing from {ckpts[-1]} (step {self.state.step} of {self.cfg.rl.steps})")
+        for notice in notices:
+            self._notice(notice)
 
     def _notice(self, text: str) -> None:
         if self.accelerator.is_main_process:

@@ -223,6 +223,19 @@ def test_the_eval_check_reads_the_columns_every_reward_gets(trained, capsys):
     assert result["accuracy"] == result["pass_at_1"] == 1.0
 
 
+def test_accuracy_is_the_check_an_environment_names(trained, capsys):
+    """`check` decides accuracy, not the first reward function (which most samples fail here)."""
+    _, out = trained
+    plugins = Path(__file__).parent / "plugins" / "envs.py"
+    scores = {}
+    for make in ("make", "make_checked"):
+        assert main(["eval", str(out), "--env", f"{plugins}:{make}", "--n", "8", "--quiet"]) == 0
+        scores[make] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy"]
+    assert scores["make_checked"] == 1.0 > scores["make"]
+    assert main(["eval", str(out), "--env", f"{plugins}:make_bad_check", "--n", "2", "--quiet"]) == 2
+    assert "whose check is 'positions_add_up'; expected a function" in capsys.readouterr().err
+
+
 def test_the_shuffled_control_needs_thoughts_and_takes_any_batch(trained, base, capsys):
     _, out = trained
     argv = ["--env", "addition", "--env-args", "{digits: 3}", "--thoughts", "shuffled", "--quiet"]

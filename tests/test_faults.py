@@ -148,7 +148,7 @@ def test_resume_stops_at_a_corrupted_checkpoint_and_its_advice_works(two_steps, 
         Trainer(cfg, resume=True)
     (run / "checkpoints" / "step-2").rename(tmp_path / "step-2-damaged")
     resumed = Trainer(cfg, resume=True)
-    assert resumed.state["step"] == 1
+    assert resumed.state.step == 1
     resumed.train()
     assert_same_run(two_steps[0], run)
 
@@ -166,7 +166,7 @@ def test_incomplete_checkpoints_are_never_picked_and_leftovers_are_cleared(two_s
     assert [p.name for p in list_checkpoints(run)] == ["step-1", "step-2"]
     cfg.rl.steps = 3
     trainer = Trainer(cfg, resume=True)
-    assert trainer.state["step"] == 2
+    assert trainer.state.step == 2
     trainer.train(stop_after=1)
     assert not (ckpts / ".step-3.tmp-999").exists()  # the next save clears what killed writers left
     assert [p.name for p in list_checkpoints(run)] == ["step-2", "step-3"]

@@ -102,7 +102,7 @@ def test_resumed_run_equals_uninterrupted_run(tiny_dir, tmp_path, lora):
     first.train(stop_after=2)
     assert (tmp_path / "split" / "checkpoints" / "step-2").is_dir()
     resumed = Trainer(cfg(tmp_path / "split"), resume=True)
-    assert resumed.state["step"] == 2
+    assert resumed.state.step == 2
     resumed.train()
     a, b = params(whole), params(resumed)
     for name in a:
@@ -175,7 +175,7 @@ def test_a_step_that_leaves_weights_non_finite_keeps_the_last_good_checkpoint_ne
     assert list_checkpoints(out) == [out / "checkpoints" / "step-1"]
     assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1]
     resumed = Trainer(run_config(tiny_dir, out, steps=3, log={"save_every": 1}), resume=True)
-    assert resumed.state["step"] == 1
+    assert resumed.state.step == 1
     for name, value in resumed.policy.model.state_dict().items():
         assert torch.equal(value, good[name]), name  # the newest checkpoint holds the last good weights
 

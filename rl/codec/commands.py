@@ -86,13 +86,13 @@ def cmd_decode(args) -> None:
 
 
 def cmd_fit_map(args) -> None:
+    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
     from neuralese.cli import env_args_of
     from neuralese.codec.lens import MAP_CONFIG, fit_map
     from neuralese.codec.model import load_codec
     from neuralese.errors import CheckpointError
-    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
-    from neuralese.load import load_policy
     from neuralese.io import atomic_dir, check_output_dir, check_replaceable
+    from neuralese.load import load_policy
 
     env_args = env_args_of(args.env_args)
     out = check_output_dir(args.out, "codec fit-map --out")

@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 import torch
 
-from neuralese.envs import Environment
+from neuralese.envs import Environment, correctness_check
 from neuralese.errors import ConfigError
 from neuralese.io import read_jsonl
 from neuralese.policy import NeuralesePolicy
@@ -74,9 +74,9 @@ def sample(
 
 
 def judge(env: Environment, samples: Samples) -> list[list[bool]]:
-    """Each completion right (True) or wrong by the environment's check (its first reward >= 1)."""
+    """Each completion right (True) or wrong by the environment's correctness check (>= 1)."""
     prompts, completions, columns = samples.flat()
-    total, _ = compute_rewards(env.reward_funcs[:1], [1.0], prompts, completions, columns)
+    total, _ = compute_rewards([correctness_check(env)], [1.0], prompts, completions, columns)
     return samples.regroup((total >= 1).tolist())
 
 

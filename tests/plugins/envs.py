@@ -40,3 +40,22 @@ class Counted(FirstDigit):
 
 def make_counted():
     return Counted()
+
+
+class Checked(FirstDigit):
+    """3-digit addition rewarded by the first digit, but checked by `positions_add_up`: the environment
+    names its correctness check apart from what RL maximises."""
+
+    def __init__(self):
+        super().__init__()
+        self.check = positions_add_up
+
+
+def make_checked():
+    return Checked()
+
+
+def make_bad_check():
+    env = FirstDigit()
+    env.check = "positions_add_up"
+    return env
