@@ -75,13 +75,14 @@ def _load_file(target: str, what: str, key: str) -> ModuleType:
         sys.path.append(folder)  # noqa: TID251
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module  # before it runs, as an import does: dataclasses look their module up
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as e:  # the plug-in's own code failed at import
+        del sys.modules[mod_name]
         raise ConfigError(
             f"{key}: importing {what} file {str(path)!r} failed: {type(e).__name__}: {e}"
         ) from None
-    sys.modules[mod_name] = module
     return module
 
 

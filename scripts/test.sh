@@ -11,6 +11,7 @@ export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANS
 if [ $# -eq 0 ]; then
     # Doctests of the reward functions and environments (the examples in their docstrings).
     .venv/bin/python -m pytest -q --doctest-modules --pyargs neuralese -p no:cacheprovider -o addopts=""
+    .venv/bin/python -m pytest -q --doctest-modules examples -p no:cacheprovider -o addopts=""
     # The vllm tier runs where vLLM is installed: .venv-vllm (scripts/setup_vllm.sh, the CPU build)
     # or .venv itself (the `vllm` extra on a GPU machine).
     for VPY in .venv-vllm/bin/python .venv/bin/python; do

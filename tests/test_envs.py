@@ -229,6 +229,18 @@ def test_plugins_import_from_the_working_directory_and_beside_themselves(tmp_pat
     sys.modules.pop("rewards")
 
 
+def test_a_plugin_file_may_define_dataclasses(tmp_path):
+    """A plug-in file runs as an imported module does: registered under its name before its code runs
+    (dataclasses look their module up by name while the class is built)."""
+    (tmp_path / "task.py").write_text(
+        "from __future__ import annotations\nfrom dataclasses import dataclass\n"
+        "from neuralese.envs.arithmetic import make_addition\n\n\n@dataclass\nclass Settings:\n"
+        "    digits: int = 2\n\n\ndef make():\n    return make_addition(digits=Settings().digits)\n"
+    )
+    env = make_env(f"{tmp_path / 'task.py'}:make")
+    assert all(len(p) <= len("99+99=") for p in env.dataset("train", 5, seed=0)["prompt"])
+
+
 def test_plugin_errors_say_where_they_looked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=rf"file 'my_env.py' does not exist \(a relative path is read from the "
