@@ -69,6 +69,7 @@ from neuralese.resume import RunParts, check_same_recipe, guarded, recipe_change
 from neuralese.rewards.combine import compute_rewards
 from neuralese.rollout import Rollout
 from neuralese.runlog import RunLog
+from neuralese.step_loss import StepLoss
 from neuralese.step_metrics import completion_rows, rollout_metrics
 from neuralese.vllm_engine import with_policy_logprobs
 
@@ -128,6 +129,7 @@ class Trainer:
         self.curriculum = Curriculum(cfg.curriculum, self.policy.config)  # it sets the number of thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
+        self.loss = StepLoss(cfg.rl, cfg.neuralese.tbptt_window, cfg.rl.micro_batch_per_device, self.value_head)
         self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state = TrainerState()
@@ -307,8 +309,6 @@ class Trainer:
     def update(self, ro: Rollout, advantages: torch.Tensor | None, rewards: torch.Tensor) -> dict[str, Any]:
         """`num_iterations` optimizer steps on this rollout batch, each accumulating every micro-batch."""
         rl = self.cfg.rl
-        ref = self.reference_logprobs(ro) if rl.beta > 0 else None  # [N, L]
-        targets = self.ppo_targets(ro, rewards) if rl.algorithm == "ppo" else (advantages, None, None)
         mask = ro.loss_mask  # [N, L]
         # Whole-step normalizers (over all processes, divided by their number: DDP averages).
         norm = dict(
@@ -316,14 +316,15 @@ class Trainer:
             num_sequences=ro.input_ids.shape[0],
             max_length=self.curriculum.budget(rl.max_new_tokens) + self.policy.mode.thought_positions,
         )
-        micro = self.micro_batches(ro.input_ids.shape[0])
+        targets = self.loss.targets(self.policy, self.reference, ro, advantages, rewards, norm)
+        micro = self.loss.micro_batches(ro.input_ids.shape[0])
         sums: dict[str, float] = {}
         for _ in range(rl.num_iterations):
             if self.engine is None:  # the engine clears its own (partitioned) gradients after each step
                 self.optimizer.zero_grad(set_to_none=True)
             loss_total, latent_sq = 0.0, 0.0
             for j, idx in enumerate(micro):
-                loss, m, probe = self.micro_loss(ro.select(idx), idx, ref, targets, norm)
+                loss, m, probe = self.loss(self.policy, ro.select(idx), idx, targets)
                 self.backward(loss, last=j == len(micro) - 1)
                 loss_total += loss.item()
                 if probe is not None and probe.grad is not None:
@@ -340,33 +341,6 @@ class Trainer:
             sums["feedback/latent_grad_norm"] = math.sqrt(latent_sq)
         sums["lr"] = self.scheduler.get_last_lr()[0]
         return sums
-
-    def micro_loss(self, mb: Rollout, idx: torch.Tensor, ref, targets, norm: dict):
-        """Loss of one micro-batch: recompute with gradient through the truncated latent chain, then
-        the clipped surrogate (+ KL) (+ value loss). Returns (loss, metrics, probe)."""
-        rl = self.cfg.rl
-        advantages, returns, old_values = targets
-        probe = self.make_probe(mb)
-        rc = self.policy.recompute(
-            mb, self.cfg.neuralese.tbptt_window, probe, need_hidden=old_values is not None
-        )
-        # With sampled thoughts the KL concerns tokens only: giving the reference our own thought
-        # log-prob (with its gradient) cancels it from log pi - log ref exactly.
-        mb_ref = None if ref is None else ref[idx] + rc.thought_logprobs
-        mask = mb.loss_mask
-        loss, m = algo.policy_loss(
-            rc.logprobs, mb.logprobs, advantages[idx], mask, rl.epsilon_low, rl.epsilon_high,
-            rl.loss_aggregation, mb_ref, rl.beta, rl.kl_estimator, rl.kl_ratio_correction, **norm,
-        )  # fmt: skip
-        if old_values is not None:
-            vloss, vm = algo.value_loss(
-                self.value_head(rc.hidden), old_values[idx], returns[idx], mask, rl.value_clip,
-                rl.loss_aggregation, **norm,
-            )  # fmt: skip
-            loss = loss + rl.value_coef * vloss
-            m.update(vm)
-        m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()
-        return loss, m, probe
 
     def backward(self, loss: torch.Tensor, last: bool) -> None:
         """Accumulate one micro-batch's gradients; `last` marks the step's final micro-batch."""
@@ -433,44 +407,6 @@ class Trainer:
             f"step {self.state.step + 1}: {what}. The run stops and this step is not checkpointed; the "
             f"newest checkpoint is {saved[-1] if saved else 'none'}. Lower rl.learning_rate or rl.feedback_learning_rate."
         )
-
-    def micro_batches(self, n: int) -> list[torch.Tensor]:
-        size = self.cfg.rl.micro_batch_per_device
-        return [torch.arange(s, min(s + size, n)) for s in range(0, n, size)]
-
-    def make_probe(self, mb: Rollout) -> torch.Tensor | None:
-        """Zeros added to the fed-back hidden states; their gradient is the gradient on the latent path."""
-        if not self.policy.mode.feeds_back or self.cfg.neuralese.tbptt_window == 0:
-            return None
-        return torch.zeros(
-            *mb.input_ids.shape, self.policy.hidden_size, device=mb.input_ids.device, requires_grad=True
-        )
-
-    @torch.no_grad()
-    def reference_logprobs(self, ro: Rollout) -> torch.Tensor:
-        """[N, L] token log-probs of the reference (feedback off; LoRA adapters off or a frozen copy)."""
-        out = []
-        for idx in self.micro_batches(ro.input_ids.shape[0]):
-            if self.reference is not None:
-                out.append(self.reference.recompute(ro.select(idx), 0).token_logprobs)
-            else:
-                with self.policy.feedback_disabled():
-                    out.append(self.policy.recompute(ro.select(idx), 0).token_logprobs)
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def ppo_targets(self, ro: Rollout, rewards: torch.Tensor):
-        """Per-position advantages (whitened), returns and old values for PPO."""
-        mask = ro.loss_mask
-        values = []
-        for idx in self.micro_batches(ro.input_ids.shape[0]):
-            rc = self.policy.recompute(ro.select(idx), 0, need_hidden=True)
-            values.append(self.value_head(rc.hidden))
-        values = torch.cat(values) * mask  # [N, L]
-        last = mask.long().cumsum(-1).argmax(-1)  # [N] the last loss position
-        per_pos = torch.zeros_like(values).scatter(1, last[:, None], rewards[:, None])  # [N, L]
-        adv, returns = algo.gae(per_pos, values, mask, self.cfg.rl.gamma, self.cfg.rl.gae_lambda)
-        return algo.masked_whiten(adv, mask), returns, values
 
     # ------------------------------------------------------------------ metrics, eval, save
 

@@ -118,7 +118,7 @@ def test_lora_reference_is_the_policy_with_adapters_off(tiny_dir, tmp_path):
     assert trainer.reference is None  # no copy of the model in memory
     rows = trainer.next_prompts()
     ro, _ = trainer.rollout(rows)
-    ref = trainer.reference_logprobs(ro)
+    ref = trainer.loss.reference_logprobs(trainer.policy, trainer.reference, ro)
     base = copy.deepcopy(trainer.policy.model).merge_and_unload()  # LoRA B starts at 0: merged == base
     with torch.no_grad():
         out = base(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids)

@@ -131,6 +131,11 @@ def _coerce(tp: Any, value: Any, source: str, key: str):
         return dict(value)
     if tp is Any:
         return value
+    return _scalar(tp, value, source, key)
+
+
+def _scalar(tp: Any, value: Any, source: str, key: str):
+    """`value` as the scalar type `tp` (bool, int, float or str): ints widen to float, never bools."""
     if tp is bool:
         if isinstance(value, bool):
             return value
