@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from neuralese.envs import make_env
+from neuralese.envs import correctness_check, make_env
 from neuralese.errors import EnvError
 
 
@@ -58,7 +58,7 @@ def test_chase_answers_and_chains(args):
         assert sorted(e[0] for e in edges) == sorted(e[1] for e in edges)  # a permutation
         assert len(set([row["prompt"][-1], *visited])) == len(visited) + 1  # one cycle: no node twice
     assert hops == set(range(args.get("min_hops", args["hops"]), args["hops"] + 1))
-    score = env.reward_funcs[0]
+    score = correctness_check(env)
     assert score(rows["prompt"], rows["completion"], answer=rows["answer"]) == [1.0] * len(rows)
 
 

@@ -10,7 +10,7 @@ import datasets
 import pytest
 
 from neuralese.config import load_config
-from neuralese.envs import BUILTIN_ENVS, env_texts, load_split, make_env
+from neuralese.envs import BUILTIN_ENVS, correctness_check, env_texts, load_split, make_env
 from neuralese.errors import CheckpointError, ConfigError, EnvError
 from neuralese.modes import get_mode
 from neuralese.rewards.combine import compute_rewards, resolve_reward
@@ -32,7 +32,7 @@ def test_builtin_env_evaluates_without_a_trainer(name):
         and all(isinstance(a, str) and a for a in ds["answer"])
     )
     columns = {c: ds[c] for c in ds.column_names if c != "prompt"}
-    correct = env.reward_funcs[0]
+    correct = correctness_check(env)
     teacher = correct(ds["prompt"], ds["completion"], **columns)
     junk = correct(ds["prompt"], ["I do not know."] * 12, **columns)
     assert teacher == [1.0] * 12 and junk == [0.0] * 12
