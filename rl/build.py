@@ -1,26 +1,24 @@
 """Building the trainable pieces of a run from its config: policy (with LoRA), reference, value head, rewards.
 
 A policy other than the plain one (cross-model thinking: one model reading another's thoughts) is a
-registered `PolicyKind`: the run's config names the kind it needs (`RunConfig.policy_kind`), and
-the feature that provides it registers a builder here (neuralese.features loads them all).
-`check_run` holds a config to everything its thought mode and policy kind can do.
+registered kind (neuralese.kinds): the run's config names the kind it needs (`RunConfig.policy_kind`),
+and the feature that provides it registers a builder there. `check_run` holds a config to everything
+its thought mode and policy kind can do.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from neuralese.config import NeuraleseConfig, RunConfig, validate
 from neuralese.envs import Environment
-from neuralese.errors import ConfigError
-from neuralese.models import ensure_thought_token, load_model
+from neuralese.kinds import policy_kind
+from neuralese.models import language_model
 from neuralese.modes import get_mode
 from neuralese.policy import NeuralesePolicy
 from neuralese.rewards.combine import resolve_reward
@@ -44,37 +42,9 @@ class ValueHead(nn.Module):
         return torch.cat([v.new_zeros(v.shape[0], 1), v[:, :-1]], dim=1)
 
 
-@dataclass(frozen=True)
-class PolicyKind:
-    """A policy other than the plain one, built for a run whose config names it (`RunConfig.policy_kind`)."""
-
-    name: str
-    build: Callable[[RunConfig, torch.device | str], NeuralesePolicy]
-    """The policy of a run, on a device."""
-    check: Callable[[RunConfig, str], None] | None = None
-    """A ConfigError naming the key (and the source) unless the run's config fits this kind."""
-    export_refusal: str | None = None
-    """Why `neuralese export` cannot write such a policy as one model folder (None: it can)."""
-
-
-POLICY_KINDS: dict[str, PolicyKind] = {}
-
-
-def register_policy_kind(kind: PolicyKind) -> PolicyKind:
-    """Make `kind` buildable from any config that names it; a feature calls this when it is imported."""
-    POLICY_KINDS[kind.name] = kind
-    return kind
-
-
-def policy_kind(cfg: RunConfig) -> PolicyKind | None:
-    """The registered kind `cfg` needs, None for the plain policy, or a ConfigError naming the kind."""
-    name = cfg.policy_kind
-    if name is None:
-        return None
-    if name not in POLICY_KINDS:
-        raise ConfigError(f"the run needs the policy kind {name!r}, which no loaded feature provides "
-                          "(import neuralese.features, which loads them all)")  # fmt: skip
-    return POLICY_KINDS[name]
+def thought_token(cfg: RunConfig) -> str | None:
+    """The reserved thought token the run's mode reads at its thought positions (None: it has none)."""
+    return cfg.neuralese.thought_token if get_mode(cfg.neuralese).uses_thought_token else None
 
 
 def check_run(cfg: RunConfig, source: str = "<config>") -> None:
@@ -93,32 +63,9 @@ def build_policy(cfg: RunConfig, device: torch.device | str) -> NeuralesePolicy:
     kind = policy_kind(cfg)
     if kind is not None:
         return kind.build(cfg, device)
-    model, tokenizer = language_model(cfg, device)
+    model, tokenizer = language_model(cfg.model, device, thought_token(cfg))
     # A copy: the curriculum changes the policy's number of thoughts, never the run's config.
     return NeuralesePolicy(model, tokenizer, dataclasses.replace(cfg.neuralese)).to(device)
-
-
-def language_model(cfg: RunConfig, device: torch.device | str):
-    """(model, tokenizer) at `model.path`, with the thought token when the mode needs it, LoRA-wrapped
-    when `model.lora.r > 0`."""
-    model, tokenizer = load_model(cfg.model.path, cfg.model, device)
-    if get_mode(cfg.neuralese).uses_thought_token:  # before LoRA: a new token resizes the embedding table
-        ensure_thought_token(model, tokenizer, cfg.neuralese.thought_token, cfg.model.add_thought_token)
-    lora = cfg.model.lora
-    if lora.r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        settings = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        with warnings.catch_warnings():  # peft asks transformers a deprecated question: no user can act on it
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-            model = get_peft_model(model, settings)
-    return model, tokenizer
 
 
 def build_reference(cfg: RunConfig, policy: NeuralesePolicy) -> NeuralesePolicy | None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from neuralese.build import policy_kind
 from neuralese.errors import CheckpointError
 from neuralese.io import atomic_dir, check_not_cwd, check_output_dir, read_json
+from neuralese.kinds import policy_kind
 from neuralese.load import Source, load_source, locate
 from neuralese.policy import CONFIG_FILE
 

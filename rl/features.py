@@ -2,7 +2,7 @@
 
 Importing this module makes every registered extension available:
 
-    cross-model thinking   a policy kind (neuralese.build.PolicyKind `cross`): neuralese.translate.cross
+    cross-model thinking   a policy kind (neuralese.kinds, `cross`): neuralese.translate.cross
     dense-token models     a tokenizer loader for codec folders (neuralese.models): neuralese.codec.dense
     reward models          `reward_model`, `judge`, `cascade` in a recipe's rewards: neuralese.rewardmodels
 

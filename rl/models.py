@@ -8,6 +8,7 @@ tiny models built in tests and for a user's checkpoint. Nothing is downloaded
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,3 +182,26 @@ def ensure_thought_token(
     # mean_resizing: the new row starts at the mean embedding, so it reads as an ordinary token.
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     return tokenizer.convert_tokens_to_ids(token)
+
+
+def language_model(cfg: ModelConfig, device: str | torch.device, thought_token: str | None = None):
+    """(model, tokenizer) at `cfg.path`, with `thought_token` (the reserved token a thought mode reads;
+    added when `cfg.add_thought_token`), LoRA-wrapped when `cfg.lora.r > 0`."""
+    model, tokenizer = load_model(cfg.path, cfg, device)
+    if thought_token is not None:  # before LoRA: a new token resizes the embedding table
+        ensure_thought_token(model, tokenizer, thought_token, cfg.add_thought_token)
+    lora = cfg.lora
+    if lora.r > 0:
+        from peft import LoraConfig, get_peft_model
+
+        settings = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question: no user can act on it
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            model = get_peft_model(model, settings)
+    return model, tokenizer

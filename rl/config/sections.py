@@ -484,6 +484,6 @@ class RunConfig:
 
     @property
     def policy_kind(self) -> str | None:
-        """The kind of policy this run needs beyond the plain one (neuralese.build.PolicyKind): `cross`
+        """The kind of policy this run needs beyond the plain one (neuralese.kinds): `cross`
         when `cross.thinker` is set, else None."""
         return "cross" if self.cross.thinker is not None else None

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from neuralese import thoughts as T
-from neuralese.build import PolicyKind, language_model, register_policy_kind
 from neuralese.config import ModelConfig, NeuraleseConfig, RunConfig
 from neuralese.errors import AlignmentError, ConfigError
 from neuralese.feedback import Draw
-from neuralese.models import check_model_folder
+from neuralese.kinds import PolicyKind, register_policy_kind
+from neuralese.models import check_model_folder, language_model
 from neuralese.modes import get_mode, sequential
 from neuralese.modes.latent import LatentMode
 from neuralese.policy import NeuralesePolicy
@@ -174,7 +174,7 @@ def build_cross_policy(cfg: RunConfig, device: torch.device | str) -> CrossModel
     cross = cfg.cross
     check_model_folder(cross.thinker, what="cross.thinker")
     translator = load_translator(cross.translator)
-    model, tokenizer = language_model(cfg, device)
+    model, tokenizer = language_model(cfg.model, device, cfg.neuralese.thought_token)  # latent: it reads one
     if cross.reader == "frozen":
         model.requires_grad_(False)
     thinker_cfg = dataclasses.replace(cfg.neuralese, projection="identity", noise_std=0.0, input=cross.thinker_input)
