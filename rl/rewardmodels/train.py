@@ -34,8 +34,8 @@ from trl.trainer.reward_trainer import suppress_seqcls_warning
 from neuralese.config import GearConfig, RewardModelConfig, RunConfig, validate
 from neuralese.envs import env_texts, load_split, make_env
 from neuralese.errors import ConfigError
-from neuralese.load import load_policy
 from neuralese.io import atomic_dir, check_output_dir, write_json
+from neuralese.load import load_policy
 from neuralese.models import check_model_folder, load_tokenizer
 from neuralese.rewardmodels import pairs as P
 from neuralese.rewardmodels.score import META_FILE, RewardModel, RewardModelArgs, sample_ids
