@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
 from neuralese.envs import env_texts, make_env  # noqa: E402
+from neuralese.memory import recompute_memory  # noqa: E402
 from neuralese.policy import NeuralesePolicy  # noqa: E402
 from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 
@@ -150,35 +151,6 @@ def vllm_throughput(path: str, args, result: dict) -> dict:
         )
     out["vllm_latent_over_hf_engine"] = out["vllm_latent_positions_per_s"] / result["latent_positions_per_s"]
     return out
-
-
-def saved_bytes(fn) -> int:
-    """Bytes of the distinct tensors autograd saves while `fn` builds its graph."""
-    seen: dict[tuple, int] = {}
-
-    def pack(t):
-        key = (t.untyped_storage().data_ptr(), t.device.type)
-        seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(seen.values()), out
-
-
-def recompute_memory(policy, ro, window) -> int:
-    """Bytes of one recompute + backward of `ro`: the allocator's peak on CUDA; on CPU (no
-    allocator statistics) the bytes of the distinct tensors autograd saves for the backward."""
-    if policy.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        policy.recompute(ro, window).logprobs.sum().backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    nbytes, rc = saved_bytes(lambda: policy.recompute(ro, window))
-    rc.logprobs.sum().backward()
-    return nbytes
 
 
 def chain_length_memory(path: str, args, num_thoughts: int, window) -> int:

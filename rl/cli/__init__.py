@@ -8,10 +8,11 @@
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map)
     neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese ablate RECIPE.yaml [--seeds N] [--spec ARMS.yaml] [--arms a,b] [--check | --switch-on]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 One module per command group (train, reward_model, translate, evaluate, export, inspect, codec,
-config), each registering its subparsers through `add_commands(subparsers)` and holding
+ablate, config), each registering its subparsers through `add_commands(subparsers)` and holding
 its handlers; the helpers they share are in neuralese.cli.flags. Handlers import torch, transformers
 and the trainer only when they run, so `neuralese --help` and a recipe check answer at once.
 
@@ -30,6 +31,7 @@ import re
 import sys
 
 from neuralese.cli import (
+    ablate,
     codec,
     config,
     evaluate,
@@ -43,7 +45,7 @@ from neuralese.cli.flags import Parser
 from neuralese.errors import NeuraleseError, UsageError
 
 # The command groups, in the order `neuralese --help` lists them.
-COMMANDS = (train, reward_model, translate, evaluate, export, inspect, codec, config)
+COMMANDS = (train, reward_model, translate, evaluate, export, inspect, codec, ablate, config)
 
 
 def _quiet_libraries() -> None:
