@@ -3,7 +3,7 @@
 On CUDA, the allocator's peak over the recompute and backward. On CPU (no allocator statistics), the
 bytes of the distinct tensors autograd saves for the backward pass, which is what a TBPTT window
 changes. The design's latent-chain memory is this at a window minus this at window 0 for the same
-rollout; `scripts/bench_rollout.py` measures it over chain lengths and `neuralese ablate` per arm.
+rollout; `bench/bench_rollout.py` measures it over chain lengths and `neuralese ablate` per arm.
 """
 
 from __future__ import annotations

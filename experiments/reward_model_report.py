@@ -1,6 +1,6 @@
 """Reward against true accuracy over steps, for RL runs whose reward is (or includes) a model.
 
-    .venv/bin/python scripts/reward_model_report.py runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl
+    .venv/bin/python -m experiments.reward_model_report runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl
 
 For each run folder: greedy test accuracy at every evaluation (`eval/accuracy`), and per window of
 `--window` steps the mean training reward, the true accuracy of the same samples (`accuracy`, the
@@ -60,7 +60,7 @@ def evals(runs: list[Path]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.reward_model_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--window", type=int, default=25, help="steps per row of the reward table")
     args = parser.parse_args()
