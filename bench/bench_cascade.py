@@ -26,6 +26,7 @@ from neuralese.rewards.combine import resolve_reward
 
 
 def main() -> None:
+    """Time the cascade and its costly stage alone on the same batches; print one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m bench.bench_cascade", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder whose rewards[0] is a cascade")
     parser.add_argument("--policy", help="whose samples are scored (default: the run's newest checkpoint)")

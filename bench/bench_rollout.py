@@ -77,6 +77,7 @@ def timed(fns: dict, reps: int, device: str) -> dict[str, float]:
 
 
 def throughput(path: str, args) -> dict:
+    """Seconds per batch of HF generate and of every mode's rollout, as rates and ratios."""
     base = NeuralesePolicy.from_pretrained(path, device=args.device)
     ids, mask = base.encode(prompts(args.batch))
     n = args.batch * args.positions
@@ -171,6 +172,7 @@ def memory(path: str, args) -> dict:
 
 
 def main() -> None:
+    """Build or take the model, measure throughput (and vLLM) and memory, report."""
     p = argparse.ArgumentParser(prog="python -m bench.bench_rollout", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="local model folder (default: a tiny Llama built here)")
     model_flags(p)

@@ -127,6 +127,7 @@ def time_ours(path: Path, args, root: Path, mode: str) -> list[float]:
 
 
 def main() -> None:
+    """Time TRL and each chosen row in alternating rounds; report medians and ratios."""
     p = argparse.ArgumentParser(prog="python -m bench.bench_train", description=__doc__.split("\n\n")[0])
     model_flags(p)
     p.add_argument("--prompts", type=int, default=16)

@@ -64,6 +64,7 @@ def codec(out: Path, recipe: Path, text: str, quantizer: str, n: int, levels: li
 
 
 def table(results: list[dict], env_label: str) -> str:
+    """The markdown table, one row per codec."""
     lines = ["| text | level | n (n1 x n2) | quantizer | code | token accuracy | exact chunks | train token acc. | "
              "steps | wall s |", "|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in results:
@@ -76,6 +77,7 @@ def table(results: list[dict], env_label: str) -> str:
 
 
 def main() -> None:
+    """Train (or read back) every codec of the table; write and print it."""
     p = argparse.ArgumentParser(prog="python -m experiments.codec_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/codec_table", help="codecs, log and the table")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps of every codec")

@@ -84,6 +84,7 @@ def accuracies(policy, cfg: RunConfig) -> dict:
 
 
 def plain_accuracy(folder: Path, cfg: RunConfig) -> float:
+    """Greedy accuracy of a model folder answering alone, without thoughts."""
     env, e = make_env(cfg.env.name, cfg.env.args), cfg.eval
     policy = NeuralesePolicy.from_pretrained(folder).eval()
     return evaluate(policy, env, cfg.env.test_split, e.n, cfg.seed, 100, e.max_new_tokens, progress=False)["accuracy"]
@@ -108,11 +109,13 @@ def rl_runs(cfg: RunConfig, out: Path, seeds: int) -> list[dict]:
 
 
 def mean_sd(values: list[float]) -> str:
+    """Mean ± sample std of per-seed numbers (the number alone for one seed)."""
     t = torch.tensor(values)
     return f"{t.mean():.3f} ± {t.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def table(res: dict) -> str:
+    """The markdown table of every row (module docstring)."""
     runs = res["rl"]
     seeds = ", ".join(f"{r['own']:.3f}" for r in runs)
     shuffled = ", ".join(f"{r['shuffled']:.3f}" for r in runs)
@@ -128,6 +131,7 @@ def table(res: dict) -> str:
 
 
 def main() -> None:
+    """Stage 0 of A and B, the translator, the rows before RL, RL per seed; write and print the table."""
     p = argparse.ArgumentParser(prog="python -m experiments.cross_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/cross_table")
     p.add_argument("--steps-a", type=int, default=800, help="stage-0 steps of A")

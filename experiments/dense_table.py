@@ -81,6 +81,7 @@ def table(r: dict) -> str:
 
 
 def main() -> None:
+    """Codec, both stage 0s, their evaluation and RL on the dense model; write and print the table."""
     p = argparse.ArgumentParser(prog="python -m experiments.dense_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="recipes/dense.yaml")
     p.add_argument("--out", default="runs/dense_table")

@@ -131,6 +131,7 @@ def table(results: dict, chains: list[int], windows: list, key: str, title: str)
 
 
 def main() -> None:
+    """Measure every chain length and window; print the three tables."""
     parser = argparse.ArgumentParser(prog="python -m experiments.grad_stability", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chains", default="8,16,32,64,128", help="numbers of thoughts K")
     parser.add_argument("--windows", default="0,4,16,full", help="TBPTT windows")

@@ -31,6 +31,7 @@ from neuralese.tiny import build_tiny_model, build_tokenizer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The probe's settings."""
     p = argparse.ArgumentParser(prog="python -m experiments.lookup_probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=8)
     p.add_argument("--hops", default="4", help="hops per problem, or a range such as 1-4 (drawn per problem)")
@@ -60,6 +61,7 @@ def encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
 
 
 def batch(tokenizer, env: Chase, rng: random.Random, n: int):
+    """`n` fresh problems as padded inputs, targets (-100 outside the completion) and mask."""
     rows = [encode(tokenizer, env.problem(rng)) for _ in range(n)]
     width = max(len(a) + len(b) for a, b in rows)
     x = torch.full((n, width), tokenizer.pad_token_id)
@@ -90,6 +92,7 @@ def score(model, tokenizer, env: Chase, n: int) -> dict[int, float]:
 
 
 def main(argv=None) -> None:
+    """Train on fresh problems, score along the way and at the end; append the record to --out."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     low, _, high = args.hops.partition("-")

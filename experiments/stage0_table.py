@@ -126,6 +126,7 @@ def train_seconds(log: Path) -> float:
 
 
 def table(results: list[dict]) -> str:
+    """The markdown table: answer only against chain of thought, per task, training and difficulty."""
     lines = ["| task | trained on | scored on | answer only | chain of thought | positions (answer / chain) | "
              "stage-0 steps | wall s (answer / chain) |", "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     keyed = {(r["task"], r["trained"], r["difficulty"], r["format"]): r for r in results}
@@ -143,6 +144,7 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
+    """Train (or read back) and score every chosen model; write and print the table."""
     p = argparse.ArgumentParser(prog="python -m experiments.stage0_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/stage0", help="models, logs and the table")
     p.add_argument("--only", help="comma-separated tasks (default: all)")

@@ -113,6 +113,7 @@ def table(runs: list[dict]) -> str:
 
 
 def main() -> None:
+    """Stage 0 of A and B, then fits on trained and untrained models per layer; write and print the table."""
     p = argparse.ArgumentParser(prog="python -m experiments.translate_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/translate_table")
     p.add_argument("--steps", type=int, default=800, help="stage-0 steps per model")

@@ -21,6 +21,7 @@ from neuralese.ranges import PositiveInt
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
+    """Check the plan, score every arm at switch-on, or run the whole ablation."""
     from neuralese.ablate.arms import check, make_plan
 
     plan = make_plan(args.recipe, args.spec, args.arms, args.set or [], steps=args.steps, seeds=args.seeds,

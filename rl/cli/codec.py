@@ -22,6 +22,7 @@ from neuralese.ranges import PositiveInt
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Train the recipe's codec; one JSON line with its held-out numbers."""
     cfg = load_recipe(args)  # before the heavy imports: a recipe mistake shows at once
     from neuralese.codec.train import train_codec
     from neuralese.io import read_json
@@ -50,6 +51,7 @@ def integers(text: str, flag: str) -> list[int]:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
+    """The codes (or continuous code) of a text or of token ids, as one JSON line."""
     import torch
 
     from neuralese.codec.model import load_codec
@@ -74,6 +76,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
+    """The text and token ids FSQ codes decode to, as one JSON line."""
     import torch
 
     from neuralese.codec.model import load_codec
@@ -88,6 +91,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_fit_map(args: argparse.Namespace) -> None:
+    """Fit and save a map from a policy's thoughts to a codec's codes (for inspect --codec-map)."""
     from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
     from neuralese.codec.lens import MAP_CONFIG, fit_map
     from neuralese.codec.model import load_codec

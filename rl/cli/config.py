@@ -18,6 +18,7 @@ from neuralese.errors import UsageError
 
 
 def cmd_config(args: argparse.Namespace) -> None:
+    """Print the recipe fully resolved, or every field's type, default and docstring."""
     if args.recipe:
         print(yaml.safe_dump(to_dict(load_recipe(args)), sort_keys=False), end="")
         return

@@ -18,6 +18,7 @@ from neuralese.errors import UsageError
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    """Evaluate a checkpoint on an environment; one JSON line."""
     import torch
 
     from neuralese import features  # noqa: F401  (a run folder may need any registered feature)

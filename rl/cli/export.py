@@ -12,6 +12,7 @@ import json
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    """Write the Hugging Face folder; one JSON line naming it and its source."""
     from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
     from neuralese.export import export
     from neuralese.load import locate

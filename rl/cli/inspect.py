@@ -17,6 +17,7 @@ from neuralese.ranges import NonNegativeFloat, PositiveInt
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
+    """Answer one prompt and print (and draw) what each thought carries."""
     import torch
 
     from neuralese import features  # noqa: F401  (a run folder may need any registered feature)

@@ -24,6 +24,7 @@ GEAR_KEYS = (
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Train the reward model's gears; one JSON line with each gear's numbers."""
     cfg = load_recipe(args)  # before the heavy imports, so a recipe mistake is reported in a moment
     from neuralese.io import read_json
     from neuralese.rewardmodels.train import train_reward_model

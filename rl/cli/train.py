@@ -16,6 +16,7 @@ from neuralese.cli.flags import load_recipe, recipe_command
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    """Stage 0; one JSON line naming the as-is model folder."""
     cfg = load_recipe(args)  # before the heavy imports, so a recipe mistake is reported in a moment
     from neuralese.pretrain import pretrain
 
@@ -26,6 +27,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Stage 1, RL; one JSON line with the run folder and its final numbers."""
     cfg = load_recipe(args)  # before the heavy imports, so a recipe mistake is reported in a moment
     from neuralese.build import check_run
     from neuralese.trainer import Trainer

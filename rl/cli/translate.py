@@ -15,6 +15,7 @@ from neuralese.cli.flags import load_recipe, recipe_command
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    """Fit and measure the translators; one JSON line with their fidelity."""
     cfg = load_recipe(args)  # before the heavy imports, so a recipe mistake is reported in a moment
     from neuralese.translate.fit import fit_translators
 
