@@ -33,7 +33,6 @@ import tempfile
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 

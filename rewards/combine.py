@@ -40,6 +40,7 @@ def builtin_rewards() -> dict[str, Callable]:
     """Built-in reward functions by name."""
     return {
         "exact_match": match.exact_match,
+        "digit_credit": match.digit_credit,
         "numeric_match": numeric.numeric_match,
         "countdown_match": countdown.countdown_match,
         "format_match": shaping.format_match,

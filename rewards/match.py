@@ -39,3 +39,20 @@ def exact_match(prompts: list, completions: list, answer: list[str], **_: Any) -
         float(final_answer(completion_text(c)) == str(a).strip())
         for c, a in zip(completions, answer, strict=True)
     ]
+
+
+def digit_credit(prompts: list, completions: list, answer: list[str], **_: Any) -> list[float | None]:
+    """Partial credit: the share of characters written right in place, over the longer of answer and
+    completion. Exact match earns 1, and a policy that gets no answer whole (a weak dense-token model)
+    still gets a signal that rises as it learns digits.
+
+    >>> digit_credit(["12+34="], ["46"], answer=["46"])
+    [1.0]
+    >>> digit_credit(["12+34=", "12+34="], ["47", "4"], answer=["46", "46"])
+    [0.5, 0.5]
+    """
+    scores = []
+    for completion, right in zip(completions, answer, strict=True):
+        text, right = completion_text(completion).strip(), str(right)
+        scores.append(sum(a == b for a, b in zip(text, right)) / max(len(text), len(right), 1))
+    return scores

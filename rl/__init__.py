@@ -7,7 +7,7 @@
 
 The configs import in a moment; the policy, the loader and the trainer (which bring torch and
 transformers) are imported on first use, with every feature that registers itself (neuralese.features),
-so `neuralese` commands check a recipe before the heavy libraries load.
+so a recipe is checked before the heavy libraries load.
 """
 
 from neuralese.config import NeuraleseConfig, RunConfig, load_config
@@ -19,10 +19,9 @@ __all__ = ["NeuraleseConfig", "NeuralesePolicy", "RunConfig", "Trainer", "load_c
 def __getattr__(name: str):
     # The heavy names, on first use, with every feature a loaded folder or a run may need.
     if name == "NeuralesePolicy":
-        from neuralese import features  # noqa: F401
+        from neuralese import features  # noqa: F401  (a dense-token folder's tokenizer, say)
         from neuralese.policy import NeuralesePolicy as value
     elif name == "load_policy":
-        from neuralese import features  # noqa: F401
         from neuralese.load import load_policy as value
     elif name == "Trainer":
         from neuralese.trainer import Trainer as value

@@ -3,7 +3,8 @@
 A policy other than the plain one (cross-model thinking: one model reading another's thoughts) is a
 registered kind (neuralese.kinds): the run's config names the kind it needs (`RunConfig.policy_kind`),
 and the feature that provides it registers a builder there. `check_run` holds a config to everything
-its thought mode and policy kind can do.
+its thought mode and policy kind can do. Building a run is where every registered feature is loaded
+(neuralese.features): cross-model thinking, dense-token tokenizers, reward models.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from neuralese import features  # noqa: F401  (every feature registers itself: a run may need any)
 from neuralese.config import NeuraleseConfig, RunConfig, validate
 from neuralese.envs import Environment
 from neuralese.kinds import policy_kind

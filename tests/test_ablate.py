@@ -1,4 +1,4 @@
-"""scripts/ablate.py end to end on a tiny setting: stage 0, two arms, one seed, a few steps; the
+"""`neuralese ablate` end to end on a tiny setting: stage 0, two arms, one seed, a few steps; the
 table and plot hold real numbers, every arm saw the same prompts, and a second call only
 re-reads what is done. Plus `data_seed`, which the seeds rely on."""
 
@@ -10,13 +10,17 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from neuralese.ablate.arms import Arm, Plan
+from neuralese.ablate.report import aggregate, write_table
+from neuralese.cli import main
+from neuralese.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = """# python scripts/ablate.py THIS.yaml --seeds 1 --arms token,latent-w2  (neuralese, a test recipe)
+RECIPE = """# neuralese ablate THIS.yaml --seeds 1 --arms token,latent-w2  (neuralese, a test recipe)
 seed: 0
 output_dir: {out}
 model:
@@ -32,10 +36,14 @@ log: {{save_every: 3, eval_every: 2, completions_every: 1, trackers: []}}
 """
 
 
+def neuralese(*args: str) -> subprocess.CompletedProcess:
+    """`neuralese ARGS` in its own process: an ablation sets its process's torch threads."""
+    cmd = [sys.executable, "-m", "neuralese.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
 def ablate(recipe: Path, out: Path) -> str:
-    cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--seeds", "1",
-           "--arms", "token,latent-w2", "--out", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = neuralese("ablate", str(recipe), "--seeds", "1", "--arms", "token,latent-w2", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -104,32 +112,32 @@ def test_data_seed_fixes_prompts_and_evaluation_while_seed_varies(tiny_dir, tmp_
     assert a.generator.initial_seed() != b.generator.initial_seed()  # sampling still differs
 
 
-def test_every_arms_spec_resolves_against_its_recipe():
+def test_every_arms_spec_resolves_against_its_recipe(capsys):
     specs = sorted((ROOT / "recipes" / "arms").glob("*.yaml"))
     assert specs, "recipes/arms/ holds no ablation spec"
     for spec in specs:
         # A spec named after an ablation recipe goes with it; a general one (modes) onto pointer chasing.
         recipe = ROOT / "recipes" / f"ablate_{spec.stem}.yaml"
         recipe = recipe if recipe.is_file() else ROOT / "recipes" / "ablate_chase.yaml"
-        cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        arms = dict(line.removeprefix("ablate: ").split(": ", 1) for line in done.stdout.splitlines()
+        rc = main(["ablate", str(recipe), "--spec", str(spec), "--check"])
+        printed = capsys.readouterr()
+        assert rc == 0, printed.out + printed.err
+        arms = dict(line.removeprefix("ablate: ").split(": ", 1) for line in printed.out.splitlines()
                     if line.startswith("ablate: "))  # fmt: skip
         arms_spec = yaml.safe_load(spec.read_text())["arms"]
-        assert len(arms) >= 3 and set(arms_spec) <= set(arms), done.stdout
+        assert len(arms) >= 3 and set(arms_spec) <= set(arms), printed.out
         for name, a in arms_spec.items():  # each pause control gets its twin, and the twin's thoughts are pauses
             if "pause" in a.get("controls", []):
-                assert ", pause, " in arms[f"{name}+pause"], f"{spec.name}: {name}+pause: {done.stdout}"
+                assert ", pause, " in arms[f"{name}+pause"], f"{spec.name}: {name}+pause: {printed.out}"
 
 
-def test_a_bad_spec_is_refused_with_its_key(tmp_path):
+def test_a_bad_spec_is_refused_with_its_key(tmp_path, capsys):
     spec = tmp_path / "arms.yaml"
     spec.write_text("arms:\n  soft: {stage0: nowhere, set: []}\n")
     recipe = ROOT / "recipes" / "ablate_chase.yaml"
-    cmd = [sys.executable, str(ROOT / "scripts" / "ablate.py"), str(recipe), "--spec", str(spec), "--check"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode != 0 and "arms.soft" in done.stderr and "nowhere" in done.stderr
+    assert main(["ablate", str(recipe), "--spec", str(spec), "--check"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one paragraph, no traceback
+    assert line.startswith("neuralese ablate: error: --spec ") and "arms.soft" in line and "nowhere" in line
 
 
 def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
@@ -139,8 +147,7 @@ def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
     spec.write_text("arms:\n  token: {set: [neuralese.mode=off]}\n  soft: {set: [neuralese.space=embedding, "
                     "neuralese.input=latent_only]}\n")
     out = tmp_path / "ablation"
-    cmd = [sys.executable, str(ROOT / "scripts" / "switch_on.py"), str(recipe), "--spec", str(spec), "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = neuralese("ablate", str(recipe), "--spec", str(spec), "--out", str(out), "--switch-on")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {r["arm"]: r for r in json.loads((out / "switch_on_table.json").read_text())}
     assert rows["token"]["shuffled"] is None and rows["token"]["feedback"] == "token"
@@ -156,12 +163,6 @@ def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
 def test_the_tables_show_each_modes_own_numbers_as_markdown_cells(tmp_path):
     """Channel mode's |s|, kept and retention, mean over seeds, in the diagnostics table's `mode` column,
     written so that no | splits the cell."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from ablate import Arm
-    from ablate_report import aggregate, write_table
-
-    from neuralese.config import load_config
-
     run = {"accuracy": 0.5, "switch_on": 0.4, "positions": 6.0, "step_s": 0.2}
     runs = [{**run, "arm": "token", "seed": 0},
             {**run, "arm": "channel", "seed": 0, "mode_columns": {"|s|": 1.0, "kept": 0.2, "a mean": 0.5}},
@@ -169,8 +170,8 @@ def test_the_tables_show_each_modes_own_numbers_as_markdown_cells(tmp_path):
     rows = aggregate(runs, {"token": Arm("token", []), "channel": Arm("channel", [])})
     assert rows["channel"]["mode_columns"] == pytest.approx({"|s|": 2.0, "kept": 0.3, "a mean": 0.6})
     assert rows["token"]["mode_columns"] == {}
-    args = SimpleNamespace(recipe="recipes/ablate_channel.yaml", seeds=2, threads=1)
-    write_table(tmp_path / "table.md", load_config(ROOT / args.recipe), rows, {}, args)
+    plan = Plan("recipes/ablate_channel.yaml", {"default": []}, {}, seeds=2, threads=1)
+    write_table(tmp_path / "table.md", load_config(ROOT / plan.recipe), rows, {}, plan)
     lines = (tmp_path / "table.md").read_text().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("| arm | gate |"))
     channel = next(line for line in lines[at:] if line.startswith("| channel |"))

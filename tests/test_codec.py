@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from neuralese.cli import main
-from neuralese.config.codec import CodecConfig
 from neuralese.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings
 from neuralese.codec.fsq import FSQ
 from neuralese.codec.model import WEIGHTS, Codec, load_codec
 from neuralese.config import load_config
+from neuralese.config.codec import CodecConfig
 from neuralese.errors import CheckpointError, CodecError, ConfigError
 from neuralese.load import load_policy
 from neuralese.models import load_model

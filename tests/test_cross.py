@@ -275,8 +275,8 @@ def test_trainer_runs_cross_model_thinking_and_inspect_reads_both_heads(pair, tm
     from runs import run_config
 
     from neuralese.cli import main
-    from neuralese.load import load_policy
     from neuralese.inspector import format_table, inspect_thoughts
+    from neuralese.load import load_policy
     from neuralese.trainer import Trainer
 
     a, b, translator = pair

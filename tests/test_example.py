@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuralese.config import EnvConfig, EvalConfig, LogConfig, ModelConfig, NeuraleseConfig, RewardConfig, RLConfig, RunConfig
+from neuralese.config import (
+    EnvConfig,
+    EvalConfig,
+    LogConfig,
+    ModelConfig,
+    NeuraleseConfig,
+    RewardConfig,
+    RLConfig,
+    RunConfig,
+)
 from neuralese.envs import make_env
 from neuralese.trainer import Trainer
 

@@ -4,13 +4,13 @@ load, and the same rollouts from the loaded policy; the modes as ablation arms, 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from runs import run_config
 
+from neuralese.ablate.arms import PAUSE_SETS, load_spec, with_controls
 from neuralese.build import check_run
 from neuralese.config import load_config
 from neuralese.envs import load_split, make_env
@@ -59,9 +59,6 @@ def test_train_export_and_load_round_trip(tiny_dir, tmp_path, name):
 
 # ----------------------------------------------------------------------------- ablation arms
 
-sys.path.insert(0, str(ROOT / "scripts"))
-from ablate import PAUSE_SETS, load_spec, with_controls  # noqa: E402
-
 SPEC = ROOT / "recipes" / "arms" / "modes.yaml"
 RECIPE = """# neuralese train THIS.yaml  (a test recipe: latent mode with an RL curriculum and its stage-0 formats, like recipes/refine.yaml)
 seed: 0
@@ -78,7 +75,7 @@ eval: {{n: 4, batch_size: 4, max_new_tokens: 4}}
 
 def test_every_arm_and_its_controls_load_build_and_run(tiny_dir, tmp_path):
     """Each arm of the spec (and its pause twin) is a valid recipe override; its policy rolls out, is
-    recomputed exactly, and answers from shuffled thoughts, the two controls scripts/ablate.py runs."""
+    recomputed exactly, and answers from shuffled thoughts, the two controls `neuralese ablate` runs."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.format(out=tmp_path / "out", model=tiny_dir))
     _, arms = load_spec(str(SPEC))

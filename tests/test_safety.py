@@ -27,7 +27,7 @@ from neuralese.models import load_model
 from neuralese.plugins import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = [p for d in ("rl", "envs", "rewards", "scripts") for p in sorted((ROOT / d).rglob("*.py"))]
+PACKAGE = [p for d in ("rl", "envs", "rewards", "bench", "experiments") for p in sorted((ROOT / d).rglob("*.py"))]
 PICKLERS = {"pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 SAVED_SUFFIXES = {".safetensors", ".json", ".pt", ".jinja", ".txt"}
 PICKLE_SUFFIXES = {".bin", ".pth", ".pkl", ".pickle", ".ckpt"}

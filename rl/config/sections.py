@@ -450,7 +450,7 @@ class RunConfig:
     data_seed: Seed | None = None
     """RL only: seeds which problems the train and evaluation splits draw and the order prompts come
     in; None uses `seed`. Fixing it while `seed` varies gives runs that see the same prompts and are
-    scored on the same problems, differing only in sampling (scripts/ablate.py's seeds)."""
+    scored on the same problems, differing only in sampling (the seeds of `neuralese ablate`)."""
     output_dir: str = "runs/default"
     """The run folder: config.yaml, metrics.jsonl, completions.jsonl, checkpoints/, report.png."""
     model: ModelConfig = field(default_factory=ModelConfig)

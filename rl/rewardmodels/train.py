@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ from neuralese.config import GearConfig, RewardModelConfig, RunConfig, validate
 from neuralese.envs import env_texts, load_split, make_env
 from neuralese.errors import ConfigError
 from neuralese.io import atomic_dir, check_output_dir, write_json
-from neuralese.load import load_policy
 from neuralese.models import check_model_folder, load_tokenizer
 from neuralese.rewardmodels import pairs as P
 from neuralese.rewardmodels.score import META_FILE, RewardModel, RewardModelArgs, sample_ids
@@ -189,7 +189,8 @@ class Chain:
     """What one `neuralese reward-model train` shares across its gears: the environment, its prompts,
     the sampling policy, the held-out pairs and the output folder."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, load_policy: Callable[..., Any]):
+        """`load_policy(folder, device=...)`: how the sampling policy is loaded (neuralese.load_policy)."""
         validate(cfg)
         self.cfg, rm = cfg, cfg.reward_model
         self.out = check_output_dir(
@@ -271,9 +272,11 @@ class Chain:
         return save_gear(model, tokenizer, self.out / f"gear-{k}", self.held_out, previous, meta)
 
 
-def train_reward_model(cfg: RunConfig) -> Path:
-    """Train gear 0 and every gear after it; returns the folder that holds them and report.json."""
-    chain, rm = Chain(cfg), cfg.reward_model
+def train_reward_model(cfg: RunConfig, load_policy: Callable[..., Any]) -> Path:
+    """Train gear 0 and every gear after it; returns the folder that holds them and report.json.
+    `load_policy(folder, device=...)` loads the policy whose samples make the pairs (neuralese.load_policy:
+    the command passes it in, so that reward models need nothing from the layer that builds runs)."""
+    chain, rm = Chain(cfg, load_policy), cfg.reward_model
     pairs, meta = chain.first_pairs()
     meta, previous = chain.train_gear(0, pairs, rm.max_steps, meta, None)
     report, start = [meta], rm.prompts

@@ -1,6 +1,6 @@
-"""The tables and the plot of scripts/ablate.py: numbers over seeds, and what says whether a thought is used.
+"""The tables and the plot of `neuralese ablate`: numbers over seeds, and what says whether a thought is used.
 
-Pure reporting: it reads the per-run results ablate.py collected (results.json's `runs`) and
+Pure reporting: it reads the per-run results the ablation collected (results.json's `runs`) and
 writes OUT/table.md and OUT/accuracy.png. docs/ablation.md explains every column.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 import statistics
 from pathlib import Path
+
+from neuralese.ablate.arms import Arm, Plan
+from neuralese.config import RunConfig
 
 # Every number of a run that the tables average over seeds (None where it does not apply).
 NUMBERS = ("accuracy", "switch_on", "positions", "step_s", "wall_s", "peak_rss_mib", "saved_mib", "gate",
@@ -26,7 +29,7 @@ def mean_std(values: list) -> tuple[float | None, float | None]:
     return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
-def aggregate(runs: list[dict], arms: dict) -> dict[str, dict]:
+def aggregate(runs: list[dict], arms: dict[str, Arm]) -> dict[str, dict]:
     """Per arm: mean and std over seeds of every number, and its pause control's accuracy."""
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["arm"] for r in runs):
@@ -37,7 +40,9 @@ def aggregate(runs: list[dict], arms: dict) -> dict[str, dict]:
             row[key], row[f"{key}_std"] = mean_std([r.get(key) for r in mine])
         # The mode's own numbers (channel mode's |s|, kept, retention a; refine's Δpass), mean over seeds.
         keys = dict.fromkeys(k for r in mine for k in r.get("mode_columns") or {})
-        row["mode_columns"] = {k: mean_std([(r.get("mode_columns") or {}).get(k) for r in mine])[0] for k in keys}
+        row["mode_columns"] = {
+            k: mean_std([(r.get("mode_columns") or {}).get(k) for r in mine])[0] for k in keys
+        }
         out[name] = row
     for row in out.values():
         pause = out.get(f"{row['arm']}+pause")
@@ -62,7 +67,8 @@ def verdict(row: dict) -> str:
     return "partly"
 
 
-def fmt(value, spec: str = ".3f", std=None) -> str:
+def fmt(value: float | None, spec: str = ".3f", std: float | None = None) -> str:
+    """A number for a cell (— for none), with ± its std when given."""
     if value is None:
         return "—"
     text = format(value, spec)
@@ -74,18 +80,24 @@ def cell_name(name: str) -> str:
     return re.sub(r"[|](.+?)[|]", r"abs(\1)", name)
 
 
-def write_table(path: Path, cfg, rows: dict[str, dict], as_is: dict, args) -> None:
+def write_table(path: Path, cfg: RunConfig, rows: dict[str, dict], as_is: dict, plan: Plan) -> None:
+    """OUT/table.md: the results table (one row per as-is model and per arm) and the diagnostics table."""
+    path.write_text("\n".join([*results_table(cfg, rows, as_is, plan), "", *diagnostics_table(rows)]) + "\n")
+
+
+def results_table(cfg: RunConfig, rows: dict[str, dict], as_is: dict, plan: Plan) -> list[str]:
+    """The lines of the results table, with the paragraph that says how it was measured."""
     rl = cfg.rl
     lines = [
-        f"# Ablation: `{args.recipe}` (env `{cfg.env.name}` {cfg.env.args or ''})",
+        f"# Ablation: `{plan.recipe}` (env `{cfg.env.name}` {cfg.env.args or ''})",
         "",
-        f"{args.seeds} seed(s) x {rl.steps} RL steps ({rl.algorithm}, {rl.prompts_per_step} prompts x "
+        f"{plan.seeds} seed(s) x {rl.steps} RL steps ({rl.algorithm}, {rl.prompts_per_step} prompts x "
         f"{rl.samples_per_prompt} samples per step, lr {rl.learning_rate:g}, feedback lr "
         f"{rl.feedback_learning_rate or rl.learning_rate:g}) unless an arm sets its own. Accuracy: greedy, on "
         f"{cfg.eval.n} problems of the `{cfg.env.test_split}` split, mean ± sample std over seeds. Switch-on: the "
         "same policy before any RL step; Δ: after RL minus switch-on. Shuffled: the trained policy answering from "
         "another prompt's thoughts; pause: the arm trained with content-free thoughts (`neuralese.space: pause`). "
-        f"s/step: median wall seconds of rollout + reward + update, torch on {args.threads} thread(s), one process "
+        f"s/step: median wall seconds of rollout + reward + update, torch on {plan.threads} thread(s), one process "
         "at a time. Peak RSS: the training process's own high-water mark (`VmHWM`). Saved MiB: bytes autograd "
         "saves for one micro-batch's recompute at full length.",
         "",
@@ -107,8 +119,12 @@ def write_table(path: Path, cfg, rows: dict[str, dict], as_is: dict, args) -> No
             f"{fmt(a['accuracy_pause'], std=a['accuracy_pause_std'])} | {a['verdict']} | "
             f"{fmt(a['peak_rss_mib'], '.0f')} | {fmt(a['saved_mib'], '.1f')} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def diagnostics_table(rows: dict[str, dict]) -> list[str]:
+    """The lines of the diagnostics table (docs/ablation.md explains each column)."""
+    lines = [
         "Diagnostics (final policies, mean over seeds; docs/ablation.md explains them): gate = mean |tanh λ|; "
         "|g·f|/|e| = gated thought against the token embedding; latent grad = gradient norm on the latent path "
         "and grad = total gradient norm before clipping (means over the second half of the steps); cos prev = "
@@ -127,7 +143,7 @@ def write_table(path: Path, cfg, rows: dict[str, dict], as_is: dict, args) -> No
             f"{fmt(a['latent_grad_norm'], '.2e')} | {fmt(a['grad_norm'], '.2e')} | {fmt(a.get('cos_consecutive'))} | "
             f"{fmt(a.get('cos_across_prompts'))} | {fmt(a.get('accuracy_gate_closed'))} | {mode} |"
         )
-    path.write_text("\n".join(lines) + "\n")
+    return lines
 
 
 def plot(path: Path, runs: list[dict], rows: dict[str, dict], title: str) -> None:
@@ -148,7 +164,9 @@ def plot(path: Path, runs: list[dict], rows: dict[str, dict], title: str) -> Non
         curves = [dict([(0, r["switch_on"])] + [tuple(p) for p in r["eval_curve"]]) for r in mine]
         steps = sorted(set.intersection(*(set(c) for c in curves)))
         ys = np.array([[c[s] for s in steps] for c in curves], dtype=float)  # [seeds, points]
-        ax_eval.plot(steps, ys.mean(0), "o" + style, color=colour, label=arm, lw=2 if arm == "token" else 1.3, ms=3)
+        ax_eval.plot(
+            steps, ys.mean(0), "o" + style, color=colour, label=arm, lw=2 if arm == "token" else 1.3, ms=3
+        )
         ax_eval.fill_between(steps, ys.mean(0) - ys.std(0), ys.mean(0) + ys.std(0), color=colour, alpha=0.12)
         lengths = min(len(r["train_curve"]) for r in mine)
         train = np.array([[acc for _, acc in r["train_curve"][:lengths]] for r in mine])  # [seeds, steps]

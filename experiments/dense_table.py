@@ -1,9 +1,9 @@
 """The dense-token policy against the token policy: stage 0 at equal compute, then RL on the dense one.
 
-    python scripts/dense_table.py                          # recipes/dense.yaml as it is, 1 torch thread
-    python scripts/dense_table.py --pretrain-steps 300 --rl-steps 60 --out runs/dense_table
-    python scripts/dense_table.py --set env.args.digits=3 --out runs/dense_table_3digits
-    python scripts/dense_table.py --set model.codec_embedding=atomic --out runs/dense_table_atomic
+    python -m experiments.dense_table                      # recipes/dense.yaml as it is, 1 torch thread
+    python -m experiments.dense_table --pretrain-steps 300 --rl-steps 60 --out runs/dense_table
+    python -m experiments.dense_table --set env.args.digits=3 --out runs/dense_table_3digits
+    python -m experiments.dense_table --set model.codec_embedding=atomic --out runs/dense_table_atomic
 
 Steps, each through the CLI a user runs:
   1. `neuralese codec train` the recipe's codec (n text tokens to one FSQ code, on the task's text);
@@ -21,19 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]  # this checkout's rl, and stage0_table
-from stage0_table import run, train_seconds  # noqa: E402  the same subprocess runner and TRL timing
-
-
-def flags(sets: dict) -> list[str]:
-    return [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+from experiments.stage0_table import NEURALESE, ROOT, neuralese_eval, run, set_flags, train_seconds
+from neuralese import features  # noqa: F401  (a dense model's tokenizer is read through the codec feature)
+from neuralese.config import load_config
+from neuralese.models import load_tokenizer
 
 
 def timed(cmd: list[str], log: Path, done: Path) -> float:
@@ -45,19 +39,18 @@ def timed(cmd: list[str], log: Path, done: Path) -> float:
     return round(time.perf_counter() - start, 1)
 
 
-def evaluate(model: Path, cfg, max_new: int, log: Path) -> dict:
+def evaluate(model: Path, cfg, max_new: int) -> dict:
+    """`neuralese eval` of `model` on the recipe's test split within `max_new` positions; cached beside it."""
     cached = model.parent / f"{model.name}-eval.json"
     if not cached.is_file():
         args = ["--env", cfg.env.name, "--env-args", json.dumps(cfg.env.args), "--split", cfg.env.test_split,
                 "--n", str(cfg.eval.n), "--max-new-tokens", str(max_new), "--quiet"]  # fmt: skip
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-        printed = subprocess.run([sys.executable, "-m", "neuralese.cli", "eval", str(model), *args], capture_output=True,
-                                 text=True, env=env, cwd=ROOT, check=True).stdout  # fmt: skip
-        cached.write_text(printed.strip().splitlines()[-1] + "\n")
+        cached.write_text(json.dumps(neuralese_eval(model, args)) + "\n")
     return json.loads(cached.read_text())
 
 
 def reward_tenths(metrics: Path) -> dict:
+    """The RL run's reward and batch accuracy over its first and last tenth of steps, and its evaluations."""
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
     tenth = max(1, len(rewards) // 10)
@@ -70,6 +63,7 @@ def reward_tenths(metrics: Path) -> dict:
 
 
 def table(r: dict) -> str:
+    """The markdown table of the results (and a line on RL, when it ran)."""
     d, t, rl = r["dense"], r["token"], r.get("rl")
     lines = [f"Stage 0 at equal compute ({r['pretrain_steps']} steps, batch {r['batch_size']}, the same tiny model); "
              f"greedy on {d['n']} test problems of {r['env']}.", "",
@@ -87,7 +81,8 @@ def table(r: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Codec, both stage 0s, their evaluation and RL on the dense model; write and print the table."""
+    p = argparse.ArgumentParser(prog="python -m experiments.dense_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="recipes/dense.yaml")
     p.add_argument("--out", default="runs/dense_table")
     p.add_argument("--pretrain-steps", type=int, help="override pretrain.max_steps (both models)")
@@ -98,9 +93,6 @@ def main() -> None:
     out = (ROOT / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
-    from neuralese.config import load_config
-    from neuralese.models import load_tokenizer
-
     common = dict(kv.split("=", 1) for kv in args.set)
     if args.pretrain_steps:
         common["pretrain.max_steps"] = args.pretrain_steps
@@ -108,10 +100,9 @@ def main() -> None:
     dense_sets = {**common, "codec.output_dir": codec, "model.codec": codec, "model.path": out / "dense-as-is"}
     token_sets = {**common, "model.codec": "null", "model.codec_embedding": "atomic", "model.path": out / "token-as-is"}
     cfg = load_config(ROOT / args.recipe, [f"{k}={v}" for k, v in dense_sets.items()])
-    recipe = [sys.executable, "-m", "neuralese.cli"]
-    timed([*recipe, "codec", "train", args.recipe, *flags(dense_sets)], log, codec)
-    timed([*recipe, "pretrain", args.recipe, *flags(dense_sets)], log, out / "dense-as-is")
-    timed([*recipe, "pretrain", args.recipe, *flags(token_sets)], log, out / "token-as-is")
+    timed([*NEURALESE, "codec", "train", args.recipe, *set_flags(dense_sets)], log, codec)
+    timed([*NEURALESE, "pretrain", args.recipe, *set_flags(dense_sets)], log, out / "dense-as-is")
+    timed([*NEURALESE, "pretrain", args.recipe, *set_flags(token_sets)], log, out / "token-as-is")
     per_code = json.loads((codec / "codec.json").read_text())["tokens_per_code"]
     dense_budget, token_budget = cfg.eval.max_new_tokens, cfg.eval.max_new_tokens * per_code
     result = {"env": f"{cfg.env.name} {cfg.env.args}", "recipe": args.recipe, "tokens_per_code": per_code,
@@ -121,13 +112,13 @@ def main() -> None:
               "dense_vocab": len(load_tokenizer(out / "dense-as-is")), "token_vocab": len(load_tokenizer(out / "token-as-is")),
               "dense_wall_s": round(train_seconds(out / "dense-as-is" / "pretrain_log.json")),
               "token_wall_s": round(train_seconds(out / "token-as-is" / "pretrain_log.json")),
-              "dense": evaluate(out / "dense-as-is", cfg, dense_budget, log),
-              "token": evaluate(out / "token-as-is", cfg, token_budget, log)}  # fmt: skip
+              "dense": evaluate(out / "dense-as-is", cfg, dense_budget),
+              "token": evaluate(out / "token-as-is", cfg, token_budget)}  # fmt: skip
     if args.rl_steps != 0:
         rl_sets = {**dense_sets, "output_dir": out / "dense-rl", "log.trackers": "[]"}
         if args.rl_steps:
             rl_sets["rl.steps"] = args.rl_steps
-        wall = timed([*recipe, "train", args.recipe, *flags(rl_sets)], log, out / "dense-rl" / "metrics.jsonl")
+        wall = timed([*NEURALESE, "train", args.recipe, *set_flags(rl_sets)], log, out / "dense-rl" / "metrics.jsonl")
         result["rl"] = {**reward_tenths(out / "dense-rl" / "metrics.jsonl"), "wall_s": wall or "earlier run"}
     text = table(result)
     (out / "table.md").write_text(text)

@@ -1,9 +1,9 @@
 """Can a tiny model learn pointer chasing's lookup? A fast probe of the settings that decide it.
 
-    python scripts/lookup_probe.py --hops 4 --cot                     # the recipe's model: learns (1.000)
-    python scripts/lookup_probe.py --hops 1                           # one lookup, answer only: chance
-    python scripts/lookup_probe.py --hops 4 --cot --lr 3e-3           # too high a learning rate: chance
-    python scripts/lookup_probe.py --hops 1-4 --cot --hidden 128 --layers 4
+    python -m experiments.lookup_probe --hops 4 --cot                 # the recipe's model: learns (1.000)
+    python -m experiments.lookup_probe --hops 1                       # one lookup, answer only: chance
+    python -m experiments.lookup_probe --hops 4 --cot --lr 3e-3       # too high a learning rate: chance
+    python -m experiments.lookup_probe --hops 1-4 --cot --hidden 128 --layers 4
 
 The tiny model of `neuralese pretrain` (neuralese.tiny, the same builder and tokenizer) is trained on
 fresh pointer-chasing problems (neuralese.envs.chase) every step with plain AdamW, a linear warmup and a
@@ -19,23 +19,20 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from neuralese.config import TinyModelConfig  # noqa: E402
-from neuralese.envs.chase import Chase  # noqa: E402
-from neuralese.tiny import build_tiny_model, build_tokenizer  # noqa: E402
+from neuralese.config import TinyModelConfig
+from neuralese.envs.chase import Chase
+from neuralese.tiny import build_tiny_model, build_tokenizer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """The probe's settings."""
+    p = argparse.ArgumentParser(prog="python -m experiments.lookup_probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", type=int, default=8)
     p.add_argument("--hops", default="4", help="hops per problem, or a range such as 1-4 (drawn per problem)")
     p.add_argument(
@@ -64,6 +61,7 @@ def encode(tokenizer, row: dict) -> tuple[list[int], list[int]]:
 
 
 def batch(tokenizer, env: Chase, rng: random.Random, n: int):
+    """`n` fresh problems as padded inputs, targets (-100 outside the completion) and mask."""
     rows = [encode(tokenizer, env.problem(rng)) for _ in range(n)]
     width = max(len(a) + len(b) for a, b in rows)
     x = torch.full((n, width), tokenizer.pad_token_id)
@@ -94,6 +92,7 @@ def score(model, tokenizer, env: Chase, n: int) -> dict[int, float]:
 
 
 def main(argv=None) -> None:
+    """Train on fresh problems, score along the way and at the end; append the record to --out."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     low, _, high = args.hops.partition("-")

@@ -1,8 +1,8 @@
 """The codec reconstruction table: token and exact-chunk accuracy against compression n, per level and quantizer.
 
-    python scripts/codec_table.py                          # every row below, 1 torch thread (~20 min)
-    python scripts/codec_table.py --steps 200 --only env   # fewer steps, one text
-    python scripts/codec_table.py --out runs/codec_table   # where the codecs and the table go
+    python -m experiments.codec_table                          # every row below, 1 torch thread (~20 min)
+    python -m experiments.codec_table --steps 200 --only env   # fewer steps, one text
+    python -m experiments.codec_table --out runs/codec_table   # where the codecs and the table go
 
 Each row is one codec trained here by `neuralese codec train` on held-in text and measured on
 held-out text (its report.json): GSM8K (questions and worked solutions: train.jsonl to train,
@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]  # this checkout's rl, and stage0_table
-from stage0_table import run  # noqa: E402  the same subprocess runner
+from experiments.stage0_table import NEURALESE, ROOT, run, set_flags
 
 RECIPE = """\
 seed: 0
@@ -56,9 +53,7 @@ def codec(out: Path, recipe: Path, text: str, quantizer: str, n: int, levels: li
     if base is not None:
         sets["codec.base"] = base
     if not (folder / "report.json").is_file():
-        flags = [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
-        run([sys.executable, "-m", "neuralese.cli", "codec", "train", str(recipe), "--out", str(folder), *flags],
-            out / "log.txt")  # fmt: skip
+        run([*NEURALESE, "codec", "train", str(recipe), "--out", str(folder), *set_flags(sets)], out / "log.txt")
     r = json.loads((folder / "report.json").read_text())
     return {"text": text, "level": level, "n": n * n_base, "n1": n_base if base else n, "n2": n if base else None,
             "quantizer": quantizer, "code_dims": r["code_width"], "num_codes": r["num_codes"],
@@ -69,6 +64,7 @@ def codec(out: Path, recipe: Path, text: str, quantizer: str, n: int, levels: li
 
 
 def table(results: list[dict], env_label: str) -> str:
+    """The markdown table, one row per codec."""
     lines = ["| text | level | n (n1 x n2) | quantizer | code | token accuracy | exact chunks | train token acc. | "
              "steps | wall s |", "|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in results:
@@ -81,7 +77,8 @@ def table(results: list[dict], env_label: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Train (or read back) every codec of the table; write and print it."""
+    p = argparse.ArgumentParser(prog="python -m experiments.codec_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/codec_table", help="codecs, log and the table")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps of every codec")
     p.add_argument("--batch-tokens", type=int, default=512, help="text tokens per step (batch: this / n chunks)")

@@ -1,7 +1,7 @@
 """The translation table: how well one tiny model's thoughts translate into another's input space.
 
-    OMP_NUM_THREADS=1 python scripts/translate_table.py                     # writes runs/translate_table/
-    OMP_NUM_THREADS=1 python scripts/translate_table.py --steps 300 --out DIR   # less-trained models
+    OMP_NUM_THREADS=1 python -m experiments.translate_table                     # writes runs/translate_table/
+    OMP_NUM_THREADS=1 python -m experiments.translate_table --steps 300 --out DIR   # less-trained models
 
 Two tiny Llamas are trained here by stage 0 (`neuralese.pretrain`, feedback off) on the same addition
 text, differing in width, depth and tokenizer: A (width 64, 2 layers) reads one digit per token,
@@ -35,7 +35,7 @@ from neuralese.config import (
 )
 from neuralese.envs import env_texts, load_split, make_env
 from neuralese.pretrain import pretrain
-from neuralese.tiny import DIGIT_PAIR_PATTERN, build_tiny_model, build_tokenizer, save_tiny
+from neuralese.tiny import DIGIT_PAIR_PATTERN, PIECE_PATTERN, save_untrained
 from neuralese.translate.fit import fit_translators
 
 ENV = EnvConfig(name="addition", args={"digits": 3}, train_size=5000, test_size=300)
@@ -51,11 +51,10 @@ def untrained(out: Path, name: str, seed: int) -> Path:
     texts = env_texts(load_split(env, "train", ENV.train_size, seed)) + env_texts(
         load_split(env, "test", ENV.test_size, seed)
     )
-    if name == "A":
-        tok = build_tokenizer(texts)
-    else:  # every pair, so no held-out problem meets <unk>
-        tok = build_tokenizer(texts + [f"{i:02d}" for i in range(100)], pattern=DIGIT_PAIR_PATTERN)
-    return save_tiny(build_tiny_model(tok, SHAPES[name], seed=seed), tok, out / f"untrained-{name}")
+    if name == "B":  # every pair, so no held-out problem meets <unk>
+        texts += [f"{i:02d}" for i in range(100)]
+    pattern = PIECE_PATTERN if name == "A" else DIGIT_PAIR_PATTERN
+    return save_untrained(texts, SHAPES[name], out / f"untrained-{name}", seed=seed, pattern=pattern)
 
 
 def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
@@ -77,6 +76,7 @@ def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
 
 
 def fit(models: list[Path], out: Path, layer: int, args) -> dict:
+    """`translate fit` of every kind between `models` on fed-back layer `layer`; its report and wall time."""
     cfg = RunConfig(seed=args.seed, env=ENV, translate=TranslateConfig(
         models=[str(m) for m in models], fit_texts=args.fit_texts, held_out_texts=args.held_out_texts,
         mlp_steps=args.mlp_steps, common_width=args.common_width, output_dir=str(out)))  # fmt: skip
@@ -88,11 +88,13 @@ def fit(models: list[Path], out: Path, layer: int, args) -> dict:
 
 
 def cells(row: dict) -> str:
+    """One direction's fidelity numbers as table cells."""
     keys = ("cosine", "centered_cosine", "top1_agreement", "answer_top1_agreement")
     return " | ".join(f"{row[k]:.3f}" for k in keys)
 
 
 def table(runs: list[dict]) -> str:
+    """The markdown table: per layer and trained/untrained models, each kind in both directions."""
     lines = ["| models | layer | kind | A->B cosine | A->B centred cos | A->B top-1 | A->B answer top-1 "
              "| B->A cosine | B->A centred cos | B->A top-1 | B->A answer top-1 | fit s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -111,7 +113,8 @@ def table(runs: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Stage 0 of A and B, then fits on trained and untrained models per layer; write and print the table."""
+    p = argparse.ArgumentParser(prog="python -m experiments.translate_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/translate_table")
     p.add_argument("--steps", type=int, default=800, help="stage-0 steps per model")
     p.add_argument("--layers", default="-1,-2", help="fed-back layers to translate")

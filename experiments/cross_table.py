@@ -1,10 +1,10 @@
 """The cross-model table: B answering from model A's translated thoughts, against B alone, A alone, B
 given A's answer as text and B given shuffled translated thoughts; before and after RL on the translator.
 
-    OMP_NUM_THREADS=1 python scripts/cross_table.py                 # writes runs/cross_table/
-    OMP_NUM_THREADS=1 python scripts/cross_table.py --seeds 1 --rl-steps 20 --out DIR   # a quick look
+    OMP_NUM_THREADS=1 python -m experiments.cross_table                 # writes runs/cross_table/
+    OMP_NUM_THREADS=1 python -m experiments.cross_table --seeds 1 --rl-steps 20 --out DIR   # a quick look
 
-Two tiny Llamas are trained by stage 0 on 3-digit addition (scripts/translate_table.py's shapes and
+Two tiny Llamas are trained by stage 0 on 3-digit addition (experiments/translate_table.py's shapes and
 tokenizers): A (width 64, one digit a token) and B (width 96, digits in pairs, a harder target that B
 learns worse in the same steps; B's stage 0 also inserts 0-4 thought tokens after the prompt, so thought
 positions are not new to it). `translate fit` fits the linear translator A -> B on their final states.
@@ -27,31 +27,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from translate_table import ENV, untrained  # noqa: E402  (puts the repo on sys.path)
-
-from neuralese.build import build_policy  # noqa: E402
-from neuralese.config import (  # noqa: E402
-    ModelConfig,  # noqa: E402
-    PretrainConfig,
-    RunConfig,
-    TranslateConfig,
-    load_config,
-)
-from neuralese.envs import load_split, make_env  # noqa: E402
-from neuralese.evaluate import correct, evaluate  # noqa: E402
-from neuralese.policy import NeuralesePolicy  # noqa: E402
-from neuralese.pretrain import pretrain  # noqa: E402
-from neuralese.rollout import generate_rollout  # noqa: E402
-from neuralese.trainer import Trainer  # noqa: E402
-from neuralese.translate.fit import fit_translators  # noqa: E402
+from experiments.translate_table import ENV, untrained
+from neuralese.build import build_policy
+from neuralese.config import ModelConfig, PretrainConfig, RunConfig, TranslateConfig, load_config
+from neuralese.envs import load_split, make_env
+from neuralese.evaluate import correct, evaluate
+from neuralese.policy import NeuralesePolicy
+from neuralese.pretrain import pretrain
+from neuralese.trainer import Trainer
+from neuralese.translate.fit import fit_translators
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cross.yaml"
 
@@ -95,6 +84,7 @@ def accuracies(policy, cfg: RunConfig) -> dict:
 
 
 def plain_accuracy(folder: Path, cfg: RunConfig) -> float:
+    """Greedy accuracy of a model folder answering alone, without thoughts."""
     env, e = make_env(cfg.env.name, cfg.env.args), cfg.eval
     policy = NeuralesePolicy.from_pretrained(folder).eval()
     return evaluate(policy, env, cfg.env.test_split, e.n, cfg.seed, 100, e.max_new_tokens, progress=False)["accuracy"]
@@ -119,11 +109,13 @@ def rl_runs(cfg: RunConfig, out: Path, seeds: int) -> list[dict]:
 
 
 def mean_sd(values: list[float]) -> str:
+    """Mean ± sample std of per-seed numbers (the number alone for one seed)."""
     t = torch.tensor(values)
     return f"{t.mean():.3f} ± {t.std():.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
 def table(res: dict) -> str:
+    """The markdown table of every row (module docstring)."""
     runs = res["rl"]
     seeds = ", ".join(f"{r['own']:.3f}" for r in runs)
     shuffled = ", ".join(f"{r['shuffled']:.3f}" for r in runs)
@@ -139,7 +131,8 @@ def table(res: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Stage 0 of A and B, the translator, the rows before RL, RL per seed; write and print the table."""
+    p = argparse.ArgumentParser(prog="python -m experiments.cross_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/cross_table")
     p.add_argument("--steps-a", type=int, default=800, help="stage-0 steps of A")
     p.add_argument("--steps-b", type=int, default=2000, help="stage-0 steps of B")

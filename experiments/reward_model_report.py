@@ -1,6 +1,6 @@
 """Reward against true accuracy over steps, for RL runs whose reward is (or includes) a model.
 
-    .venv/bin/python scripts/reward_model_report.py runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl
+    .venv/bin/python -m experiments.reward_model_report runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl
 
 For each run folder: greedy test accuracy at every evaluation (`eval/accuracy`), and per window of
 `--window` steps the mean training reward, the true accuracy of the same samples (`accuracy`, the
@@ -19,19 +19,23 @@ from pathlib import Path
 
 
 def rows(run: Path) -> list[dict]:
+    """The metrics rows of a run folder."""
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def mean(values: list) -> float | None:
+    """The mean of the numbers among `values`; None without any."""
     values = [v for v in values if isinstance(v, (int, float))]
     return statistics.fmean(values) if values else None
 
 
 def show(v: float | None, digits: int = 3) -> str:
+    """A number for a cell, `-` for none."""
     return "-" if v is None else f"{v:.{digits}f}"
 
 
 def windows(run: Path, size: int) -> str:
+    """Per window of `size` steps: reward, true accuracy, KL, length, reward times and shares."""
     steps = [r for r in rows(run) if "reward/mean" in r]
     time_keys = sorted({k for r in steps for k in r if k.startswith("time/reward/")})
     share_keys = sorted(
@@ -51,6 +55,7 @@ def windows(run: Path, size: int) -> str:
 
 
 def evals(runs: list[Path]) -> str:
+    """Greedy test accuracy of every run at every evaluation step."""
     steps = sorted({r["step"] for run in runs for r in rows(run) if "eval/accuracy" in r})
     out = ["| run | " + " | ".join(f"greedy @ {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
     for run in runs:
@@ -60,7 +65,8 @@ def evals(runs: list[Path]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Print the evaluation table, then each run's window table."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.reward_model_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--window", type=int, default=25, help="steps per row of the reward table")
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 """Gradient stability: the gradient that reaches the first feedback position, against the length of
 the latent chain, for TBPTT windows 0, 4, 16 and full.
 
-    .venv/bin/python scripts/grad_stability.py              # tiny model, K = 8..128 thoughts
-    .venv/bin/python scripts/grad_stability.py --gate 0.9 --chains 8,32,128
+    .venv/bin/python -m experiments.grad_stability          # tiny model, K = 8..128 thoughts
+    .venv/bin/python -m experiments.grad_stability --gate 0.9 --chains 8,32,128
 
 Setup: a tiny Llama (random init, fp32, CPU) in latent mode, `linear` projection at its
 identity init, and the gate opened to tanh(lambda) = 0.5 in every dimension (lambda =
@@ -33,30 +33,36 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
-from neuralese.envs import env_texts, make_env  # noqa: E402
-from neuralese.policy import NeuralesePolicy  # noqa: E402
-from neuralese.rollout import Rollout  # noqa: E402
-from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
+from neuralese.config import NeuraleseConfig, TinyModelConfig, from_dict
+from neuralese.envs import env_texts, make_env
+from neuralese.policy import NeuralesePolicy
+from neuralese.recompute import Window, live_edges
+from neuralese.rollout import Rollout
+from neuralese.tiny import save_untrained
 
 PROMPTS = 8
 ANSWER_TOKENS = 4
 
 
 def model_folder(hidden: int, layers: int, max_chain: int) -> Path:
-    env = make_env("addition", {"digits": 3})
-    tok = build_tokenizer(env_texts(env.dataset("train", 500, seed=0)))
+    """An untrained tiny Llama with room for `max_chain` thoughts, in a temporary folder."""
+    texts = env_texts(make_env("addition", {"digits": 3}).dataset("train", 500, seed=0))
     tiny = TinyModelConfig(hidden_size=hidden, num_layers=layers, num_heads=4, intermediate_size=4 * hidden,
                            max_positions=max_chain + 64)  # fmt: skip
-    path = Path(tempfile.mkdtemp()) / "grad-model"
-    save_tiny(build_tiny_model(tok, tiny, seed=0), tok, path)
-    return path
+    return save_untrained(texts, tiny, Path(tempfile.mkdtemp()) / "grad-model")
+
+
+def parse_windows(text: str) -> list[Window]:
+    """TBPTT windows from a comma-separated flag (`0,4,full`), each read and checked as the recipe
+    field `neuralese.tbptt_window` is."""
+    return [from_dict(NeuraleseConfig, {"tbptt_window": yaml.safe_load(w)}, "--windows").tbptt_window
+            for w in text.split(",")]  # fmt: skip
 
 
 def make_policy(folder: Path, num_thoughts: int, gate: float, weight_scale: float) -> NeuralesePolicy:
+    """A latent policy with `num_thoughts` thoughts, its gate opened to `gate` and its weights scaled."""
     cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, projection="linear")
     policy = NeuralesePolicy.from_pretrained(folder, config=cfg)
     with torch.no_grad():
@@ -68,6 +74,7 @@ def make_policy(folder: Path, num_thoughts: int, gate: float, weight_scale: floa
 
 
 def rollout(policy: NeuralesePolicy) -> Rollout:
+    """One sampled, seeded rollout of PROMPTS addition prompts, every sequence at full length."""
     prompts = make_env("addition", {"digits": 3}).dataset("test", PROMPTS, seed=0)["prompt"]
     ids, mask = policy.encode(list(prompts))
     generator = torch.Generator().manual_seed(0)
@@ -84,7 +91,7 @@ def edge_norms(policy: NeuralesePolicy, ro: Rollout, window) -> dict[str, float 
     loss.backward()
     grad = probe.grad if probe.grad is not None else torch.zeros_like(probe)  # None: no edge is live
     per_pos = grad.norm(dim=-1)  # [B, L]
-    k = 0 if window == 0 else K if window == "full" else min(int(window), K)
+    k = live_edges(window, K)
     sources = slice(plen - 1, plen + K - 1)  # the source of the edge into thought t is t - 1
     return {
         "first": per_pos[:, plen - 1].mean().item(),
@@ -94,6 +101,7 @@ def edge_norms(policy: NeuralesePolicy, ro: Rollout, window) -> dict[str, float 
 
 
 def measure(folder: Path, chains: list[int], windows: list, gate: float, weight_scale: float) -> dict:
+    """`edge_norms` for every chain length and window."""
     results = {}
     for K in chains:
         policy = make_policy(folder, K, gate, weight_scale)
@@ -105,14 +113,16 @@ def measure(folder: Path, chains: list[int], windows: list, gate: float, weight_
     return results
 
 
-def fmt(value: float | None, K: int, w) -> str:
+def fmt(value: float | None, K: int, w: Window) -> str:
+    """A norm for a cell; a numeric window that keeps all K edges live is marked as being `full`."""
     if value is None:
         return "—"
-    same = " (=full)" if w != "full" and w != 0 and int(w) >= K else ""
+    same = " (=full)" if isinstance(w, int) and 0 < w and live_edges(w, K) == K else ""
     return f"{value:.2e}{same}"
 
 
 def table(results: dict, chains: list[int], windows: list, key: str, title: str) -> str:
+    """A markdown table of one norm: a row per chain length, a column per window."""
     head = f"| thoughts K | {' | '.join(f'window {w}' for w in windows)} |"
     rows = [head, "|" + "---:|" * (len(windows) + 1)]
     for K in chains:
@@ -121,7 +131,8 @@ def table(results: dict, chains: list[int], windows: list, key: str, title: str)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Measure every chain length and window; print the three tables."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.grad_stability", description=__doc__.split("\n\n")[0])
     parser.add_argument("--chains", default="8,16,32,64,128", help="numbers of thoughts K")
     parser.add_argument("--windows", default="0,4,16,full", help="TBPTT windows")
     parser.add_argument("--gate", type=float, default=0.5, help="tanh(lambda) in every dimension")
@@ -131,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     chains = [int(c) for c in args.chains.split(",")]
-    windows = [w if w == "full" else int(w) for w in args.windows.split(",")]
+    windows = parse_windows(args.windows)
     folder = model_folder(args.hidden, args.layers, max(chains))
     results = measure(folder, chains, windows, args.gate, args.weight_scale)
     print(table(results, chains, windows, "first", "|dL/dh| at the source of the first feedback edge"))

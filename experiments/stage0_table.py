@@ -1,8 +1,8 @@
 """The stage-0 table: answer-only and chain-of-thought accuracy by difficulty, for each reasoning task.
 
-    python scripts/stage0_table.py                       # every row below, 1 torch thread
-    python scripts/stage0_table.py --only chase,reach    # some tasks
-    python scripts/stage0_table.py --out runs/stage0     # where the models and the table go
+    python -m experiments.stage0_table                       # every row below, 1 torch thread
+    python -m experiments.stage0_table --only chase,reach    # some tasks
+    python -m experiments.stage0_table --out runs/stage0     # where the models and the table go
 
 Each model is a tiny one trained from scratch here by `neuralese pretrain` (feedback off) on one
 task at one difficulty or a mixture of them, once with the answer alone as the target and once
@@ -12,7 +12,9 @@ model, optimiser and steps are the recipe's (recipes/chase.yaml for the serial-d
 which share its 2-layer model; recipes/prosqa.yaml's settings for ProsQA); only the task and the
 target change. A finished model is read back from OUT/TASK-TRAINED-FORMAT/result.json.
 
-Writes OUT/table.md and OUT/results.json; prints the table.
+Writes OUT/table.md and OUT/results.json; prints the table. Each stage runs through the CLI a user
+runs (`python -m neuralese.cli ...`) in its own process with one torch thread: `run` and
+`neuralese_eval` here, which the other tables of this folder use too.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from neuralese.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]  # recipes/ are named from the checkout's root
 
 WIDE = {"model.tiny.max_positions": 96}  # room for longer prompts than pointer chasing's
 CHASE = "{nodes: 8, min_hops: 2, hops: 4}"
@@ -50,13 +54,32 @@ MODELS = [
 MAX_NEW = {"chase": 8, "reach": 8, "mnns": 40, "multiplication": 24, "prontoqa": 72, "prosqa": 48}  # room for the longest chain
 
 
+NEURALESE = [sys.executable, "-m", "neuralese.cli"]  # the `neuralese` command of this interpreter
+
+
+def child_env() -> dict[str, str]:
+    """Every stage's environment: one torch thread, nothing fetched from the network."""
+    return dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+
+
+def set_flags(sets: dict) -> list[str]:
+    """`--set KEY=VALUE` for every override."""
+    return [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+
+
 def run(cmd: list[str], log: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(ROOT))  # fmt: skip
+    """`cmd` in its own process from the checkout's root, its output appended to `log`; exits on failure."""
     with open(log, "a") as f:
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT)
     if code != 0:
-        sys.exit(f"stage0_table: {' '.join(cmd[:4])} failed (exit {code}); see {log}")
+        sys.exit(f"{Path(sys.argv[0]).stem}: {' '.join(cmd[:4])} failed (exit {code}); see {log}")
+
+
+def neuralese_eval(model: Path, args: list[str]) -> dict:
+    """The JSON line `neuralese eval MODEL ARGS` prints (its last line)."""
+    printed = subprocess.run([*NEURALESE, "eval", str(model), *args], capture_output=True, text=True,
+                             env=child_env(), cwd=ROOT, check=True).stdout  # fmt: skip
+    return json.loads(printed.strip().splitlines()[-1])
 
 
 def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, scored: list, cot: bool) -> list[dict]:
@@ -72,12 +95,9 @@ def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, score
     if "env.args" in sets:  # a whole mapping: put the chain-of-thought switch inside it
         overrides.pop("env.args.cot")
         overrides["env.args"] = sets["env.args"].rstrip("}") + f", cot: {str(cot).lower()}}}"
-    flags = [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
-    from neuralese.config import load_config
-
     cfg = load_config(ROOT / recipe, [f"{k}={v}" for k, v in overrides.items()])
     if not (folder / "model" / "config.json").is_file():  # a model trained earlier is scored as it is
-        run([sys.executable, "-m", "neuralese.cli", "pretrain", recipe, *flags], folder / "log.txt")
+        run([*NEURALESE, "pretrain", recipe, *set_flags(overrides)], folder / "log.txt")
     wall = train_seconds(folder / "model" / "pretrain_log.json")
     results = []
     for difficulty, env_args in scored:
@@ -95,10 +115,7 @@ def score(model: Path, cfg, task: str, env_args: dict) -> dict:
     """`neuralese eval` of a stage-0 model on the held-out problems of `env_args`."""
     args = ["--env", cfg.env.name, "--env-args", json.dumps(env_args), "--split", cfg.env.test_split,
             "--n", str(cfg.env.test_size), "--max-new-tokens", str(MAX_NEW[task]), "--quiet"]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    printed = subprocess.run([sys.executable, "-m", "neuralese.cli", "eval", str(model), *args],
-                             capture_output=True, text=True, env=env, cwd=ROOT, check=True).stdout  # fmt: skip
-    return json.loads(printed.strip().splitlines()[-1])
+    return neuralese_eval(model, args)
 
 
 def train_seconds(log: Path) -> float:
@@ -109,6 +126,7 @@ def train_seconds(log: Path) -> float:
 
 
 def table(results: list[dict]) -> str:
+    """The markdown table: answer only against chain of thought, per task, training and difficulty."""
     lines = ["| task | trained on | scored on | answer only | chain of thought | positions (answer / chain) | "
              "stage-0 steps | wall s (answer / chain) |", "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     keyed = {(r["task"], r["trained"], r["difficulty"], r["format"]): r for r in results}
@@ -126,7 +144,8 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Train (or read back) and score every chosen model; write and print the table."""
+    p = argparse.ArgumentParser(prog="python -m experiments.stage0_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/stage0", help="models, logs and the table")
     p.add_argument("--only", help="comma-separated tasks (default: all)")
     p.add_argument("--formats", default="answer,cot", help="answer, cot or both")
@@ -150,5 +169,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()

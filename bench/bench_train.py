@@ -1,7 +1,7 @@
 """RL step time against TRL's GRPOTrainer, on the same tiny model, batch and lengths, in one run.
 
-    .venv/bin/python scripts/bench_train.py                   # CPU: 16 prompts x 8 samples, 16 new tokens
-    .venv/bin/python scripts/bench_train.py --device cuda --hidden 512 --layers 8
+    .venv/bin/python -m bench.bench_train                     # CPU: 16 prompts x 8 samples, 16 new tokens
+    .venv/bin/python -m bench.bench_train --device cuda --hidden 512 --layers 8
 
 A step is everything from prompts to optimizer step: sampling, reward, log-prob
 recompute, loss, backward, update. TRL's step is timed with a callback around its own
@@ -13,25 +13,20 @@ TBPTT window 4, goal <= 1.6.
 The other modes (`--modes`), as step-time ratios to their sequential peer in the same rounds:
 `refine_k8` (8 thoughts in `--passes` parallel passes, window `--refine-window` passes) to `latent_k8`
 (8 thoughts, window 4), goal <= 0.6; `channel` (window 4) to `hybrid` (window 4), goal <= 1.2; and
-`refine_answer` (the answer in `--passes` passes) to `hybrid`. Run with `--new-tokens 32` for the
-issue's 32-token answers.
+`refine_answer` (the answer in `--passes` passes) to `hybrid`. Run with `--new-tokens 32` for
+32-token answers, as BENCHMARKS.md does.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from neuralese.config import (  # noqa: E402
+from bench.harness import ENV_ARGS, header, model_flags, report, tiny_model
+from neuralese.config import (
     EnvConfig,
     EvalConfig,
     LogConfig,
@@ -39,36 +34,34 @@ from neuralese.config import (  # noqa: E402
     NeuraleseConfig,
     RLConfig,
     RunConfig,
-    TinyModelConfig,
 )
-from neuralese.envs import env_texts, make_env  # noqa: E402
-from neuralese.rewards.match import exact_match  # noqa: E402
-from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
-from neuralese.trainer import Trainer  # noqa: E402
+from neuralese.envs import make_env
+from neuralese.rewards.match import exact_match
+from neuralese.trainer import Trainer
 
-ENV_ARGS = {"digits": 4}
-# Each row's neuralese settings, and the peer its step time is divided by.
-MODES = {
-    "off": {"mode": "off"},
-    "latent": {"mode": "latent", "num_thoughts": 6, "tbptt_window": 4},
-    "latent_k8": {"mode": "latent", "num_thoughts": 8, "tbptt_window": 4},
-    "refine_k8": {"mode": "refine", "num_thoughts": 8},
-    "hybrid": {"mode": "hybrid", "tbptt_window": 4},
-    "channel": {"mode": "channel", "tbptt_window": 4},
-    "refine_answer": {"mode": "refine", "refine_over": "answer"},
-}
+ROWS = ("off", "latent", "latent_k8", "refine_k8", "hybrid", "channel", "refine_answer")
+# The peer each row's step time is divided by.
 PEERS = {"refine_k8": "latent_k8", "channel": "hybrid", "refine_answer": "hybrid"}
 
 
-def model_folder(args, root: Path) -> Path:
-    env = make_env("addition", ENV_ARGS)
-    tok = build_tokenizer(env_texts(env.dataset("train", 500, seed=0)))
-    tiny = TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                           intermediate_size=4 * args.hidden, max_positions=256)  # fmt: skip
-    return save_tiny(build_tiny_model(tok, tiny), tok, root / "model")
+def row_settings(args: argparse.Namespace) -> dict[str, dict]:
+    """Each row's neuralese settings; the refine rows take --passes and --refine-window."""
+    refine = {"mode": "refine", "refine_passes": args.passes, "tbptt_window": args.refine_window}
+    rows = {
+        "off": {"mode": "off"},
+        "latent": {"mode": "latent", "num_thoughts": 6, "tbptt_window": 4},
+        "latent_k8": {"mode": "latent", "num_thoughts": 8, "tbptt_window": 4},
+        "refine_k8": {**refine, "num_thoughts": 8},
+        "hybrid": {"mode": "hybrid", "tbptt_window": 4},
+        "channel": {"mode": "channel", "tbptt_window": 4},
+        "refine_answer": {**refine, "refine_over": "answer"},
+    }
+    assert tuple(rows) == ROWS
+    return rows
 
 
 def time_trl(path: Path, args, root: Path) -> list[float]:
+    """Step times of TRL's GRPOTrainer on the same model, batch and lengths (the first step warms up)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -104,9 +97,8 @@ def time_trl(path: Path, args, root: Path) -> list[float]:
 
 
 def time_ours(path: Path, args, root: Path, mode: str) -> list[float]:
-    settings = dict(MODES[mode])
-    if settings["mode"] == "refine":
-        settings.update(refine_passes=args.passes, tbptt_window=args.refine_window)
+    """Step times of `Trainer.step()` with row `mode`'s settings (the first step warms up)."""
+    settings = row_settings(args)[mode]
     cfg = RunConfig(
         seed=0,
         output_dir=str(root / f"ours-{mode}"),
@@ -129,34 +121,31 @@ def time_ours(path: Path, args, root: Path, mode: str) -> list[float]:
     for _ in range(args.steps + 1):
         start = time.perf_counter()
         trainer.step()
-        trainer.state["step"] += 1
         times.append(time.perf_counter() - start)
     return times[1:]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
+    """Time TRL and each chosen row in alternating rounds; report medians and ratios."""
+    p = argparse.ArgumentParser(prog="python -m bench.bench_train", description=__doc__.split("\n\n")[0])
+    model_flags(p)
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (after one warm-up step)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; each times TRL, ours off, ours latent")
-    p.add_argument("--modes", default="off,latent", help=f"rows of ours, comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--modes", default="off,latent", help=f"rows of ours, comma-separated, of {', '.join(ROWS)}")
     p.add_argument("--passes", type=int, default=3, help="refine mode's parallel passes T")
     p.add_argument("--refine-window", type=int, default=1, help="refine mode's TBPTT window (passes)")
     p.add_argument("--no-trl", action="store_true", help="skip TRL (for the peer ratios of the other modes)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if unknown := [m for m in modes if m not in MODES]:
-        p.error(f"--modes: unknown {unknown}; choose from {', '.join(MODES)}")
+    if unknown := [m for m in modes if m not in ROWS]:
+        p.error(f"--modes: unknown {unknown}; choose from {', '.join(ROWS)}")
     modes += [PEERS[m] for m in modes if m in PEERS and PEERS[m] not in modes]
     root = Path(tempfile.mkdtemp())
-    path = model_folder(args, root)
+    path = tiny_model(args, root / "model", max_positions=256)
     # Rounds take turns (TRL, then ours in each mode), so a change in machine load hits all alike;
     # each figure is the median over rounds of the median step time within a round.
     times: dict[str, list[float]] = {"trl": [], **{m: [] for m in modes}}
@@ -166,8 +155,7 @@ def main() -> None:
         for mode in modes:
             times[mode].append(statistics.median(time_ours(path, args, root / f"r{r}", mode)))
     trl = statistics.median(times["trl"]) if times["trl"] else None
-    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-               "threads": torch.get_num_threads(), **vars(args), "trl_step_s": trl}  # fmt: skip
+    results = {**header(args), "trl_step_s": trl}
     for mode in modes:
         ours = statistics.median(times[mode])
         results[f"ours_{mode}_step_s"] = ours
@@ -176,10 +164,7 @@ def main() -> None:
     for mode, peer in PEERS.items():
         if mode in modes:
             results[f"{mode}_over_{peer}"] = statistics.median(times[mode]) / statistics.median(times[peer])
-    for key, value in results.items():
-        print(f"{key:>22}: {value:.3f}" if isinstance(value, float) else f"{key:>22}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, 22, args.json)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Rollout throughput and latent-chain memory, measured against Hugging Face `generate` in the same run.
 
-    .venv/bin/python scripts/bench_rollout.py                 # tiny model on CPU, 32 prompts x 64 positions
-    .venv/bin/python scripts/bench_rollout.py --device cuda --hidden 512 --layers 8
-    .venv/bin/python scripts/bench_rollout.py --model PATH    # any local causal LM folder
+    .venv/bin/python -m bench.bench_rollout                   # tiny model on CPU, 32 prompts x 64 positions
+    .venv/bin/python -m bench.bench_rollout --device cuda --hidden 512 --layers 8
+    .venv/bin/python -m bench.bench_rollout --model PATH      # any local causal LM folder
 
 Throughput: HF `generate` (sampling, KV cache, no early stop) in tokens/s, and our latent
 and hybrid rollouts in positions/s (a thought position costs one forward step like a
@@ -20,8 +20,8 @@ and to our HF engine in the same mode. vLLM starts from the same folder in this 
 CPU build its KV cache is `--vllm-kv-mib` MiB.
 
 Memory: of a recompute + backward, for K = 4 and K = 32 thoughts with windows 0, 4 and
-`full`: on CUDA the allocator's peak, on CPU (no allocator statistics) the bytes of distinct
-tensors autograd saves for the backward pass, which is what the window changes. `*_total_MiB`
+`full` (neuralese.memory): on CUDA the allocator's peak, on CPU (no allocator statistics) the bytes
+of distinct tensors autograd saves for the backward pass, which is what the window changes. `*_total_MiB`
 is the whole figure; `K*_window_*_MiB` what the live chain adds over window 0 at the same
 chain length (window 0 is one parallel pass, which grows with the sequence in every mode, token
 mode included). Goal: with window 4 the chain's memory stays flat from K = 4 to K = 32 (within
@@ -32,37 +32,30 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.harness import ENV_ARGS, header, model_flags, report, tiny_model
+from neuralese.config import NeuraleseConfig
+from neuralese.envs import make_env
+from neuralese.memory import recompute_memory
+from neuralese.policy import NeuralesePolicy
 
-from neuralese.config import NeuraleseConfig, TinyModelConfig  # noqa: E402
-from neuralese.envs import env_texts, make_env  # noqa: E402
-from neuralese.policy import NeuralesePolicy  # noqa: E402
-from neuralese.tiny import build_tiny_model, build_tokenizer, save_tiny  # noqa: E402
 
-
-def model_folder(args) -> str:
+def model_folder(args: argparse.Namespace) -> str:
+    """--model, or a tiny untrained model of the flags' shape in a temporary folder."""
     if args.model:
         return args.model
-    env = make_env("addition", {"digits": 4})
-    tok = build_tokenizer(env_texts(env.dataset("train", 500, seed=0)))
-    tiny = TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                           intermediate_size=4 * args.hidden, max_positions=512)  # fmt: skip
-    path = Path(tempfile.mkdtemp()) / "bench-model"
-    save_tiny(build_tiny_model(tok, tiny), tok, path)
-    return str(path)
+    return str(tiny_model(args, Path(tempfile.mkdtemp()) / "bench-model", max_positions=512))
 
 
 def prompts(n: int) -> list[str]:
-    return [row for row in make_env("addition", {"digits": 4}).dataset("test", n, seed=0)["prompt"]]
+    """The first `n` test prompts of the addition task every engine answers."""
+    return list(make_env("addition", ENV_ARGS).dataset("test", n, seed=0)["prompt"])
 
 
 def timed(fns: dict, reps: int, device: str) -> dict[str, float]:
@@ -84,6 +77,7 @@ def timed(fns: dict, reps: int, device: str) -> dict[str, float]:
 
 
 def throughput(path: str, args) -> dict:
+    """Seconds per batch of HF generate and of every mode's rollout, as rates and ratios."""
     base = NeuralesePolicy.from_pretrained(path, device=args.device)
     ids, mask = base.encode(prompts(args.batch))
     n = args.batch * args.positions
@@ -127,17 +121,16 @@ def vllm_throughput(path: str, args, result: dict) -> dict:
     from neuralese.config import VLLMConfig
     from neuralese.vllm_engine import VLLMEngine
 
-    start = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="latent", num_thoughts=args.thoughts),
-                                            device=args.device)  # fmt: skip
+    latent = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="latent", num_thoughts=args.thoughts),
+                                             device=args.device)  # fmt: skip
     cfg = VLLMConfig(kv_cache_memory_bytes=args.vllm_kv_mib * 2**20 if args.device == "cpu" else None,
                      gpu_memory_utilization=0.5, max_model_len=512)  # fmt: skip
-    engine = VLLMEngine(start, cfg, seed=0, workdir=tempfile.mkdtemp())
+    engine = VLLMEngine(latent, cfg, seed=0, workdir=tempfile.mkdtemp())
     n = args.batch * args.positions
     out = {}
-    for mode in ("off", "latent"):
-        policy = start if mode == "latent" else NeuralesePolicy.from_pretrained(path, device=args.device)
+    for mode, policy in (("off", NeuralesePolicy.from_pretrained(path, device=args.device)), ("latent", latent)):
         ids, mask = policy.encode(prompts(args.batch))
-        answer_tokens = args.positions - (args.thoughts if mode == "latent" else 0)
+        answer_tokens = args.positions - policy.mode.thought_positions
         g = torch.Generator(device=args.device).manual_seed(0)
 
         def run(policy=policy, ids=ids, mask=mask, answer_tokens=answer_tokens, g=g):
@@ -152,35 +145,6 @@ def vllm_throughput(path: str, args, result: dict) -> dict:
     return out
 
 
-def saved_bytes(fn) -> int:
-    """Bytes of the distinct tensors autograd saves while `fn` builds its graph."""
-    seen: dict[tuple, int] = {}
-
-    def pack(t):
-        key = (t.untyped_storage().data_ptr(), t.device.type)
-        seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return sum(seen.values()), out
-
-
-def recompute_memory(policy, ro, window) -> int:
-    """Bytes of one recompute + backward of `ro`: the allocator's peak on CUDA; on CPU (no
-    allocator statistics) the bytes of the distinct tensors autograd saves for the backward."""
-    if policy.device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        policy.recompute(ro, window).logprobs.sum().backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    nbytes, rc = saved_bytes(lambda: policy.recompute(ro, window))
-    rc.logprobs.sum().backward()
-    return nbytes
-
-
 def chain_length_memory(path: str, args, num_thoughts: int, window) -> int:
     """`recompute_memory` of latent rollouts with `num_thoughts` thoughts and 8 answer tokens."""
     cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
@@ -192,6 +156,7 @@ def chain_length_memory(path: str, args, num_thoughts: int, window) -> int:
 
 
 def memory(path: str, args) -> dict:
+    """Latent-chain memory at K = 4 and 32 thoughts and windows 0, 4 and full (module docstring)."""
     out, saved = {}, {}
     for k in (4, 32):
         for window in (0, 4, "full"):
@@ -207,12 +172,10 @@ def memory(path: str, args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Build or take the model, measure throughput (and vLLM) and memory, report."""
+    p = argparse.ArgumentParser(prog="python -m bench.bench_rollout", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="local model folder (default: a tiny Llama built here)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
+    model_flags(p)
     p.add_argument("--batch", type=int, default=32, help="prompts per batch")
     p.add_argument("--positions", type=int, default=64, help="generated positions per prompt")
     p.add_argument(
@@ -226,16 +189,12 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     path = model_folder(args)
-    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-               "threads": torch.get_num_threads(), **vars(args)}  # fmt: skip
+    results = header(args)
     results.update(throughput(path, args))
     if not args.no_vllm and importlib.util.find_spec("vllm") is not None:
         results.update(vllm_throughput(path, args, results))
     results.update(memory(path, args))
-    for key, value in results.items():
-        print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    report(results, 28, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Wall time of a gating cascade against its costly stage scoring everything, on the same batches.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_cascade.py runs/final/cascade --policy runs/quickstart/as-is
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_cascade runs/final/cascade --policy runs/quickstart/as-is
 
 The cascade is the `rewards[0]` of RUN's config.yaml (a `cascade`); its last stage alone is the
 "scoring everything" peer. Batches are a policy's samples of the run's training problems (GRPO-sized:
@@ -26,7 +26,8 @@ from neuralese.rewards.combine import resolve_reward
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Time the cascade and its costly stage alone on the same batches; print one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_cascade", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder whose rewards[0] is a cascade")
     parser.add_argument("--policy", help="whose samples are scored (default: the run's newest checkpoint)")
     parser.add_argument("--batches", type=int, default=20)

@@ -1,4 +1,4 @@
-"""The `neuralese codec ...` subcommands.
+"""`neuralese codec ...`: train a text codec, and use one.
 
     neuralese codec train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese codec encode CODEC (--text TEXT | --ids 3,17,4,9)
@@ -12,16 +12,18 @@ folder, the exit status 2.
 
 from __future__ import annotations
 
+import argparse
 import json
 
+from neuralese.cli.flags import config_flag, env_args_of, env_flags, load_recipe, number_flag, recipe_command
+from neuralese.config import RunConfig
 from neuralese.errors import CodecError, UsageError
 from neuralese.ranges import PositiveInt
 
 
-def cmd_train(args) -> None:
-    from neuralese.config import load_config
-
-    cfg = load_config(args.recipe, args.set or [])  # before the heavy imports: a recipe mistake shows at once
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train the recipe's codec; one JSON line with its held-out numbers."""
+    cfg = load_recipe(args)  # before the heavy imports: a recipe mistake shows at once
     from neuralese.codec.train import train_codec
     from neuralese.io import read_json
 
@@ -36,6 +38,7 @@ def cmd_train(args) -> None:
 
 
 def integers(text: str, flag: str) -> list[int]:
+    """The comma-separated integers of a flag (`3,17,4`), at least one."""
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
@@ -47,7 +50,8 @@ def integers(text: str, flag: str) -> list[int]:
     return values
 
 
-def cmd_encode(args) -> None:
+def cmd_encode(args: argparse.Namespace) -> None:
+    """The codes (or continuous code) of a text or of token ids, as one JSON line."""
     import torch
 
     from neuralese.codec.model import load_codec
@@ -71,7 +75,8 @@ def cmd_encode(args) -> None:
     print(json.dumps({**shown, "ids": ids, "tokens_per_code": codec.tokens_per_code}))
 
 
-def cmd_decode(args) -> None:
+def cmd_decode(args: argparse.Namespace) -> None:
+    """The text and token ids FSQ codes decode to, as one JSON line."""
     import torch
 
     from neuralese.codec.model import load_codec
@@ -85,9 +90,8 @@ def cmd_decode(args) -> None:
     print(json.dumps({"text": codec.tokenizer.decode(ids, skip_special_tokens=True), "ids": ids}))
 
 
-def cmd_fit_map(args) -> None:
-    from neuralese import features  # noqa: F401  (a run folder may need any registered feature)
-    from neuralese.cli import env_args_of
+def cmd_fit_map(args: argparse.Namespace) -> None:
+    """Fit and save a map from a policy's thoughts to a codec's codes (for inspect --codec-map)."""
     from neuralese.codec.lens import MAP_CONFIG, fit_map
     from neuralese.codec.model import load_codec
     from neuralese.errors import CheckpointError
@@ -107,19 +111,16 @@ def cmd_fit_map(args) -> None:
     print(json.dumps({"stage": "codec-map", "map": str(out), **m.report}))
 
 
-def add_commands(sub, number_flag, config_flag) -> None:
-    """The `codec` command and its subcommands, on the CLI's subparsers (neuralese.cli.build_parser)."""
-    from neuralese.config import RunConfig
-
-    codec = sub.add_parser("codec", help="text codecs: n tokens to one dense token and back (neuralese.codec)")
-    csub = codec.add_subparsers(dest="action", required=True)
-    p = csub.add_parser(
-        "train", help="train a codec (level 1, or level 2 over codec.base) on the recipe's codec section"
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """The `codec` command and its subcommands, on the CLI's subparsers."""
+    codec = sub.add_parser(
+        "codec", help="text codecs: n tokens to one dense token and back (neuralese.codec)"
     )
-    p.add_argument("recipe", help="YAML recipe with a codec section (see recipes/)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field")
-    p.add_argument("--out", help="the codec folder (default: codec.output_dir)")
-    p.set_defaults(fn=cmd_train)
+    csub = codec.add_subparsers(dest="action", required=True)
+    recipe_command(csub, "train", cmd_train,
+                   "train a codec (level 1, or level 2 over codec.base) on the recipe's codec section",
+                   "the codec folder (default: codec.output_dir)",
+                   recipe="YAML recipe with a codec section (see recipes/)")  # fmt: skip
 
     p = csub.add_parser("encode", help="the codes of a text, or of token ids (which must fill whole chunks)")
     p.add_argument("codec", help="a codec folder")
@@ -140,10 +141,7 @@ def add_commands(sub, number_flag, config_flag) -> None:
         "checkpoint", help="a policy with thoughts: exported folder, run folder or RUN/checkpoints/step-N"
     )
     p.add_argument("codec", help="a codec folder")
-    p.add_argument(
-        "--env", required=True, help="built-in env name or plug-in 'file.py:make' whose prompts are answered"
-    )
-    p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}'")
+    env_flags(p, "built-in env name or plug-in 'file.py:make' whose prompts are answered")
     p.add_argument("--out", required=True, help="the map folder to write")
     number_flag(p, "--n", PositiveInt, 512, "train prompts answered for pairs (the last fifth held out)")
     number_flag(p, "--max-new-tokens", PositiveInt, 16, "most answer tokens per prompt")

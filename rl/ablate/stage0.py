@@ -1,0 +1,140 @@
+"""Where every arm starts: the stage-0 models, and each arm's accuracy at switch-on (its policy before
+any RL step).
+
+- Stage 0 runs once per variant the arms use: the recipe's `model.path` serves the `default` variant
+  if it holds a model, else `neuralese pretrain` writes OUT/as-is-VARIANT (OUT/stage0.json: wall time).
+- The as-is models are scored on the plain prompt (OUT/as-is.json), and every arm at switch-on, the
+  start of its curve and the baseline of its Δ (OUT/switch_on.json). Both are cached.
+- `neuralese ablate --switch-on` stops there: each arm with its own thoughts and, for arms with
+  thoughts, with each answer reading another prompt's (`shuffled`). The gap between the two is what
+  the answer takes from its thoughts before RL has taught it anything (OUT/switch_on.md and
+  OUT/switch_on_table.json). Nothing is trained but the stage-0 models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from neuralese.ablate.arms import Arm, Plan, feedback_label
+from neuralese.ablate.processes import run_child
+from neuralese.build import build_policy
+from neuralese.config import NeuraleseConfig, RunConfig
+from neuralese.curriculum import Curriculum
+from neuralese.envs import make_env
+from neuralese.errors import ConfigError
+from neuralese.evaluate import evaluate
+from neuralese.policy import NeuralesePolicy
+
+
+def as_is_path(cfg: RunConfig, out: Path, variant: str) -> Path:
+    """Where a stage-0 variant's model is: the recipe's own for `default`, else OUT/as-is-VARIANT."""
+    if variant == "default":
+        return Path(cfg.model.path) if cfg.model.path else out / "as-is"
+    return out / f"as-is-{variant}"
+
+
+def ensure_as_is(plan: Plan, out: Path) -> dict[str, Path]:
+    """The as-is model of every stage-0 variant the arms use: trained here unless it exists."""
+    paths = {}
+    for variant in dict.fromkeys(a.stage0 for a in plan.arms.values()):
+        cfg = plan.config(*plan.stage0[variant])
+        path = as_is_path(cfg, out, variant)
+        paths[variant] = path
+        if (path / "config.json").is_file():
+            print(f"ablate: stage 0 ({variant}): using {path}", flush=True)
+            continue
+        if cfg.model.tiny is None:
+            raise ConfigError(
+                f"{path} holds no model and the recipe {plan.recipe} has no model.tiny to train one"
+            )
+        print(f"ablate: stage 0 ({variant}): training the as-is model into {path}", flush=True)
+        sets = [*plan.sets, *plan.stage0[variant], f"pretrain.output_dir={path}"]
+        wall, _ = run_child(["pretrain", str(Path(plan.recipe).resolve()), *[x for s in sets for x in ("--set", s)]],
+                            out / "logs" / f"stage0-{variant}.log", plan.threads)  # fmt: skip
+        record = out / "stage0.json"
+        done = json.loads(record.read_text()) if record.is_file() else {}
+        done[variant] = {"model": str(path), "wall_s": wall, "overrides": plan.stage0[variant]}
+        record.write_text(json.dumps(done, indent=2))
+    return paths
+
+
+def as_is_plain(plan: Plan, as_is: dict[str, Path], out: Path) -> dict[str, dict]:
+    """Greedy accuracy of each as-is model on the plain prompt (no thoughts), within the longest answer
+    budget of its arms. Cached in OUT/as-is.json."""
+    cache = out / "as-is.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    result = {}
+    for variant, path in as_is.items():
+        # The longest answer budget of the arms that start from it: a chain must fit to be scored.
+        budget = max(
+            plan.config(*a.sets).eval.max_new_tokens for a in plan.arms.values() if a.stage0 == variant
+        )
+        if known.get(variant, {}).get("model") != str(path) or known[variant].get("max_new_tokens") != budget:
+            cfg = plan.config(f"eval.max_new_tokens={budget}")
+            policy = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="off"))
+            known[variant] = {"model": str(path), "max_new_tokens": budget, **evaluate_policy(policy, cfg)}
+        result[variant] = known[variant]
+    cache.write_text(json.dumps(known, indent=2))
+    return result
+
+
+def switch_on(plan: Plan, arm: Arm, cfg: RunConfig, out: Path) -> float:
+    """Greedy accuracy of the arm's policy before any RL step (its curriculum's first stage). Cached."""
+    cache = out / "switch_on.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    key = json.dumps([cfg.model.path, arm.sets, plan.sets])
+    if key not in known:
+        known[key] = {"arm": arm.name, **evaluate_policy(step0_policy(cfg), cfg)}
+        cache.write_text(json.dumps(known, indent=2))
+    return known[key]["accuracy"]
+
+
+def step0_policy(cfg: RunConfig) -> NeuralesePolicy:
+    """The policy `neuralese train` starts from: with its curriculum's first stage of thoughts."""
+    policy = build_policy(cfg, "cpu")
+    Curriculum(cfg.curriculum, policy.config)  # it sets the thoughts of its first stage
+    return policy
+
+
+def evaluate_policy(policy: NeuralesePolicy, cfg: RunConfig, thoughts: str = "own") -> dict:
+    """What `neuralese eval` prints, on the problems every run of the ablation is scored on."""
+    e = cfg.eval
+    env = make_env(cfg.env.name, cfg.env.args)
+    return evaluate(policy.eval(), env, cfg.env.test_split, e.n, cfg.seed, e.batch_size, e.max_new_tokens,
+                    env_name=cfg.env.name, progress=False, thoughts=thoughts)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- neuralese ablate --switch-on
+
+
+def switch_on_row(arm: Arm, cfg: RunConfig) -> dict:
+    """The arm's step-0 policy: own thoughts and, where it has thoughts, shuffled ones."""
+    policy = step0_policy(cfg)
+    own = evaluate_policy(policy, cfg)
+    thoughts = policy.feedback_on and policy.config.num_thoughts > 0
+    shuffled = evaluate_policy(policy, cfg, thoughts="shuffled")["accuracy"] if thoughts else None
+    return {"arm": arm.name, "stage0": arm.stage0, "feedback": feedback_label(cfg, weights=True),
+            "accuracy": own["accuracy"], "shuffled": shuffled, "positions": own["mean_generated_positions"],
+            "n": own["n"]}  # fmt: skip
+
+
+def switch_on_table(plan: Plan, out: Path) -> str:
+    """Every arm scored at switch-on (module docstring); the table, also written to OUT/switch_on.md."""
+    as_is = ensure_as_is(plan, out)
+    rows = []
+    for arm in plan.arms.values():
+        rows.append(switch_on_row(arm, plan.config(f"model.path={as_is[arm.stage0]}", *arm.sets)))
+        r = rows[-1]
+        print(f"switch_on: {arm.name}: {r['accuracy']:.3f} (shuffled {r['shuffled']}), {r['positions']:.1f} positions",
+              flush=True)  # fmt: skip
+    lines = ["| arm | stage 0 | feedback (mode, space, input) | accuracy | shuffled thoughts | positions |",
+             "|---|---|---|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        shuffled = "—" if r["shuffled"] is None else f"{r['shuffled']:.3f}"
+        lines.append(f"| {r['arm']} | {r['stage0']} | {r['feedback']} | {r['accuracy']:.3f} | {shuffled} | "
+                     f"{r['positions']:.1f} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    (out / "switch_on.md").write_text(text)
+    (out / "switch_on_table.json").write_text(json.dumps(rows, indent=2))
+    return text

@@ -1,0 +1,64 @@
+"""`neuralese ablate`: does neuralese RL beat token RL on a task, and does it use its thoughts?
+
+    neuralese ablate RECIPE.yaml --seeds 3 [--steps N] [--out DIR] [--arms a,b ...] [--spec ARMS.yaml]
+                     [--set key=value ...] [--threads 1]
+    neuralese ablate RECIPE.yaml --spec ARMS.yaml --check        every arm's recipe resolved, then stop
+    neuralese ablate RECIPE.yaml --spec ARMS.yaml --switch-on    every arm scored before any RL step
+
+Trains every arm x seed in its own process and writes OUT/table.md, OUT/accuracy.png and
+OUT/results.json (neuralese.ablate; docs/ablation.md). OUT defaults to the recipe's output_dir +
+'/ablate'.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from neuralese.cli.flags import field_type, number_flag, recipe_command
+from neuralese.config import RLConfig
+from neuralese.ranges import PositiveInt
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    """Check the plan, score every arm at switch-on, or run the whole ablation."""
+    from neuralese.ablate.arms import check, make_plan
+
+    plan = make_plan(args.recipe, args.spec, args.arms, args.set or [], steps=args.steps, seeds=args.seeds,
+                     threads=args.threads)  # fmt: skip
+    check(plan)  # every arm against what its mode can do, before any stage 0 or run starts
+    if args.check:
+        return
+    out = Path(args.out or Path(plan.config().output_dir) / "ablate")
+    if args.switch_on:
+        from neuralese.ablate.stage0 import switch_on_table
+
+        out.mkdir(parents=True, exist_ok=True)
+        print(switch_on_table(plan, out))
+        return
+    from neuralese.ablate.run import ablate
+
+    ablate(plan, out)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """`ablate`, on the CLI's subparsers."""
+    p = recipe_command(sub, "ablate", cmd_ablate,
+                       "token RL against neuralese arms, several seeds, with the controls that say whether thoughts are used",
+                       "ablation folder (default: the recipe's output_dir + '/ablate')",
+                       recipe="YAML recipe (recipes/ablate_*.yaml)")  # fmt: skip
+    number_flag(p, "--seeds", PositiveInt, 3, "RL seeds per arm")
+    number_flag(
+        p, "--steps", field_type(RLConfig, "steps"), None, "RL steps per run (default: the recipe's rl.steps)"
+    )
+    p.add_argument("--spec", help="YAML file of stage-0 variants and arms (default: the built-in arms)")
+    p.add_argument("--arms", help="comma-separated arms to run (default: every arm of the spec)")
+    number_flag(p, "--threads", PositiveInt, 1, "torch threads in every process")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--check", action="store_true", help="only check that every arm's recipe resolves, then stop"
+    )
+    what.add_argument("--switch-on", action="store_true",
+                      help="only score every arm before any RL step, with its own and shuffled thoughts "
+                           "(OUT/switch_on.md); trains nothing but the stage-0 models")  # fmt: skip
+    p.set_defaults(fn=cmd_ablate)
