@@ -25,13 +25,20 @@ from neuralese.load import load_policy
 from neuralese.rewards.combine import resolve_reward
 
 
-def main() -> None:
-    """Time the cascade and its costly stage alone on the same batches; print one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_cascade", description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.Namespace:
+    """The command line of `main`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_cascade", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run", help="a run folder whose rewards[0] is a cascade")
     parser.add_argument("--policy", help="whose samples are scored (default: the run's newest checkpoint)")
     parser.add_argument("--batches", type=int, default=20)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Time the cascade and its costly stage alone on the same batches; print one JSON line."""
+    args = parse_args()
     cfg = load_config(f"{args.run}/config.yaml")
     spec = cfg.rewards[0]
     assert spec.fn == "cascade", f"{args.run}: rewards[0] is {spec.fn!r}, not a cascade"
@@ -44,8 +51,13 @@ def main() -> None:
     rows = load_split(env, "train", n * args.batches, cfg.seed, cfg.env.name)
     policy = load_policy(args.policy or args.run, device=device)
     prompts = [p for p in rows["prompt"] for _ in range(G)]
-    texts, _ = policy.complete(prompts, cfg.rl.max_new_tokens, cfg.rl.temperature, n * G,
-                        torch.Generator(device=device).manual_seed(cfg.seed))  # fmt: skip
+    texts, _ = policy.complete(
+        prompts,
+        cfg.rl.max_new_tokens,
+        cfg.rl.temperature,
+        n * G,
+        torch.Generator(device=device).manual_seed(cfg.seed),
+    )
     times = {"cascade": [], "costly_on_everything": []}
     shares, rows_scored = (
         [],
@@ -67,11 +79,19 @@ def main() -> None:
             )
         )
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"policy": args.policy or args.run, "batches": args.batches, "batch": n * G,
-                      "costly_share": round(statistics.fmean(shares), 3),
-                      **{f"{k}_s": round(v, 4) for k, v in med.items()},
-                      **{f"{k}_costly_rows": v for k, v in rows_scored.items()},
-                      "ratio": round(med["cascade"] / med["costly_on_everything"], 3)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "policy": args.policy or args.run,
+                "batches": args.batches,
+                "batch": n * G,
+                "costly_share": round(statistics.fmean(shares), 3),
+                **{f"{k}_s": round(v, 4) for k, v in med.items()},
+                **{f"{k}_costly_rows": v for k, v in rows_scored.items()},
+                "ratio": round(med["cascade"] / med["costly_on_everything"], 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

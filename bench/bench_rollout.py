@@ -84,9 +84,16 @@ def throughput(path: str, args) -> dict:
     g = torch.Generator(device=args.device)
 
     def hf():
-        base.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
-                            max_new_tokens=args.positions, min_new_tokens=args.positions,
-                            pad_token_id=base.pad_token_id)  # fmt: skip
+        base.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            max_new_tokens=args.positions,
+            min_new_tokens=args.positions,
+            pad_token_id=base.pad_token_id,
+        )
 
     def ours(mode: str, positions: int = args.positions, **settings):
         cfg = NeuraleseConfig(mode=mode, num_thoughts=args.thoughts, refine_passes=args.passes, **settings)
@@ -99,10 +106,16 @@ def throughput(path: str, args) -> dict:
 
         return run
 
-    engines = {"hf": hf, "latent": ours("latent"), "hybrid": ours("hybrid"), "channel": ours("channel"),
-               "refine": ours("refine"), "refine_answer": ours("refine", refine_over="answer"),
-               "latent_thoughts_only": ours("latent", args.thoughts + 1),
-               "refine_thoughts_only": ours("refine", args.thoughts + 1)}  # fmt: skip
+    engines = {
+        "hf": hf,
+        "latent": ours("latent"),
+        "hybrid": ours("hybrid"),
+        "channel": ours("channel"),
+        "refine": ours("refine"),
+        "refine_answer": ours("refine", refine_over="answer"),
+        "latent_thoughts_only": ours("latent", args.thoughts + 1),
+        "refine_thoughts_only": ours("refine", args.thoughts + 1),
+    }
     secs = timed(engines, args.reps, args.device)
     result = {"hf_generate_tokens_per_s": n / secs["hf"]}
     for mode in ("latent", "hybrid", "channel", "refine", "refine_answer"):
@@ -112,7 +125,9 @@ def throughput(path: str, args) -> dict:
     result["channel_time_over_hybrid"] = secs["channel"] / secs["hybrid"]
     result["refine_time_over_latent"] = secs["refine"] / secs["latent"]
     result["refine_answer_time_over_hybrid"] = secs["refine_answer"] / secs["hybrid"]
-    result["thoughts_only_refine_time_over_latent"] = secs["refine_thoughts_only"] / secs["latent_thoughts_only"]
+    result["thoughts_only_refine_time_over_latent"] = (
+        secs["refine_thoughts_only"] / secs["latent_thoughts_only"]
+    )
     return result
 
 
@@ -121,14 +136,21 @@ def vllm_throughput(path: str, args, result: dict) -> dict:
     from neuralese.config import VLLMConfig
     from neuralese.vllm_engine import VLLMEngine
 
-    latent = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="latent", num_thoughts=args.thoughts),
-                                             device=args.device)  # fmt: skip
-    cfg = VLLMConfig(kv_cache_memory_bytes=args.vllm_kv_mib * 2**20 if args.device == "cpu" else None,
-                     gpu_memory_utilization=0.5, max_model_len=512)  # fmt: skip
+    latent = NeuralesePolicy.from_pretrained(
+        path, config=NeuraleseConfig(mode="latent", num_thoughts=args.thoughts), device=args.device
+    )
+    cfg = VLLMConfig(
+        kv_cache_memory_bytes=args.vllm_kv_mib * 2**20 if args.device == "cpu" else None,
+        gpu_memory_utilization=0.5,
+        max_model_len=512,
+    )
     engine = VLLMEngine(latent, cfg, seed=0, workdir=tempfile.mkdtemp())
     n = args.batch * args.positions
     out = {}
-    for mode, policy in (("off", NeuralesePolicy.from_pretrained(path, device=args.device)), ("latent", latent)):
+    for mode, policy in (
+        ("off", NeuralesePolicy.from_pretrained(path, device=args.device)),
+        ("latent", latent),
+    ):
         ids, mask = policy.encode(prompts(args.batch))
         answer_tokens = args.positions - policy.mode.thought_positions
         g = torch.Generator(device=args.device).manual_seed(0)
@@ -150,8 +172,9 @@ def chain_length_memory(path: str, args, num_thoughts: int, window) -> int:
     cfg = NeuraleseConfig(mode="latent", num_thoughts=num_thoughts, tbptt_window=window)
     policy = NeuralesePolicy.from_pretrained(path, config=cfg, device=args.device)
     ids, mask = policy.encode(prompts(args.batch))
-    ro = policy.rollout(ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0),
-                          ignore_eos=True)  # fmt: skip
+    ro = policy.rollout(
+        ids, mask, 8, 1.0, torch.Generator(device=args.device).manual_seed(0), ignore_eos=True
+    )
     return recompute_memory(policy, ro, window)
 
 

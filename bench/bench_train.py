@@ -78,12 +78,24 @@ def time_trl(path: Path, args, root: Path) -> list[float]:
     timer = StepTimer()
     data = make_env("addition", ENV_ARGS).dataset("train", args.prompts * (args.steps + 2), seed=0)
     config = GRPOConfig(
-        output_dir=str(root / "trl"), max_steps=args.steps + 1, per_device_train_batch_size=args.prompts * args.samples,
-        num_generations=args.samples, max_completion_length=args.new_tokens, temperature=1.0, learning_rate=1e-6,
-        beta=0.0, loss_type="dapo", use_cpu=args.device == "cpu", bf16=False, report_to="none", save_strategy="no",
-        logging_steps=1, disable_tqdm=True, seed=0,
+        output_dir=str(root / "trl"),
+        max_steps=args.steps + 1,
+        per_device_train_batch_size=args.prompts * args.samples,
+        num_generations=args.samples,
+        max_completion_length=args.new_tokens,
+        temperature=1.0,
+        learning_rate=1e-6,
+        beta=0.0,
+        loss_type="dapo",
+        use_cpu=args.device == "cpu",
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
         gradient_checkpointing=False,  # TRL's default recomputes activations; ours does not
-    )  # fmt: skip
+    )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path, use_safetensors=True),
         reward_funcs=exact_match,
@@ -112,7 +124,7 @@ def time_ours(path: Path, args, root: Path, mode: str) -> list[float]:
             micro_batch_per_device=args.prompts * args.samples,
             learning_rate=1e-6,
             max_new_tokens=args.new_tokens,
-        ),  # fmt: skip
+        ),
         eval=EvalConfig(n=1),
         log=LogConfig(trackers=[], save_every=10**6, completions_every=10**6),
     )
@@ -134,7 +146,9 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round (after one warm-up step)")
     p.add_argument("--rounds", type=int, default=3, help="rounds; each times TRL, ours off, ours latent")
-    p.add_argument("--modes", default="off,latent", help=f"rows of ours, comma-separated, of {', '.join(ROWS)}")
+    p.add_argument(
+        "--modes", default="off,latent", help=f"rows of ours, comma-separated, of {', '.join(ROWS)}"
+    )
     p.add_argument("--passes", type=int, default=3, help="refine mode's parallel passes T")
     p.add_argument("--refine-window", type=int, default=1, help="refine mode's TBPTT window (passes)")
     p.add_argument("--no-trl", action="store_true", help="skip TRL (for the peer ratios of the other modes)")

@@ -27,8 +27,13 @@ def model_flags(p: argparse.ArgumentParser) -> None:
 def tiny_model(args: argparse.Namespace, path: Path, max_positions: int) -> Path:
     """An untrained tiny Llama of the flags' shape with the addition task's tokenizer, saved to `path`."""
     texts = env_texts(make_env("addition", ENV_ARGS).dataset("train", 500, seed=0))
-    shape = TinyModelConfig(hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                            intermediate_size=4 * args.hidden, max_positions=max_positions)  # fmt: skip
+    shape = TinyModelConfig(
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        max_positions=max_positions,
+    )
     return save_untrained(texts, shape, path)
 
 

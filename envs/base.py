@@ -102,7 +102,9 @@ def correctness_check(env: Environment) -> Callable[..., list[float | None]]:
     return check if check is not None else env.reward_funcs[0]
 
 
-def check_arg_types(factory: Callable[..., Any], args: dict[str, Any], name: str, key: str = "env.args") -> None:
+def check_arg_types(
+    factory: Callable[..., Any], args: dict[str, Any], name: str, key: str = "env.args"
+) -> None:
     """A built-in factory's arguments against its annotations, so a slip such as `'3'` for 3,
     `"false"` (a true string) for false or `true` for 1 is an error naming the argument, not a
     silently different task. Arguments it does not name are left to the call to refuse."""

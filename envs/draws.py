@@ -26,7 +26,11 @@ def in_test_split(key: str) -> bool:
 
 
 def draw_split(
-    problem: Callable[[random.Random], dict[str, Any]], split: str, n: int, rng_key: str, distinct: bool = False
+    problem: Callable[[random.Random], dict[str, Any]],
+    split: str,
+    n: int,
+    rng_key: str,
+    distinct: bool = False,
 ) -> datasets.Dataset:
     """`n` rows of `problem(rng)` whose prompts belong to `split` (`validation` is the test split);
     `distinct`: no prompt twice. A task too small for `n` such rows is a ValueError."""

@@ -112,7 +112,13 @@ class ProntoQA:
             raise ValueError(f"split must be 'train', 'test' or 'validation', got {split!r}")
         want_test = split != "train"
         rng = random.Random(f"prontoqa-{seed}-{split}-{self.hops}-{self.query}")
-        rows: dict[str, list] = {"prompt": [], "answer": [], "completion": [], "steps": [], "written_steps": []}
+        rows: dict[str, list] = {
+            "prompt": [],
+            "answer": [],
+            "completion": [],
+            "steps": [],
+            "written_steps": [],
+        }
         while len(rows["prompt"]) < n:
             p = generate_problem(rng, self.hops, self.query)
             if (stable_fraction(problem_key(p["question"])) < TEST_FRACTION) != want_test:

@@ -95,7 +95,9 @@ class Reach:
             raise ValueError(f"need hops >= 1 and extra_edges >= 0, got {self.hops!r}, {self.extra_edges!r}")
         low = self.hops if self.min_hops is None else self.min_hops
         if not 1 <= low <= self.hops:
-            raise ValueError(f"need 1 <= min_hops <= hops, got min_hops={self.min_hops!r}, hops={self.hops!r}")
+            raise ValueError(
+                f"need 1 <= min_hops <= hops, got min_hops={self.min_hops!r}, hops={self.hops!r}"
+            )
         self.min_hops = low
 
     def problem(self, rng: random.Random) -> dict[str, Any]:

@@ -76,8 +76,10 @@ def digit_share(prompts, completions, answer, **columns):
     >>> digit_share(["1+2="], ["3"], answer=["3"]), digit_share(["9+9="], ["19"], answer=["18"])
     ([1.0], [0.5])
     """
-    return [sum(a == c for a, c in zip(str(t), str(o).strip(), strict=False)) / len(str(t))
-            for o, t in zip(completions, answer, strict=True)]  # fmt: skip
+    return [
+        sum(a == c for a, c in zip(str(t), str(o).strip(), strict=False)) / len(str(t))
+        for o, t in zip(completions, answer, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------- 1. the thought
@@ -108,8 +110,15 @@ class Feedback(nn.Module):
 def forward(model, embeds, mask, positions, cache, keep: int = 0):
     """One causal-LM call on input embeddings over (and into) the KV cache: logits (of the last `keep`
     positions; 0: all) and final hidden states."""
-    out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **{CACHE: cache},
-                use_cache=True, output_hidden_states=True, logits_to_keep=keep)  # fmt: skip
+    out = model(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        position_ids=positions,
+        **{CACHE: cache},
+        use_cache=True,
+        output_hidden_states=True,
+        logits_to_keep=keep,
+    )
     return out.logits, out.hidden_states[-1]
 
 
@@ -133,7 +142,11 @@ def rollout(model, tok, fb: Feedback, prompts: list[str], args: Args, generator:
     for i in range(K + args.max_new_tokens):
         thinking, last = i < K, i == K + args.max_new_tokens - 1
         if thinking:  # the <thought> token, with the thought from the position before it
-            token, logp, action = torch.full((bsz,), thought_id), torch.zeros(bsz), torch.zeros(bsz, dtype=torch.bool)
+            token, logp, action = (
+                torch.full((bsz,), thought_id),
+                torch.zeros(bsz),
+                torch.zeros(bsz, dtype=torch.bool),
+            )
         else:  # an answer token, sampled at temperature 1
             logprobs = torch.log_softmax(logits[:, -1].float(), dim=-1)
             token = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
@@ -143,7 +156,9 @@ def rollout(model, tok, fb: Feedback, prompts: list[str], args: Args, generator:
         f = fb.thought(hidden[:, -1]) if feeds.any() else torch.zeros_like(hidden[:, -1], dtype=torch.float32)
         embeds = E(token[:, None])
         embeds = torch.where(feeds[:, None, None], fb.combine(embeds, f[:, None]), embeds)
-        for key, value in zip(cols, (token, alive.long(), action, feeds, torch.where(action, logp, 0.0), f), strict=True):
+        for key, value in zip(
+            cols, (token, alive.long(), action, feeds, torch.where(action, logp, 0.0), f), strict=True
+        ):
             cols[key].append(value)
         alive = alive & ~(action & torch.isin(token, eos))
         if not alive.any() or last:
@@ -154,12 +169,15 @@ def rollout(model, tok, fb: Feedback, prompts: list[str], args: Args, generator:
     pad = lambda t, like: torch.cat([torch.zeros_like(like[:, :P]), t], dim=1)  # noqa: E731
     gen = {k: torch.stack(v, dim=1) for k, v in cols.items()}
     return {
-        "input_ids": torch.cat([ids, gen["ids"]], 1), "attention_mask": torch.cat([enc["attention_mask"], gen["mask"]], 1),
+        "input_ids": torch.cat([ids, gen["ids"]], 1),
+        "attention_mask": torch.cat([enc["attention_mask"], gen["mask"]], 1),
         "position_ids": torch.cat([positions, positions[:, -1:] + 1 + torch.arange(G)], 1),
-        "action_mask": pad(gen["action"], ids.bool()), "feedback_mask": pad(gen["fb"], ids.bool()),
-        "logprobs": pad(gen["logp"].double(), ids.double()), "feedback": pad(gen["feedback"], torch.zeros(bsz, P, f.shape[-1])),
+        "action_mask": pad(gen["action"], ids.bool()),
+        "feedback_mask": pad(gen["fb"], ids.bool()),
+        "logprobs": pad(gen["logp"].double(), ids.double()),
+        "feedback": pad(gen["feedback"], torch.zeros(bsz, P, f.shape[-1])),
         "prompt_length": P,
-    }  # fmt: skip
+    }
 
 
 def _ids(value) -> list:
@@ -216,8 +234,10 @@ def train_step(model, tok, fb, optimizer, env, rows, args: Args, generator) -> d
     model.eval()
     ro = rollout(model, tok, fb, prompts, args, generator)
     model.train()
-    completions = tok.batch_decode([r[m].tolist() for r, m in zip(ro["input_ids"], ro["action_mask"], strict=True)],
-                                   skip_special_tokens=True)  # fmt: skip
+    completions = tok.batch_decode(
+        [r[m].tolist() for r, m in zip(ro["input_ids"], ro["action_mask"], strict=True)],
+        skip_special_tokens=True,
+    )
     columns = {k: [v for v in vals for _ in range(G)] for k, vals in rows.items() if k != "prompt"}
     rewards = torch.tensor(digit_share(prompts, completions, **columns), dtype=torch.float64)
     adv = advantages(rewards, G)
@@ -228,8 +248,13 @@ def train_step(model, tok, fb, optimizer, env, rows, args: Args, generator) -> d
     grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
     optimizer.step()
     correct = torch.tensor(env.check(prompts, completions, **columns)) >= 1
-    return {"reward": rewards.mean().item(), "accuracy": correct.float().mean().item(),
-            "loss": loss.item(), "grad_norm": grad_norm.item(), "gate": torch.tanh(fb.gate_logit).abs().mean().item()}  # fmt: skip
+    return {
+        "reward": rewards.mean().item(),
+        "accuracy": correct.float().mean().item(),
+        "loss": loss.item(),
+        "grad_norm": grad_norm.item(),
+        "gate": torch.tanh(fb.gate_logit).abs().mean().item(),
+    }
 
 
 def setup(args: Args, env):
@@ -238,9 +263,12 @@ def setup(args: Args, env):
     E = model.get_input_embeddings().weight
     fb = Feedback(model.config.hidden_size, E.detach().float().pow(2).mean().sqrt().item())
     optimizer = torch.optim.AdamW(
-        [{"params": [p for p in model.parameters() if p.requires_grad], "lr": args.learning_rate},
-         {"params": list(fb.parameters()), "lr": args.feedback_learning_rate}], weight_decay=0.0,
-    )  # fmt: skip
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad], "lr": args.learning_rate},
+            {"params": list(fb.parameters()), "lr": args.feedback_learning_rate},
+        ],
+        weight_decay=0.0,
+    )
     return model, tok, fb, optimizer
 
 
@@ -271,6 +299,7 @@ def main(args: Args) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, default in vars(Args()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default) if default is not None else str,
-                            default=default)  # fmt: skip
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=type(default) if default is not None else str, default=default
+        )
     main(Args(**vars(parser.parse_args())))

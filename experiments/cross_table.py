@@ -50,9 +50,22 @@ def stage0(out: Path, name: str, steps: int, thought_tokens: int, seed: int) -> 
     start = time.perf_counter()
     untrained(out, name, seed)
     folder = out / f"model-{name}"
-    pretrain(RunConfig(seed=seed, output_dir=str(out), env=ENV, model=ModelConfig(path=str(out / f"untrained-{name}")),
-                       pretrain=PretrainConfig(output_dir=str(folder), max_steps=steps, batch_size=64, learning_rate=2e-3,
-                                               warmup_steps=20, thought_tokens_max=thought_tokens)))  # fmt: skip
+    pretrain(
+        RunConfig(
+            seed=seed,
+            output_dir=str(out),
+            env=ENV,
+            model=ModelConfig(path=str(out / f"untrained-{name}")),
+            pretrain=PretrainConfig(
+                output_dir=str(folder),
+                max_steps=steps,
+                batch_size=64,
+                learning_rate=2e-3,
+                warmup_steps=20,
+                thought_tokens_max=thought_tokens,
+            ),
+        )
+    )
     return folder, time.perf_counter() - start
 
 
@@ -78,8 +91,12 @@ def text_accuracy(policy, thinker: NeuralesePolicy, rows, max_new_tokens: int, b
 def accuracies(policy, cfg: RunConfig) -> dict:
     """B's greedy accuracy from its thoughts and from shuffled ones."""
     env, e = make_env(cfg.env.name, cfg.env.args), cfg.eval
-    own, shuffled = (evaluate(policy, env, cfg.env.test_split, e.n, cfg.seed, 100, e.max_new_tokens,
-                              progress=False, thoughts=t)["accuracy"] for t in ("own", "shuffled"))  # fmt: skip
+    own, shuffled = (
+        evaluate(
+            policy, env, cfg.env.test_split, e.n, cfg.seed, 100, e.max_new_tokens, progress=False, thoughts=t
+        )["accuracy"]
+        for t in ("own", "shuffled")
+    )
     return {"own": own, "shuffled": shuffled}
 
 
@@ -87,7 +104,9 @@ def plain_accuracy(folder: Path, cfg: RunConfig) -> float:
     """Greedy accuracy of a model folder answering alone, without thoughts."""
     env, e = make_env(cfg.env.name, cfg.env.args), cfg.eval
     policy = NeuralesePolicy.from_pretrained(folder).eval()
-    return evaluate(policy, env, cfg.env.test_split, e.n, cfg.seed, 100, e.max_new_tokens, progress=False)["accuracy"]
+    return evaluate(policy, env, cfg.env.test_split, e.n, cfg.seed, 100, e.max_new_tokens, progress=False)[
+        "accuracy"
+    ]
 
 
 def rl_runs(cfg: RunConfig, out: Path, seeds: int) -> list[dict]:
@@ -104,7 +123,13 @@ def rl_runs(cfg: RunConfig, out: Path, seeds: int) -> list[dict]:
         trainer.train()
         wall = time.perf_counter() - start
         trainer.policy.eval()
-        runs.append({"seed": seed, "wall_s": round(wall, 1), **accuracies(trainer.policy, dataclasses.replace(cfg, seed=0))})
+        runs.append(
+            {
+                "seed": seed,
+                "wall_s": round(wall, 1),
+                **accuracies(trainer.policy, dataclasses.replace(cfg, seed=0)),
+            }
+        )
     return runs
 
 
@@ -119,29 +144,45 @@ def table(res: dict) -> str:
     runs = res["rl"]
     seeds = ", ".join(f"{r['own']:.3f}" for r in runs)
     shuffled = ", ".join(f"{r['shuffled']:.3f}" for r in runs)
-    lines = ["| B answers ... | accuracy | per seed |", "|---|---|---|",
-             f"| alone (B by itself, no thoughts) | {res['b_alone']:.3f} | |",
-             f"| (A alone, by itself) | {res['a_alone']:.3f} | |",
-             f"| reading A's answer as text in its thought positions | {res['text']:.3f} | |",
-             f"| from A's translated thoughts, before RL (fitted translator) | {res['before']['own']:.3f} | |",
-             f"| from shuffled translated thoughts, before RL | {res['before']['shuffled']:.3f} | |",
-             f"| from A's translated thoughts, after RL on the translator | {mean_sd([r['own'] for r in runs])} | {seeds} |",
-             f"| from shuffled translated thoughts, after RL | {mean_sd([r['shuffled'] for r in runs])} | {shuffled} |"]  # fmt: skip
+    lines = [
+        "| B answers ... | accuracy | per seed |",
+        "|---|---|---|",
+        f"| alone (B by itself, no thoughts) | {res['b_alone']:.3f} | |",
+        f"| (A alone, by itself) | {res['a_alone']:.3f} | |",
+        f"| reading A's answer as text in its thought positions | {res['text']:.3f} | |",
+        f"| from A's translated thoughts, before RL (fitted translator) | {res['before']['own']:.3f} | |",
+        f"| from shuffled translated thoughts, before RL | {res['before']['shuffled']:.3f} | |",
+        f"| from A's translated thoughts, after RL on the translator | {mean_sd([r['own'] for r in runs])} | {seeds} |",
+        f"| from shuffled translated thoughts, after RL | {mean_sd([r['shuffled'] for r in runs])} | {shuffled} |",
+    ]
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Stage 0 of A and B, the translator, the rows before RL, RL per seed; write and print the table."""
-    p = argparse.ArgumentParser(prog="python -m experiments.cross_table", description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.Namespace:
+    """The command line of `main`."""
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.cross_table", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--out", default="runs/cross_table")
     p.add_argument("--steps-a", type=int, default=800, help="stage-0 steps of A")
     p.add_argument("--steps-b", type=int, default=2000, help="stage-0 steps of B")
     p.add_argument("--rl-steps", type=int, default=None, help="RL steps per seed (default: the recipe's)")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--input", choices=["latent_only", "gated_sum"], default=None,
-                   help="B's neuralese.input (default: the recipe's)")
-    p.add_argument("--reuse", action="store_true", help="take A, B and the translator from OUT (a run before)")
-    args = p.parse_args()
+    p.add_argument(
+        "--input",
+        choices=["latent_only", "gated_sum"],
+        default=None,
+        help="B's neuralese.input (default: the recipe's)",
+    )
+    p.add_argument(
+        "--reuse", action="store_true", help="take A, B and the translator from OUT (a run before)"
+    )
+    return p.parse_args()
+
+
+def main() -> None:
+    """Stage 0 of A and B, the translator, the rows before RL, RL per seed; write and print the table."""
+    args = parse_args()
     torch.set_num_threads(1)
     out, start, wall = Path(args.out), time.perf_counter(), {}
     cfg = load_config(RECIPE)
@@ -151,8 +192,14 @@ def main() -> None:
         a, wall["stage0_A_s"] = stage0(out, "A", args.steps_a, 0, 0)
         b, wall["stage0_B_s"] = stage0(out, "B", args.steps_b, K, 0)
         t0 = time.perf_counter()
-        fit_translators(RunConfig(env=ENV, translate=TranslateConfig(models=[str(a), str(b)], kinds=["linear"],
-                                                                     output_dir=str(out / "translate"))))  # fmt: skip
+        fit_translators(
+            RunConfig(
+                env=ENV,
+                translate=TranslateConfig(
+                    models=[str(a), str(b)], kinds=["linear"], output_dir=str(out / "translate")
+                ),
+            )
+        )
         wall["fit_s"] = time.perf_counter() - t0
     if args.input is not None:
         cfg.neuralese.input = args.input
@@ -160,20 +207,28 @@ def main() -> None:
     cfg.cross.translator = str(out / "translate" / "linear" / "model-A-to-model-B")
     if args.rl_steps is not None:
         cfg.rl.steps = cfg.log.save_every = args.rl_steps
-    rows = load_split(make_env(cfg.env.name, cfg.env.args), cfg.env.test_split, cfg.eval.n, cfg.seed, cfg.env.name)
+    rows = load_split(
+        make_env(cfg.env.name, cfg.env.args), cfg.env.test_split, cfg.eval.n, cfg.seed, cfg.env.name
+    )
     policy = build_policy(cfg, "cpu").eval()
     t0 = time.perf_counter()
-    res = {"a_alone": plain_accuracy(a, cfg), "b_alone": plain_accuracy(b, cfg), "before": accuracies(policy, cfg),
-           "text": text_accuracy(policy, policy.thinker, rows, cfg.eval.max_new_tokens)}  # fmt: skip
+    res = {
+        "a_alone": plain_accuracy(a, cfg),
+        "b_alone": plain_accuracy(b, cfg),
+        "before": accuracies(policy, cfg),
+        "text": text_accuracy(policy, policy.thinker, rows, cfg.eval.max_new_tokens),
+    }
     wall["eval_before_s"] = time.perf_counter() - t0
     res["rl"] = rl_runs(cfg, out / cfg.neuralese.input, args.seeds)
     wall["total_s"] = time.perf_counter() - start
     res["wall_s"] = {k: round(v, 1) for k, v in wall.items()}
     md = table(res)
     rl_walls = ", ".join(f"{r['wall_s']} s" for r in res["rl"])
-    header = (f"B's input {cfg.neuralese.input}. Stage 0: A {args.steps_a} steps, B {args.steps_b} steps; {K} thoughts; RL: {cfg.rl.steps} GRPO steps "
-              f"of {cfg.rl.prompts_per_step}x{cfg.rl.samples_per_prompt} samples per seed ({rl_walls}); "
-              f"{cfg.eval.n} test problems, greedy.")  # fmt: skip
+    header = (
+        f"B's input {cfg.neuralese.input}. Stage 0: A {args.steps_a} steps, B {args.steps_b} steps; {K} thoughts; RL: {cfg.rl.steps} GRPO steps "
+        f"of {cfg.rl.prompts_per_step}x{cfg.rl.samples_per_prompt} samples per seed ({rl_walls}); "
+        f"{cfg.eval.n} test problems, greedy."
+    )
     name = f"-{cfg.neuralese.input}" if args.reuse or args.input else ""
     (out / f"table{name}.md").write_text(f"{header}\n\n{md}\n\nWall times: {res['wall_s']}.\n")
     (out / f"results{name}.json").write_text(json.dumps({"args": vars(args), **res}, indent=1))

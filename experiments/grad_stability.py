@@ -49,16 +49,23 @@ ANSWER_TOKENS = 4
 def model_folder(hidden: int, layers: int, max_chain: int) -> Path:
     """An untrained tiny Llama with room for `max_chain` thoughts, in a temporary folder."""
     texts = env_texts(make_env("addition", {"digits": 3}).dataset("train", 500, seed=0))
-    tiny = TinyModelConfig(hidden_size=hidden, num_layers=layers, num_heads=4, intermediate_size=4 * hidden,
-                           max_positions=max_chain + 64)  # fmt: skip
+    tiny = TinyModelConfig(
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=4,
+        intermediate_size=4 * hidden,
+        max_positions=max_chain + 64,
+    )
     return save_untrained(texts, tiny, Path(tempfile.mkdtemp()) / "grad-model")
 
 
 def parse_windows(text: str) -> list[Window]:
     """TBPTT windows from a comma-separated flag (`0,4,full`), each read and checked as the recipe
     field `neuralese.tbptt_window` is."""
-    return [from_dict(NeuraleseConfig, {"tbptt_window": yaml.safe_load(w)}, "--windows").tbptt_window
-            for w in text.split(",")]  # fmt: skip
+    return [
+        from_dict(NeuraleseConfig, {"tbptt_window": yaml.safe_load(w)}, "--windows").tbptt_window
+        for w in text.split(",")
+    ]
 
 
 def make_policy(folder: Path, num_thoughts: int, gate: float, weight_scale: float) -> NeuralesePolicy:
@@ -132,7 +139,9 @@ def table(results: dict, chains: list[int], windows: list, key: str, title: str)
 
 def main() -> None:
     """Measure every chain length and window; print the three tables."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.grad_stability", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.grad_stability", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--chains", default="8,16,32,64,128", help="numbers of thoughts K")
     parser.add_argument("--windows", default="0,4,16,full", help="TBPTT windows")
     parser.add_argument("--gate", type=float, default=0.5, help="tanh(lambda) in every dimension")

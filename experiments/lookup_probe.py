@@ -32,7 +32,9 @@ from neuralese.tiny import build_tiny_model, build_tokenizer
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The probe's settings."""
-    p = argparse.ArgumentParser(prog="python -m experiments.lookup_probe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.lookup_probe", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--nodes", type=int, default=8)
     p.add_argument("--hops", default="4", help="hops per problem, or a range such as 1-4 (drawn per problem)")
     p.add_argument(
@@ -98,13 +100,24 @@ def main(argv=None) -> None:
     low, _, high = args.hops.partition("-")
     env = Chase(nodes=args.nodes, hops=int(high or low), min_hops=int(low), cot=args.cot)
     tokenizer = build_tokenizer(["0123456789,|:"])
-    cfg = TinyModelConfig(arch=args.arch, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                          intermediate_size=4 * args.hidden, max_positions=64, init_std=args.init)  # fmt: skip
+    cfg = TinyModelConfig(
+        arch=args.arch,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        max_positions=64,
+        init_std=args.init,
+    )
     model = build_tiny_model(tokenizer, cfg, seed=args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     warm, total = args.warmup, args.steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+        ),
+    )
     rng, start, curve = random.Random(args.seed), time.time(), []
     for step in range(1, total + 1):
         x, y, mask = batch(tokenizer, env, rng, args.batch)
@@ -117,8 +130,11 @@ def main(argv=None) -> None:
         sched.step()
         if step % 500 == 0 or step == total:
             curve.append([step, round(loss.item(), 4), score(model, tokenizer, env, 256)])
-            print(f"lookup_probe: step {step} loss {loss.item():.3f} exact {curve[-1][2]} "
-                  f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"lookup_probe: step {step} loss {loss.item():.3f} exact {curve[-1][2]} "
+                f"({time.time() - start:.0f} s)",
+                flush=True,
+            )
     final = score(model, tokenizer, env, args.eval_n)
     record = {"args": vars(args), "final": final, "curve": curve, "wall_s": round(time.time() - start)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

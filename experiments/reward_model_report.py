@@ -45,9 +45,13 @@ def windows(run: Path, size: int) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for start in range(0, len(steps), size):
         w = steps[start : start + size]
-        cells = [f"{w[0]['step']}-{w[-1]['step']}", show(mean([r["reward/mean"] for r in w])),
-                 show(mean([r["accuracy"] for r in w])), show(mean([r.get("kl") for r in w]), 4),
-                 show(mean([r["generated_positions/mean"] for r in w]), 2)]  # fmt: skip
+        cells = [
+            f"{w[0]['step']}-{w[-1]['step']}",
+            show(mean([r["reward/mean"] for r in w])),
+            show(mean([r["accuracy"] for r in w])),
+            show(mean([r.get("kl") for r in w]), 4),
+            show(mean([r["generated_positions/mean"] for r in w]), 2),
+        ]
         cells += [show(mean([r.get(k) for r in w]), 4) for k in time_keys]
         cells += [show(mean([r.get(k) for r in w])) for k in share_keys]
         out.append("| " + " | ".join(cells) + " |")
@@ -66,7 +70,9 @@ def evals(runs: list[Path]) -> str:
 
 def main() -> None:
     """Print the evaluation table, then each run's window table."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.reward_model_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reward_model_report", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--window", type=int, default=25, help="steps per row of the reward table")
     args = parser.parse_args()

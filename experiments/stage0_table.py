@@ -37,21 +37,62 @@ MODELS = [
     ("chase", "2 hops", "recipes/chase.yaml", {"env.args.hops": 2}, [("2 hops", None)]),
     ("chase", "3 hops", "recipes/chase.yaml", {"env.args.hops": 3}, [("3 hops", None)]),
     ("chase", "4 hops", "recipes/chase.yaml", {"env.args.hops": 4}, [("4 hops", None)]),
-    ("chase", "2-4 hops", "recipes/chase.yaml", {"env.args": CHASE},
-     [(f"{h} hops", {"nodes": 8, "hops": h}) for h in (2, 3, 4)]),
-    ("reach", "2-4 hops", "recipes/chase.yaml", {"env.name": "reach", "env.args": "{nodes: 10, min_hops: 2, hops: 4}", **WIDE},
-     [(f"{h} hops", {"nodes": 10, "hops": h}) for h in (2, 3, 4)]),
-    ("mnns", "3-5 numbers", "recipes/chase.yaml", {"env.name": "mnns", "env.args": "{min_count: 3, count: 5}", **WIDE},
-     [(f"{c} numbers", {"count": c}) for c in (3, 4, 5)]),
-    ("multiplication", "2x2 digits", "recipes/chase.yaml", {"env.name": "multiplication", "env.args": "{digits: 2}", **WIDE},
-     [("2x2 digits", None)]),
-    ("prontoqa", "5 hops", "recipes/chase.yaml", {"env.name": "prontoqa", "env.args": "{hops: 5}", "model.tiny.max_positions": 160},
-     [("5 hops", None)]),
-    ("prosqa", "3-6 hops (generated)", "recipes/prosqa.yaml",
-     {"pretrain.thought_tokens_max": 0, "pretrain.max_steps": 3000, "env.train_size": 20000, "pretrain.warmup_steps": 100},
-     [("real valid (300)", None)]),
-]  # fmt: skip
-MAX_NEW = {"chase": 8, "reach": 8, "mnns": 40, "multiplication": 24, "prontoqa": 72, "prosqa": 48}  # room for the longest chain
+    (
+        "chase",
+        "2-4 hops",
+        "recipes/chase.yaml",
+        {"env.args": CHASE},
+        [(f"{h} hops", {"nodes": 8, "hops": h}) for h in (2, 3, 4)],
+    ),
+    (
+        "reach",
+        "2-4 hops",
+        "recipes/chase.yaml",
+        {"env.name": "reach", "env.args": "{nodes: 10, min_hops: 2, hops: 4}", **WIDE},
+        [(f"{h} hops", {"nodes": 10, "hops": h}) for h in (2, 3, 4)],
+    ),
+    (
+        "mnns",
+        "3-5 numbers",
+        "recipes/chase.yaml",
+        {"env.name": "mnns", "env.args": "{min_count: 3, count: 5}", **WIDE},
+        [(f"{c} numbers", {"count": c}) for c in (3, 4, 5)],
+    ),
+    (
+        "multiplication",
+        "2x2 digits",
+        "recipes/chase.yaml",
+        {"env.name": "multiplication", "env.args": "{digits: 2}", **WIDE},
+        [("2x2 digits", None)],
+    ),
+    (
+        "prontoqa",
+        "5 hops",
+        "recipes/chase.yaml",
+        {"env.name": "prontoqa", "env.args": "{hops: 5}", "model.tiny.max_positions": 160},
+        [("5 hops", None)],
+    ),
+    (
+        "prosqa",
+        "3-6 hops (generated)",
+        "recipes/prosqa.yaml",
+        {
+            "pretrain.thought_tokens_max": 0,
+            "pretrain.max_steps": 3000,
+            "env.train_size": 20000,
+            "pretrain.warmup_steps": 100,
+        },
+        [("real valid (300)", None)],
+    ),
+]
+MAX_NEW = {
+    "chase": 8,
+    "reach": 8,
+    "mnns": 40,
+    "multiplication": 24,
+    "prontoqa": 72,
+    "prosqa": 48,
+}  # room for the longest chain
 
 
 NEURALESE = [sys.executable, "-m", "neuralese.cli"]  # the `neuralese` command of this interpreter
@@ -77,12 +118,20 @@ def run(cmd: list[str], log: Path) -> None:
 
 def neuralese_eval(model: Path, args: list[str]) -> dict:
     """The JSON line `neuralese eval MODEL ARGS` prints (its last line)."""
-    printed = subprocess.run([*NEURALESE, "eval", str(model), *args], capture_output=True, text=True,
-                             env=child_env(), cwd=ROOT, check=True).stdout  # fmt: skip
+    printed = subprocess.run(
+        [*NEURALESE, "eval", str(model), *args],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        check=True,
+    ).stdout
     return json.loads(printed.strip().splitlines()[-1])
 
 
-def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, scored: list, cot: bool) -> list[dict]:
+def model_row(
+    out: Path, task: str, trained: str, recipe: str, sets: dict, scored: list, cot: bool
+) -> list[dict]:
     """Train one model (unless done) and score it at every difficulty; one result per difficulty."""
     name = f"{task}-{trained.split()[0]}-{'cot' if cot else 'answer'}"
     folder = out / name
@@ -90,8 +139,13 @@ def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, score
     if done.is_file():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    overrides = {**sets, "env.args.cot": cot, "pretrain.elided_steps": False, "pretrain.output_dir": str(folder / "model"),
-                 "model.path": str(folder / "model")}  # fmt: skip
+    overrides = {
+        **sets,
+        "env.args.cot": cot,
+        "pretrain.elided_steps": False,
+        "pretrain.output_dir": str(folder / "model"),
+        "model.path": str(folder / "model"),
+    }
     if "env.args" in sets:  # a whole mapping: put the chain-of-thought switch inside it
         overrides.pop("env.args.cot")
         overrides["env.args"] = sets["env.args"].rstrip("}") + f", cot: {str(cot).lower()}}}"
@@ -103,18 +157,40 @@ def model_row(out: Path, task: str, trained: str, recipe: str, sets: dict, score
     for difficulty, env_args in scored:
         args = {**(env_args or cfg.env.args), "cot": cot}
         ev = score(folder / "model", cfg, task, args)
-        results.append({"task": task, "trained": trained, "difficulty": difficulty,
-                        "format": "chain of thought" if cot else "answer only", "accuracy": ev["accuracy"],
-                        "n": ev["n"], "positions": ev["mean_generated_positions"], "steps": cfg.pretrain.max_steps,
-                        "wall_s": round(wall), "recipe": recipe, "overrides": overrides})  # fmt: skip
+        results.append(
+            {
+                "task": task,
+                "trained": trained,
+                "difficulty": difficulty,
+                "format": "chain of thought" if cot else "answer only",
+                "accuracy": ev["accuracy"],
+                "n": ev["n"],
+                "positions": ev["mean_generated_positions"],
+                "steps": cfg.pretrain.max_steps,
+                "wall_s": round(wall),
+                "recipe": recipe,
+                "overrides": overrides,
+            }
+        )
     done.write_text(json.dumps(results, indent=2))
     return results
 
 
 def score(model: Path, cfg, task: str, env_args: dict) -> dict:
     """`neuralese eval` of a stage-0 model on the held-out problems of `env_args`."""
-    args = ["--env", cfg.env.name, "--env-args", json.dumps(env_args), "--split", cfg.env.test_split,
-            "--n", str(cfg.env.test_size), "--max-new-tokens", str(MAX_NEW[task]), "--quiet"]  # fmt: skip
+    args = [
+        "--env",
+        cfg.env.name,
+        "--env-args",
+        json.dumps(env_args),
+        "--split",
+        cfg.env.test_split,
+        "--n",
+        str(cfg.env.test_size),
+        "--max-new-tokens",
+        str(MAX_NEW[task]),
+        "--quiet",
+    ]
     return neuralese_eval(model, args)
 
 
@@ -127,8 +203,11 @@ def train_seconds(log: Path) -> float:
 
 def table(results: list[dict]) -> str:
     """The markdown table: answer only against chain of thought, per task, training and difficulty."""
-    lines = ["| task | trained on | scored on | answer only | chain of thought | positions (answer / chain) | "
-             "stage-0 steps | wall s (answer / chain) |", "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| task | trained on | scored on | answer only | chain of thought | positions (answer / chain) | "
+        "stage-0 steps | wall s (answer / chain) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     keyed = {(r["task"], r["trained"], r["difficulty"], r["format"]): r for r in results}
     for task, trained, _, _, scored in MODELS:
         for difficulty, _ in scored:
@@ -137,15 +216,19 @@ def table(results: list[dict]) -> str:
             if not (a or c):
                 continue
             cell = lambda r, k, spec: format(r[k], spec) if r else "—"  # noqa: E731
-            lines.append(f"| {task} | {trained} | {difficulty} | {cell(a, 'accuracy', '.3f')} | "
-                         f"{cell(c, 'accuracy', '.3f')} | {cell(a, 'positions', '.1f')} / {cell(c, 'positions', '.1f')} | "
-                         f"{(a or c)['steps']} | {cell(a, 'wall_s', 'd')} / {cell(c, 'wall_s', 'd')} |")  # fmt: skip
+            lines.append(
+                f"| {task} | {trained} | {difficulty} | {cell(a, 'accuracy', '.3f')} | "
+                f"{cell(c, 'accuracy', '.3f')} | {cell(a, 'positions', '.1f')} / {cell(c, 'positions', '.1f')} | "
+                f"{(a or c)['steps']} | {cell(a, 'wall_s', 'd')} / {cell(c, 'wall_s', 'd')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     """Train (or read back) and score every chosen model; write and print the table."""
-    p = argparse.ArgumentParser(prog="python -m experiments.stage0_table", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.stage0_table", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--out", default="runs/stage0", help="models, logs and the table")
     p.add_argument("--only", help="comma-separated tasks (default: all)")
     p.add_argument("--formats", default="answer,cot", help="answer, cot or both")
@@ -160,8 +243,11 @@ def main() -> None:
             rows = model_row(out, task, trained, recipe, sets, scored, cot=fmt == "cot")
             results += rows
             for r in rows:
-                print(f"stage0_table: {task} trained on {trained}, {r['difficulty']}, {r['format']}: "
-                      f"{r['accuracy']:.3f} ({r['wall_s']} s)", flush=True)  # fmt: skip
+                print(
+                    f"stage0_table: {task} trained on {trained}, {r['difficulty']}, {r['format']}: "
+                    f"{r['accuracy']:.3f} ({r['wall_s']} s)",
+                    flush=True,
+                )
     text = table(results)
     (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -61,10 +61,15 @@ def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
     """Stage 0 from the untrained folder (`neuralese.pretrain` fine-tunes a model folder)."""
     folder = out / f"model-{name}"
     start = time.perf_counter()
-    cfg = RunConfig(seed=seed, output_dir=str(out), env=ENV,
-                    model=ModelConfig(path=str(out / f"untrained-{name}")),
-                    pretrain=PretrainConfig(output_dir=str(folder), max_steps=steps, batch_size=64,
-                                            learning_rate=2e-3, warmup_steps=20))  # fmt: skip
+    cfg = RunConfig(
+        seed=seed,
+        output_dir=str(out),
+        env=ENV,
+        model=ModelConfig(path=str(out / f"untrained-{name}")),
+        pretrain=PretrainConfig(
+            output_dir=str(folder), max_steps=steps, batch_size=64, learning_rate=2e-3, warmup_steps=20
+        ),
+    )
     pretrain(cfg)
     log = json.loads((folder / "pretrain_log.json").read_text())["log_history"]
     losses = [e["loss"] for e in log if "loss" in e]
@@ -77,9 +82,18 @@ def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
 
 def fit(models: list[Path], out: Path, layer: int, args) -> dict:
     """`translate fit` of every kind between `models` on fed-back layer `layer`; its report and wall time."""
-    cfg = RunConfig(seed=args.seed, env=ENV, translate=TranslateConfig(
-        models=[str(m) for m in models], fit_texts=args.fit_texts, held_out_texts=args.held_out_texts,
-        mlp_steps=args.mlp_steps, common_width=args.common_width, output_dir=str(out)))  # fmt: skip
+    cfg = RunConfig(
+        seed=args.seed,
+        env=ENV,
+        translate=TranslateConfig(
+            models=[str(m) for m in models],
+            fit_texts=args.fit_texts,
+            held_out_texts=args.held_out_texts,
+            mlp_steps=args.mlp_steps,
+            common_width=args.common_width,
+            output_dir=str(out),
+        ),
+    )
     cfg.neuralese = dataclasses.replace(cfg.neuralese, layer=layer)
     start = time.perf_counter()
     _, report = fit_translators(cfg)
@@ -95,9 +109,11 @@ def cells(row: dict) -> str:
 
 def table(runs: list[dict]) -> str:
     """The markdown table: per layer and trained/untrained models, each kind in both directions."""
-    lines = ["| models | layer | kind | A->B cosine | A->B centred cos | A->B top-1 | A->B answer top-1 "
-             "| B->A cosine | B->A centred cos | B->A top-1 | B->A answer top-1 | fit s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| models | layer | kind | A->B cosine | A->B centred cos | A->B top-1 | A->B answer top-1 "
+        "| B->A cosine | B->A centred cos | B->A top-1 | B->A answer top-1 | fit s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in runs:
         rep = run["report"]
         by = {(r["kind"], r["source"]): r for r in rep["results"]}
@@ -107,14 +123,18 @@ def table(runs: list[dict]) -> str:
                 by[kind, "model-B" if run["trained"] else "untrained-B"],
             )
             secs = rep["fit_s"].get(kind, 0.0)
-            lines.append(f"| {'trained' if run['trained'] else 'untrained'} | {rep['layer']} | {kind} | "
-                         f"{cells(ab)} | {cells(ba)} | {secs:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {'trained' if run['trained'] else 'untrained'} | {rep['layer']} | {kind} | "
+                f"{cells(ab)} | {cells(ba)} | {secs:.2f} |"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
     """Stage 0 of A and B, then fits on trained and untrained models per layer; write and print the table."""
-    p = argparse.ArgumentParser(prog="python -m experiments.translate_table", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.translate_table", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--out", default="runs/translate_table")
     p.add_argument("--steps", type=int, default=800, help="stage-0 steps per model")
     p.add_argument("--layers", default="-1,-2", help="fed-back layers to translate")
@@ -139,18 +159,21 @@ def main() -> None:
             runs.append({"trained": is_trained, "report": fit(models, out / "fits" / tag, layer, args)})
     md = table(runs)
     rep = runs[0]["report"]
-    header = (f"A: width {SHAPES['A'].hidden_size}, {SHAPES['A'].num_layers} layers, one digit per token "
-              f"(vocab {rep['models'][0]['vocab']}); B: width {SHAPES['B'].hidden_size}, {SHAPES['B'].num_layers} "
-              f"layers, digit pairs (vocab {rep['models'][1]['vocab']}). Stage 0: {args.steps} steps each "
-              f"(final loss A {stage0['A']['final_loss']}, B {stage0['B']['final_loss']}; "
-              f"{stage0['A']['wall_s']} s, {stage0['B']['wall_s']} s). Paired positions: "
-              f"{rep['positions']['fit']} fit ({args.fit_texts} texts), {rep['positions']['held_out']} held out "
-              f"({args.held_out_texts} texts; {rep['positions']['held_out_answer']} of them answer positions); "
-              f"tokens read in held-out texts: {rep['tokens']['held_out']}.")  # fmt: skip
+    header = (
+        f"A: width {SHAPES['A'].hidden_size}, {SHAPES['A'].num_layers} layers, one digit per token "
+        f"(vocab {rep['models'][0]['vocab']}); B: width {SHAPES['B'].hidden_size}, {SHAPES['B'].num_layers} "
+        f"layers, digit pairs (vocab {rep['models'][1]['vocab']}). Stage 0: {args.steps} steps each "
+        f"(final loss A {stage0['A']['final_loss']}, B {stage0['B']['final_loss']}; "
+        f"{stage0['A']['wall_s']} s, {stage0['B']['wall_s']} s). Paired positions: "
+        f"{rep['positions']['fit']} fit ({args.fit_texts} texts), {rep['positions']['held_out']} held out "
+        f"({args.held_out_texts} texts; {rep['positions']['held_out_answer']} of them answer positions); "
+        f"tokens read in held-out texts: {rep['tokens']['held_out']}."
+    )
     total = round(time.perf_counter() - start, 1)
     (out / "table.md").write_text(f"{header}\n\n{md}\n\nTotal wall time {total} s.\n")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "stage0": stage0, "runs": runs,
-                                                  "total_wall_s": total}, indent=1))  # fmt: skip
+    (out / "results.json").write_text(
+        json.dumps({"args": vars(args), "stage0": stage0, "runs": runs, "total_wall_s": total}, indent=1)
+    )
     print(header, md, f"total wall time {total} s", sep="\n\n")
 
 

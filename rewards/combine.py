@@ -59,6 +59,7 @@ def register_reward_object(name: str, cls: type) -> type:
     REWARD_OBJECTS[name] = cls
     return cls
 
+
 CONTRACT_PARAMS = ("prompts", "completions")
 
 
@@ -113,7 +114,11 @@ def typed_args(cls: type, args: dict[str, Any], key: str):
 def reward_name(fn: Callable) -> str:
     """A short name for logs: the function's `__name__`; a callable object's class name (its repr
     holds a memory address, which would name the metric differently in every run)."""
-    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or type(fn).__name__
+    return (
+        getattr(fn, "__name__", None)
+        or getattr(getattr(fn, "func", None), "__name__", None)
+        or type(fn).__name__
+    )
 
 
 def _run(
@@ -202,9 +207,11 @@ def check_columns(fn: Callable, columns: dict[str, Any]) -> None:
     missing = [
         p.name
         for p in params
-        if p.kind in kinds and p.default is inspect.Parameter.empty
-        and p.name not in CONTRACT_PARAMS and p.name not in columns
-    ]  # fmt: skip
+        if p.kind in kinds
+        and p.default is inspect.Parameter.empty
+        and p.name not in CONTRACT_PARAMS
+        and p.name not in columns
+    ]
     if missing:
         raise RewardError(
             f"reward function {reward_name(fn)!r} takes {', '.join(map(repr, missing))}, which is not a column "

@@ -15,7 +15,6 @@ from neuralese.config import NeuraleseConfig, RunConfig, load_config
 __all__ = ["NeuraleseConfig", "NeuralesePolicy", "RunConfig", "Trainer", "load_config", "load_policy"]
 
 
-
 def __getattr__(name: str):
     # The heavy names, on first use, with every feature a loaded folder or a run may need.
     if name == "NeuralesePolicy":

@@ -340,9 +340,12 @@ def _load_engine(ckpt: Path, engine, state: dict[str, Any], zero_stage: int) -> 
             "run was started with"
         )
     path, _ = engine.load_checkpoint(
-        str(ckpt / ENGINE_DIR), tag=ENGINE_TAG, load_module_strict=True,
-        load_optimizer_states=True, load_lr_scheduler_states=False,
-    )  # fmt: skip
+        str(ckpt / ENGINE_DIR),
+        tag=ENGINE_TAG,
+        load_module_strict=True,
+        load_optimizer_states=True,
+        load_lr_scheduler_states=False,
+    )
     if path is None:
         raise CheckpointError(f"{ckpt / ENGINE_DIR}: DeepSpeed found no checkpoint to load there")
 

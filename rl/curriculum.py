@@ -89,8 +89,13 @@ class Curriculum:
     def state_dict(self) -> dict[str, Any]:
         """Plain JSON data (no infinities: `best` is None before the first full window)."""
         best = None if self.best == float("-inf") else self.best
-        return {"stage": self.stage, "stage_steps": self.stage_steps, "best": best,
-                "since_best": self.since_best, "recent": list(self.recent)}  # fmt: skip
+        return {
+            "stage": self.stage,
+            "stage_steps": self.stage_steps,
+            "best": best,
+            "since_best": self.since_best,
+            "recent": list(self.recent),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stage, self.stage_steps = int(state["stage"]), int(state["stage_steps"])

@@ -220,7 +220,11 @@ def check_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:
                 "feedback adapter included. Set accelerate's mixed_precision to 'no' and load the model in "
                 "half precision with model.dtype instead."
             )
-    if zero_stage(accelerator) == 3 and get_mode(cfg.neuralese).feeds_back and cfg.neuralese.space in ("embedding", "mix"):
+    if (
+        zero_stage(accelerator) == 3
+        and get_mode(cfg.neuralese).feeds_back
+        and cfg.neuralese.space in ("embedding", "mix")
+    ):
         raise ConfigError(
             f"neuralese.space {cfg.neuralese.space!r} under ZeRO-3: an embedding-space thought reads the whole "
             "embedding table outside any module forward, where ZeRO-3 keeps only this process's partition. "

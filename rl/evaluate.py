@@ -84,8 +84,9 @@ def evaluate(
             prompts, batch_size, bar, lambda c: shuffled_answers(policy, c, max_new_tokens), 2
         )
     else:
-        texts, extras = answer_all(prompts, batch_size, bar, lambda c: policy.complete(c, max_new_tokens, 0.0,
-                                                                                batch_size, generator))  # fmt: skip
+        texts, extras = answer_all(
+            prompts, batch_size, bar, lambda c: policy.complete(c, max_new_tokens, 0.0, batch_size, generator)
+        )
     greedy = correct(env, rows, texts, extras=extras)
     positions = extras["generated_positions"]
     result = {
@@ -97,17 +98,27 @@ def evaluate(
     if thoughts != "own":
         result["thoughts"] = thoughts
     if samples > 0:
-        result.update(sampled_metrics(policy, env, rows, samples, temperature, max_new_tokens, batch_size, generator, bar))
+        result.update(
+            sampled_metrics(
+                policy, env, rows, samples, temperature, max_new_tokens, batch_size, generator, bar
+            )
+        )
     bar.close()
     return result
 
 
-def sampled_metrics(policy, env, rows, samples, temperature, max_new_tokens, batch_size, generator, bar) -> dict:
+def sampled_metrics(
+    policy, env, rows, samples, temperature, max_new_tokens, batch_size, generator, bar
+) -> dict:
     """pass@1 and pass@k from `samples` answers a prompt at `temperature`."""
     prompts = list(rows["prompt"])
     repeated = [p for p in prompts for _ in range(samples)]
-    sampled, extras = answer_all(repeated, batch_size, bar, lambda c: policy.complete(c, max_new_tokens,
-                                                                               temperature, batch_size, generator))  # fmt: skip
+    sampled, extras = answer_all(
+        repeated,
+        batch_size,
+        bar,
+        lambda c: policy.complete(c, max_new_tokens, temperature, batch_size, generator),
+    )
     hits = correct(env, rows, sampled, repeat=samples, extras=extras).view(len(prompts), samples)  # [N, k]
     return {
         "pass_at_1": round(hits.float().mean().item(), 4),

@@ -66,11 +66,18 @@ def check_out(out: Path, src: Source, overwrite: bool) -> None:
             raise CheckpointError(
                 f"{out}: is inside {checkpoints}, the run's checkpoints; export to a folder outside them"
             )
-        keep += [(checkpoints, "the run's checkpoints"), (Path(src.config.model.path).expanduser(),
-                 f"the base model, model.path in {src.run / 'config.yaml'}")]  # fmt: skip
+        keep += [
+            (checkpoints, "the run's checkpoints"),
+            (
+                Path(src.config.model.path).expanduser(),
+                f"the base model, model.path in {src.run / 'config.yaml'}",
+            ),
+        ]
     for folder, what in keep:
         if target == folder.resolve() or target in folder.resolve().parents:
-            raise CheckpointError(f"{out}: is {folder} ({what}) or contains it; export to a folder outside it")
+            raise CheckpointError(
+                f"{out}: is {folder} ({what}) or contains it; export to a folder outside it"
+            )
     if not overwrite and out.is_dir() and any(out.iterdir()):
         raise CheckpointError(f"{out}: exists and is not empty; pass --overwrite to replace it")
 

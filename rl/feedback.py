@@ -70,13 +70,19 @@ class Draw:
     tokens: torch.Tensor | None = None  # [..., m] long: multiplex tokens
 
     def __getitem__(self, index) -> Draw:
-        return Draw(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                       for f in fields(self)})  # fmt: skip
+        return Draw(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                for f in fields(self)
+            }
+        )
 
     def map(self, fn) -> Draw:
         """The same record with `fn` applied to each tensor."""
-        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
-                                if getattr(self, f.name) is not None})  # fmt: skip
+        return replace(
+            self,
+            **{f.name: fn(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None},
+        )
 
 
 class ResidualMLP(nn.Module):
@@ -222,7 +228,9 @@ class FeedbackAdapter(nn.Module):
 
     # ------------------------------------------------------------------ sampling and its density
 
-    def sample(self, src: Source, embed: torch.Tensor, generator: torch.Generator | None, greedy: bool = False):
+    def sample(
+        self, src: Source, embed: torch.Tensor, generator: torch.Generator | None, greedy: bool = False
+    ):
         """Draw thoughts for sources [B]: (f [B, D], log-prob [B] float64, Draw).
 
         greedy: each thought's most likely value instead of a draw (no noise; multiplex: the top token
@@ -238,8 +246,9 @@ class FeedbackAdapter(nn.Module):
         elif kind == "multiplex" and greedy:
             draw.tokens = src.logits.argmax(-1, keepdim=True).expand(*lead, self.cfg.multiplex_samples)
         elif kind == "multiplex":
-            draw.tokens = T.sample_multiplex(src.logits, self.cfg.thought_temperature,
-                                             self.cfg.multiplex_samples, generator)  # fmt: skip
+            draw.tokens = T.sample_multiplex(
+                src.logits, self.cfg.thought_temperature, self.cfg.multiplex_samples, generator
+            )
         if greedy and draw.noise is not None:
             draw.noise = torch.zeros_like(draw.noise)
         if kind == "gumbel":

@@ -122,9 +122,11 @@ class StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, typing.Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (first on line {seen[key].line + 1})",
+                    None,
+                    None,
+                    f"key {key!r} appears twice (first on line {seen[key].line + 1})",
                     key_node.start_mark,
-                )  # fmt: skip
+                )
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
 

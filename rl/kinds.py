@@ -46,6 +46,8 @@ def policy_kind(cfg: RunConfig) -> PolicyKind | None:
     if name is None:
         return None
     if name not in POLICY_KINDS:
-        raise ConfigError(f"the run needs the policy kind {name!r}, which no loaded feature provides "
-                          "(import neuralese.features, which loads them all)")  # fmt: skip
+        raise ConfigError(
+            f"the run needs the policy kind {name!r}, which no loaded feature provides "
+            "(import neuralese.features, which loads them all)"
+        )
     return POLICY_KINDS[name]

@@ -38,7 +38,9 @@ CACHE = "cache" if Version(transformers.__version__).release >= (5, 24) else "pa
 STAGE0_HINT = "this recipe sets model.tiny, so stage 0 builds the model there: run `neuralese pretrain` with this recipe first"
 
 
-def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = False, made_by: str = "") -> Path:
+def check_model_folder(
+    path: str | Path, what: str = "model.path", tiny: bool = False, made_by: str = ""
+) -> Path:
     """The folder as a Path, or a CheckpointError that says what is missing. A missing folder's message
     adds what makes it: stage 0 when the recipe sets `model.tiny` (`tiny`), else `made_by`."""
     if path is None:
@@ -68,7 +70,9 @@ def check_model_folder(path: str | Path, what: str = "model.path", tiny: bool = 
 TOKENIZER_LOADERS: list[tuple[Callable[[Path], bool], Callable[[Path], PreTrainedTokenizerBase]]] = []
 
 
-def register_tokenizer(claims: Callable[[Path], bool], load: Callable[[Path], PreTrainedTokenizerBase]) -> None:
+def register_tokenizer(
+    claims: Callable[[Path], bool], load: Callable[[Path], PreTrainedTokenizerBase]
+) -> None:
     """Load the folders `claims` accepts with `load` instead of transformers' tokenizer classes."""
     TOKENIZER_LOADERS.append((claims, load))
 

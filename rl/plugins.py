@@ -100,7 +100,9 @@ def _import_module(target: str, what: str, key: str) -> ModuleType:
             f"directory {cwd} and the installed packages; a file is given as 'path/to/file.py:name')"
         ) from None
     except (Exception, SystemExit) as e:  # its own code failed at import, or the name is relative ('.mod')
-        raise ConfigError(f"{key}: importing {what} module {target!r} failed: {type(e).__name__}: {e}") from None
+        raise ConfigError(
+            f"{key}: importing {what} module {target!r} failed: {type(e).__name__}: {e}"
+        ) from None
 
 
 def lookup(

@@ -307,10 +307,15 @@ class NeuralesePolicy(nn.Module):
         folder, which loads with feedback `off` unless `config` is given). A run folder or a run checkpoint
         holds no model folder: `neuralese.load_policy` rebuilds it from the run's config."""
         path = Path(path)
-        if not (path / "config.json").is_file() and ((path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
-                                                     or (path / "manifest.json").is_file()):  # fmt: skip
-            raise CheckpointError(f"{path}: is a run folder or a run checkpoint, not a model folder (no config.json); "
-                                  "load it with neuralese.load_policy(path), which rebuilds it from the run's config")  # fmt: skip
+        if not (path / "config.json").is_file() and (
+            (path / "config.yaml").is_file()
+            or (path / "checkpoints").is_dir()
+            or (path / "manifest.json").is_file()
+        ):
+            raise CheckpointError(
+                f"{path}: is a run folder or a run checkpoint, not a model folder (no config.json); "
+                "load it with neuralese.load_policy(path), which rebuilds it from the run's config"
+            )
         model_config = model_config or ModelConfig()
         model, tokenizer = load_model(path, model_config, device)
         adapter_state = None

@@ -45,7 +45,9 @@ class RunParts:
     engine: Any = None  # the DeepSpeed engine, which then owns the optimizer state
 
 
-def save_run(accelerator: Accelerator, out: Path, step: int, parts: RunParts, state: dict[str, Any], keep: int) -> None:
+def save_run(
+    accelerator: Accelerator, out: Path, step: int, parts: RunParts, state: dict[str, Any], keep: int
+) -> None:
     """Checkpoint a run at `step` with the trainer's `state`. A collective: every process calls it."""
     # Collectives first: every process's random states, and under DeepSpeed the engine's own state
     # (each process its partition); then, under ZeRO-3, every process takes part in gathering the
@@ -60,28 +62,52 @@ def save_run(accelerator: Accelerator, out: Path, step: int, parts: RunParts, st
             return
         optimizer = parts.optimizer if parts.engine is None else None  # ZeRO's state is in engine_dir
         save_checkpoint(
-            out, step, parts.policy, optimizer, parts.scheduler, rng, state, parts.value_head,
-            keep=keep, engine_dir=engine_dir,
-        )  # fmt: skip
+            out,
+            step,
+            parts.policy,
+            optimizer,
+            parts.scheduler,
+            rng,
+            state,
+            parts.value_head,
+            keep=keep,
+            engine_dir=engine_dir,
+        )
 
 
 def restore_run(accelerator: Accelerator, ckpt: Path, parts: RunParts) -> dict[str, Any]:
     """Load checkpoint `ckpt` into `parts` (this process's share); returns the trainer state it holds.
     A collective under DeepSpeed: every process calls it."""
     return load_checkpoint(
-        ckpt, parts.policy, parts.optimizer, parts.scheduler, parts.generator, parts.value_head,
-        rank=accelerator.process_index, world=accelerator.num_processes, engine=parts.engine,
+        ckpt,
+        parts.policy,
+        parts.optimizer,
+        parts.scheduler,
+        parts.generator,
+        parts.value_head,
+        rank=accelerator.process_index,
+        world=accelerator.num_processes,
+        engine=parts.engine,
         zero_stage=zero_stage(accelerator),
-    )  # fmt: skip
+    )
 
 
 # What a resumed run may set otherwise than the run it continues: how long it runs, how it logs and
 # evaluates, how long it waits, and the sections other commands read. Every other field decides
 # what the checkpoint's weights, optimizer state and random streams mean.
 MAY_CHANGE = (
-    "output_dir", "rl.steps", "rl.reward_timeout_s", "rl.collective_timeout_s",
-    "log", "eval", "vllm", "pretrain", "reward_model", "codec", "translate",
-)  # fmt: skip
+    "output_dir",
+    "rl.steps",
+    "rl.reward_timeout_s",
+    "rl.collective_timeout_s",
+    "log",
+    "eval",
+    "vllm",
+    "pretrain",
+    "reward_model",
+    "codec",
+    "translate",
+)
 
 
 def _flat(data: dict, prefix: str = "") -> dict[str, object]:
@@ -101,7 +127,9 @@ def recipe_changes(out: Path, cfg: RunConfig) -> dict[str, tuple[object, object]
     if not saved_file.is_file():
         return {}
     saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(cfg))
-    return {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
+    return {
+        k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
+    }
 
 
 def check_same_recipe(out: Path, changes: dict[str, tuple[object, object]]) -> list[str]:

@@ -83,9 +83,14 @@ class Rollout:
 
     def map(self, fn) -> Rollout:
         """The record with `fn` applied to every tensor (each has the batch first, positions second)."""
-        tensors = {f.name: fn(getattr(self, f.name)) for f in fields(self)
-                   if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
-        return replace(self, **tensors, draw=self.draw.map(fn), extra={k: fn(v) for k, v in self.extra.items()})
+        tensors = {
+            f.name: fn(getattr(self, f.name))
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(
+            self, **tensors, draw=self.draw.map(fn), extra={k: fn(v) for k, v in self.extra.items()}
+        )
 
     def select(self, index: torch.Tensor | slice) -> Rollout:
         """The rows `index` (for micro-batches)."""

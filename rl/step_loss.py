@@ -35,7 +35,9 @@ class Targets:
 class StepLoss:
     """The clipped surrogate of one RL step (+ KL to the reference) (+ PPO's value loss)."""
 
-    def __init__(self, rl: RLConfig, window: Window, micro_batch: int, value_head: torch.nn.Module | None = None):
+    def __init__(
+        self, rl: RLConfig, window: Window, micro_batch: int, value_head: torch.nn.Module | None = None
+    ):
         self.rl, self.window, self.micro_batch, self.value_head = rl, window, micro_batch, value_head
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
@@ -43,7 +45,9 @@ class StepLoss:
         return [torch.arange(s, min(s + self.micro_batch, n)) for s in range(0, n, self.micro_batch)]
 
     @torch.no_grad()
-    def targets(self, policy, reference, ro: Rollout, advantages, rewards: torch.Tensor, norm: dict) -> Targets:
+    def targets(
+        self, policy, reference, ro: Rollout, advantages, rewards: torch.Tensor, norm: dict
+    ) -> Targets:
         """The step's targets: reference log-probs when beta > 0, PPO's advantages, returns and values.
         `reference`: the frozen reference policy, or None for the policy itself with feedback (and LoRA) off."""
         ref = self.reference_logprobs(policy, reference, ro) if self.rl.beta > 0 else None
@@ -80,7 +84,9 @@ class StepLoss:
         """Zeros added to the fed-back hidden states; their gradient is the gradient on the latent path."""
         if not policy.mode.feeds_back or self.window == 0:
             return None
-        return torch.zeros(*mb.input_ids.shape, policy.hidden_size, device=mb.input_ids.device, requires_grad=True)
+        return torch.zeros(
+            *mb.input_ids.shape, policy.hidden_size, device=mb.input_ids.device, requires_grad=True
+        )
 
     def __call__(self, policy, mb: Rollout, idx: torch.Tensor, targets: Targets):
         """Loss of the micro-batch `mb` (rows `idx` of the step): recompute with gradient through the
@@ -93,14 +99,29 @@ class StepLoss:
         mb_ref = None if t.ref_logprobs is None else t.ref_logprobs[idx] + rc.thought_logprobs
         mask = mb.loss_mask
         loss, m = algo.policy_loss(
-            rc.logprobs, mb.logprobs, t.advantages[idx], mask, rl.epsilon_low, rl.epsilon_high,
-            rl.loss_aggregation, mb_ref, rl.beta, rl.kl_estimator, rl.kl_ratio_correction, **t.norm,
-        )  # fmt: skip
+            rc.logprobs,
+            mb.logprobs,
+            t.advantages[idx],
+            mask,
+            rl.epsilon_low,
+            rl.epsilon_high,
+            rl.loss_aggregation,
+            mb_ref,
+            rl.beta,
+            rl.kl_estimator,
+            rl.kl_ratio_correction,
+            **t.norm,
+        )
         if t.old_values is not None:
             vloss, vm = algo.value_loss(
-                self.value_head(rc.hidden), t.old_values[idx], t.returns[idx], mask, rl.value_clip,
-                rl.loss_aggregation, **t.norm,
-            )  # fmt: skip
+                self.value_head(rc.hidden),
+                t.old_values[idx],
+                t.returns[idx],
+                mask,
+                rl.value_clip,
+                rl.loss_aggregation,
+                **t.norm,
+            )
             loss = loss + rl.value_coef * vloss
             m.update(vm)
         m["entropy"] = algo.masked_mean(rc.entropy, mb.action_mask).detach()

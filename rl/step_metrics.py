@@ -12,9 +12,13 @@ from neuralese.rollout import Rollout
 
 
 def rollout_metrics(
-    policy: NeuralesePolicy, ro: Rollout, rewards: torch.Tensor, per_func: dict[str, torch.Tensor],
-    correct: torch.Tensor, group_size: int,
-) -> dict[str, Any]:  # fmt: skip
+    policy: NeuralesePolicy,
+    ro: Rollout,
+    rewards: torch.Tensor,
+    per_func: dict[str, torch.Tensor],
+    correct: torch.Tensor,
+    group_size: int,
+) -> dict[str, Any]:
     """Rewards [N] and correctness [N] of the whole step (gathered over processes); lengths and
     thoughts of this process's rollout `ro`."""
     m = {
@@ -39,13 +43,24 @@ def rollout_metrics(
 
 
 def completion_rows(
-    rows: dict[str, list], texts: list[str], ro: Rollout, rewards: torch.Tensor, group_size: int, limit: int = 8
+    rows: dict[str, list],
+    texts: list[str],
+    ro: Rollout,
+    rewards: torch.Tensor,
+    group_size: int,
+    limit: int = 8,
 ) -> list[dict[str, Any]]:
     """The first `limit` samples of a step, for completions.jsonl."""
     out = []
     for i in range(min(limit, len(texts))):
         out.append(
-            {"prompt": rows["prompt"][i // group_size], "completion": texts[i], "answer": rows["answer"][i // group_size],
-             "reward": rewards[i].item(), "thoughts": int(ro.num_thoughts[i]), "positions": int(ro.generated_positions[i])}
-        )  # fmt: skip
+            {
+                "prompt": rows["prompt"][i // group_size],
+                "completion": texts[i],
+                "answer": rows["answer"][i // group_size],
+                "reward": rewards[i].item(),
+                "thoughts": int(ro.num_thoughts[i]),
+                "positions": int(ro.generated_positions[i]),
+            }
+        )
     return out

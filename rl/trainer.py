@@ -128,7 +128,9 @@ class Trainer:
         self.curriculum = Curriculum(cfg.curriculum, self.policy.config)  # it sets the number of thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
-        self.loss = StepLoss(cfg.rl, cfg.neuralese.tbptt_window, cfg.rl.micro_batch_per_device, self.value_head)
+        self.loss = StepLoss(
+            cfg.rl, cfg.neuralese.tbptt_window, cfg.rl.micro_batch_per_device, self.value_head
+        )
         self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state = TrainerState()
@@ -152,7 +154,9 @@ class Trainer:
         self.scheduler = get_scheduler(cfg.rl.lr_scheduler, self.optimizer, cfg.rl.warmup_steps, steps)
         self.engine = None  # the DeepSpeed engine, which then owns backward and the optimizer step
         if uses_deepspeed(self.accelerator):
-            self.engine = prepare_deepspeed(self.accelerator, cfg, self.policy, self.value_head, self.optimizer)
+            self.engine = prepare_deepspeed(
+                self.accelerator, cfg, self.policy, self.value_head, self.optimizer
+            )
 
     # ------------------------------------------------------------------ the loop
 
@@ -272,8 +276,13 @@ class Trainer:
         from neuralese.vllm_engine import VLLMEngine  # the optional extra
 
         with full_parameters(self.accelerator, self.policy):  # vLLM starts from the full weights
-            return VLLMEngine(self.policy, self.cfg.vllm, self.cfg.seed * 1000 + self.rank,
-                              self.out / f"vllm-rank{self.rank}", self.world)  # fmt: skip
+            return VLLMEngine(
+                self.policy,
+                self.cfg.vllm,
+                self.cfg.seed * 1000 + self.rank,
+                self.out / f"vllm-rank{self.rank}",
+                self.world,
+            )
 
     def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
         """Weighted rewards [N], each function's values, correctness [N] (the env's check >= 1), call stats."""
@@ -392,8 +401,10 @@ class Trainer:
         bad = nonfinite_parameters(self.accelerator, self.optimizer, modules, self.group_of)
         if bad:
             (name, group, lr), count = bad[0], len(bad)
-            raise self.stop(f"the update left {count} weight tensors NaN or infinite, first {name} "
-                            f"(optimizer group {group!r}, learning rate {lr:g})")  # fmt: skip
+            raise self.stop(
+                f"the update left {count} weight tensors NaN or infinite, first {name} "
+                f"(optimizer group {group!r}, learning rate {lr:g})"
+            )
 
     def guarded(self, fn):
         """`fn()`; a peer lost in one of its collectives ends the run with where to resume from."""
@@ -421,9 +432,16 @@ class Trainer:
         self.policy.eval()
         with self.accelerator.autocast():
             result = evaluate(
-                self.policy, self.env, self.cfg.env.test_split, e.n, self.data_seed, e.batch_size,
-                self.curriculum.budget(e.max_new_tokens), env_name=self.cfg.env.name, progress=False,
-            )  # fmt: skip
+                self.policy,
+                self.env,
+                self.cfg.env.test_split,
+                e.n,
+                self.data_seed,
+                e.batch_size,
+                self.curriculum.budget(e.max_new_tokens),
+                env_name=self.cfg.env.name,
+                progress=False,
+            )
         self.policy.train()
         return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
 
@@ -438,19 +456,28 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a `state_dict` (a checkpoint's trainer_state.json)."""
-        self.state = TrainerState(**{f.name: int(state[f.name]) for f in dataclasses.fields(TrainerState)
-                                     if f.name in state})  # fmt: skip
+        self.state = TrainerState(
+            **{f.name: int(state[f.name]) for f in dataclasses.fields(TrainerState) if f.name in state}
+        )
         if self.curriculum.enabled and "curriculum" in state:
             self.curriculum.load_state_dict(state["curriculum"])
 
     def parts(self) -> RunParts:
         """What a checkpoint holds besides the loop's own state."""
-        return RunParts(self.policy, self.optimizer, self.scheduler, self.generator, self.value_head, self.engine)
+        return RunParts(
+            self.policy, self.optimizer, self.scheduler, self.generator, self.value_head, self.engine
+        )
 
     def save(self) -> None:
         """Checkpoint this step (a collective: every process calls it)."""
-        save_run(self.accelerator, self.out, self.state.step, self.parts(), self.state_dict(),
-                 self.cfg.log.keep_checkpoints)  # fmt: skip
+        save_run(
+            self.accelerator,
+            self.out,
+            self.state.step,
+            self.parts(),
+            self.state_dict(),
+            self.cfg.log.keep_checkpoints,
+        )
 
     def _prepare_run_dir(self, resume: bool) -> None:
         if not resume and (self.out / "metrics.jsonl").exists():
@@ -465,7 +492,9 @@ class Trainer:
         """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
         ckpts = list_checkpoints(self.out)
         if not ckpts:
-            self._notice(f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting at step 0")
+            self._notice(
+                f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting at step 0"
+            )
             self.log.truncate(0)
             return
         notices = check_same_recipe(self.out, recipe_changes(self.out, self.cfg))

@@ -95,8 +95,10 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         if policy.feedback_on and not policy.mode.prefix_thoughts:
-            raise ValueError(f"vLLM cannot decode in {policy.mode.describe_config()}: it decodes written tokens "
-                             "after latent thoughts only")  # fmt: skip
+            raise ValueError(
+                f"vLLM cannot decode in {policy.mode.describe_config()}: it decodes written tokens "
+                "after latent thoughts only"
+            )
         head = _prefix(policy, prompt_ids, prompt_mask, generator)
         P = prompt_ids.shape[1]
         device = generator.device if generator is not None else "cpu"
@@ -161,10 +163,7 @@ def with_policy_logprobs(policy: NeuralesePolicy, ro: Rollout, micro_batch: int)
     (forward values do not depend on the TBPTT window, so window 0 computes them)."""
     n = ro.input_ids.shape[0]
     ours = torch.cat(
-        [
-            policy.recompute(ro.select(slice(s, s + micro_batch)), 0).logprobs
-            for s in range(0, n, micro_batch)
-        ]
+        [policy.recompute(ro.select(slice(s, s + micro_batch)), 0).logprobs for s in range(0, n, micro_batch)]
     )  # [N, L]
     gap = (ours - ro.logprobs)[ro.loss_mask].abs().max().item() if ro.loss_mask.any() else 0.0
     return replace(ro, logprobs=ours), gap
@@ -188,12 +187,16 @@ def _prefix(
         bsz, plen = prompt_ids.shape
         none = torch.zeros_like(prompt_ids, dtype=torch.bool)
         return Rollout(
-            input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=position_ids_from_mask(prompt_mask),
-            action_mask=none, feedback_mask=none,
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask.long(),
+            position_ids=position_ids_from_mask(prompt_mask),
+            action_mask=none,
+            feedback_mask=none,
             feedback=torch.zeros(bsz, plen, policy.hidden_size, device=prompt_ids.device),
             logprobs=torch.zeros(bsz, plen, device=prompt_ids.device, dtype=torch.float64),
-            prompt_length=plen, temperature=1.0,
-        )  # fmt: skip
+            prompt_length=plen,
+            temperature=1.0,
+        )
     # One answer step past the thoughts is sampled and dropped: the thoughts are the rollout's own.
     ro = policy.rollout(prompt_ids, prompt_mask, 1, 1.0, generator, ignore_eos=True)
     return _slice(ro, prompt_ids.shape[1] + policy.config.num_thoughts)

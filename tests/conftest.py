@@ -93,7 +93,9 @@ def dense_recipe(addition_codec, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("dense")
     text = CODEC_RECIPE.replace("env: {name: addition, args: {digits: 2}}\n", "")
     path = folder / "dense.yaml"
-    path.write_text(text + DENSE_SECTIONS.format(model=folder / "as-is", codec=addition_codec, plugins=PLUGINS))
+    path.write_text(
+        text + DENSE_SECTIONS.format(model=folder / "as-is", codec=addition_codec, plugins=PLUGINS)
+    )
     return path
 
 

@@ -39,7 +39,12 @@ PLUGINS = Path(__file__).parent / "plugins" / "rewards.py"
 RESUMED = re.compile(r"--resume: (?:continuing from \S*step-(\d+) |no complete checkpoint)")
 ONE_PROCESS = [sys.executable, "-m", "neuralese.cli"]
 Prefix = list[str] | Callable[[], list[str]]
-CHILD_ENV = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+CHILD_ENV = {
+    "PYTHONPATH": str(ROOT),
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 RECIPE = """\
@@ -72,13 +77,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def accelerate_launch(config: Path, port: int, processes: int, machine: int | None = None, machines: int = 1) -> list[str]:
+def accelerate_launch(
+    config: Path, port: int, processes: int, machine: int | None = None, machines: int = 1
+) -> list[str]:
     """The `accelerate launch` line of `config` up to the program: `processes` in all; with
     `machines` > 1, the launcher of machine `machine` (`--machine_rank`), all on 127.0.0.1."""
-    line = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-            "--num_processes", str(processes), "--main_process_port", str(port)]  # fmt: skip
+    line = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(port),
+    ]
     if machines > 1:
-        line += ["--num_machines", str(machines), "--machine_rank", str(machine), "--main_process_ip", "127.0.0.1"]
+        line += [
+            "--num_machines",
+            str(machines),
+            "--machine_rank",
+            str(machine),
+            "--main_process_ip",
+            "127.0.0.1",
+        ]
     return line
 
 
@@ -94,8 +117,7 @@ def launch(recipe: Path, out: Path, log: Path, prefix: Prefix = ONE_PROCESS) -> 
     prefix = prefix() if callable(prefix) else prefix
     cmd = [*prefix, "train", str(recipe), "--out", str(out), "--resume"]
     with open(log, "w") as err:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=err, stderr=err, env={**os.environ, **CHILD_ENV},
-                                cwd=out.parent)  # fmt: skip
+        return subprocess.Popen(cmd, stdout=err, stderr=err, env={**os.environ, **CHILD_ENV}, cwd=out.parent)
 
 
 def poll(proc: subprocess.Popen, ready, timeout: float = 300.0) -> bool:
@@ -117,7 +139,11 @@ def newest_step(out: Path) -> int:
 
 def partial_writes(ckpts: Path) -> set[str]:
     """The `.step-N.tmp-*` folders of checkpoint writes under way (or killed)."""
-    return {e.name for e in os.scandir(ckpts) if e.name.startswith(".step-") and ".tmp-" in e.name} if ckpts.exists() else set()
+    return (
+        {e.name for e in os.scandir(ckpts) if e.name.startswith(".step-") and ".tmp-" in e.name}
+        if ckpts.exists()
+        else set()
+    )
 
 
 def writing_checkpoint(ckpts: Path, seen: set[str]) -> bool:
@@ -181,7 +207,9 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def kill_and_resume(recipe: Path, out: Path, kinds: list[str], seed: int, prefix: Prefix = ONE_PROCESS) -> list[dict]:
+def kill_and_resume(
+    recipe: Path, out: Path, kinds: list[str], seed: int, prefix: Prefix = ONE_PROCESS
+) -> list[dict]:
     """Run to the end through the kills in `kinds`; returns a record of every process."""
     rng = random.Random(seed)
     records: list[dict] = []
@@ -201,8 +229,14 @@ def kill_and_resume(recipe: Path, out: Path, kinds: list[str], seed: int, prefix
         for ckpt in list_checkpoints(out):  # no kill leaves a step-N that fails its manifest
             verify(ckpt)
         expected = newest_step(out)
-        records.append({"kind": kind if killed else "finished", "resumed_from": int(resumed.group(1) or 0),
-                        "mid_write": mid_write, "newest_after": expected})  # fmt: skip
+        records.append(
+            {
+                "kind": kind if killed else "finished",
+                "resumed_from": int(resumed.group(1) or 0),
+                "mid_write": mid_write,
+                "newest_after": expected,
+            }
+        )
         if not killed:
             break
     return records

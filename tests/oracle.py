@@ -50,7 +50,9 @@ class Given:
     and thought draws (to score it), or the thoughts to feed (the shuffled control; drawn by nobody)."""
 
     tokens: list[int] | None = None
-    draws: torch.Tensor | None = None  # [G, ...] the thoughts' draws: eps [G, D], Gumbel g [G, V] or tokens [G, m]
+    draws: torch.Tensor | None = (
+        None  # [G, ...] the thoughts' draws: eps [G, D], Gumbel g [G, V] or tokens [G, m]
+    )
     thoughts: list[torch.Tensor] | None = None
 
 
@@ -58,10 +60,14 @@ class Oracle:
     """The contract, read off a plain causal LM, the feedback config (neuralese.json's `neuralese`
     mapping) and the feedback weights (feedback.safetensors' tensors)."""
 
-    def __init__(self, model, cfg: dict, weights: dict[str, torch.Tensor], thought_id: int, eos: set[int], pad: int):
+    def __init__(
+        self, model, cfg: dict, weights: dict[str, torch.Tensor], thought_id: int, eos: set[int], pad: int
+    ):
         self.model, self.cfg = model.eval(), cfg
         self.w = {k: v.detach().double() for k, v in weights.items()}
-        embedding = model.get_input_embeddings()  # E[x]: what the model reads for token x (its scale included)
+        embedding = (
+            model.get_input_embeddings()
+        )  # E[x]: what the model reads for token x (its scale included)
         self.E = embedding(torch.arange(embedding.num_embeddings)).detach().float()
         self.thought_id, self.eos, self.pad = thought_id, eos, pad
 
@@ -135,13 +141,17 @@ class Oracle:
             return 0.0
         if self.sampler == "gaussian":
             sigma, d = self.cfg["noise_std"], draw.numel()
-            return float(-0.5 * draw.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi))
+            return float(
+                -0.5 * draw.double().pow(2).sum() - d * math.log(sigma) - 0.5 * d * math.log(2 * math.pi)
+            )
         if self.sampler == "gumbel":
             g = draw.double()
             return float((-g - torch.exp(-g)).sum())
         return float(torch.log_softmax(out[0][t] / self.cfg["thought_temperature"], -1)[draw].sum())
 
-    def pick(self, logits: torch.Tensor, temperature: float, given: Given | None, i: int) -> tuple[int, float]:
+    def pick(
+        self, logits: torch.Tensor, temperature: float, given: Given | None, i: int
+    ) -> tuple[int, float]:
         """The token at generated position i (greedy, or the given one) and its log-prob; greedy
         log-probs are at temperature 1."""
         logp = torch.log_softmax(logits / (temperature or 1.0), -1)
@@ -150,7 +160,9 @@ class Oracle:
 
     # ------------------------------------------------------------------ modes
 
-    def run(self, prompt: list[int], max_new: int, temperature: float = 0.0, given: Given | None = None) -> list[Step]:
+    def run(
+        self, prompt: list[int], max_new: int, temperature: float = 0.0, given: Given | None = None
+    ) -> list[Step]:
         mode = self.cfg["mode"]
         inputs = [self.E[x] for x in prompt]
         if mode == "refine" and self.cfg["refine_over"] == "answer":
@@ -168,7 +180,9 @@ class Oracle:
         total = thoughts + max_new
         for i in range(total):
             thinking = i < thoughts
-            token, logp = (self.thought_id, 0.0) if thinking else self.pick(out[0][-1], temperature, given, offset + i)
+            token, logp = (
+                (self.thought_id, 0.0) if thinking else self.pick(out[0][-1], temperature, given, offset + i)
+            )
             ends = not thinking and token in self.eos
             fed = f = None
             if (thinking or feeds_answer) and not ends and i < total - 1:
@@ -206,7 +220,9 @@ class Oracle:
             prev = self.forward(prompt_inputs + span)
         return [Step(self.thought_id, 0.0, f, False) for f in fed], prompt_inputs + span
 
-    def refine_answer(self, prompt_inputs, n: int, temperature: float = 0.0, given: Given | None = None) -> list[Step]:
+    def refine_answer(
+        self, prompt_inputs, n: int, temperature: float = 0.0, given: Given | None = None
+    ) -> list[Step]:
         """A greedy draft of n tokens (the first greedy token, padding after), refined in T passes: each
         later pass's tokens are the previous pass's greedy next tokens; the answer is read off the last
         (greedy, or the given tokens scored at `temperature`)."""
@@ -216,7 +232,9 @@ class Oracle:
         draft = [int(z0.argmax())] + [self.pad] * (n - 1)
         prev = None
         for _ in range(T):
-            fed = [self.thought(prompt_out, -1)] + [None if prev is None else self.thought(prev, p + u - 1) for u in range(1, n)]
+            fed = [self.thought(prompt_out, -1)] + [
+                None if prev is None else self.thought(prev, p + u - 1) for u in range(1, n)
+            ]
             prev = self.forward(prompt_inputs + [self.enter(x, f) for x, f in zip(draft, fed)])
             draft = draft[:1] + prev[0][p : p + n - 1].argmax(-1).tolist()
         scores = [z0] + list(prev[0][p : p + n - 1])
@@ -232,5 +250,3 @@ class Oracle:
 
 def rms(x: torch.Tensor) -> torch.Tensor:
     return x.pow(2).mean().sqrt()
-
-

@@ -53,7 +53,11 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
     recipe.write_text(RECIPE.format(out=tmp_path / "work"))
     out = tmp_path / "ablation"
     log = ablate(recipe, out)
-    assert "stage 0 (default): training" in log and "[1/2] token seed 0" in log and "[2/2] latent-w2 seed 0" in log
+    assert (
+        "stage 0 (default): training" in log
+        and "[1/2] token seed 0" in log
+        and "[2/2] latent-w2 seed 0" in log
+    )
 
     table = (out / "table.md").read_text()
     for arm in ("token", "latent-w2"):
@@ -101,10 +105,15 @@ def test_data_seed_fixes_prompts_and_evaluation_while_seed_varies(tiny_dir, tmp_
 
     def trainer(seed: int, data_seed: int | None) -> Trainer:
         cfg = RunConfig(
-            seed=seed, data_seed=data_seed, output_dir=str(tmp_path / f"run-{seed}-{data_seed}"),
-            model=ModelConfig(path=str(tiny_dir)), env=EnvConfig(name="addition", args={"digits": 3}, train_size=64),
-            rl=RLConfig(prompts_per_step=4, samples_per_prompt=2), eval=EvalConfig(n=4), log=LogConfig(trackers=[]),
-        )  # fmt: skip
+            seed=seed,
+            data_seed=data_seed,
+            output_dir=str(tmp_path / f"run-{seed}-{data_seed}"),
+            model=ModelConfig(path=str(tiny_dir)),
+            env=EnvConfig(name="addition", args={"digits": 3}, train_size=64),
+            rl=RLConfig(prompts_per_step=4, samples_per_prompt=2),
+            eval=EvalConfig(n=4),
+            log=LogConfig(trackers=[]),
+        )
         return Trainer(cfg)
 
     a, b, c = trainer(0, 7), trainer(1, 7), trainer(1, None)
@@ -122,11 +131,17 @@ def test_every_arms_spec_resolves_against_its_recipe(capsys):
         rc = main(["ablate", str(recipe), "--spec", str(spec), "--check"])
         printed = capsys.readouterr()
         assert rc == 0, printed.out + printed.err
-        arms = dict(line.removeprefix("ablate: ").split(": ", 1) for line in printed.out.splitlines()
-                    if line.startswith("ablate: "))  # fmt: skip
+        arms = dict(
+            line.removeprefix("ablate: ").split(": ", 1)
+            for line in printed.out.splitlines()
+            if line.startswith("ablate: ")
+        )
         arms_spec = yaml.safe_load(spec.read_text())["arms"]
         assert len(arms) >= 3 and set(arms_spec) <= set(arms), printed.out
-        for name, a in arms_spec.items():  # each pause control gets its twin, and the twin's thoughts are pauses
+        for (
+            name,
+            a,
+        ) in arms_spec.items():  # each pause control gets its twin, and the twin's thoughts are pauses
             if "pause" in a.get("controls", []):
                 assert ", pause, " in arms[f"{name}+pause"], f"{spec.name}: {name}+pause: {printed.out}"
 
@@ -144,8 +159,10 @@ def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.format(out=tmp_path / "work"))
     spec = tmp_path / "arms.yaml"
-    spec.write_text("arms:\n  token: {set: [neuralese.mode=off]}\n  soft: {set: [neuralese.space=embedding, "
-                    "neuralese.input=latent_only]}\n")
+    spec.write_text(
+        "arms:\n  token: {set: [neuralese.mode=off]}\n  soft: {set: [neuralese.space=embedding, "
+        "neuralese.input=latent_only]}\n"
+    )
     out = tmp_path / "ablation"
     done = neuralese("ablate", str(recipe), "--spec", str(spec), "--out", str(out), "--switch-on")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -155,8 +172,11 @@ def test_switch_on_scores_each_arm_with_its_own_and_shuffled_thoughts(tmp_path):
     assert 0 <= rows["soft"]["shuffled"] <= 1 and 0 <= rows["soft"]["accuracy"] <= 1
     # Two thoughts, then at least one answer token (the token arm: answer tokens alone).
     assert rows["soft"]["positions"] >= 3 and rows["token"]["positions"] >= 1
-    assert re.search(r"^\| soft \| default \| latent, embedding \(softmax\), latent_only \| \d\.\d{3} \| \d\.\d{3} \|",
-                     (out / "switch_on.md").read_text(), re.M)  # fmt: skip
+    assert re.search(
+        r"^\| soft \| default \| latent, embedding \(softmax\), latent_only \| \d\.\d{3} \| \d\.\d{3} \|",
+        (out / "switch_on.md").read_text(),
+        re.M,
+    )
     assert not (out / "runs").exists(), "switch-on trains no RL run"
 
 
@@ -164,9 +184,11 @@ def test_the_tables_show_each_modes_own_numbers_as_markdown_cells(tmp_path):
     """Channel mode's |s|, kept and retention, mean over seeds, in the diagnostics table's `mode` column,
     written so that no | splits the cell."""
     run = {"accuracy": 0.5, "switch_on": 0.4, "positions": 6.0, "step_s": 0.2}
-    runs = [{**run, "arm": "token", "seed": 0},
-            {**run, "arm": "channel", "seed": 0, "mode_columns": {"|s|": 1.0, "kept": 0.2, "a mean": 0.5}},
-            {**run, "arm": "channel", "seed": 1, "mode_columns": {"|s|": 3.0, "kept": 0.4, "a mean": 0.7}}]  # fmt: skip
+    runs = [
+        {**run, "arm": "token", "seed": 0},
+        {**run, "arm": "channel", "seed": 0, "mode_columns": {"|s|": 1.0, "kept": 0.2, "a mean": 0.5}},
+        {**run, "arm": "channel", "seed": 1, "mode_columns": {"|s|": 3.0, "kept": 0.4, "a mean": 0.7}},
+    ]
     rows = aggregate(runs, {"token": Arm("token", []), "channel": Arm("channel", [])})
     assert rows["channel"]["mode_columns"] == pytest.approx({"|s|": 2.0, "kept": 0.3, "a mean": 0.6})
     assert rows["token"]["mode_columns"] == {}

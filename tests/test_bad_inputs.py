@@ -188,8 +188,13 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
     make_remote_code_folder(tiny_dir, root / "remote_code")
     texts = env_texts(make_env("addition", {"digits": 3}).dataset("train", 200, seed=0))
     tok = tokenizer_without_thought_token(texts + [" " + t for t in texts])
-    save_tiny(build_tiny_model(tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)),
-              tok, root / "no_thought")  # fmt: skip
+    save_tiny(
+        build_tiny_model(
+            tok, TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+        ),
+        tok,
+        root / "no_thought",
+    )
     shape = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     two_logits = build_tiny_model(tok, shape, 0, AutoModelForSequenceClassification, num_labels=2)
     save_tiny(two_logits, tok, root / "two_logits")  # a classifier with two logits: no reward model
@@ -201,7 +206,9 @@ def broken_models(tiny_dir, tmp_path_factory) -> Path:
         '{"question": "Caf\xe9 1+1?", "answer": "#### 2"}\n'.encode("latin-1")
     )
     good = {"question": "1+1?", "answer": "#### 2"}
-    (root / "question_number.jsonl").write_text(f"{json.dumps(good)}\n{json.dumps({**good, 'question': 3})}\n")
+    (root / "question_number.jsonl").write_text(
+        f"{json.dumps(good)}\n{json.dumps({**good, 'question': 3})}\n"
+    )
     problem = {"question": "Is A a b or c?", "answer": "A is a b.", "steps": "A is a b."}  # steps: one text
     (root / "steps_text.json").write_text(json.dumps([problem]))
     return root
@@ -257,8 +264,11 @@ def runs(places, tmp_path_factory) -> dict[str, Path]:
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])
     (ckpt / "optimizer.pt").write_bytes(b"PK\x03\x04 cut short")
-    manifest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(ckpt.iterdir())
-                if p.name != "manifest.json"}  # fmt: skip
+    manifest = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(ckpt.iterdir())
+        if p.name != "manifest.json"
+    }
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
     return {name: root / name for name in ("run", "corrupted", "bad_config", "damaged")}
 
@@ -273,7 +283,9 @@ def test_bad_input_in_process(path, places, runs, tmp_path, capfd):
     run_in_process(parse_case(path), places, runs, tmp_path, capfd)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed: its engine starts")
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is not None, reason="vLLM is installed: its engine starts"
+)
 def test_vllm_rollouts_without_vllm(places, runs, tmp_path, capfd):
     """A corpus case, but only where vLLM is not installed."""
     expect = "rl.rollout_engine: 'vllm' needs vLLM, which does not import here"
@@ -310,9 +322,13 @@ def run_cli_case(path: Path, places, runs, tmp_path: Path) -> None:
     before, inputs = snapshot(tmp_path), snapshot(places["MODELS"])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "neuralese.cli", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
+        [sys.executable, "-m", "neuralese.cli", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
         timeout=300,
-    )  # fmt: skip
+    )
     check(
         case, argv, proc.returncode, proc.stderr, {**places, "RECIPE": tmp_path / "recipe.yaml", "OUT": out}
     )

@@ -28,7 +28,9 @@ from neuralese.rollout import Rollout
 def channel_policy(tiny_dir, gate=1.0, retention=0.7, **kw):
     """A channel policy with the gate open, the maps moved away from their start and the retention
     spread over (0, 1), so that every part of the recurrence shows in the outputs."""
-    policy = make_policy(tiny_dir, mode="channel", gate=gate, channel_width=12, channel_retention=retention, **kw)
+    policy = make_policy(
+        tiny_dir, mode="channel", gate=gate, channel_width=12, channel_retention=retention, **kw
+    )
     w = policy.adapter.channel
     with torch.no_grad():
         w.write.weight.add_(0.3 * torch.randn_like(w.write.weight))
@@ -44,10 +46,17 @@ def test_gate_closed_equals_plain_model(tiny_dir):
     assert torch.equal(rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro))
     assert ro.feedback[ro.feedback_mask].abs().sum() > 0  # the channel was not empty: only the gate hid it
     ids, mask = policy.encode(PROMPTS)  # greedy: HF's own generate
-    theirs = policy.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
-                                   pad_token_id=policy.pad_token_id)  # fmt: skip
+    theirs = policy.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=6,
+        do_sample=False,
+        pad_token_id=policy.pad_token_id,
+    )
     ours = policy.rollout(ids, mask, 6, temperature=0.0)
-    assert policy.decode(ours) == policy.tokenizer.batch_decode(theirs[:, ids.shape[1] :], skip_special_tokens=True)
+    assert policy.decode(ours) == policy.tokenizer.batch_decode(
+        theirs[:, ids.shape[1] :], skip_special_tokens=True
+    )
 
 
 def test_state_is_the_recurrence(tiny_dir):
@@ -128,8 +137,11 @@ def literal_logprobs(policy, ro: Rollout, window) -> torch.Tensor:
     return with_token_logprobs(logp, logits, ro)
 
 
-@pytest.mark.parametrize("thought,window", [("hidden", w) for w in (0, 1, 2, "full")]
-                         + [("hidden-gaussian", 2), ("embedding-gumbel", "full"), ("pause", 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "thought,window",
+    [("hidden", w) for w in (0, 1, 2, "full")]
+    + [("hidden-gaussian", 2), ("embedding-gumbel", "full"), ("pause", 2)],
+)
 def test_gradients_equal_literal_implementation(tiny_dir, thought, window):
     policy = channel_policy(tiny_dir, **THOUGHTS[thought])
     ro = rollout(policy, max_new_tokens=5)
@@ -148,7 +160,9 @@ def test_shuffled_thoughts_rebuild_the_other_prompts_channel(tiny_dir):
     given = own.thoughts[:, own.prompt_length :].roll(-1, 0)
     ro = policy.rollout(ids, mask, 5, 0.0, ignore_eos=True, thoughts=given)
     fb = own.feedback_mask[:, own.prompt_length :]
-    torch.testing.assert_close(ro.feedback[:, own.prompt_length :][fb], own.feedback[:, own.prompt_length :].roll(-1, 0)[fb])
+    torch.testing.assert_close(
+        ro.feedback[:, own.prompt_length :][fb], own.feedback[:, own.prompt_length :].roll(-1, 0)[fb]
+    )
     assert ro.logprobs[ro.feedback_mask & ~ro.action_mask].abs().sum() == 0
 
 
@@ -161,7 +175,9 @@ def test_inspect_shows_the_state_and_what_it_keeps(tiny_dir):
     ro = policy.rollout(ids, mask, 6, 0.0, torch.Generator().manual_seed(0))
     at = ro.feedback_mask[0].nonzero().squeeze(-1)
     state, a = ro.extra["state"][0], torch.sigmoid(policy.adapter.channel.retention.logit).detach()
-    assert [th.columns["|s|"] for th in ins.thoughts] == pytest.approx(state[at].norm(dim=-1).tolist(), rel=1e-5)
+    assert [th.columns["|s|"] for th in ins.thoughts] == pytest.approx(
+        state[at].norm(dim=-1).tolist(), rel=1e-5
+    )
     kept = [float((a * state[t - 1]).norm() / state[t].norm()) for t in at.tolist()]
     assert [th.columns["kept"] for th in ins.thoughts] == pytest.approx(kept, rel=1e-5)
     assert kept[0] == 0 and all(0 < k for k in kept[1:])  # nothing to keep at the first position
@@ -173,7 +189,9 @@ def test_weight_stats_are_the_retention_and_other_modes_have_none(tiny_dir):
     policy = channel_policy(tiny_dir)
     a = torch.sigmoid(policy.adapter.channel.retention.logit).detach()
     stats = policy.mode.weight_stats(policy)
-    assert stats == pytest.approx({"a mean": float(a.mean()), "a min": float(a.min()), "a max": float(a.max())})
+    assert stats == pytest.approx(
+        {"a mean": float(a.mean()), "a min": float(a.min()), "a max": float(a.max())}
+    )
     hybrid = make_policy(tiny_dir, mode="hybrid")
     assert hybrid.mode.weight_stats(hybrid) == {}
 

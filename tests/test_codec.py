@@ -101,20 +101,50 @@ def test_save_and_load_give_the_same_codec(addition_codec, tmp_path):
 
 def test_level_two_trains_through_its_frozen_base(addition_codec, codec_recipe, tmp_path):
     out = tmp_path / "level2"
-    assert main(["codec", "train", str(codec_recipe), "--out", str(out), "--set", f"codec.base={addition_codec}",
-                 "--set", "codec.max_steps=100"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "codec",
+                "train",
+                str(codec_recipe),
+                "--out",
+                str(out),
+                "--set",
+                f"codec.base={addition_codec}",
+                "--set",
+                "codec.max_steps=100",
+            ]
+        )
+        == 0
+    )
     level2 = load_codec(out)
     base = load_codec(addition_codec)
     assert level2.level == 2 and level2.tokens_per_code == 4 and level2.base.tokens_per_code == 2
-    assert all(torch.equal(v, base.own_state()[k]) for k, v in level2.base.own_state().items()), "base changed"
+    assert all(torch.equal(v, base.own_state()[k]) for k, v in level2.base.own_state().items()), (
+        "base changed"
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["base_held_out"]["token_accuracy"] >= 0.99 and 0 < report["held_out"]["token_accuracy"] <= 1
     text = "12+34="
     codes = level2.encode_text(text)
     assert len(codes) == 2 and isinstance(level2.decode_text(codes), str)
     # A third level stands on the second the same way, and its folder loads back (base/base/tokenizer).
-    assert main(["codec", "train", str(codec_recipe), "--out", str(tmp_path / "level3"), "--set", f"codec.base={out}",
-                 "--set", "codec.max_steps=20"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "codec",
+                "train",
+                str(codec_recipe),
+                "--out",
+                str(tmp_path / "level3"),
+                "--set",
+                f"codec.base={out}",
+                "--set",
+                "codec.max_steps=20",
+            ]
+        )
+        == 0
+    )
     level3 = load_codec(tmp_path / "level3")
     assert level3.level == 3 and level3.tokens_per_code == 8 and len(level3.encode_text(text)) == 1
 
@@ -142,7 +172,9 @@ def one_error(capfd, argv) -> str:
 
 def test_ids_that_do_not_divide_into_chunks_are_refused(addition_codec, capfd):
     line = one_error(capfd, ["codec", "encode", str(addition_codec), "--ids", "5,6,7"])
-    assert line.startswith(f"neuralese codec: error: codec {addition_codec}: 3 token ids do not divide into chunks of 2")
+    assert line.startswith(
+        f"neuralese codec: error: codec {addition_codec}: 3 token ids do not divide into chunks of 2"
+    )
 
 
 def test_an_unknown_piece_is_refused_by_name(addition_codec, capfd):
@@ -202,8 +234,19 @@ def code_indices(ids: list[int], tokenizer: DenseTokenizer) -> list[int]:
 def composed_dir(dense_recipe, tmp_path_factory) -> Path:
     """The dense model of `dense_dir`, its code embeddings composed (model.codec_embedding: composed)."""
     out = tmp_path_factory.mktemp("dense-composed") / "as-is"
-    assert main(["pretrain", str(dense_recipe), "--set", "model.codec_embedding=composed",
-                 "--set", f"model.path={out}"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "pretrain",
+                str(dense_recipe),
+                "--set",
+                "model.codec_embedding=composed",
+                "--set",
+                f"model.path={out}",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -230,8 +273,9 @@ def test_a_composed_code_embedding_is_built_from_its_decoded_tokens(dense_recipe
     for code in picks:  # by hand: a written code is sum_j P_j e(t_j) / sqrt(2), another keeps its row
         t0, t1 = chunks[code].tolist()
         by_hand = (composed.maps[0] @ composed.base[t0] + composed.maps[1] @ composed.base[t1]) / 2**0.5
-        assert torch.allclose(emb[tok.offset + code], by_hand if written[code] else before[tok.offset + code],
-                              atol=1e-5), code  # fmt: skip
+        assert torch.allclose(
+            emb[tok.offset + code], by_hand if written[code] else before[tok.offset + code], atol=1e-5
+        ), code
     assert torch.equal(emb[: tok.offset], before[: tok.offset])  # the special tokens keep theirs
     ids = torch.tensor([[1, *(tok.offset + c for c in picks)]])
     logits = model(input_ids=ids, output_hidden_states=True)
@@ -258,8 +302,13 @@ def test_the_dense_policys_text_is_the_codecs_decoding_of_its_codes(dense_model,
     for written, text, positions in zip(ro.completion_ids(), texts, ro.generated_positions.tolist()):
         codes = code_indices(written, tok)
         assert written[: len(codes)] == [c + tok.offset for c in codes], "a special token among the codes"
-        expected = codec.tokenizer.decode(codec.decode_codes(torch.tensor([codes]))[0].tolist(),
-                                          skip_special_tokens=True) if codes else ""  # fmt: skip
+        expected = (
+            codec.tokenizer.decode(
+                codec.decode_codes(torch.tensor([codes]))[0].tolist(), skip_special_tokens=True
+            )
+            if codes
+            else ""
+        )
         assert text == expected
         assert positions == len(written) <= 4 and len(codec.text_ids(text)) <= 2 * len(codes)
     assert policy.generate(prompts[:5], max_new_tokens=4) == policy.decode(
@@ -319,20 +368,51 @@ def continuous_codec(addition_codec, folder):
 @pytest.mark.parametrize("case", ["missing", "continuous"])
 def test_a_bad_model_codec_names_the_key(dense_recipe, addition_codec, tmp_path, capfd, case):
     folder = tmp_path / "nope" if case == "missing" else continuous_codec(addition_codec, tmp_path / "cont")
-    line = one_error(capfd, ["pretrain", str(dense_recipe), "--set", f"model.codec={folder}",
-                             "--set", f"model.path={tmp_path / 'model'}"])  # fmt: skip
-    expected = {"missing": f"model.codec: codec folder '{folder}' does not exist",
-                "continuous": f"model.codec '{folder}': a dense-token model needs a discrete codec"}  # fmt: skip
+    line = one_error(
+        capfd,
+        [
+            "pretrain",
+            str(dense_recipe),
+            "--set",
+            f"model.codec={folder}",
+            "--set",
+            f"model.path={tmp_path / 'model'}",
+        ],
+    )
+    expected = {
+        "missing": f"model.codec: codec folder '{folder}' does not exist",
+        "continuous": f"model.codec '{folder}': a dense-token model needs a discrete codec",
+    }
     assert expected[case] in line and not (tmp_path / "model").exists()
 
 
 def test_a_missing_base_or_text_file_names_the_key(codec_recipe, tmp_path, capfd):
-    line = one_error(capfd, ["codec", "train", str(codec_recipe), "--out", str(tmp_path / "c"),
-                             "--set", f"codec.base={tmp_path / 'nope'}"])  # fmt: skip
+    line = one_error(
+        capfd,
+        [
+            "codec",
+            "train",
+            str(codec_recipe),
+            "--out",
+            str(tmp_path / "c"),
+            "--set",
+            f"codec.base={tmp_path / 'nope'}",
+        ],
+    )
     assert f"codec.base: codec folder '{tmp_path / 'nope'}' does not exist" in line
     for name in ("texts.txt", "texts.jsonl"):
-        line = one_error(capfd, ["codec", "train", str(codec_recipe), "--out", str(tmp_path / "c"),
-                                 "--set", f"codec.text={tmp_path / name}"])  # fmt: skip
+        line = one_error(
+            capfd,
+            [
+                "codec",
+                "train",
+                str(codec_recipe),
+                "--out",
+                str(tmp_path / "c"),
+                "--set",
+                f"codec.text={tmp_path / name}",
+            ],
+        )
         assert line.endswith(f"{tmp_path / name}: text file codec.text names not found")
 
 
@@ -346,18 +426,36 @@ def test_a_bad_codec_embedding_names_the_key(dense_recipe, codec_recipe):
 
 
 def test_a_dense_model_refuses_text_its_codec_never_saw(dense_dir, capfd):
-    line = one_error(capfd, ["eval", str(dense_dir), "--env", "multiplication", "--env-args", "{digits: 2}",
-                             "--n", "2", "--quiet"])  # fmt: skip
+    line = one_error(
+        capfd,
+        [
+            "eval",
+            str(dense_dir),
+            "--env",
+            "multiplication",
+            "--env-args",
+            "{digits: 2}",
+            "--n",
+            "2",
+            "--quiet",
+        ],
+    )
     assert f"the dense-token model's codec ({dense_dir / 'codec'}): '*' (characters 2-3 of " in line
 
 
 @pytest.mark.parametrize(
     "damage, expected",
     [
-        (lambda d: (d / "dense_tokenizer.json").write_text('{"format": 1}'), "dense_tokenizer.json: expected 'format': 1"),
-        (lambda d: (d / "dense_tokenizer.json").write_text(
-            (d / "dense_tokenizer.json").read_text().replace('"codes": 1000', '"codes": 999')),
-         "dense_tokenizer.json: says 999 codes, but its codec has 1000"),
+        (
+            lambda d: (d / "dense_tokenizer.json").write_text('{"format": 1}'),
+            "dense_tokenizer.json: expected 'format': 1",
+        ),
+        (
+            lambda d: (d / "dense_tokenizer.json").write_text(
+                (d / "dense_tokenizer.json").read_text().replace('"codes": 1000', '"codes": 999')
+            ),
+            "dense_tokenizer.json: says 999 codes, but its codec has 1000",
+        ),
         (lambda d: shutil.rmtree(d / "codec"), "codec folder '"),
     ],
     ids=["no-specials", "other-codes", "no-codec"],
@@ -366,25 +464,58 @@ def test_a_damaged_dense_model_folder_names_the_file(dense_dir, tmp_path, capfd,
     folder = tmp_path / "dense"
     shutil.copytree(dense_dir, folder)
     damage(folder)
-    line = one_error(capfd, ["eval", str(folder), "--env", "addition", "--env-args", "{digits: 2}", "--n", "2", "--quiet"])
+    line = one_error(
+        capfd, ["eval", str(folder), "--env", "addition", "--env-args", "{digits: 2}", "--n", "2", "--quiet"]
+    )
     assert expected in line, line
 
 
-def test_a_dense_policys_thoughts_read_through_its_codec(dense_run, dense_dir, addition_codec, tmp_path, capfd):
+def test_a_dense_policys_thoughts_read_through_its_codec(
+    dense_run, dense_dir, addition_codec, tmp_path, capfd
+):
     out = tmp_path / "map"
     capfd.readouterr()
-    assert main(["codec", "fit-map", str(dense_run), str(addition_codec), "--env", "addition",
-                 "--env-args", "{digits: 2}", "--n", "20", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "codec",
+                "fit-map",
+                str(dense_run),
+                str(addition_codec),
+                "--env",
+                "addition",
+                "--env-args",
+                "{digits: 2}",
+                "--n",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
     held = printed["held_out"]
     assert printed["pairs"] == printed["fitted_pairs"] + held["pairs"] and held["pairs"] > 0
     assert {"r2", "chunk_exact", "token_accuracy", "baseline_chunk_exact", "code_exact"} <= held.keys()
-    assert json.loads((out / "map.json").read_text())["report"] == {k: v for k, v in printed.items()
-                                                                     if k not in ("stage", "map")}  # fmt: skip
+    assert json.loads((out / "map.json").read_text())["report"] == {
+        k: v for k, v in printed.items() if k not in ("stage", "map")
+    }
     assert main(["inspect", str(dense_run), "--prompt", "12+34=", "--codec-map", str(out)]) == 0
     shown = capfd.readouterr().out
     assert f"codec map: {printed['pairs']} pairs" in shown and "codec reads" in shown
     # a map needs thoughts: the as-is model (feedback off) has none
-    line = one_error(capfd, ["codec", "fit-map", str(dense_dir), str(addition_codec), "--env", "addition",
-                             "--out", str(tmp_path / "m2")])  # fmt: skip
+    line = one_error(
+        capfd,
+        [
+            "codec",
+            "fit-map",
+            str(dense_dir),
+            str(addition_codec),
+            "--env",
+            "addition",
+            "--out",
+            str(tmp_path / "m2"),
+        ],
+    )
     assert f"{dense_dir}: has neuralese mode 'off', so it has no thoughts to map" in line

@@ -131,5 +131,7 @@ def test_neuralese_config_shows_each_range():
     assert shown["neuralese.tbptt_window"] == "int >= 0 or 'full'"
     assert shown["vllm.gpu_memory_utilization"] == "float in (0, 1]"
     assert shown["rewards"] == "a list of RewardConfig or null"  # a section lists its own fields
-    assert shown["rewards[].fn"] == "str" and shown["rewards[].weight"] == "float"  # and so does a list of them
+    assert (
+        shown["rewards[].fn"] == "str" and shown["rewards[].weight"] == "float"
+    )  # and so does a list of them
     assert shown["reward_model.gears[].prompts"] == "int >= 1"

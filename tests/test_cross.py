@@ -38,8 +38,12 @@ def pair(tmp_path_factory):
     tok_a = build_tokenizer(texts)
     tok_b = build_tokenizer(texts + [f"{i:02d}" for i in range(100)], pattern=DIGIT_PAIR_PATTERN)
     shape = dict(num_layers=2, num_heads=2, intermediate_size=64)
-    a = save_tiny(build_tiny_model(tok_a, TinyModelConfig(hidden_size=32, **shape), seed=1), tok_a, root / "A")
-    b = save_tiny(build_tiny_model(tok_b, TinyModelConfig(hidden_size=48, **shape), seed=2), tok_b, root / "B")
+    a = save_tiny(
+        build_tiny_model(tok_a, TinyModelConfig(hidden_size=32, **shape), seed=1), tok_a, root / "A"
+    )
+    b = save_tiny(
+        build_tiny_model(tok_b, TinyModelConfig(hidden_size=48, **shape), seed=2), tok_b, root / "B"
+    )
     torch.manual_seed(0)
     meta = {"source": "A", "target": "B", "layer": -1, "source_path": str(a), "target_path": str(b)}
     translator = Translator("linear", 32, 48, meta=meta)
@@ -50,11 +54,16 @@ def pair(tmp_path_factory):
 def cross_config(pair, thinker_input="gated_sum", **neuralese) -> RunConfig:
     a, b, translator = pair
     nz = {"mode": "latent", "num_thoughts": K, "tbptt_window": 2, **neuralese}
-    return RunConfig(model=ModelConfig(path=str(b)), neuralese=NeuraleseConfig(**nz),
-                     cross=CrossConfig(thinker=str(a), translator=str(translator), thinker_input=thinker_input))  # fmt: skip
+    return RunConfig(
+        model=ModelConfig(path=str(b)),
+        neuralese=NeuraleseConfig(**nz),
+        cross=CrossConfig(thinker=str(a), translator=str(translator), thinker_input=thinker_input),
+    )
 
 
-def make_policy(pair, gate: float = 1.0, seed: int = 0, thinker_input="gated_sum", **neuralese) -> CrossModelPolicy:
+def make_policy(
+    pair, gate: float = 1.0, seed: int = 0, thinker_input="gated_sum", **neuralese
+) -> CrossModelPolicy:
     """A cross policy with B's and A's gates open at random (so A's chain and B's thoughts matter)."""
     policy = build_cross_policy(cross_config(pair, thinker_input, **neuralese), "cpu")
     torch.manual_seed(seed)
@@ -66,18 +75,26 @@ def make_policy(pair, gate: float = 1.0, seed: int = 0, thinker_input="gated_sum
 
 def rollout(policy, prompts=PROMPTS, max_new_tokens=5, temperature=1.0, seed=0, thoughts=None):
     ids, mask = policy.encode(prompts)
-    return policy.rollout(ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed),
-                            thoughts=thoughts)  # fmt: skip
+    return policy.rollout(
+        ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed), thoughts=thoughts
+    )
 
 
 # ----------------------------------------------------------------------------- consistency
 
-CASES = [(w, noise, inp) for w in (0, 1, 2, "full") for noise in (0.0, SIGMA) for inp in ("gated_sum", "latent_only")]
+CASES = [
+    (w, noise, inp)
+    for w in (0, 1, 2, "full")
+    for noise in (0.0, SIGMA)
+    for inp in ("gated_sum", "latent_only")
+]
 
 
 @pytest.mark.parametrize("window,noise,inp", CASES)
 def test_recompute_equals_sampling_logprobs(pair, window, noise, inp):
-    policy = make_policy(pair, noise_std=noise, input=inp, thinker_input="latent_only" if noise else "gated_sum")
+    policy = make_policy(
+        pair, noise_std=noise, input=inp, thinker_input="latent_only" if noise else "gated_sum"
+    )
     ro = rollout(policy)
     assert ro.attention_mask[:, 0].min() == 0, "the batch must contain left padding"
     # Live A-chain edges are recomputed only when something in A needs a gradient: make it so.
@@ -103,7 +120,9 @@ def test_rollout_feeds_the_translated_thoughts(pair):
     torch.testing.assert_close(ro.feedback[:, P : P + K], policy.translator(f))
     # A read the same texts in its own tokenizer: one digit a token, so more tokens than B's pairs.
     a_ids, a_mask = ro.extra[f"{THINKER}ids"], ro.extra[f"{THINKER}mask"]
-    texts = policy.thinker.tokenizer.batch_decode([r[m.bool()][: m.sum() - (K - 1)] for r, m in zip(a_ids, a_mask)])
+    texts = policy.thinker.tokenizer.batch_decode(
+        [r[m.bool()][: m.sum() - (K - 1)] for r, m in zip(a_ids, a_mask)]
+    )
     assert texts == PROMPTS and a_ids.shape[1] - (K - 1) > P
     # Shuffled thoughts: what is given is what B reads.
     other = ro.feedback[:, P:].roll(-1, dims=0)
@@ -115,11 +134,14 @@ def test_closed_gate_reads_nothing_and_still_gets_a_gradient(pair):
     policy = make_policy(pair, gate=0.0)
     ro = rollout(policy)
     with torch.no_grad():
-        plain = policy.model(input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids)
+        plain = policy.model(
+            input_ids=ro.input_ids, attention_mask=ro.attention_mask, position_ids=ro.position_ids
+        )
     logp = torch.log_softmax(plain.logits[:, :-1], -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
     rc = policy.recompute(ro, "full")
-    torch.testing.assert_close(rc.token_logprobs[:, 1:], torch.where(ro.action_mask[:, 1:], logp, 0.0),
-                               atol=1e-6, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        rc.token_logprobs[:, 1:], torch.where(ro.action_mask[:, 1:], logp, 0.0), atol=1e-6, rtol=0
+    )
     rc.logprobs.sum().backward()
     assert policy.adapter.gate_logit.grad.abs().sum() > 0
     # A zero translator feeds zeros: B again reads nothing, whatever its gate.
@@ -147,8 +169,12 @@ def literal_logprobs(policy: CrossModelPolicy, ro, window) -> torch.Tensor:
     f, x = list(rec.unbind(1)), const.clone()
     for i in range(K - k, K):
         s = pa + i - 1  # the source of thought i
-        out = A.model(inputs_embeds=x[:, : s + 1], attention_mask=mask[:, : s + 1], position_ids=pos[:, : s + 1],
-                      output_hidden_states=True)  # fmt: skip
+        out = A.model(
+            inputs_embeds=x[:, : s + 1],
+            attention_mask=mask[:, : s + 1],
+            position_ids=pos[:, : s + 1],
+            output_hidden_states=True,
+        )
         f[i] = A.adapter.vector(A.thought_source(out, -1), A.embedding_table)
         if i < K - 1:
             x = x.clone()
@@ -156,8 +182,14 @@ def literal_logprobs(policy: CrossModelPolicy, ro, window) -> torch.Tensor:
     y = policy.translator(torch.stack(f, 1))
     xb = policy.embed(ro.input_ids).clone()
     xb[:, P : P + K] = policy.adapter.combine(xb[:, P : P + K], y)
-    logits = policy.model(inputs_embeds=xb, attention_mask=ro.attention_mask, position_ids=ro.position_ids).logits
-    lp = torch.log_softmax(logits[:, :-1] / ro.temperature, -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
+    logits = policy.model(
+        inputs_embeds=xb, attention_mask=ro.attention_mask, position_ids=ro.position_ids
+    ).logits
+    lp = (
+        torch.log_softmax(logits[:, :-1] / ro.temperature, -1)
+        .gather(-1, ro.input_ids[:, 1:, None])
+        .squeeze(-1)
+    )
     return torch.cat([torch.zeros_like(lp[:, :1]), torch.where(ro.action_mask[:, 1:], lp, 0.0)], 1)
 
 
@@ -214,8 +246,11 @@ def test_translation_edges_carry_the_gradient_the_trainer_logs(pair):
 
 def test_translator_for_other_widths_or_layers_is_refused(pair, tmp_path):
     a, b, good = pair
-    meta = {k: v for k, v in json.loads((good / "translator.json").read_text()).items()
-            if k not in ("kind", "source_width", "target_width", "hidden")}  # fmt: skip
+    meta = {
+        k: v
+        for k, v in json.loads((good / "translator.json").read_text()).items()
+        if k not in ("kind", "source_width", "target_width", "hidden")
+    }
     cases = {
         "source_width": Translator("linear", 48, 48, meta={**meta}),
         "target_width": Translator("linear", 32, 64, meta={**meta}),
@@ -253,8 +288,15 @@ def test_a_prompt_the_thinker_cannot_read_is_refused(pair, tmp_path):
         rollout(policy)
 
 
-@pytest.mark.parametrize("key,value", [("neuralese.mode", "hybrid"), ("model.lora.r", 4),
-                                       ("neuralese.space", "embedding"), ("cross.translator", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("neuralese.mode", "hybrid"),
+        ("model.lora.r", 4),
+        ("neuralese.space", "embedding"),
+        ("cross.translator", None),
+    ],
+)
 def test_settings_a_cross_run_cannot_take(pair, key, value):
     cfg = cross_config(pair)
     section, field = key.split(".", 1)
@@ -295,8 +337,23 @@ def test_trainer_runs_cross_model_thinking_and_inspect_reads_both_heads(pair, tm
     assert len(ins.thoughts) == K and set(ins.thoughts[0].lenses) == {"A's head on f", "B's head on y"}
     table = format_table(ins)
     assert "A's head on f" in table and "thinker A:" in table
-    assert main(["eval", str(tmp_path / "run"), "--env", "addition", "--env-args", "{digits: 3}", "--n", "4",
-                 "--thoughts", "shuffled"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "run"),
+                "--env",
+                "addition",
+                "--env-args",
+                "{digits: 3}",
+                "--n",
+                "4",
+                "--thoughts",
+                "shuffled",
+            ]
+        )
+        == 0
+    )
     assert '"thoughts": "shuffled"' in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 2
     assert "cross-model run" in capsys.readouterr().err

@@ -28,7 +28,9 @@ def test_stages_advance_on_steps_and_stop_at_the_last():
 
 
 def test_stages_advance_on_a_reward_plateau():
-    cfg = CurriculumConfig(stages=2, start=0, advance="plateau", patience=3, min_delta=0.05, steps_per_stage=100)
+    cfg = CurriculumConfig(
+        stages=2, start=0, advance="plateau", patience=3, min_delta=0.05, steps_per_stage=100
+    )
     cur = Curriculum(cfg)
     rising = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     assert not any(cur.observe(r) for r in rising)  # still improving: stage 0 holds
@@ -143,16 +145,25 @@ def test_stage0_trains_the_plain_chain_before_the_formats(tmp_path):
 
     cfg = RunConfig(
         output_dir=str(tmp_path / "run"),
-        model=ModelConfig(path=str(tmp_path / "as-is"), tiny=TinyModelConfig(hidden_size=16, num_layers=1,
-                                                                              num_heads=2, intermediate_size=32)),
-        env=EnvConfig(name="chase", args={"nodes": 5, "hops": 3, "cot": True, "chain": "edges"}, train_size=64,
-                      test_size=8),
+        model=ModelConfig(
+            path=str(tmp_path / "as-is"),
+            tiny=TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
+        ),
+        env=EnvConfig(
+            name="chase",
+            args={"nodes": 5, "hops": 3, "cot": True, "chain": "edges"},
+            train_size=64,
+            test_size=8,
+        ),
         neuralese=NeuraleseConfig(mode="latent"),
         curriculum=CurriculumConfig(stages=2),
         pretrain=PretrainConfig(max_steps=10, batch_size=8, elided_steps=True, plain_fraction=0.3),
-    )  # fmt: skip
+    )
     log = json.loads((pretrain(cfg) / "pretrain_log.json").read_text())
-    assert [(p["phase"], p["steps"]) for p in log["phases"]] == [("plain target", 3), ("thought-token formats", 7)]
+    assert [(p["phase"], p["steps"]) for p in log["phases"]] == [
+        ("plain target", 3),
+        ("thought-token formats", 7),
+    ]
     cfg.pretrain.plain_fraction, cfg.model.path = 0.0, str(tmp_path / "mixed")
     log = json.loads((pretrain(cfg) / "pretrain_log.json").read_text())
     assert [p["steps"] for p in log["phases"]] == [10]

@@ -37,9 +37,13 @@ def launch(config: Path, *args: str, num_processes: int = 1, timeout: int = 600,
     """`accelerate launch` of tests/dist_worker.py; with `machines` > 1, one launcher a machine
     (`--machine_rank`), all on 127.0.0.1, as `recipes/accelerate/multinode.yaml` runs on a cluster."""
     port, worker = free_port(), str(Path(__file__).parent / "dist_worker.py")
-    cmds = [[*accelerate_launch(config, port, num_processes, m, machines), worker, *args] for m in range(machines)]
+    cmds = [
+        [*accelerate_launch(config, port, num_processes, m, machines), worker, *args] for m in range(machines)
+    ]
     env = {**os.environ, **CHILD_ENV}
-    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    procs = [
+        subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
+    ]
     for cmd, proc in zip(cmds, procs):
         out, err = proc.communicate(timeout=timeout)
         assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-3000:]}\n{err[-6000:]}"
@@ -51,7 +55,9 @@ def recipe(model_dir: Path, out: Path, **rl) -> RunConfig:
     )
 
 
-@pytest.mark.parametrize("config, machines", [("ddp_cpu.yaml", 1), ("multinode.yaml", 2)], ids=["one-machine", "two-machines"])
+@pytest.mark.parametrize(
+    "config, machines", [("ddp_cpu.yaml", 1), ("multinode.yaml", 2)], ids=["one-machine", "two-machines"]
+)
 def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, config, machines):
     """Two processes on one machine, or on two machines (one each, over the loopback address)."""
     # Batch-wide reward scaling, a KL term, uneven micro-batches and two updates per batch:
@@ -69,8 +75,15 @@ def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, conf
     expected = one.update(ro, one.advantages(rewards), rewards)
 
     save_config(recipe(tiny_dir, tmp_path / "two", **rl), tmp_path / "two.yaml")
-    launch(CONFIGS / config, "update", str(tmp_path / "two.yaml"), str(tmp_path / "batch.pt"),
-           str(tmp_path / "two.pt"), num_processes=2, machines=machines)  # fmt: skip
+    launch(
+        CONFIGS / config,
+        "update",
+        str(tmp_path / "two.yaml"),
+        str(tmp_path / "batch.pt"),
+        str(tmp_path / "two.pt"),
+        num_processes=2,
+        machines=machines,
+    )
     two = torch.load(tmp_path / "two.pt", weights_only=False)
     assert two["world"] == 2 and two["local_world"] == 2 // machines
 
@@ -87,8 +100,13 @@ def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, conf
 def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
     """The whole loop over 2 processes: sharded prompts, gathered rewards, one writer."""
     save_config(recipe(tiny_dir, tmp_path / "run", scale_rewards="batch"), tmp_path / "recipe.yaml")
-    launch(CONFIGS / "ddp_cpu.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"),
-           num_processes=2)  # fmt: skip
+    launch(
+        CONFIGS / "ddp_cpu.yaml",
+        "train",
+        str(tmp_path / "recipe.yaml"),
+        str(tmp_path / "out.json"),
+        num_processes=2,
+    )
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["world"] == 2 and "adapter.gate_logit" in out["moved"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -128,8 +146,13 @@ def test_deepspeed_over_several_cpu_processes_is_refused_clearly(tiny_dir, tmp_p
     with pytest.raises(
         AssertionError, match="accelerate supports DeepSpeed over several processes only on GPUs"
     ):
-        launch(CONFIGS / "zero2.yaml", "train", str(tmp_path / "recipe.yaml"), str(tmp_path / "out.json"),
-               num_processes=2)  # fmt: skip
+        launch(
+            CONFIGS / "zero2.yaml",
+            "train",
+            str(tmp_path / "recipe.yaml"),
+            str(tmp_path / "out.json"),
+            num_processes=2,
+        )
 
 
 @pytest.mark.slow
@@ -142,8 +165,20 @@ def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
     for precision in ("no", "bf16"):
         out = tmp_path / precision
         save_config(recipe(tiny_dir, out, steps=2), tmp_path / f"{precision}.yaml")
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--mixed_precision", precision,
-               "--num_processes", "1", "--cpu", "-m", "neuralese.cli", "train", str(tmp_path / f"{precision}.yaml")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--mixed_precision",
+            precision,
+            "--num_processes",
+            "1",
+            "--cpu",
+            "-m",
+            "neuralese.cli",
+            "train",
+            str(tmp_path / f"{precision}.yaml"),
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-5000:]

@@ -24,7 +24,10 @@ def follow(prompt: str) -> tuple[list[str], str]:
 
 def brute_mnns(prompt: str) -> int:
     numbers = [int(x) for x in prompt.rstrip("?").split(",")]
-    totals = [sum(s * n for s, n in zip(signs, numbers)) for signs in itertools.product((1, -1), repeat=len(numbers))]
+    totals = [
+        sum(s * n for s, n in zip(signs, numbers))
+        for signs in itertools.product((1, -1), repeat=len(numbers))
+    ]
     return min(t for t in totals if t >= 0)
 
 
@@ -69,7 +72,9 @@ def test_chase_edge_chain_cites_each_edge_it_follows():
         start = row["prompt"][-1]
         cited = row["completion"].split(",")
         assert cited == [a + b for a, b in zip([start, *visited], visited)]
-        assert cited[-1][-1] == row["answer"] == answer and set(cited) <= set(row["prompt"].split("|")[0].split(","))
+        assert cited[-1][-1] == row["answer"] == answer and set(cited) <= set(
+            row["prompt"].split("|")[0].split(",")
+        )
         assert row["written_steps"] == [c + "," for c in cited[:-1]]
 
 
@@ -81,7 +86,11 @@ def test_reach_has_exactly_one_reachable_candidate_at_the_given_depth():
         a, b = row["prompt"].split(":")[1].rstrip("=").split("?")
         assert (a in reached) != (b in reached) and row["answer"] in reached
         path = row["completion"].split(",")
-        assert len(path) == 4 and path[-1] == row["answer"] and row["written_steps"] == [f"{n}," for n in path[:-1]]
+        assert (
+            len(path) == 4
+            and path[-1] == row["answer"]
+            and row["written_steps"] == [f"{n}," for n in path[:-1]]
+        )
         edges = set(row["prompt"].split("|")[0].split(","))
         nodes = [row["prompt"].split(":")[0].split("|")[1], *path]
         assert all(f"{u}>{v}" in edges for u, v in zip(nodes, nodes[1:]))  # the chain is a real path
@@ -108,9 +117,15 @@ def test_splits_are_disjoint_and_answer_only_targets_are_the_answer(name, args):
 
 @pytest.mark.parametrize(
     "name,args",
-    [("chase", {"nodes": 11}), ("chase", {"hops": 3, "min_hops": 4}), ("chase", {"nodes": 4, "hops": 4}), ("reach", {"nodes": 6, "hops": 3}),
-     ("mnns", {"count": 1}), ("mnns", {"max_number": 0})],
-)  # fmt: skip
+    [
+        ("chase", {"nodes": 11}),
+        ("chase", {"hops": 3, "min_hops": 4}),
+        ("chase", {"nodes": 4, "hops": 4}),
+        ("reach", {"nodes": 6, "hops": 3}),
+        ("mnns", {"count": 1}),
+        ("mnns", {"max_number": 0}),
+    ],
+)
 def test_bad_arguments_are_refused_with_the_rule(name, args):
     with pytest.raises(EnvError, match="rejected env.args"):
         make_env(name, args)
@@ -122,16 +137,24 @@ def test_chase_refuses_more_problems_than_exist():
         env.dataset("train", 50, seed=0)
 
 
-@pytest.mark.parametrize("name,args,column,span", [
-    ("reach", {"nodes": 12, "min_hops": 2, "hops": 4, "cot": True}, "hops", {2, 3, 4}),
-    ("mnns", {"min_count": 3, "count": 5, "cot": True}, "count", {3, 4, 5}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,args,column,span",
+    [
+        ("reach", {"nodes": 12, "min_hops": 2, "hops": 4, "cot": True}, "hops", {2, 3, 4}),
+        ("mnns", {"min_count": 3, "count": 5, "cot": True}, "count", {3, 4, 5}),
+    ],
+)
 def test_mixed_difficulty_draws_every_level_and_stays_correct(name, args, column, span):
     env = make_env(name, args)
     rows = env.dataset("train", 150, seed=2)
     assert set(rows[column]) == span
     for row in rows:
         if name == "reach":
-            assert len(row["completion"].split(",")) == row["hops"] and row["answer"] in reach_by_dfs(row["prompt"])
+            assert len(row["completion"].split(",")) == row["hops"] and row["answer"] in reach_by_dfs(
+                row["prompt"]
+            )
         else:
-            assert int(row["answer"]) == brute_mnns(row["prompt"]) and len(row["written_steps"]) == row["count"] - 1
+            assert (
+                int(row["answer"]) == brute_mnns(row["prompt"])
+                and len(row["written_steps"]) == row["count"] - 1
+            )

@@ -70,7 +70,9 @@ def test_recipe_env_rewards_and_sizes_fit(recipe):
     # A dense-token model (model.codec) reads one position per chunk of its codec's text tokens.
     per = cfg.codec.chunk_tokens if cfg.model.codec else 1
     size = lambda text: -(-len(text_pieces(text)) // per)  # noqa: E731
-    longest = max(size(p) + size(c) for ds in (train, test) for p, c in zip(ds["prompt"], ds["completion"], strict=True))
+    longest = max(
+        size(p) + size(c) for ds in (train, test) for p, c in zip(ds["prompt"], ds["completion"], strict=True)
+    )
     assert longest + thoughts + 2 <= cfg.model.tiny.max_positions  # + bos and eos
     answer_tokens = max(size(a) for a in test["answer"])
     assert answer_tokens + 1 <= cfg.eval.max_new_tokens
@@ -243,10 +245,15 @@ def test_a_plugin_file_may_define_dataclasses(tmp_path):
 
 def test_plugin_errors_say_where_they_looked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=rf"file 'my_env.py' does not exist \(a relative path is read from the "
-                                          rf"working directory {tmp_path}\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=rf"file 'my_env.py' does not exist \(a relative path is read from the "
+        rf"working directory {tmp_path}\)",
+    ):
         make_env("my_env.py:make")
-    with pytest.raises(ConfigError, match=rf"looked up in the working directory {tmp_path} and the installed"):
+    with pytest.raises(
+        ConfigError, match=rf"looked up in the working directory {tmp_path} and the installed"
+    ):
         make_env("my_env:make")
     (tmp_path / "my_env.py").write_text("def make():\n    return None\n")
     with pytest.raises(ConfigError, match="has no attribute 'mak'; did you mean 'make'\\? its functions"):
@@ -267,4 +274,7 @@ def test_no_tiny_token_spans_the_prompt_and_its_completion(name, cot):
         pytest.skip(f"{name} has no chain of thought")
     ds = load_split(env, EVAL_SPLIT.get(name, "test"), 40, seed=0, name=name)
     for prompt, completion in zip(ds["prompt"], ds["completion"], strict=True):
-        assert text_pieces(prompt + completion) == text_pieces(prompt) + text_pieces(completion), (prompt, completion)
+        assert text_pieces(prompt + completion) == text_pieces(prompt) + text_pieces(completion), (
+            prompt,
+            completion,
+        )

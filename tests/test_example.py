@@ -43,14 +43,21 @@ def trainer_config(args, out: Path) -> RunConfig:
         model=ModelConfig(path=args.model),
         env=EnvConfig(name="addition", args={"digits": 3}, train_size=args.train_size, test_size=8),
         rewards=[RewardConfig(fn=f"{EXAMPLE}:digit_share")],
-        neuralese=NeuraleseConfig(mode="latent", num_thoughts=args.num_thoughts, tbptt_window=args.tbptt_window),
+        neuralese=NeuraleseConfig(
+            mode="latent", num_thoughts=args.num_thoughts, tbptt_window=args.tbptt_window
+        ),
         rl=RLConfig(
-            steps=1, prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples_per_prompt,
+            steps=1,
+            prompts_per_step=args.prompts_per_step,
+            samples_per_prompt=args.samples_per_prompt,
             micro_batch_per_device=args.prompts_per_step * args.samples_per_prompt,
-            learning_rate=args.learning_rate, feedback_learning_rate=args.feedback_learning_rate,
-            epsilon_low=args.epsilon, epsilon_high=args.epsilon, max_grad_norm=args.max_grad_norm,
+            learning_rate=args.learning_rate,
+            feedback_learning_rate=args.feedback_learning_rate,
+            epsilon_low=args.epsilon,
+            epsilon_high=args.epsilon,
+            max_grad_norm=args.max_grad_norm,
             max_new_tokens=args.max_new_tokens,
-        ),  # fmt: skip
+        ),
         eval=EvalConfig(n=8),
         log=LogConfig(trackers=[]),
     )
@@ -59,9 +66,18 @@ def trainer_config(args, out: Path) -> RunConfig:
 @pytest.mark.parametrize("window", [0, 2, 3])
 def test_one_step_of_the_example_is_the_trainers_update(tiny_dir, tmp_path, window):
     ex = load_example()
-    args = ex.Args(model=str(tiny_dir), seed=3, prompts_per_step=4, samples_per_prompt=4, num_thoughts=3,
-                   tbptt_window=window, max_new_tokens=5, learning_rate=1e-3, feedback_learning_rate=1e-2,
-                   train_size=64)  # fmt: skip
+    args = ex.Args(
+        model=str(tiny_dir),
+        seed=3,
+        prompts_per_step=4,
+        samples_per_prompt=4,
+        num_thoughts=3,
+        tbptt_window=window,
+        max_new_tokens=5,
+        learning_rate=1e-3,
+        feedback_learning_rate=1e-2,
+        train_size=64,
+    )
     trainer = Trainer(trainer_config(args, tmp_path / "run"))
     start = {k: v.detach().clone() for k, v in trainer.policy.model.state_dict().items()}
     trainer.step()
@@ -69,15 +85,27 @@ def test_one_step_of_the_example_is_the_trainers_update(tiny_dir, tmp_path, wind
     env = make_env("addition", {"digits": 3})
     model, tok, fb, optimizer = ex.setup(args, env)
     rows = env.dataset("train", args.train_size, args.seed)
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed))[: args.prompts_per_step]
-    metrics = ex.train_step(model, tok, fb, optimizer, env, rows.select(order.tolist()).to_dict(), args,
-                            torch.Generator().manual_seed(args.seed * 1000))  # fmt: skip
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(args.seed))[
+        : args.prompts_per_step
+    ]
+    metrics = ex.train_step(
+        model,
+        tok,
+        fb,
+        optimizer,
+        env,
+        rows.select(order.tolist()).to_dict(),
+        args,
+        torch.Generator().manual_seed(args.seed * 1000),
+    )
 
     assert metrics["grad_norm"] > 0 and 0 < metrics["reward"] < 1
     theirs = trainer.policy.model.state_dict()
     moved = 0
     for name, value in model.state_dict().items():
-        torch.testing.assert_close(value, theirs[name], atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            value, theirs[name], atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+        )
         moved += not torch.equal(theirs[name], start[name])
     assert moved > 0, "the step moved no weight of the language model"
     for name, value in fb.state_dict().items():

@@ -40,10 +40,16 @@ PROMPTS = ["123+456=", "9+1=", "12+3=", "999+999=", "5+55=", "321+7=", "40+404="
 def export_run(base: Path, out: Path, mode: str, lora: int) -> RunConfig:
     """Two RL steps; learning rates high enough that weights and gate move visibly (LoRA needs more)."""
     return run_config(
-        base, out, mode, lora=lora, rewards=("digit_share",), prompts_per_step=2,
-        learning_rate=1e-2 if lora else 3e-3, feedback_learning_rate=0.3 if lora else 0.1,
+        base,
+        out,
+        mode,
+        lora=lora,
+        rewards=("digit_share",),
+        prompts_per_step=2,
+        learning_rate=1e-2 if lora else 3e-3,
+        feedback_learning_rate=0.3 if lora else 0.1,
         log={"save_every": 1, "keep_checkpoints": 2},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -166,8 +172,12 @@ def test_exported_language_model_loads_with_plain_transformers(runs, base, tmp_p
     }
     subprocess.run(
         [sys.executable, "-c", PLAIN_LOAD, json.dumps(outs), json.dumps(PROMPTS), str(tmp_path)],
-        cwd=tmp_path, env=env, check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     untrained = NeuralesePolicy.from_pretrained(base).model
     for i, (trainer, _) in enumerate(runs.values()):
         got = torch.load(tmp_path / f"{i}.pt", weights_only=True)
@@ -244,7 +254,10 @@ def test_the_shuffled_control_needs_thoughts_and_takes_any_batch(trained, base, 
     assert main(["eval", str(base), *argv, "--n", "4"]) == 2
     assert "this policy has neuralese mode 'off'" in capsys.readouterr().err
     assert main(["eval", str(out), *argv, "--n", "1"]) == 2
-    assert "it needs at least 2 problems (n=1) and a batch size of at least 2 (batch_size=64)" in capsys.readouterr().err
+    assert (
+        "it needs at least 2 problems (n=1) and a batch size of at least 2 (batch_size=64)"
+        in capsys.readouterr().err
+    )
     assert main(["eval", str(out), *argv, "--n", "4", "--batch-size", "1"]) == 2
     assert "(n=4) and a batch size of at least 2 (batch_size=1)" in capsys.readouterr().err
 

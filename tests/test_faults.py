@@ -101,12 +101,17 @@ def flip_byte(path: Path) -> None:
 DAMAGE = {
     "model.safetensors": (flip_byte, "model.safetensors does not match its checksum"),
     "feedback.safetensors": (flip_byte, "feedback.safetensors does not match its checksum"),
-    "optimizer.pt": (lambda p: p.write_bytes(p.read_bytes()[:-10]), "optimizer.pt does not match its checksum"),
+    "optimizer.pt": (
+        lambda p: p.write_bytes(p.read_bytes()[:-10]),
+        "optimizer.pt does not match its checksum",
+    ),
     "rng.pt": (lambda p: p.unlink(), "rng.pt is missing"),
-    "trainer_state.json": (lambda p: p.write_text(p.read_text().replace('"step": 2', '"step": 7')),
-                           "trainer_state.json does not match its checksum"),
+    "trainer_state.json": (
+        lambda p: p.write_text(p.read_text().replace('"step": 2', '"step": 7')),
+        "trainer_state.json does not match its checksum",
+    ),
     "manifest.json": (lambda p: p.write_text("{not json"), "unreadable manifest.json"),
-}  # fmt: skip
+}
 
 
 def test_each_kind_of_corruption_is_detected_and_names_the_file(two_steps, tmp_path):
@@ -132,9 +137,12 @@ def test_resume_with_another_number_of_processes_is_refused(two_steps, tmp_path)
     run, cfg = copy_run(two_steps, tmp_path / "run")
     trainer = Trainer(cfg, resume=True)
     ckpt = list_checkpoints(run)[-1]
-    with pytest.raises(CheckpointError, match=r"written by a run of 1 process\(es\), resumed with 2.*--num_processes 1"):
-        load_checkpoint(ckpt, trainer.policy, trainer.optimizer, trainer.scheduler, trainer.generator,
-                        rank=1, world=2)  # fmt: skip
+    with pytest.raises(
+        CheckpointError, match=r"written by a run of 1 process\(es\), resumed with 2.*--num_processes 1"
+    ):
+        load_checkpoint(
+            ckpt, trainer.policy, trainer.optimizer, trainer.scheduler, trainer.generator, rank=1, world=2
+        )
 
 
 def test_resume_stops_at_a_corrupted_checkpoint_and_its_advice_works(two_steps, tmp_path):

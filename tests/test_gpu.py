@@ -76,13 +76,27 @@ def test_autocast_full_trains_on_cuda(tiny_dir, tmp_path, monkeypatch):
 @pytest.mark.skipif(QWEN is None, reason="set NEURALESE_QWEN_PATH to a local Qwen2.5-0.5B/1.5B folder")
 @pytest.mark.parametrize("recipe", ["gsm8k_qwen_lora.yaml", "gsm8k_qwen_full.yaml"])
 def test_gsm8k_recipes_run_on_a_real_checkpoint(tmp_path, recipe):
-    small = [f"model.path={QWEN}", f"output_dir={tmp_path / 'run'}", "rl.steps=3", "rl.prompts_per_step=4",
-             "rl.samples_per_prompt=4", "rl.max_new_tokens=64", "eval.n=16", "eval.max_new_tokens=64"]  # fmt: skip
+    small = [
+        f"model.path={QWEN}",
+        f"output_dir={tmp_path / 'run'}",
+        "rl.steps=3",
+        "rl.prompts_per_step=4",
+        "rl.samples_per_prompt=4",
+        "rl.max_new_tokens=64",
+        "eval.n=16",
+        "eval.max_new_tokens=64",
+    ]
     load_config(ROOT / "recipes" / recipe, small)  # the overrides are valid keys
     cmd = [sys.executable, "-m", "neuralese.cli", "train", str(ROOT / "recipes" / recipe)]
     cmd += [a for item in small for a in ("--set", item)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) >= 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows[:3])

@@ -47,7 +47,9 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], base]
+                ).strip(".")
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:
             continue
@@ -102,8 +104,13 @@ def explain(component: list[str], edges: dict[str, set[str]]) -> str:
 
 def test_the_map_finds_the_whole_package():
     g = graph()
-    assert {"neuralese", "neuralese.policy", "neuralese.modes.latent", "neuralese.envs.base",
-            "neuralese.rewards.combine"} <= set(g)  # fmt: skip
+    assert {
+        "neuralese",
+        "neuralese.policy",
+        "neuralese.modes.latent",
+        "neuralese.envs.base",
+        "neuralese.rewards.combine",
+    } <= set(g)
     assert "neuralese.modes" in g["neuralese.policy"] and "neuralese.errors" in g["neuralese.envs.base"]
 
 
@@ -141,10 +148,18 @@ def test_no_package_leans_on_a_package_that_leans_back():
     problems = []
     for pkg, edges in package_graphs(g).items():
         for component in cycles(edges):
-            lifted = {a: {b for b in g[a] if any(b == c or b.startswith(c + ".") for c in component)} for a in g}
-            detail = [f"{a} -> {b}" for a in sorted(lifted) for b in sorted(lifted[a])
-                      if any(a == c or a.startswith(c + ".") for c in component)
-                      and not any(a.startswith(c + ".") or a == c for c in component if b == c or b.startswith(c + "."))]  # fmt: skip
+            lifted = {
+                a: {b for b in g[a] if any(b == c or b.startswith(c + ".") for c in component)} for a in g
+            }
+            detail = [
+                f"{a} -> {b}"
+                for a in sorted(lifted)
+                for b in sorted(lifted[a])
+                if any(a == c or a.startswith(c + ".") for c in component)
+                and not any(
+                    a.startswith(c + ".") or a == c for c in component if b == c or b.startswith(c + ".")
+                )
+            ]
             problems.append(f"in {pkg}: {' <-> '.join(component)}: {'; '.join(detail)}")
     assert not problems, "\n".join(problems)
 
@@ -155,5 +170,11 @@ def test_the_core_imports_nothing_above_it(part):
     allowed = {f"neuralese.{p}" for p in CORE | BELOW_CORE}
     for module, targets in g.items():
         if module == f"neuralese.{part}" or module.startswith(f"neuralese.{part}."):
-            above = [t for t in targets if t != "neuralese" and not any(t == a or t.startswith(a + ".") for a in allowed)]
-            assert not above, f"{module} imports {above}: the core imports only the core and {sorted(BELOW_CORE)}"
+            above = [
+                t
+                for t in targets
+                if t != "neuralese" and not any(t == a or t.startswith(a + ".") for a in allowed)
+            ]
+            assert not above, (
+                f"{module} imports {above}: the core imports only the core and {sorted(BELOW_CORE)}"
+            )

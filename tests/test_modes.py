@@ -34,8 +34,17 @@ MODES = {
 def test_train_export_and_load_round_trip(tiny_dir, tmp_path, name):
     settings, algorithm = MODES[name]
     # Three steps: the first opens the gate (a closed one passes no gradient on), the next ones move the rest.
-    cfg = run_config(tiny_dir, tmp_path / "run", settings["mode"], algorithm, steps=3, learning_rate=3e-3,
-                     feedback_learning_rate=0.1, rewards=("digit_share",), log={"save_every": 3})  # fmt: skip
+    cfg = run_config(
+        tiny_dir,
+        tmp_path / "run",
+        settings["mode"],
+        algorithm,
+        steps=3,
+        learning_rate=3e-3,
+        feedback_learning_rate=0.1,
+        rewards=("digit_share",),
+        log={"save_every": 3},
+    )
     cfg.neuralese = dataclasses.replace(cfg.neuralese, **settings)
     trainer = Trainer(cfg)
     before = {n: p.detach().clone() for n, p in trainer.policy.adapter.named_parameters()}
@@ -49,11 +58,15 @@ def test_train_export_and_load_round_trip(tiny_dir, tmp_path, name):
     loaded = NeuralesePolicy.from_pretrained(out)
     assert loaded.config == trainer.policy.config
     ids, mask = loaded.encode(PROMPTS)
-    ours, theirs = (p.eval().rollout(ids, mask, 6, 1.0, torch.Generator().manual_seed(3))
-                    for p in (trainer.policy, loaded))  # fmt: skip
+    ours, theirs = (
+        p.eval().rollout(ids, mask, 6, 1.0, torch.Generator().manual_seed(3))
+        for p in (trainer.policy, loaded)
+    )
     for field in ("input_ids", "feedback", "logprobs"):
         assert torch.equal(getattr(ours, field), getattr(theirs, field)), field
-    assert ours.extra.keys() == theirs.extra.keys() and all(torch.equal(ours.extra[k], theirs.extra[k]) for k in ours.extra)
+    assert ours.extra.keys() == theirs.extra.keys() and all(
+        torch.equal(ours.extra[k], theirs.extra[k]) for k in ours.extra
+    )
     assert load_policy(tmp_path / "run").adapter.state_dict().keys() == loaded.adapter.state_dict().keys()
 
 
@@ -92,25 +105,64 @@ def test_every_arm_and_its_controls_load_build_and_run(tiny_dir, tmp_path):
             policy.config.num_thoughts = cfg.curriculum.thoughts_per_step * cfg.curriculum.start
         ids, mask = policy.encode(prompts)
         ro = policy.rollout(ids, mask, 4, 1.0, torch.Generator().manual_seed(0))
-        torch.testing.assert_close(policy.recompute(ro, cfg.neuralese.tbptt_window).logprobs, ro.logprobs,
-                                   atol=1e-5, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            policy.recompute(ro, cfg.neuralese.tbptt_window).logprobs, ro.logprobs, atol=1e-5, rtol=0
+        )
         if arm.control_of is not None:
             assert all(s in arm.sets for s in PAUSE_SETS) and policy.config.space == "pause"
         if "shuffled" in arm.controls:
-            result = evaluate(policy.eval(), env, "test", 4, 0, 4, 4, env_name="addition", progress=False,
-                              thoughts="shuffled")  # fmt: skip
+            result = evaluate(
+                policy.eval(),
+                env,
+                "test",
+                4,
+                0,
+                4,
+                4,
+                env_name="addition",
+                progress=False,
+                thoughts="shuffled",
+            )
             assert result["thoughts"] == "shuffled" and 0 <= result["accuracy"] <= 1
 
 
 @pytest.mark.parametrize(
     "sets, fragment",
     [
-        (["neuralese.mode=channel", "pretrain.elided_steps=false"], "curriculum.stages"),  # thoughts before the answer
-        (["neuralese.mode=refine", "neuralese.refine_over=answer", "pretrain.elided_steps=false"], "curriculum.stages"),
-        (["neuralese.mode=refine", "neuralese.tbptt_window=4"], "neuralese.tbptt_window' must be <= neuralese.refine_passes"),
-        (["neuralese.mode=channel", "curriculum.stages=0", "pretrain.elided_steps=false", "rl.rollout_engine=vllm"], "'hf' in channel mode"),
-        (["neuralese.mode=refine", "curriculum.stages=0", "pretrain.elided_steps=false", "neuralese.num_thoughts=0"], "neuralese.num_thoughts"),
-        (["neuralese.mode=channel", "curriculum.stages=0", "neuralese.channel_retention=1"], "channel_retention"),
+        (
+            ["neuralese.mode=channel", "pretrain.elided_steps=false"],
+            "curriculum.stages",
+        ),  # thoughts before the answer
+        (
+            ["neuralese.mode=refine", "neuralese.refine_over=answer", "pretrain.elided_steps=false"],
+            "curriculum.stages",
+        ),
+        (
+            ["neuralese.mode=refine", "neuralese.tbptt_window=4"],
+            "neuralese.tbptt_window' must be <= neuralese.refine_passes",
+        ),
+        (
+            [
+                "neuralese.mode=channel",
+                "curriculum.stages=0",
+                "pretrain.elided_steps=false",
+                "rl.rollout_engine=vllm",
+            ],
+            "'hf' in channel mode",
+        ),
+        (
+            [
+                "neuralese.mode=refine",
+                "curriculum.stages=0",
+                "pretrain.elided_steps=false",
+                "neuralese.num_thoughts=0",
+            ],
+            "neuralese.num_thoughts",
+        ),
+        (
+            ["neuralese.mode=channel", "curriculum.stages=0", "neuralese.channel_retention=1"],
+            "channel_retention",
+        ),
     ],
 )
 def test_mode_settings_that_do_not_fit_are_refused(tiny_dir, tmp_path, sets, fragment):

@@ -40,7 +40,9 @@ def model_dir(tiny_dir, tmp_path_factory):
 
 def policy_for(model_dir, gate: float = 1.0, seed: int = 0, **settings) -> NeuralesePolicy:
     """A policy with every feedback weight moved off its start, the gate lambda ~ N(0, gate^2) per dimension."""
-    policy = NeuralesePolicy.from_pretrained(model_dir, config=NeuraleseConfig(**{"num_thoughts": 3, **settings}))
+    policy = NeuralesePolicy.from_pretrained(
+        model_dir, config=NeuraleseConfig(**{"num_thoughts": 3, **settings})
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in policy.adapter.named_parameters():
@@ -52,11 +54,19 @@ def policy_for(model_dir, gate: float = 1.0, seed: int = 0, **settings) -> Neura
 def oracle_of(policy: NeuralesePolicy) -> Oracle:
     """The oracle of a policy in memory: its model, config and feedback weights."""
     tok = policy.tokenizer
-    return Oracle(policy.model, dataclasses.asdict(policy.config), policy.adapter.state_dict(),
-                  tok.convert_tokens_to_ids("<thought>"), {tok.eos_token_id}, tok.pad_token_id)  # fmt: skip
+    return Oracle(
+        policy.model,
+        dataclasses.asdict(policy.config),
+        policy.adapter.state_dict(),
+        tok.convert_tokens_to_ids("<thought>"),
+        {tok.eos_token_id},
+        tok.pad_token_id,
+    )
 
 
-def held_to(policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, prompts=PROMPTS, seed: int = 0):
+def held_to(
+    policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, prompts=PROMPTS, seed: int = 0
+):
     """The policy's rollout of `prompts` (one batch, left-padded when they differ in length), checked position
     by position against the oracle's run of each prompt alone; returns the rollout, the oracle's steps and
     its log-probs [B, L]."""
@@ -68,17 +78,25 @@ def held_to(policy, oracle: Oracle, max_new: int = 6, temperature: float = 0.0, 
     expected, runs = torch.zeros_like(ro.logprobs), []
     for b in range(len(prompts)):
         draws = ro.draw.noise if ro.draw.tokens is None else ro.draw.tokens  # None: nothing drawn
-        given = None if temperature == 0 else Given(ro.input_ids[b, P:].tolist(), None if draws is None else draws[b, P:])
+        given = (
+            None
+            if temperature == 0
+            else Given(ro.input_ids[b, P:].tolist(), None if draws is None else draws[b, P:])
+        )
         steps = oracle.run(ids[b][mask[b].bool()].tolist(), max_new, temperature, given)
         n, row = len(steps), slice(P, P + len(steps))
         assert ro.input_ids[b, row].tolist() == [s.token for s in steps], b
         assert int(ro.generated_positions[b]) == n, b
         assert ro.attention_mask[b, row].all() and not ro.attention_mask[b, P + n :].any(), b
         assert ro.action_mask[b, row].tolist() == [s.sampled for s in steps], b
-        assert ro.feedback_mask[b, P:].tolist() == [s.fed is not None for s in steps] + [False] * (ro.input_ids.shape[1] - P - n), b
+        assert ro.feedback_mask[b, P:].tolist() == [s.fed is not None for s in steps] + [False] * (
+            ro.input_ids.shape[1] - P - n
+        ), b
         for i, s in enumerate(steps):
             if s.fed is not None:
-                torch.testing.assert_close(ro.feedback[b, P + i].double(), s.fed, atol=ATOL, rtol=0, msg=f"row {b}, step {i}")
+                torch.testing.assert_close(
+                    ro.feedback[b, P + i].double(), s.fed, atol=ATOL, rtol=0, msg=f"row {b}, step {i}"
+                )
         expected[b, row] = torch.tensor([s.logp for s in steps], dtype=torch.float64)
         runs.append(steps)
     torch.testing.assert_close(ro.logprobs, expected, atol=ATOL, rtol=0)
@@ -91,7 +109,12 @@ def answer_text(policy, steps: list[Step]) -> str:
 
 CASES = {
     "latent": {"mode": "latent"},
-    "latent-l-2-identity-latent-only": {"mode": "latent", "layer": -2, "projection": "identity", "input": "latent_only"},
+    "latent-l-2-identity-latent-only": {
+        "mode": "latent",
+        "layer": -2,
+        "projection": "identity",
+        "input": "latent_only",
+    },
     "latent-mix-layer-mlp": {"mode": "latent", "layer": "mix", "projection": "mlp"},
     "latent-embedding-space": {"mode": "latent", "space": "embedding", "thought_temperature": 0.7},
     "hybrid": {"mode": "hybrid"},
@@ -112,8 +135,13 @@ def test_greedy_rollout_is_the_oracles(model_dir, case):
     ro, runs, expected = held_to(policy, oracle_of(policy))
     assert ro.feedback_mask.any()
     for window in (0, 1, "full"):
-        torch.testing.assert_close(policy.recompute(ro, window).logprobs.detach(), expected,
-                                   atol=ATOL, rtol=0, msg=f"window {window}")  # fmt: skip
+        torch.testing.assert_close(
+            policy.recompute(ro, window).logprobs.detach(),
+            expected,
+            atol=ATOL,
+            rtol=0,
+            msg=f"window {window}",
+        )
     texts = [answer_text(policy, steps) for steps in runs]
     assert policy.generate(PROMPTS, max_new_tokens=6) == texts
     assert policy.generate(PROMPTS, max_new_tokens=6, batch_size=3) == texts  # other batches, other padding
@@ -125,9 +153,23 @@ SAMPLED = {
     "latent": {"mode": "latent", "noise_std": 0.2},
     "hybrid": {"mode": "hybrid", "noise_std": 0.2, "layer": -2},
     "channel": {"mode": "channel", "noise_std": 0.2, "channel_width": 8},
-    "refine-answer": {"mode": "refine", "refine_over": "answer", "refine_passes": 3},  # sampled in the last pass
-    "hybrid-gumbel": {"mode": "hybrid", "space": "embedding", "embedding_weights": "gumbel", "thought_temperature": 0.5},
-    "latent-multiplex": {"mode": "latent", "space": "mix", "embedding_weights": "multiplex", "multiplex_samples": 3},
+    "refine-answer": {
+        "mode": "refine",
+        "refine_over": "answer",
+        "refine_passes": 3,
+    },  # sampled in the last pass
+    "hybrid-gumbel": {
+        "mode": "hybrid",
+        "space": "embedding",
+        "embedding_weights": "gumbel",
+        "thought_temperature": 0.5,
+    },
+    "latent-multiplex": {
+        "mode": "latent",
+        "space": "mix",
+        "embedding_weights": "multiplex",
+        "multiplex_samples": 3,
+    },
 }
 
 
@@ -156,8 +198,11 @@ def plain_greedy(model, ids: list[int], max_new: int, eos: int) -> tuple[list[in
     return tokens, logps
 
 
-@pytest.mark.parametrize("settings", [{"mode": "latent"}, {"mode": "hybrid"}, {"mode": "channel"},
-                                      {"mode": "refine", "refine_passes": 2}], ids=lambda s: s["mode"])  # fmt: skip
+@pytest.mark.parametrize(
+    "settings",
+    [{"mode": "latent"}, {"mode": "hybrid"}, {"mode": "channel"}, {"mode": "refine", "refine_passes": 2}],
+    ids=lambda s: s["mode"],
+)
 def test_gate_closed_is_the_plain_model(model_dir, settings):
     """lambda = 0 with every other feedback weight moved: the plain model's greedy tokens (after the K thought
     tokens where the mode has them) and its log-probs within 1e-5, though the thoughts are not zero."""
@@ -166,7 +211,9 @@ def test_gate_closed_is_the_plain_model(model_dir, settings):
     ro = policy.rollout(ids, mask, 6, 0.0)
     assert ro.feedback[ro.feedback_mask].abs().sum() > 0
     P, tok = ro.prompt_length, policy.tokenizer
-    thoughts = [tok.convert_tokens_to_ids("<thought>")] * (3 if settings["mode"] in ("latent", "refine") else 0)
+    thoughts = [tok.convert_tokens_to_ids("<thought>")] * (
+        3 if settings["mode"] in ("latent", "refine") else 0
+    )
     for b in range(len(PROMPTS)):
         prompt = ids[b][mask[b].bool()].tolist() + thoughts
         tokens, logps = plain_greedy(policy.model, prompt, 6, tok.eos_token_id)
@@ -192,8 +239,23 @@ def test_eos_ends_an_answer_and_positions_count_thoughts(model_dir, tmp_path, ca
     assert all(sum(s.token == eos for s in steps) == 1 for steps, e in zip(runs, ended) if e)
     policy.save_pretrained(tmp_path / "saved")
     capsys.readouterr()
-    main(["eval", str(tmp_path / "saved"), "--env", "addition", "--env-args", "{digits: 3}", "--n", "8",
-          "--max-new-tokens", "6", "--seed", "0", "--quiet"])  # fmt: skip
+    main(
+        [
+            "eval",
+            str(tmp_path / "saved"),
+            "--env",
+            "addition",
+            "--env-args",
+            "{digits: 3}",
+            "--n",
+            "8",
+            "--max-new-tokens",
+            "6",
+            "--seed",
+            "0",
+            "--quiet",
+        ]
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["mean_generated_positions"] == round(sum(map(len, runs)) / len(runs), 3)
 
@@ -209,9 +271,14 @@ def test_exported_folder_read_with_plain_libraries_answers_as_the_policy(model_d
     out = tmp_path / "export"
     assert main(["export", str(tmp_path / "saved"), str(out)]) == 0
     tok = AutoTokenizer.from_pretrained(out)
-    oracle = Oracle(AutoModelForCausalLM.from_pretrained(out), json.loads((out / "neuralese.json").read_text())["neuralese"],
-                    load_file(str(out / "feedback.safetensors")), tok.convert_tokens_to_ids("<thought>"),
-                    {tok.eos_token_id}, tok.pad_token_id)  # fmt: skip
+    oracle = Oracle(
+        AutoModelForCausalLM.from_pretrained(out),
+        json.loads((out / "neuralese.json").read_text())["neuralese"],
+        load_file(str(out / "feedback.safetensors")),
+        tok.convert_tokens_to_ids("<thought>"),
+        {tok.eos_token_id},
+        tok.pad_token_id,
+    )
     loaded = NeuralesePolicy.from_pretrained(out)
     ro, runs, _ = held_to(loaded, oracle)
     ids, mask = policy.encode(PROMPTS)
@@ -243,11 +310,21 @@ def test_shuffled_control_reads_only_the_next_prompts_thoughts(model_dir, mode):
     if mode != "latent":  # the case that matters: a shuffled answer outlives every thought it was given
         assert max(map(len, runs)) > max(map(len, own))
     got, extras = shuffled_answers(policy, SHORT, 6)
-    assert (got, extras["generated_positions"]) == ([answer_text(policy, r) for r in runs], [len(r) for r in runs])
+    assert (got, extras["generated_positions"]) == (
+        [answer_text(policy, r) for r in runs],
+        [len(r) for r in runs],
+    )
 
 
-@pytest.mark.parametrize("settings", [{"mode": "latent", "projection": "linear"}, {"mode": "hybrid", "projection": "mlp"},
-                                      {"mode": "hybrid", "layer": "mix"}], ids=str)  # fmt: skip
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"mode": "latent", "projection": "linear"},
+        {"mode": "hybrid", "projection": "mlp"},
+        {"mode": "hybrid", "layer": "mix"},
+    ],
+    ids=str,
+)
 def test_feedback_weights_start_as_the_identity(model_dir, settings):
     """At switch-on `linear` and `mlp` are the identity and the layer mix is uniform: with only the gate
     opened, the fed vectors are those of P = identity."""
@@ -278,7 +355,9 @@ def test_conversational_prompts_think_after_the_assistant_header(model_dir):
     tok = policy.tokenizer
     header = tok.encode("assistant:", add_special_tokens=False)
     for b, chat in enumerate(chats):
-        expected = list(tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"])
+        expected = list(
+            tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+        )
         assert ids[b][mask[b].bool()].tolist() == expected and expected[-len(header) :] == header
     held_to(policy, oracle_of(policy), prompts=chats)
 
@@ -329,10 +408,19 @@ def arch_dir(request, tiny_dir, tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     extra = FAMILIES[request.param]
     config = AutoConfig.for_model(
-        request.param, vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **extra,
-    )  # fmt: skip
+        request.param,
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **extra,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

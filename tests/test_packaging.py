@@ -30,9 +30,17 @@ def test_every_package_folder_is_listed_and_mapped():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["package-dir"] == {name: folder for folder, name in FOLDERS.items()}
     on_disk = set(package_folders())
-    assert {"neuralese", "neuralese.config", "neuralese.modes", "neuralese.envs", "neuralese.rewards"} <= on_disk
+    assert {
+        "neuralese",
+        "neuralese.config",
+        "neuralese.modes",
+        "neuralese.envs",
+        "neuralese.rewards",
+    } <= on_disk
     listed = set(setuptools["packages"])
-    assert on_disk == listed, f"on disk, not listed: {sorted(on_disk - listed)}; listed, not on disk: {sorted(listed - on_disk)}"
+    assert on_disk == listed, (
+        f"on disk, not listed: {sorted(on_disk - listed)}; listed, not on disk: {sorted(listed - on_disk)}"
+    )
 
 
 def test_the_wheel_holds_every_package_under_one_namespace(tmp_path):
@@ -42,10 +50,28 @@ def test_the_wheel_holds_every_package_under_one_namespace(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md", *FOLDERS):
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
-        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+        copy(
+            ROOT / name,
+            src / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}),
+        )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(src)], check=True, env=env)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        check=True,
+        env=env,
+    )
     (wheel,) = tmp_path.glob("neuralese-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}

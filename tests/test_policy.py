@@ -35,8 +35,7 @@ def make_policy(tiny_dir, mode="latent", layer=-1, projection="linear", gate=1.0
 
 def rollout(policy, prompts=PROMPTS, max_new_tokens=6, temperature=1.0, seed=0) -> Rollout:
     ids, mask = policy.encode(prompts)
-    return policy.rollout(ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed)
-    )
+    return policy.rollout(ids, mask, max_new_tokens, temperature, torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------- switch-on
@@ -47,9 +46,10 @@ def plain_logprobs(policy, ro: Rollout, inputs: torch.Tensor | None = None) -> t
     `inputs` (default: the tokens themselves), 0 where no token was sampled."""
     with torch.no_grad():
         plain = policy.model(
-            input_ids=ro.input_ids if inputs is None else inputs, attention_mask=ro.attention_mask,
+            input_ids=ro.input_ids if inputs is None else inputs,
+            attention_mask=ro.attention_mask,
             position_ids=ro.position_ids,
-        )  # fmt: skip
+        )
     logp = (
         torch.log_softmax(plain.logits[:, :-1].float(), -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
     )
@@ -167,8 +167,15 @@ def test_multiplex_thought_is_the_mean_of_its_tokens(tiny_dir):
 
 def test_embedding_thought_at_low_temperature_is_the_greedy_token(tiny_dir):
     """softmax(z / tau) @ E -> E[argmax z]: with latent_only input, latent mode is then token CoT."""
-    policy = make_policy(tiny_dir, mode="latent", gate=0.0, space="embedding", thought_temperature=1e-4,
-                         input="latent_only", projection="identity")  # fmt: skip
+    policy = make_policy(
+        tiny_dir,
+        mode="latent",
+        gate=0.0,
+        space="embedding",
+        thought_temperature=1e-4,
+        input="latent_only",
+        projection="identity",
+    )
     ro = rollout(policy, temperature=0.0)
     plain = NeuralesePolicy.from_pretrained(tiny_dir)  # token mode: write the K tokens greedily instead
     ids, mask = plain.encode(PROMPTS)
@@ -243,8 +250,12 @@ def prefix_output(policy, ro: Rollout, const: torch.Tensor, t: int, live_inputs:
     for u, v in live_inputs.items():
         if u <= t:
             x[:, u] = v
-    out = policy.model(inputs_embeds=x[:, : t + 1], attention_mask=ro.attention_mask[:, : t + 1],
-                       position_ids=ro.position_ids[:, : t + 1], output_hidden_states=True)  # fmt: skip
+    out = policy.model(
+        inputs_embeds=x[:, : t + 1],
+        attention_mask=ro.attention_mask[:, : t + 1],
+        position_ids=ro.position_ids[:, : t + 1],
+        output_hidden_states=True,
+    )
     return out.logits[:, -1], policy.thought_source(out, -1)
 
 
@@ -279,15 +290,22 @@ def same_gradients(policy, ro: Rollout, window, literal) -> tuple[dict, torch.Te
         # Normwise: the noise density's score function makes some gradients large (|eps| / sigma), and
         # float32 rounding through it reaches about 5e-6 in an element (Gumbel densities, full window).
         scale = ref[name].abs().max().item()
-        torch.testing.assert_close(ours[name], ref[name], atol=1e-5 * max(scale, 1.0), rtol=1e-4,
-                                   msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
+        torch.testing.assert_close(
+            ours[name],
+            ref[name],
+            atol=1e-5 * max(scale, 1.0),
+            rtol=1e-4,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
     return ours, weights
 
 
 GRADIENT_CASES = [
     (mode, thought, window)
     for mode, thought, window in CASES
-    if thought == "hidden" or window in (0, "full") or (thought in ("hidden-gaussian", "embedding-gumbel") and window == 2)
+    if thought == "hidden"
+    or window in (0, "full")
+    or (thought in ("hidden-gaussian", "embedding-gumbel") and window == 2)
 ]
 
 
@@ -429,7 +447,9 @@ def test_greedy_decoding_takes_each_thoughts_most_likely_value(tiny_dir, thought
     and the thoughts of the deterministic sampler (no noise; multiplex: the top token every time)."""
     policy = make_policy(tiny_dir, mode="latent", **THOUGHTS[thought])
     runs = [rollout(policy, temperature=0.0, seed=s) for s in (0, 1)]
-    assert torch.equal(runs[0].feedback, runs[1].feedback) and torch.equal(runs[0].input_ids, runs[1].input_ids)
+    assert torch.equal(runs[0].feedback, runs[1].feedback) and torch.equal(
+        runs[0].input_ids, runs[1].input_ids
+    )
     fb = runs[0].feedback_mask
     if thought == "embedding-multiplex":
         tokens = runs[0].draw.tokens[fb]

@@ -182,7 +182,9 @@ def test_the_generated_cases_cover_the_flags():
 def test_every_numeric_flag_refuses_what_its_range_does(
     command, flag, action, needed, name, text, value, tmp_path, capfd
 ):
-    assert isinstance(action.type, RangedType), f"{command} {flag}: give it a range (neuralese.cli.number_flag)"
+    assert isinstance(action.type, RangedType), (
+        f"{command} {flag}: give it a range (neuralese.cli.number_flag)"
+    )
     text = {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(name, text)
     kind_ok = not isinstance(value, (bool, str, list)) and (
         action.type.base is float or isinstance(value, int)

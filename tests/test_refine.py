@@ -42,7 +42,9 @@ def test_as_many_passes_as_thoughts_is_latent_mode(tiny_dir, temperature):
     fewer.load_state_dict(latent.state_dict())
     ours, theirs = rollout(fewer, temperature=0.0), rollout(latent, temperature=0.0)
     plen = ours.prompt_length
-    torch.testing.assert_close(ours.feedback[:, : plen + K - 1], theirs.feedback[:, : plen + K - 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        ours.feedback[:, : plen + K - 1], theirs.feedback[:, : plen + K - 1], atol=1e-5, rtol=0
+    )
     assert (ours.feedback[:, plen + K - 1] - theirs.feedback[:, plen + K - 1]).abs().max() > 1e-3
 
 
@@ -69,7 +71,9 @@ def test_gate_closed_over_thoughts_is_the_plain_model(tiny_dir):
     ro = rollout(policy)
     rc = policy.recompute(ro, window=0)
     # The passes run over the prompt's cache, the plain model in one forward: equal up to float rounding.
-    torch.testing.assert_close(rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro), atol=1e-5, rtol=0
+    )
     assert ro.extra["pass_feedback"][ro.feedback_mask].abs().sum() > 0  # only the gate hid the thoughts
 
 
@@ -81,14 +85,23 @@ def test_gate_closed_over_the_answer_is_jacobi_decoding_of_the_plain_model(tiny_
     rc = policy.recompute(ro, window=0)
     draft = policy.mode.final_tokens(ro)  # the last pass's inputs
     assert not torch.equal(draft, ro.input_ids)  # the sampled answer is not its own draft
-    torch.testing.assert_close(rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro, draft), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        rc.token_logprobs[:, 1:].detach(), plain_logprobs(policy, ro, draft), atol=1e-5, rtol=0
+    )
     n = 6
     converged = refine_policy(tiny_dir, over="answer", passes=n, gate=0.0)
     ids, mask = converged.encode(PROMPTS)
     ours = converged.rollout(ids, mask, n, temperature=0.0)
-    theirs = converged.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False,
-                                      pad_token_id=converged.pad_token_id)  # fmt: skip
-    assert converged.decode(ours) == converged.tokenizer.batch_decode(theirs[:, ids.shape[1] :], skip_special_tokens=True)
+    theirs = converged.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=n,
+        do_sample=False,
+        pad_token_id=converged.pad_token_id,
+    )
+    assert converged.decode(ours) == converged.tokenizer.batch_decode(
+        theirs[:, ids.shape[1] :], skip_special_tokens=True
+    )
 
 
 # ----------------------------------------------------------------------------- consistency
@@ -114,12 +127,19 @@ def test_thoughts_of_every_pass_are_recorded(tiny_dir):
     plen, fed = ro.prompt_length, ro.extra["pass_fed"]
     # Pass 1 feeds only the first thought (from the prompt), the last pass every thought, the passes
     # between all but the last (whose state no later pass reads).
-    assert fed[:, plen, 0].all() and not fed[:, plen + 1 : plen + K, 0].any() and fed[:, plen : plen + K, -1].all()
+    assert (
+        fed[:, plen, 0].all()
+        and not fed[:, plen + 1 : plen + K, 0].any()
+        and fed[:, plen : plen + K, -1].all()
+    )
     assert fed[:, plen : plen + K - 1, 1:].all() and not fed[:, plen + K - 1, :-1].any()
-    torch.testing.assert_close(ro.feedback[:, plen : plen + K], ro.extra["pass_feedback"][:, plen : plen + K, -1])
+    torch.testing.assert_close(
+        ro.feedback[:, plen : plen + K], ro.extra["pass_feedback"][:, plen : plen + K, -1]
+    )
     assert ro.draw.noise.shape == (*ro.input_ids.shape, T, policy.hidden_size)
     expected = -0.5 * ro.draw.noise.double().pow(2).sum(-1) - policy.hidden_size * (
-        torch.log(torch.tensor(0.2, dtype=torch.float64)) + 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
+        torch.log(torch.tensor(0.2, dtype=torch.float64))
+        + 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
     )  # [B, L, T]: each pass's Gaussian density
     torch.testing.assert_close(ro.logprobs[:, plen : plen + K], (expected * fed).sum(-1)[:, plen : plen + K])
 
@@ -157,8 +177,12 @@ def literal_logprobs(policy, ro: Rollout, window, probe=None) -> torch.Tensor:
         return torch.where(fed[:, :, tau - 1, None], a_.combine(e, vec), e)
 
     def forward(x):
-        return policy.model(inputs_embeds=x, attention_mask=ro.attention_mask, position_ids=ro.position_ids,
-                            output_hidden_states=True)  # fmt: skip
+        return policy.model(
+            inputs_embeds=x,
+            attention_mask=ro.attention_mask,
+            position_ids=ro.position_ids,
+            output_hidden_states=True,
+        )
 
     logp = torch.zeros(bsz, length, dtype=torch.float64)
     prev = forward(inputs(1, ro.extra["pass_feedback"][:, :, 0]))  # its prompt positions are every pass's
@@ -176,14 +200,21 @@ def literal_logprobs(policy, ro: Rollout, window, probe=None) -> torch.Tensor:
         prev = forward(inputs(tau, vec))
     if ro.sampler == "none":
         logp.zero_()
-    lp = torch.log_softmax(prev.logits[:, :-1] / ro.temperature, -1).gather(-1, ro.input_ids[:, 1:, None]).squeeze(-1)
+    lp = (
+        torch.log_softmax(prev.logits[:, :-1] / ro.temperature, -1)
+        .gather(-1, ro.input_ids[:, 1:, None])
+        .squeeze(-1)
+    )
     return logp + torch.cat([logp[:, :1] * 0, torch.where(ro.action_mask[:, 1:], lp, 0.0)], 1)
 
 
 GRADIENT_CASES = [(over, "hidden", w) for over in ("thoughts", "answer") for w in (0, 1, 2, "full")] + [
-    ("thoughts", "hidden-gaussian", 1), ("answer", "embedding-gumbel", 2), ("thoughts", "embedding-multiplex", "full"),
-    ("answer", "mix-gumbel", 1), ("thoughts", "pause", 2),
-]  # fmt: skip
+    ("thoughts", "hidden-gaussian", 1),
+    ("answer", "embedding-gumbel", 2),
+    ("thoughts", "embedding-multiplex", "full"),
+    ("answer", "mix-gumbel", 1),
+    ("thoughts", "pause", 2),
+]
 
 
 @pytest.mark.parametrize("over,thought,window", GRADIENT_CASES)
@@ -205,7 +236,11 @@ def test_window_bounds_the_passes_that_carry_gradient(tiny_dir, over, window):
     probe = torch.zeros(1, T, *ro.input_ids.shape[1:], policy.hidden_size, requires_grad=True)
     rc = policy.recompute(ro, window, probe=probe)
     rc.logprobs.sum().backward()
-    got = set() if probe.grad is None else {tuple(i) for i in torch.nonzero(probe.grad.abs().sum(-1)[0] > 0).tolist()}
+    got = (
+        set()
+        if probe.grad is None
+        else {tuple(i) for i in torch.nonzero(probe.grad.abs().sum(-1)[0] > 0).tolist()}
+    )
     k = T if window == "full" else window
     fed = ro.extra["pass_fed"][0]  # [L, T]
     expected = {(tau, u - 1) for tau in range(T - k, T) for u in fed[:, tau].nonzero().squeeze(-1).tolist()}
@@ -213,7 +248,11 @@ def test_window_bounds_the_passes_that_carry_gradient(tiny_dir, over, window):
     # The same through the literal implementation, whose edges are written out.
     probe.grad = None
     literal_logprobs(policy, ro, window, probe=probe).sum().backward()
-    assert (set() if probe.grad is None else {tuple(i) for i in torch.nonzero(probe.grad.abs().sum(-1)[0] > 0).tolist()}) == expected
+    assert (
+        set()
+        if probe.grad is None
+        else {tuple(i) for i in torch.nonzero(probe.grad.abs().sum(-1)[0] > 0).tolist()}
+    ) == expected
 
 
 # ----------------------------------------------------------------------------- controls and inspection
@@ -229,7 +268,7 @@ def test_shuffled_thoughts_are_fed_in_every_pass(tiny_dir, over):
     plen, fed = ro.prompt_length, ro.extra["pass_fed"]
     for tau in range(T):
         on = fed[:, plen:, tau]
-        torch.testing.assert_close(ro.extra["pass_feedback"][:, plen:, tau][on], given[: , : on.shape[1]][on])
+        torch.testing.assert_close(ro.extra["pass_feedback"][:, plen:, tau][on], given[:, : on.shape[1]][on])
     assert ro.logprobs[ro.feedback_mask & ~ro.action_mask].abs().sum() == 0
 
 
@@ -240,7 +279,9 @@ def test_inspect_shows_the_change_between_passes(tiny_dir):
     vecs = ro.extra["pass_feedback"][0, ro.prompt_length : ro.prompt_length + K]  # [K, T, D]
     change = ((vecs[:, -1] - vecs[:, -2]).norm(dim=-1) / vecs[:, -1].norm(dim=-1)).tolist()[: K - 1]
     shown = [th.columns["Δpass"] for th in ins.thoughts]
-    assert shown[:-1] == pytest.approx(change, rel=1e-5) and shown[-1] is None  # the last: new in the last pass
+    assert (
+        shown[:-1] == pytest.approx(change, rel=1e-5) and shown[-1] is None
+    )  # the last: new in the last pass
     # Jacobi refinement: thought k is exact after k passes, so the last pass leaves the first T - 1
     # thoughts as they were and still moves the others (3 passes do not settle 4 thoughts).
     assert all(c < 1e-5 for c in change[: T - 1]) and all(c > 1e-3 for c in change[T - 1 :]), change

@@ -266,11 +266,20 @@ def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm
     cfg = run_config(tiny_dir, tmp_path / "run", mode="hybrid", steps=2)
     cfg.rewards = [
         RewardConfig(fn="reward_model", args={"path": str(rm_dir)}),
-        RewardConfig(fn="cascade", weight=0.5, args={"stages": [
-            {"fn": "reward_model", "args": {"path": str(rm_dir), "abstain_below": -10.0, "abstain_above": 0.0}},
-            {"fn": "reward_model", "args": {"path": str(rm_dir)}},
-        ]}),
-    ]  # fmt: skip
+        RewardConfig(
+            fn="cascade",
+            weight=0.5,
+            args={
+                "stages": [
+                    {
+                        "fn": "reward_model",
+                        "args": {"path": str(rm_dir), "abstain_below": -10.0, "abstain_above": 0.0},
+                    },
+                    {"fn": "reward_model", "args": {"path": str(rm_dir)}},
+                ]
+            },
+        ),
+    ]
     Trainer(cfg).train()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     step = lines[0]
@@ -289,10 +298,20 @@ def write_recipe(tmp_path: Path, reward_model: dict, env: dict | None = None) ->
         "output_dir": str(tmp_path / "run"),
         "env": env or {"name": "addition", "args": {"digits": 3}, "train_size": 64, "test_size": 8},
         "reward_model": {
-            "tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_positions": 64},
-            "max_steps": 40, "batch_size": 8, "learning_rate": 3e-3, "warmup_steps": 0, **reward_model,
+            "tiny": {
+                "hidden_size": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "intermediate_size": 64,
+                "max_positions": 64,
+            },
+            "max_steps": 40,
+            "batch_size": 8,
+            "learning_rate": 3e-3,
+            "warmup_steps": 0,
+            **reward_model,
         },
-    }  # fmt: skip
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(json.dumps(recipe))
     return path
@@ -303,10 +322,12 @@ def test_reward_model_train_from_a_pairs_file_learns_held_out_pairs(tmp_path, ca
     it well enough to order pairs of problems it never saw."""
     rows = make_env("addition", {"digits": 3}).dataset("train", 120, seed=0)
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(
-        json.dumps({"prompt": p, "chosen": a, "rejected": a + str(len(p) % 10)}) + "\n"
-        for p, a in zip(rows["prompt"], rows["answer"])
-    ))  # fmt: skip
+    pairs.write_text(
+        "".join(
+            json.dumps({"prompt": p, "chosen": a, "rejected": a + str(len(p) % 10)}) + "\n"
+            for p, a in zip(rows["prompt"], rows["answer"])
+        )
+    )
     recipe = write_recipe(tmp_path, {"pairs_file": str(pairs), "held_out_fraction": 0.25})
     assert main(["reward-model", "train", str(recipe), "--out", str(tmp_path / "rm")]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -325,10 +346,16 @@ def test_reward_model_train_from_policy_samples_and_a_gear(tiny_dir, tmp_path):
     env = {"name": f"{PLUGIN_ENV}:make", "train_size": 64, "test_size": 8}
     recipe = write_recipe(
         tmp_path,
-        {"policy": str(tiny_dir), "prompts": 24, "held_out_prompts": 16, "max_new_tokens": 3, "max_steps": 5,
-         "gears": [{"prompts": 40, "max_steps": 5}]},
+        {
+            "policy": str(tiny_dir),
+            "prompts": 24,
+            "held_out_prompts": 16,
+            "max_new_tokens": 3,
+            "max_steps": 5,
+            "gears": [{"prompts": 40, "max_steps": 5}],
+        },
         env,
-    )  # fmt: skip
+    )
     assert main(["reward-model", "train", str(recipe), "--out", str(tmp_path / "rm")]) == 0
     report = json.loads((tmp_path / "rm" / "report.json").read_text())["gears"]
     assert [g["gear"] for g in report] == [0, 1]

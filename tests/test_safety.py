@@ -27,7 +27,9 @@ from neuralese.models import load_model
 from neuralese.plugins import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = [p for d in ("rl", "envs", "rewards", "bench", "experiments") for p in sorted((ROOT / d).rglob("*.py"))]
+PACKAGE = [
+    p for d in ("rl", "envs", "rewards", "bench", "experiments") for p in sorted((ROOT / d).rglob("*.py"))
+]
 PICKLERS = {"pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 SAVED_SUFFIXES = {".safetensors", ".json", ".pt", ".jinja", ".txt"}
 PICKLE_SUFFIXES = {".bin", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -150,8 +152,9 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_not_run(finished_run, tiny_
     write_json(ckpt / MANIFEST, manifest)
     trainer = Trainer(run_config(tiny_dir, tmp_path / "other", "latent", "ppo", steps=1))
     with pytest.raises(CheckpointError, match=r"rng.pt.*refusing to unpickle"):
-        load_checkpoint(ckpt, trainer.policy, trainer.optimizer, trainer.scheduler, trainer.generator,
-                        trainer.value_head)  # fmt: skip
+        load_checkpoint(
+            ckpt, trainer.policy, trainer.optimizer, trainer.scheduler, trainer.generator, trainer.value_head
+        )
     assert not marker.exists()
 
 

@@ -71,7 +71,9 @@ def test_deepspeed_zero_killed_four_times_resumes_bit_for_bit(zero3_model_dir, t
     pytest.importorskip("deepspeed")
     killed_and_resumed(zero3_model_dir, tmp_path, accelerate(f"zero{stage}.yaml", 1), steps=8, seed=stage)
     ckpt = list_checkpoints(tmp_path / "killed")[-1]
-    assert (ckpt / "deepspeed" / "engine").is_dir() and "deepspeed/engine/" in (ckpt / "manifest.json").read_text()
+    assert (ckpt / "deepspeed" / "engine").is_dir() and "deepspeed/engine/" in (
+        ckpt / "manifest.json"
+    ).read_text()
     # A checkpoint resumed without DeepSpeed, or under another stage, is refused with what to use.
     from neuralese.config import load_config
     from neuralese.trainer import Trainer
@@ -84,7 +86,9 @@ def test_deepspeed_zero_killed_four_times_resumes_bit_for_bit(zero3_model_dir, t
     log = tmp_path / "other-stage.log"
     proc = launch(tmp_path / "recipe.yaml", tmp_path / "killed", log, accelerate(f"zero{other}.yaml", 1))
     assert proc.wait(timeout=600) != 0
-    assert f"written under DeepSpeed ZeRO-{stage}, resumed under ZeRO-{other}" in log.read_text(), log.read_text()[-3000:]
+    assert f"written under DeepSpeed ZeRO-{stage}, resumed under ZeRO-{other}" in log.read_text(), (
+        log.read_text()[-3000:]
+    )
 
 
 def rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
@@ -132,8 +136,12 @@ def two_machines(recipe: Path, out: Path, logs: str) -> list[subprocess.Popen]:
     """`recipes/accelerate/multinode.yaml` as two machines of one process each on 127.0.0.1."""
     port = free_port()
     return [
-        launch(recipe, out, out.parent / f"{logs}-{m}.log",
-               [*accelerate_launch(CONFIGS / "multinode.yaml", port, 2, m, machines=2), "-m", "neuralese.cli"])
+        launch(
+            recipe,
+            out,
+            out.parent / f"{logs}-{m}.log",
+            [*accelerate_launch(CONFIGS / "multinode.yaml", port, 2, m, machines=2), "-m", "neuralese.cli"],
+        )
         for m in (0, 1)
     ]
 
@@ -144,7 +152,9 @@ def finish(procs: list[subprocess.Popen], out: Path, logs: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_rank_killed_on_another_machine_stops_the_first_promptly_and_resume_completes_it(tiny_dir, tmp_path):
+def test_a_rank_killed_on_another_machine_stops_the_first_promptly_and_resume_completes_it(
+    tiny_dir, tmp_path
+):
     """Machine 0's launcher cannot see machine 1's processes: its worker learns of the death at its
     next collective and stops with an error naming itself and where to resume from."""
     recipe = write_recipe(tmp_path, tiny_dir, steps=10)

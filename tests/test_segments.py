@@ -35,10 +35,13 @@ def test_segment_attention_equals_sdpa(heads, kv_heads):
     pad[0, :2] = 0  # left padding
     mask = causal_mask_4d(pad, prefix + live - q_len, q_len)
     ours, _ = segment_attention(
-        Attn(heads // kv_heads), q,
-        Segments((k[:, :, :prefix], k[:, :, prefix:])), Segments((v[:, :, :prefix], v[:, :, prefix:])),
-        mask, scaling=dim**-0.5,
-    )  # fmt: skip
+        Attn(heads // kv_heads),
+        q,
+        Segments((k[:, :, :prefix], k[:, :, prefix:])),
+        Segments((v[:, :, :prefix], v[:, :, prefix:])),
+        mask,
+        scaling=dim**-0.5,
+    )
     theirs, _ = sdpa_attention_forward(Attn(heads // kv_heads), q, k, v, mask, scaling=dim**-0.5)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
 

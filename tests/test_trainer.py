@@ -38,8 +38,18 @@ def test_algorithms_train_and_write_the_run_folder(tiny_dir, tmp_path, mode, alg
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows[:2]] == [1, 2]
-    for key in ("reward/mean", "accuracy", "loss", "grad_norm", "entropy", "time/rollout_s", "time/update_s",
-                "reward/zero_spread_groups", "generated_positions/mean", "reward/thought_count/mean"):  # fmt: skip
+    for key in (
+        "reward/mean",
+        "accuracy",
+        "loss",
+        "grad_norm",
+        "entropy",
+        "time/rollout_s",
+        "time/update_s",
+        "reward/zero_spread_groups",
+        "generated_positions/mean",
+        "reward/thought_count/mean",
+    ):
         assert key in rows[0], key
     assert rows[0]["reward/thought_count/mean"] == 1.0  # the trainer passed consistent extra columns
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows[:2])

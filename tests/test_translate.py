@@ -47,8 +47,12 @@ def folders(tmp_path_factory) -> tuple[Path, Path]:
         TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
         0,
     )
-    b = tiny(root / "pairs", DIGIT_PAIR_PATTERN,
-             TinyModelConfig(hidden_size=48, num_layers=2, num_heads=2, intermediate_size=96), 1)  # fmt: skip
+    b = tiny(
+        root / "pairs",
+        DIGIT_PAIR_PATTERN,
+        TinyModelConfig(hidden_size=48, num_layers=2, num_heads=2, intermediate_size=96),
+        1,
+    )
     return a, b
 
 
@@ -133,8 +137,9 @@ def test_translators_round_trip_through_their_folders(readers, tmp_path):
         back = load_translator(t.save(tmp_path / t.kind))
         assert back.kind == t.kind and back.meta == t.meta and torch.equal(back(x), t(x))
     back = load_common(space.save(tmp_path / "common"))
-    assert back.models == ["digits", "pairs"] and torch.equal(back.translate(x, "digits", "pairs"),
-                                                              space.translate(x, 0, 1))  # fmt: skip
+    assert back.models == ["digits", "pairs"] and torch.equal(
+        back.translate(x, "digits", "pairs"), space.translate(x, 0, 1)
+    )
 
 
 def test_damaged_folders_name_the_file(readers, tmp_path):
@@ -247,8 +252,11 @@ translate:
     report = json.loads((out / "report.json").read_text())
     assert printed["results"] == report["results"]
     kinds = {(r["kind"], r["source"], r["target"]) for r in report["results"]}
-    assert kinds == {(k, a, b) for k in ("mean", "linear", "mlp", "common") for a, b in
-                     (("digits", "pairs"), ("pairs", "digits"))}  # fmt: skip
+    assert kinds == {
+        (k, a, b)
+        for k in ("mean", "linear", "mlp", "common")
+        for a, b in (("digits", "pairs"), ("pairs", "digits"))
+    }
     assert all(-1 <= r["cosine"] <= 1 and 0 <= r["top1_agreement"] <= 1 for r in report["results"])
     assert load_translator(out / "mlp" / "digits-to-pairs").target_width == 48
     assert load_common(out / "common").widths == [32, 48]

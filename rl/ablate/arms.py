@@ -75,8 +75,13 @@ class Plan:
 
 def builtin_arms() -> dict[str, Arm]:
     """The arms an ablation runs without a spec (module docstring)."""
-    windows = {"latent-w0": ("latent", 0), "latent-w2": ("latent", 2), "latent-full": ("latent", "full"),
-               "hybrid-w0": ("hybrid", 0), "hybrid-w4": ("hybrid", 4)}  # fmt: skip
+    windows = {
+        "latent-w0": ("latent", 0),
+        "latent-w2": ("latent", 2),
+        "latent-full": ("latent", "full"),
+        "hybrid-w0": ("hybrid", 0),
+        "hybrid-w4": ("hybrid", 4),
+    }
     arms = {"token": Arm("token", ["neuralese.mode=off", "neuralese.tbptt_window=0"])}
     for name, (mode, window) in windows.items():
         arms[name] = Arm(
@@ -108,8 +113,10 @@ def load_spec(path: str | None) -> tuple[dict[str, list[str]], dict[str, Arm]]:
             [a.get("stage0")] if a.get("stage0", "default") not in stage0 else []
         )
         if bad:
-            raise ConfigError(f"--spec {path}: arms.{name}: unknown {bad}; controls are {CONTROLS}, "
-                              f"stage0 variants {list(stage0)}")  # fmt: skip
+            raise ConfigError(
+                f"--spec {path}: arms.{name}: unknown {bad}; controls are {CONTROLS}, "
+                f"stage0 variants {list(stage0)}"
+            )
         arms[name] = Arm(
             name, _strings(a.get("set", []), path, f"arms.{name}.set"), a.get("stage0", "default"), controls
         )
@@ -178,5 +185,7 @@ def check(plan: Plan) -> None:
         cfg = plan.config(*arm.sets)
         check_run(cfg, f"{plan.recipe} with arm {arm.name!r}")  # what its thought mode and policy kind can do
         stages = f", curriculum {cfg.curriculum.stages} stages" if cfg.curriculum.stages else ""
-        print(f"ablate: {arm.name}: stage 0 {arm.stage0!r}, {feedback_label(cfg)}{stages}, "
-              f"answer budget {cfg.rl.max_new_tokens}")  # fmt: skip
+        print(
+            f"ablate: {arm.name}: stage 0 {arm.stage0!r}, {feedback_label(cfg)}{stages}, "
+            f"answer budget {cfg.rl.max_new_tokens}"
+        )

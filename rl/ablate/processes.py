@@ -24,8 +24,12 @@ def child_env(threads: int) -> dict[str, str]:
     """The environment of every child: its thread count fixed (oversubscription costs 10-50x on a
     busy machine), nothing fetched from the network."""
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1")  # fmt: skip
+    env.update(
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+    )
     return env
 
 
@@ -40,6 +44,8 @@ def run_child(cli_args: list[str], log: Path, threads: int) -> tuple[float, floa
     wall = time.perf_counter() - start
     if code != 0:
         print("".join(log.read_text().splitlines(keepends=True)[-LOG_TAIL:]), end="", file=sys.stderr)
-        raise TrainingError(f"`neuralese {' '.join(cli_args[:2])}` failed (exit {code}); the last "
-                            f"{LOG_TAIL} lines of its log {log} are above")  # fmt: skip
+        raise TrainingError(
+            f"`neuralese {' '.join(cli_args[:2])}` failed (exit {code}); the last "
+            f"{LOG_TAIL} lines of its log {log} are above"
+        )
     return wall, json.loads(peak_file.read_text())

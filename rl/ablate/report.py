@@ -14,9 +14,24 @@ from neuralese.ablate.arms import Arm, Plan
 from neuralese.config import RunConfig
 
 # Every number of a run that the tables average over seeds (None where it does not apply).
-NUMBERS = ("accuracy", "switch_on", "positions", "step_s", "wall_s", "peak_rss_mib", "saved_mib", "gate",
-           "latent_grad_norm", "grad_norm", "vector_norm", "accuracy_gate_closed", "accuracy_shuffled",
-           "cos_consecutive", "cos_across_prompts", "thought_to_token")  # fmt: skip
+NUMBERS = (
+    "accuracy",
+    "switch_on",
+    "positions",
+    "step_s",
+    "wall_s",
+    "peak_rss_mib",
+    "saved_mib",
+    "gate",
+    "latent_grad_norm",
+    "grad_norm",
+    "vector_norm",
+    "accuracy_gate_closed",
+    "accuracy_shuffled",
+    "cos_consecutive",
+    "cos_across_prompts",
+    "thought_to_token",
+)
 # An arm uses the content of its thoughts when a control is this far below it (accuracy points).
 USES_MARGIN = 0.10
 
@@ -55,8 +70,9 @@ def aggregate(runs: list[dict], arms: dict[str, Arm]) -> dict[str, dict]:
 def verdict(row: dict) -> str:
     """Whether the arm's answers depend on what its thoughts carry, from the controls it has."""
     acc = row["accuracy"]
-    controls = {name: row.get(key) for name, key in
-                (("shuffled", "accuracy_shuffled"), ("pause", "accuracy_pause"))}  # fmt: skip
+    controls = {
+        name: row.get(key) for name, key in (("shuffled", "accuracy_shuffled"), ("pause", "accuracy_pause"))
+    }
     measured = {k: v for k, v in controls.items() if isinstance(v, (int, float))}
     if acc is None or not measured:
         return "—"
@@ -106,8 +122,10 @@ def results_table(cfg: RunConfig, rows: dict[str, dict], as_is: dict, plan: Plan
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for name, b in as_is.items():
-        lines.append(f"| as-is `{name}`, plain prompt | {b['accuracy']:.3f} | | {b['mean_generated_positions']:.1f} "
-                     "| | | | | | | |")  # fmt: skip
+        lines.append(
+            f"| as-is `{name}`, plain prompt | {b['accuracy']:.3f} | | {b['mean_generated_positions']:.1f} "
+            "| | | | | | | |"
+        )
     for a in rows.values():
         if a["control_of"]:
             continue

@@ -47,8 +47,14 @@ def run_arm(plan: Plan, arm: Arm, seed: int, as_is: Path, out: Path) -> dict:
         if (run / "metrics.jsonl").is_file():
             cli.append("--resume")  # cut off earlier: the peak RSS is then the resumed part's
         wall, rss = run_child(cli, out / "logs" / f"{arm.name}-s{seed}.log", plan.threads)
-    result = {"arm": arm.name, "seed": seed, "wall_s": wall, "peak_rss_mib": rss, "switch_on": start,
-              **summarize(RunLog(run).read_metrics())}  # fmt: skip
+    result = {
+        "arm": arm.name,
+        "seed": seed,
+        "wall_s": wall,
+        "peak_rss_mib": rss,
+        "switch_on": start,
+        **summarize(RunLog(run).read_metrics()),
+    }
     if not get_mode(cfg.neuralese).feeds_back:
         result["latent_grad_norm"] = None  # the trainer logs 0 for it: there is no latent path at all
     result.update(diagnose(run, cfg, arm))
@@ -101,13 +107,22 @@ def ablate(plan: Plan, out: Path) -> None:
             if r.get("skipped")
             else f"{r['wall_s']:.0f} s, peak RSS {r['peak_rss_mib'] or 0:.0f} MiB"
         )
-        print(f"ablate: [{i}/{len(jobs)}] {arm.name} seed {seed}: accuracy {r['accuracy']:.3f} "
-              f"(switch-on {r['switch_on']:.3f}, {r['positions']:.1f} positions), {r['step_s']:.2f} s/step, {how}",
-              flush=True)  # fmt: skip
+        print(
+            f"ablate: [{i}/{len(jobs)}] {arm.name} seed {seed}: accuracy {r['accuracy']:.3f} "
+            f"(switch-on {r['switch_on']:.3f}, {r['positions']:.1f} positions), {r['step_s']:.2f} s/step, {how}",
+            flush=True,
+        )
     rows = aggregate(runs, plan.arms)
     write_table(out / "table.md", cfg, rows, plain, plan)
     plot(out / "accuracy.png", runs, rows, f"{plan.recipe}: {plan.seeds} seed(s) x {cfg.rl.steps} steps")
-    results = {"recipe": plan.recipe, "spec": plan.spec, "overrides": plan.sets, "threads": plan.threads,
-               "as_is": plain, "arms": rows, "runs": runs}  # fmt: skip
+    results = {
+        "recipe": plan.recipe,
+        "spec": plan.spec,
+        "overrides": plan.sets,
+        "threads": plan.threads,
+        "as_is": plain,
+        "arms": rows,
+        "runs": runs,
+    }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"ablate: wrote {out / 'table.md'}, {out / 'accuracy.png'}, {out / 'results.json'}", flush=True)

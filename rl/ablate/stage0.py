@@ -50,8 +50,11 @@ def ensure_as_is(plan: Plan, out: Path) -> dict[str, Path]:
             )
         print(f"ablate: stage 0 ({variant}): training the as-is model into {path}", flush=True)
         sets = [*plan.sets, *plan.stage0[variant], f"pretrain.output_dir={path}"]
-        wall, _ = run_child(["pretrain", str(Path(plan.recipe).resolve()), *[x for s in sets for x in ("--set", s)]],
-                            out / "logs" / f"stage0-{variant}.log", plan.threads)  # fmt: skip
+        wall, _ = run_child(
+            ["pretrain", str(Path(plan.recipe).resolve()), *[x for s in sets for x in ("--set", s)]],
+            out / "logs" / f"stage0-{variant}.log",
+            plan.threads,
+        )
         record = out / "stage0.json"
         done = json.loads(record.read_text()) if record.is_file() else {}
         done[variant] = {"model": str(path), "wall_s": wall, "overrides": plan.stage0[variant]}
@@ -101,8 +104,18 @@ def evaluate_policy(policy: NeuralesePolicy, cfg: RunConfig, thoughts: str = "ow
     """What `neuralese eval` prints, on the problems every run of the ablation is scored on."""
     e = cfg.eval
     env = make_env(cfg.env.name, cfg.env.args)
-    return evaluate(policy.eval(), env, cfg.env.test_split, e.n, cfg.seed, e.batch_size, e.max_new_tokens,
-                    env_name=cfg.env.name, progress=False, thoughts=thoughts)  # fmt: skip
+    return evaluate(
+        policy.eval(),
+        env,
+        cfg.env.test_split,
+        e.n,
+        cfg.seed,
+        e.batch_size,
+        e.max_new_tokens,
+        env_name=cfg.env.name,
+        progress=False,
+        thoughts=thoughts,
+    )
 
 
 # ----------------------------------------------------------------------------- neuralese ablate --switch-on
@@ -114,9 +127,15 @@ def switch_on_row(arm: Arm, cfg: RunConfig) -> dict:
     own = evaluate_policy(policy, cfg)
     thoughts = policy.feedback_on and policy.config.num_thoughts > 0
     shuffled = evaluate_policy(policy, cfg, thoughts="shuffled")["accuracy"] if thoughts else None
-    return {"arm": arm.name, "stage0": arm.stage0, "feedback": feedback_label(cfg, weights=True),
-            "accuracy": own["accuracy"], "shuffled": shuffled, "positions": own["mean_generated_positions"],
-            "n": own["n"]}  # fmt: skip
+    return {
+        "arm": arm.name,
+        "stage0": arm.stage0,
+        "feedback": feedback_label(cfg, weights=True),
+        "accuracy": own["accuracy"],
+        "shuffled": shuffled,
+        "positions": own["mean_generated_positions"],
+        "n": own["n"],
+    }
 
 
 def switch_on_table(plan: Plan, out: Path) -> str:
@@ -126,14 +145,20 @@ def switch_on_table(plan: Plan, out: Path) -> str:
     for arm in plan.arms.values():
         rows.append(switch_on_row(arm, plan.config(f"model.path={as_is[arm.stage0]}", *arm.sets)))
         r = rows[-1]
-        print(f"switch_on: {arm.name}: {r['accuracy']:.3f} (shuffled {r['shuffled']}), {r['positions']:.1f} positions",
-              flush=True)  # fmt: skip
-    lines = ["| arm | stage 0 | feedback (mode, space, input) | accuracy | shuffled thoughts | positions |",
-             "|---|---|---|---:|---:|---:|"]  # fmt: skip
+        print(
+            f"switch_on: {arm.name}: {r['accuracy']:.3f} (shuffled {r['shuffled']}), {r['positions']:.1f} positions",
+            flush=True,
+        )
+    lines = [
+        "| arm | stage 0 | feedback (mode, space, input) | accuracy | shuffled thoughts | positions |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for r in rows:
         shuffled = "—" if r["shuffled"] is None else f"{r['shuffled']:.3f}"
-        lines.append(f"| {r['arm']} | {r['stage0']} | {r['feedback']} | {r['accuracy']:.3f} | {shuffled} | "
-                     f"{r['positions']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {r['arm']} | {r['stage0']} | {r['feedback']} | {r['accuracy']:.3f} | {shuffled} | "
+            f"{r['positions']:.1f} |"
+        )
     text = "\n".join(lines) + "\n"
     (out / "switch_on.md").write_text(text)
     (out / "switch_on_table.json").write_text(json.dumps(rows, indent=2))

@@ -24,8 +24,15 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     """Check the plan, score every arm at switch-on, or run the whole ablation."""
     from neuralese.ablate.arms import check, make_plan
 
-    plan = make_plan(args.recipe, args.spec, args.arms, args.set or [], steps=args.steps, seeds=args.seeds,
-                     threads=args.threads)  # fmt: skip
+    plan = make_plan(
+        args.recipe,
+        args.spec,
+        args.arms,
+        args.set or [],
+        steps=args.steps,
+        seeds=args.seeds,
+        threads=args.threads,
+    )
     check(plan)  # every arm against what its mode can do, before any stage 0 or run starts
     if args.check:
         return
@@ -43,10 +50,14 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """`ablate`, on the CLI's subparsers."""
-    p = recipe_command(sub, "ablate", cmd_ablate,
-                       "token RL against neuralese arms, several seeds, with the controls that say whether thoughts are used",
-                       "ablation folder (default: the recipe's output_dir + '/ablate')",
-                       recipe="YAML recipe (recipes/ablate_*.yaml)")  # fmt: skip
+    p = recipe_command(
+        sub,
+        "ablate",
+        cmd_ablate,
+        "token RL against neuralese arms, several seeds, with the controls that say whether thoughts are used",
+        "ablation folder (default: the recipe's output_dir + '/ablate')",
+        recipe="YAML recipe (recipes/ablate_*.yaml)",
+    )
     number_flag(p, "--seeds", PositiveInt, 3, "RL seeds per arm")
     number_flag(
         p, "--steps", field_type(RLConfig, "steps"), None, "RL steps per run (default: the recipe's rl.steps)"
@@ -58,7 +69,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--check", action="store_true", help="only check that every arm's recipe resolves, then stop"
     )
-    what.add_argument("--switch-on", action="store_true",
-                      help="only score every arm before any RL step, with its own and shuffled thoughts "
-                           "(OUT/switch_on.md); trains nothing but the stage-0 models")  # fmt: skip
+    what.add_argument(
+        "--switch-on",
+        action="store_true",
+        help="only score every arm before any RL step, with its own and shuffled thoughts "
+        "(OUT/switch_on.md); trains nothing but the stage-0 models",
+    )
     p.set_defaults(fn=cmd_ablate)

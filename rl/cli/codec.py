@@ -32,9 +32,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = train_codec(cfg)
     r = read_json(out / "report.json", "codec report")
     keep = ("token_accuracy", "chunk_exact", "codes_used")
-    print(json.dumps({"stage": "codec", "codec": str(out), "level": r["level"], "tokens_per_code": r["tokens_per_code"],
-                      "quantizer": r["quantizer"], "held_out": {k: r["held_out"][k] for k in keep if k in r["held_out"]},
-                      "train_wall_s": r["train_wall_s"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "stage": "codec",
+                "codec": str(out),
+                "level": r["level"],
+                "tokens_per_code": r["tokens_per_code"],
+                "quantizer": r["quantizer"],
+                "held_out": {k: r["held_out"][k] for k in keep if k in r["held_out"]},
+                "train_wall_s": r["train_wall_s"],
+            }
+        )
+    )
 
 
 def integers(text: str, flag: str) -> list[int]:
@@ -117,10 +127,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "codec", help="text codecs: n tokens to one dense token and back (neuralese.codec)"
     )
     csub = codec.add_subparsers(dest="action", required=True)
-    recipe_command(csub, "train", cmd_train,
-                   "train a codec (level 1, or level 2 over codec.base) on the recipe's codec section",
-                   "the codec folder (default: codec.output_dir)",
-                   recipe="YAML recipe with a codec section (see recipes/)")  # fmt: skip
+    recipe_command(
+        csub,
+        "train",
+        cmd_train,
+        "train a codec (level 1, or level 2 over codec.base) on the recipe's codec section",
+        "the codec folder (default: codec.output_dir)",
+        recipe="YAML recipe with a codec section (see recipes/)",
+    )
 
     p = csub.add_parser("encode", help="the codes of a text, or of token ids (which must fill whole chunks)")
     p.add_argument("codec", help="a codec folder")

@@ -65,7 +65,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     config_flag(p, "--max-new-tokens", EvalConfig, "max_new_tokens", "most answer tokens per problem")
     config_flag(p, "--batch-size", EvalConfig, "batch_size", "prompts per generation batch")
     config_flag(p, "--seed", RunConfig, "seed", "seeds the problems drawn and the sampling")
-    p.add_argument("--thoughts", choices=("own", "shuffled"), default="own",
-                   help="`shuffled`: each greedy answer reads another prompt's thoughts (does the policy use them?)")  # fmt: skip
+    p.add_argument(
+        "--thoughts",
+        choices=("own", "shuffled"),
+        default="own",
+        help="`shuffled`: each greedy answer reads another prompt's thoughts (does the policy use them?)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_eval)

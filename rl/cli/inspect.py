@@ -32,8 +32,9 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     codec_map = load_map(args.codec_map) if args.codec_map else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(args.checkpoint, device=device)
-    ins = inspect_thoughts(policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed,
-                           codec_map)  # fmt: skip
+    ins = inspect_thoughts(
+        policy, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed, codec_map
+    )
     print(format_table(ins))
     if args.out:
         print(f"picture: {plot(ins, args.out)}")

@@ -41,6 +41,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """`reward-model` and its `train`, on the CLI's subparsers."""
     rm = sub.add_parser("reward-model", help="reward models: train one (and the gears after it) here")
-    recipe_command(rm.add_subparsers(dest="action", required=True), "train", cmd_train,
-                   "preference pairs from the policy's samples or a file; TRL's RewardTrainer",
-                   "folder for the gears (default: reward_model.output_dir)")  # fmt: skip
+    recipe_command(
+        rm.add_subparsers(dest="action", required=True),
+        "train",
+        cmd_train,
+        "preference pairs from the policy's samples or a file; TRL's RewardTrainer",
+        "folder for the gears (default: reward_model.output_dir)",
+    )

@@ -41,8 +41,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """`pretrain` and `train`, on the CLI's subparsers."""
-    recipe_command(sub, "pretrain", cmd_pretrain, "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer",
-                   "folder for the as-is model (default: pretrain.output_dir or model.path)")  # fmt: skip
-    p = recipe_command(sub, "train", cmd_train, "stage 1: RL with continuous-thought feedback",
-                       "run folder (default: the recipe's output_dir)")  # fmt: skip
+    recipe_command(
+        sub,
+        "pretrain",
+        cmd_pretrain,
+        "stage 0: train the LM as-is (feedback off) with TRL's SFTTrainer",
+        "folder for the as-is model (default: pretrain.output_dir or model.path)",
+    )
+    p = recipe_command(
+        sub,
+        "train",
+        cmd_train,
+        "stage 1: RL with continuous-thought feedback",
+        "run folder (default: the recipe's output_dir)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")

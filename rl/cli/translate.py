@@ -22,13 +22,26 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if args.out:
         cfg.translate.output_dir = args.out
     out, report = fit_translators(cfg)
-    print(json.dumps({"stage": "translate", "output_dir": str(out), "positions": report["positions"],
-                      "fit_s": report["fit_s"], "results": report["results"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "stage": "translate",
+                "output_dir": str(out),
+                "positions": report["positions"],
+                "fit_s": report["fit_s"],
+                "results": report["results"],
+            }
+        )
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """`translate` and its `fit`, on the CLI's subparsers."""
     tr = sub.add_parser("translate", help="translators between models' thoughts: fit them, measure them")
-    recipe_command(tr.add_subparsers(dest="action", required=True), "fit", cmd_fit,
-                   "linear, MLP and common-space translators on paired states; fidelity on held-out text",
-                   "folder for the translators and report.json (default: translate.output_dir)")  # fmt: skip
+    recipe_command(
+        tr.add_subparsers(dest="action", required=True),
+        "fit",
+        cmd_fit,
+        "linear, MLP and common-space translators on paired states; fidelity on held-out text",
+        "folder for the translators and report.json (default: translate.output_dir)",
+    )

@@ -71,8 +71,16 @@ class DenseTokenizer(PreTrainedTokenizer):
         self._vocab = {tok: i for i, tok in enumerate(SPECIALS)}
         self._vocab.update({code_token(c): self.offset + c for c in range(codec.num_codes)})
         self._chunks: dict[int, list[int]] = {}  # code -> its chunk's text ids, decoded once
-        kwargs.update(pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK, additional_special_tokens=[THOUGHT],
-                      clean_up_tokenization_spaces=False, padding_side="left", model_max_length=4096)  # fmt: skip
+        kwargs.update(
+            pad_token=PAD,
+            bos_token=BOS,
+            eos_token=EOS,
+            unk_token=UNK,
+            additional_special_tokens=[THOUGHT],
+            clean_up_tokenization_spaces=False,
+            padding_side="left",
+            model_max_length=4096,
+        )
         super().__init__(**kwargs)
 
     @property
@@ -156,8 +164,10 @@ class DenseTokenizer(PreTrainedTokenizer):
         class AutoTokenizer does not know; neuralese.models.load_tokenizer reads these instead)."""
         folder = Path(save_directory)
         self.codec.save(folder / CODEC_DIR)
-        write_json(folder / DENSE_FILE, {"format": FORMAT, "codec": CODEC_DIR, "specials": list(SPECIALS),
-                                         "codes": self.codec.num_codes})  # fmt: skip
+        write_json(
+            folder / DENSE_FILE,
+            {"format": FORMAT, "codec": CODEC_DIR, "specials": list(SPECIALS), "codes": self.codec.num_codes},
+        )
         return (str(folder / DENSE_FILE),)
 
     @classmethod
@@ -184,8 +194,10 @@ class DenseTokenizer(PreTrainedTokenizer):
             )
         tokenizer = cls(load_codec(path / str(meta.get("codec", CODEC_DIR))))
         if meta.get("codes") != tokenizer.codec.num_codes:
-            raise CheckpointError(f"{path / DENSE_FILE}: says {meta.get('codes')} codes, but its codec has "
-                                  f"{tokenizer.codec.num_codes}; the folder is damaged or mixed")  # fmt: skip
+            raise CheckpointError(
+                f"{path / DENSE_FILE}: says {meta.get('codes')} codes, but its codec has "
+                f"{tokenizer.codec.num_codes}; the folder is damaged or mixed"
+            )
         return tokenizer
 
 
@@ -199,8 +211,16 @@ class ComposedCodes(nn.Module):
     would get the same row, so the tied head would split each answer's probability among them; those
     keep only their own row, which the head learns to leave unwritten."""
 
-    def __init__(self, chunks: torch.Tensor, written: torch.Tensor, offset: int, text_vocab: int, width: int,
-                 std: float, seed: int):  # fmt: skip
+    def __init__(
+        self,
+        chunks: torch.Tensor,
+        written: torch.Tensor,
+        offset: int,
+        text_vocab: int,
+        width: int,
+        std: float,
+        seed: int,
+    ):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.offset = offset
@@ -230,9 +250,15 @@ def compose_code_embeddings(model, tokenizer: DenseTokenizer, seed: int) -> Comp
     `ComposedCodes` of the tokens each code decodes to, until `fix_code_embeddings`."""
     emb = model.get_input_embeddings()
     chunks = tokenizer.code_chunks()
-    composed = ComposedCodes(chunks, tokenizer.written_codes(chunks), tokenizer.offset,
-                             len(tokenizer.codec.tokenizer), emb.weight.shape[1], model.config.initializer_range,
-                             seed)  # fmt: skip
+    composed = ComposedCodes(
+        chunks,
+        tokenizer.written_codes(chunks),
+        tokenizer.offset,
+        len(tokenizer.codec.tokenizer),
+        emb.weight.shape[1],
+        model.config.initializer_range,
+        seed,
+    )
     composed.to(emb.weight.device)
     with torch.no_grad():  # a written code's own row starts at 0: its embedding starts as the composition
         codes = emb.weight[tokenizer.offset : tokenizer.offset + len(chunks)]

@@ -69,9 +69,11 @@ class CodecMap:
             if "code_exact" in h
             else ""
         )
-        return (f"codec map: {self.report['pairs']} pairs from {self.report['env']}; held out: R^2 {h['r2']:.3f}, {exact}"
-                f"chunks exact {h['chunk_exact']:.3f} (most common {h['baseline_chunk_exact']:.3f}), "
-                f"tokens {h['token_accuracy']:.3f}")  # fmt: skip
+        return (
+            f"codec map: {self.report['pairs']} pairs from {self.report['env']}; held out: R^2 {h['r2']:.3f}, {exact}"
+            f"chunks exact {h['chunk_exact']:.3f} (most common {h['baseline_chunk_exact']:.3f}), "
+            f"tokens {h['token_accuracy']:.3f}"
+        )
 
     def save(self, folder: Path) -> None:
         save_file({"weight": self.weight.contiguous()}, str(folder / MAP_WEIGHTS))
@@ -99,8 +101,10 @@ def load_map(path: str | Path) -> CodecMap:
     codec = load_codec(meta["codec"])
     weight = read_safetensors(path / MAP_WEIGHTS, "codec map weights").get("weight")
     if weight is None or weight.dim() != 2 or weight.shape[1] != codec.code_width:
-        raise CheckpointError(f"{path / MAP_WEIGHTS}: expected a 'weight' [D + 1, {codec.code_width}] for the codec "
-                              f"{meta['codec']}; the folder is damaged or mixed")  # fmt: skip
+        raise CheckpointError(
+            f"{path / MAP_WEIGHTS}: expected a 'weight' [D + 1, {codec.code_width}] for the codec "
+            f"{meta['codec']}; the folder is damaged or mixed"
+        )
     return CodecMap(weight, codec, meta["report"])
 
 
@@ -114,8 +118,13 @@ def paired_states(
     for start in range(0, len(prompts), batch_size):
         ids, mask = policy.encode(prompts[start : start + batch_size])
         ro = policy.rollout(ids, mask, max_new_tokens, 0.0)
-        out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
-                           position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)  # fmt: skip
+        out = policy.model(
+            inputs_embeds=policy.mode.final_inputs(policy, ro),
+            attention_mask=ro.attention_mask,
+            position_ids=ro.position_ids,
+            output_hidden_states=True,
+            return_dict=True,
+        )
         f = policy.adapter.vector(policy.thought_source(out), policy.embedding_table)  # [B, L, D]: into t + 1
         for b in range(ro.input_ids.shape[0]):
             written = ro.action_mask[b].nonzero().squeeze(-1).tolist()
@@ -136,8 +145,16 @@ def paired_states(
     return torch.stack(feats).cpu().float(), torch.tensor(chunks), torch.tensor(owner)
 
 
-def fit_map(policy: NeuralesePolicy, codec: Codec, env_name: str, env_args: dict, n: int, seed: int,
-            max_new_tokens: int, codec_path: str) -> CodecMap:  # fmt: skip
+def fit_map(
+    policy: NeuralesePolicy,
+    codec: Codec,
+    env_name: str,
+    env_args: dict,
+    n: int,
+    seed: int,
+    max_new_tokens: int,
+    codec_path: str,
+) -> CodecMap:
     """Fit the map on the pairs of `n` train prompts of the environment; measure it on the last fifth."""
     rows = load_split(make_env(env_name, env_args), "train", n, seed, env_name)
     x, chunk, owner = paired_states(policy, codec, list(rows["prompt"]), max_new_tokens)
@@ -152,9 +169,14 @@ def fit_map(policy: NeuralesePolicy, codec: Codec, env_name: str, env_args: dict
     ridge = RIDGE * gram.diagonal()[:-1].mean() * torch.eye(len(gram))
     weight = torch.linalg.solve(gram + ridge, xa[fit].T @ y[fit])  # [D + 1, d]
     result = CodecMap(weight, codec, {})
-    result.report = {"codec": codec_path, "env": f"{env_name} {env_args or ''}".strip(), "prompts": len(rows),
-                     "pairs": len(x), "fitted_pairs": int(fit.sum()), "held_out": quality(result, x[~fit], y[~fit],
-                     chunk[~fit], y[fit])}  # fmt: skip
+    result.report = {
+        "codec": codec_path,
+        "env": f"{env_name} {env_args or ''}".strip(),
+        "prompts": len(rows),
+        "pairs": len(x),
+        "fitted_pairs": int(fit.sum()),
+        "held_out": quality(result, x[~fit], y[~fit], chunk[~fit], y[fit]),
+    }
     return result
 
 
@@ -178,10 +200,17 @@ def quality(m: CodecMap, x, y, chunk, y_fit) -> dict:
 
     exact, tokens = chunks_right(pred)
     base_exact, _ = chunks_right(top.expand_as(pred))
-    out = {"pairs": len(x), "r2": round(float(r2), 4), "chunk_exact": round(exact, 4), "token_accuracy": round(tokens, 4),
-           "baseline_chunk_exact": round(base_exact, 4)}  # fmt: skip
+    out = {
+        "pairs": len(x),
+        "r2": round(float(r2), 4),
+        "chunk_exact": round(exact, 4),
+        "token_accuracy": round(tokens, 4),
+        "baseline_chunk_exact": round(base_exact, 4),
+    }
     if m.codec.fsq is not None:
         hit = m.codec.fsq.index(pred) == m.codec.fsq.index(y)
-        out.update(code_exact=round(float(hit.float().mean()), 4),
-                   baseline_code_exact=round(float((y == top).all(-1).float().mean()), 4))  # fmt: skip
+        out.update(
+            code_exact=round(float(hit.float().mean()), 4),
+            baseline_code_exact=round(float((y == top).all(-1).float().mean()), 4),
+        )
     return out

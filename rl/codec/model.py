@@ -57,8 +57,12 @@ class Block(nn.Module):
 
 
 def mlp(inp: int, width: int, blocks: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, width), *[Block(width) for _ in range(blocks)], nn.LayerNorm(width),
-                         nn.Linear(width, out))  # fmt: skip
+    return nn.Sequential(
+        nn.Linear(inp, width),
+        *[Block(width) for _ in range(blocks)],
+        nn.LayerNorm(width),
+        nn.Linear(width, out),
+    )
 
 
 class Codec(nn.Module):
@@ -143,8 +147,10 @@ class Codec(nn.Module):
         self._need_fsq("decode_codes")
         bad = (index < 0) | (index >= self.num_codes)
         if bad.any():
-            raise CodecError(f"code {int(index[bad][0])} is outside this codec's {self.num_codes} codes "
-                             f"(fsq_levels {self.cfg.fsq_levels}: indices 0..{self.num_codes - 1})")  # fmt: skip
+            raise CodecError(
+                f"code {int(index[bad][0])} is outside this codec's {self.num_codes} codes "
+                f"(fsq_levels {self.cfg.fsq_levels}: indices 0..{self.num_codes - 1})"
+            )
         return self.decode(self.fsq.code(index))
 
     def _need_fsq(self, what: str) -> None:
@@ -202,9 +208,15 @@ class Codec(nn.Module):
         """Write the codec folder (the caller makes it atomic: neuralese.io.atomic_dir)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "level": self.level, "config": dataclasses.asdict(self.cfg),
-                "vocab_size": self.vocab_size, "tokens_per_code": self.tokens_per_code,
-                "code_width": self.code_width, "num_codes": self.num_codes}  # fmt: skip
+        meta = {
+            "format": FORMAT,
+            "level": self.level,
+            "config": dataclasses.asdict(self.cfg),
+            "vocab_size": self.vocab_size,
+            "tokens_per_code": self.tokens_per_code,
+            "code_width": self.code_width,
+            "num_codes": self.num_codes,
+        }
         write_json(folder / CONFIG, meta)
         save_file(self.own_state(), str(folder / WEIGHTS))
         if self.base is None:
@@ -240,9 +252,16 @@ def _load(path: Path) -> Codec:
     meta = read_json(path / CONFIG, f"codec config ({CONFIG}, written by `neuralese codec train`)")
     cfg = _read_config(meta, path / CONFIG)
     level = meta.get("level")
-    if isinstance(level, bool) or not isinstance(level, int) or level < 1 or (level > 1) != (path / BASE).is_dir():  # fmt: skip
-        raise CheckpointError(f"{path / CONFIG}: 'level' is {level!r}; expected 1 (with {TOKENIZER}/) or a higher "
-                              f"level (with {BASE}/, the codec below it)")  # fmt: skip
+    if (
+        isinstance(level, bool)
+        or not isinstance(level, int)
+        or level < 1
+        or (level > 1) != (path / BASE).is_dir()
+    ):
+        raise CheckpointError(
+            f"{path / CONFIG}: 'level' is {level!r}; expected 1 (with {TOKENIZER}/) or a higher "
+            f"level (with {BASE}/, the codec below it)"
+        )
     if level == 1:
         from neuralese.models import load_tokenizer
 
@@ -257,8 +276,10 @@ def _load(path: Path) -> Codec:
     own = codec.own_state()
     wrong = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
     if wrong:
-        raise CheckpointError(f"{path / WEIGHTS}: does not fit the codec {CONFIG} describes (tensor {wrong[0]!r} "
-                              f"missing, unexpected or of another shape); the folder is damaged or mixed")  # fmt: skip
+        raise CheckpointError(
+            f"{path / WEIGHTS}: does not fit the codec {CONFIG} describes (tensor {wrong[0]!r} "
+            f"missing, unexpected or of another shape); the folder is damaged or mixed"
+        )
     codec.load_state_dict(state, strict=False)
     return codec
 

@@ -40,7 +40,9 @@ def train_codec(cfg: RunConfig) -> Path:
     what = "the codec folder (codec.output_dir, --out)"
     out = check_output_dir(c.output_dir or Path(cfg.output_dir) / "codec", what)
     check_replaceable(out, what, CONFIG)
-    base = load_codec(c.base, key="codec.base") if c.base else None  # before the text: a bad base shows at once
+    base = (
+        load_codec(c.base, key="codec.base") if c.base else None
+    )  # before the text: a bad base shows at once
     texts = load_texts(cfg)
     torch.manual_seed(cfg.seed)
     if base is None:
@@ -55,12 +57,18 @@ def train_codec(cfg: RunConfig) -> Path:
     losses = fit(codec, train, cfg)
     wall = time.perf_counter() - start
     report = {
-        "level": codec.level, "tokens_per_code": codec.tokens_per_code, "quantizer": c.quantizer,
-        "code_width": codec.code_width, "num_codes": codec.num_codes, "text": texts.source,
+        "level": codec.level,
+        "tokens_per_code": codec.tokens_per_code,
+        "quantizer": c.quantizer,
+        "code_width": codec.code_width,
+        "num_codes": codec.num_codes,
+        "text": texts.source,
         "train": {**train_stats, "chunks": len(train), **measure(codec, train[:TRAIN_MEASURED])},
         "held_out": {**held_stats, "chunks": len(held), **measure(codec, held)},
-        "train_wall_s": round(wall, 1), "steps": c.max_steps, "loss": losses,
-    }  # fmt: skip
+        "train_wall_s": round(wall, 1),
+        "steps": c.max_steps,
+        "loss": losses,
+    }
     if base is not None:
         report["base_held_out"] = measure(base, held.view(-1, base.tokens_per_code))
     with atomic_dir(out) as tmp:

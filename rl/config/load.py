@@ -190,64 +190,124 @@ def _show(value: Any) -> str:
 
 # accelerate's tracker names (accelerate.utils.LoggerType); one not installed is skipped with a warning.
 TRACKERS = (
-    "tensorboard", "wandb", "aim", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab", "trackio", "all",
-)  # fmt: skip
+    "tensorboard",
+    "wandb",
+    "aim",
+    "comet_ml",
+    "mlflow",
+    "clearml",
+    "dvclive",
+    "swanlab",
+    "trackio",
+    "all",
+)
+
+
+Rule = tuple[bool, str, str, Any]  # (holds, key, what the key must be, its value)
 
 
 def validate(cfg: RunConfig, source: str = "<config>") -> None:
     """Every declared range (neuralese.ranges), then the checks that span fields; `load_config` calls it,
-    and so do the trainer and stage 0 for a config built in Python."""
+    and so do the trainer and stage 0 for a config built in Python. The first rule broken is the error."""
     check_ranges(cfg, source)
+    _enforce([*_training_rules(cfg), *_tiny_rules(cfg)], source)
+    check_codec(cfg.codec, source)
+    _enforce([*_codec_rules(cfg), *_section_rules(cfg)], source)
 
-    def need(ok: bool, key: str, what: str, value: Any):
+
+def _enforce(rules: list[Rule], source: str) -> None:
+    for ok, key, what, value in rules:
         if not ok:
             raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
 
+
+def _training_rules(cfg: RunConfig) -> list[Rule]:
+    """Logging, the algorithm's group, the thought sampler, the curriculum and stage 0's formats."""
+    rl, nz, cur = cfg.rl, cfg.neuralese, cfg.curriculum
     unknown = [t for t in cfg.log.trackers if t not in TRACKERS]
-    need(not unknown, "log.trackers", f"accelerate's tracker names ({', '.join(TRACKERS)}) or []", unknown)
-    rl, nz = cfg.rl, cfg.neuralese
+    rules: list[Rule] = [
+        (not unknown, "log.trackers", f"accelerate's tracker names ({', '.join(TRACKERS)}) or []", unknown)
+    ]
     if rl.algorithm in ("grpo", "dr_grpo", "rloo"):
-        need(
-            rl.samples_per_prompt >= 2,
-            "rl.samples_per_prompt",
-            f">= 2 for {rl.algorithm} (group-relative advantages need a group)",
-            rl.samples_per_prompt,
-        )
+        why = f">= 2 for {rl.algorithm} (group-relative advantages need a group)"
+        rules.append((rl.samples_per_prompt >= 2, "rl.samples_per_prompt", why, rl.samples_per_prompt))
     if nz.embedding_weights != "softmax":
-        need(nz.space in ("embedding", "mix"), "neuralese.embedding_weights",
-             f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
-             nz.embedding_weights)  # fmt: skip
-        need(nz.noise_std == 0, "neuralese.noise_std",
-             f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)", nz.noise_std)  # fmt: skip
-    cur = cfg.curriculum
+        rules += [
+            (
+                nz.space in ("embedding", "mix"),
+                "neuralese.embedding_weights",
+                f"'softmax' unless neuralese.space is 'embedding' or 'mix' (space is {nz.space!r})",
+                nz.embedding_weights,
+            ),
+            (
+                nz.noise_std == 0,
+                "neuralese.noise_std",
+                f"0 with embedding_weights {nz.embedding_weights!r} (one sampler per thought)",
+                nz.noise_std,
+            ),
+        ]
     if isinstance(nz.layer, int):
-        need(nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
+        rules.append(
+            (nz.layer != 0, "neuralese.layer", "a layer index other than 0 (0 is the embedding output)", 0)
+        )
     if cur.stages > 0:
-        need(cur.start <= cur.stages, "curriculum.start", f"in 0..curriculum.stages ({cur.stages})",
-             cur.start)  # fmt: skip
+        rules.append(
+            (
+                cur.start <= cur.stages,
+                "curriculum.start",
+                f"in 0..curriculum.stages ({cur.stages})",
+                cur.start,
+            )
+        )
     if cfg.pretrain.elided_steps:
-        need(cur.stages > 0, "pretrain.elided_steps", "false unless curriculum.stages > 0 (the formats it trains)",
-             True)  # fmt: skip
+        why = "false unless curriculum.stages > 0 (the formats it trains)"
+        rules.append((cur.stages > 0, "pretrain.elided_steps", why, True))
+    return rules
+
+
+def _tiny_rules(cfg: RunConfig) -> list[Rule]:
+    """Tiny models' shapes: transformers would only fail on them once the model is built."""
+    rules: list[Rule] = []
     for key, tiny in (("model.tiny", cfg.model.tiny), ("reward_model.tiny", cfg.reward_model.tiny)):
-        if tiny is not None:  # transformers would only fail on it once the model is built
-            need(tiny.hidden_size % tiny.num_heads == 0, f"{key}.num_heads",
-                 f"a divisor of {key}.hidden_size ({tiny.hidden_size})", tiny.num_heads)  # fmt: skip
-    check_codec(cfg.codec, source)
+        if tiny is not None:
+            why = f"a divisor of {key}.hidden_size ({tiny.hidden_size})"
+            rules.append((tiny.hidden_size % tiny.num_heads == 0, f"{key}.num_heads", why, tiny.num_heads))
+    return rules
+
+
+def _codec_rules(cfg: RunConfig) -> list[Rule]:
+    """A dense-token model's codec."""
+    rules: list[Rule] = []
     if cfg.model.codec is not None:
-        need(cfg.model.tiny is not None, "model.codec",
-             "null unless model.tiny is set (stage 0 builds the dense model; a dense model folder keeps its codec)",
-             cfg.model.codec)  # fmt: skip
-    need(cfg.model.codec is not None or cfg.model.codec_embedding == "atomic", "model.codec_embedding",
-         "'atomic' unless model.codec is set (only a dense model's codes are composed of tokens)",
-         cfg.model.codec_embedding)  # fmt: skip
-    tr = cfg.translate
+        why = "null unless model.tiny is set (stage 0 builds the dense model; a dense model folder keeps its codec)"
+        rules.append((cfg.model.tiny is not None, "model.codec", why, cfg.model.codec))
+    why = "'atomic' unless model.codec is set (only a dense model's codes are composed of tokens)"
+    atomic = cfg.model.codec is not None or cfg.model.codec_embedding == "atomic"
+    return [*rules, (atomic, "model.codec_embedding", why, cfg.model.codec_embedding)]
+
+
+def _section_rules(cfg: RunConfig) -> list[Rule]:
+    """Translators' models and kinds, and the reward list."""
+    tr, rules = cfg.translate, []
     if tr.models:  # `translate fit` itself refuses an empty list
-        need(len(tr.models) >= 2, "translate.models", "a list of two or more model folders", tr.models)
-        need(len(set(tr.models)) == len(tr.models), "translate.models", "a list without repeats", tr.models)
-    need(len(tr.kinds) >= 1 and len(set(tr.kinds)) == len(tr.kinds), "translate.kinds",
-         "a non-empty list of distinct kinds ('linear', 'mlp', 'common')", tr.kinds)  # fmt: skip
+        rules += [
+            (len(tr.models) >= 2, "translate.models", "a list of two or more model folders", tr.models),
+            (len(set(tr.models)) == len(tr.models), "translate.models", "a list without repeats", tr.models),
+        ]
+    distinct = len(tr.kinds) >= 1 and len(set(tr.kinds)) == len(tr.kinds)
+    rules.append(
+        (
+            distinct,
+            "translate.kinds",
+            "a non-empty list of distinct kinds ('linear', 'mlp', 'common')",
+            tr.kinds,
+        )
+    )
     if cfg.rewards is not None:
-        need(len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
+        rules.append(
+            (len(cfg.rewards) >= 1, "rewards", "a non-empty list (or null for the env's own)", cfg.rewards)
+        )
+    return rules
 
 
 def to_dict(cfg) -> dict:

@@ -78,22 +78,38 @@ class ThoughtMode:
                 raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")
 
         if cfg.rl.rollout_engine == "vllm":
-            need(not self.feeds_back or self.prefix_thoughts, "rl.rollout_engine",
-                 f"'hf' {where} (vLLM decodes after latent thoughts only: feedback at written tokens and "
-                 "parallel passes are beyond its decoding)", "vllm")  # fmt: skip
+            need(
+                not self.feeds_back or self.prefix_thoughts,
+                "rl.rollout_engine",
+                f"'hf' {where} (vLLM decodes after latent thoughts only: feedback at written tokens and "
+                "parallel passes are beyond its decoding)",
+                "vllm",
+            )
         if self.thoughts_first and stages == 0:
             need(nz.num_thoughts >= 1, "neuralese.num_thoughts", f">= 1 {where}", nz.num_thoughts)
         limit = self.window_limit()
         # With a curriculum the number of thoughts changes between stages; a window larger than a stage's
         # thoughts keeps all of them live.
-        if isinstance(nz.tbptt_window, int) and limit is not None and not (stages > 0 and limit[0] == "neuralese.num_thoughts"):
+        if (
+            isinstance(nz.tbptt_window, int)
+            and limit is not None
+            and not (stages > 0 and limit[0] == "neuralese.num_thoughts")
+        ):
             key, value, counts = limit
-            need(nz.tbptt_window <= value, "neuralese.tbptt_window", f"<= {key} ({value}) {where}{counts}, or 'full'",
-                 nz.tbptt_window)  # fmt: skip
+            need(
+                nz.tbptt_window <= value,
+                "neuralese.tbptt_window",
+                f"<= {key} ({value}) {where}{counts}, or 'full'",
+                nz.tbptt_window,
+            )
         if stages > 0:
-            need(self.thoughts_first, "curriculum.stages",
-                 f"0 {where}: the curriculum sets the thoughts before the answer, which this mode has not "
-                 "(latent mode, or refine mode over thoughts, has them)", stages)  # fmt: skip
+            need(
+                self.thoughts_first,
+                "curriculum.stages",
+                f"0 {where}: the curriculum sets the thoughts before the answer, which this mode has not "
+                "(latent mode, or refine mode over thoughts, has them)",
+                stages,
+            )
 
     def describe_config(self) -> str:
         """The mode as a message names it ("latent mode")."""
@@ -128,11 +144,15 @@ class ThoughtMode:
 
     # ------------------------------------------------------------------ entry points
 
-    def rollout(self, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: Sampling) -> Rollout:
+    def rollout(
+        self, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sampling: Sampling
+    ) -> Rollout:
         """A `Rollout` of the left-padded prompts [B, P] (`NeuralesePolicy.rollout` documents it)."""
         return sequential.rollout(self, policy, prompt_ids, prompt_mask, sampling)
 
-    def recompute(self, policy, ro: Rollout, window: Window, probe=None, need_hidden: bool = False) -> Recomputed:
+    def recompute(
+        self, policy, ro: Rollout, window: Window, probe=None, need_hidden: bool = False
+    ) -> Recomputed:
         """`Recomputed` log-probs of `ro` (`NeuralesePolicy.recompute` documents the arguments)."""
         return sequential.recompute(self, policy, ro, window, probe, need_hidden)
 

@@ -100,7 +100,9 @@ class ChannelMode(ThoughtMode):
         it carried over from the position before (1: nothing new written, 0: nothing retained)."""
         w = policy.adapter.channel
         state = ro.extra["state"][0]  # [L, r]
-        kept = (w.retention() * state[positions - 1]).norm(dim=-1) / state[positions].norm(dim=-1).clamp_min(1e-12)
+        kept = (w.retention() * state[positions - 1]).norm(dim=-1) / state[positions].norm(dim=-1).clamp_min(
+            1e-12
+        )
         return {"|s|": state[positions].norm(dim=-1).tolist(), "kept": kept.tolist()}
 
     def weight_stats(self, policy) -> dict[str, float]:
@@ -111,5 +113,7 @@ class ChannelMode(ThoughtMode):
 
     def describe(self, policy) -> str:
         a = self.weight_stats(policy)
-        return (f"channel: width {policy.adapter.channel.write.out_features}, retention a mean {a['a mean']:.4f}, "
-                f"min {a['a min']:.4f}, max {a['a max']:.4f}")
+        return (
+            f"channel: width {policy.adapter.channel.write.out_features}, retention a mean {a['a mean']:.4f}, "
+            f"min {a['a min']:.4f}, max {a['a max']:.4f}"
+        )

@@ -125,7 +125,9 @@ class RefineMode(ThoughtMode):
             # recompute's own cache and attention, so that a pass recomputed from recorded inputs gives
             # the same floats (a sampled thought's density amplifies any difference by |eps| / sigma).
             with live_cache(policy, dec.cache, dec.prompt_ids.shape[1], mask) as (cache, mask_for):
-                out = policy.forward(x, mask_for(dec.prompt_ids.shape[1], w), pos[:, :w], cache=cache, keep=keep)
+                out = policy.forward(
+                    x, mask_for(dec.prompt_ids.shape[1], w), pos[:, :w], cache=cache, keep=keep
+                )
             prev = policy.thought_source(out)
             tokens = redraft(out.logits, n) if redraft is not None else tokens
         dec.cache, dec.mask, dec.next_pos = joined(cache, policy), mask, dec.next_pos + n
@@ -175,19 +177,33 @@ class RefineMode(ThoughtMode):
         # A pass's thought at u counts where it can reach a position of the last pass that counts
         # (`fb`: over the answer, none at or after eos): u + (T - tau) (see `fed_positions`).
         reach = torch.cat([fb, fb.new_zeros(fb.shape[0], T)], dim=1)  # [B, n + T]
-        fed = torch.stack([span(torch.ones_like(p["logp"], dtype=torch.bool)) & reach[:, T - tau : T - tau + n]
-                           for tau, p in enumerate(done, 1)], -1)  # [B, n, T]  # fmt: skip
+        fed = torch.stack(
+            [
+                span(torch.ones_like(p["logp"], dtype=torch.bool)) & reach[:, T - tau : T - tau + n]
+                for tau, p in enumerate(done, 1)
+            ],
+            -1,
+        )  # [B, n, T]
         vecs = sequential.masked(torch.stack([span(p["vec"]) for p in done], 2), fed)  # [B, n, T, D]
-        thought_logp = sequential.masked(torch.stack([span(p["logp"]) for p in done], -1), fed).sum(-1)  # [B, n]
+        thought_logp = sequential.masked(torch.stack([span(p["logp"]) for p in done], -1), fed).sum(
+            -1
+        )  # [B, n]
         like = done[-1]["draw"]  # the last pass feeds every position: it has every kind of draw
         draws = {k: torch.stack([span(p["draw"].get(k, v[:, :0])) for p in done], 2) for k, v in like.items()}
         logp = token_logp + thought_logp
         for u in range(n):
             on = fed[:, u]  # [B, T]
-            record = {"ids": ids[:, u], "mask": alive[:, u].long(), "action": action[:, u], "fb": fb[:, u],
-                      "vec": vecs[:, u, -1], "extra.pass_feedback": vecs[:, u], "extra.pass_fed": on,
-                      "extra.pass_tokens": torch.stack([p["tokens"][:, u] for p in done], -1),
-                      "logp": torch.where(action[:, u] | (fb[:, u] & (sampler != "none")), logp[:, u], 0.0)}  # fmt: skip
+            record = {
+                "ids": ids[:, u],
+                "mask": alive[:, u].long(),
+                "action": action[:, u],
+                "fb": fb[:, u],
+                "vec": vecs[:, u, -1],
+                "extra.pass_feedback": vecs[:, u],
+                "extra.pass_fed": on,
+                "extra.pass_tokens": torch.stack([p["tokens"][:, u] for p in done], -1),
+                "logp": torch.where(action[:, u] | (fb[:, u] & (sampler != "none")), logp[:, u], 0.0),
+            }
             record.update({f"draw.{k}": sequential.masked(v[:, u], on) for k, v in draws.items()})
             dec.steps.append(record)
 
@@ -217,10 +233,15 @@ class RefineMode(ThoughtMode):
         const_idx = ro.action_mask[:, 1 : a + 1].any(0).nonzero().squeeze(-1)  # [n] positions < a
         # The prompt, read as the rollout read it; every pass then runs over its cache.
         out0 = policy.model(
-            inputs_embeds=x_final[:, :a], attention_mask=mask[:, :a], position_ids=pos[:, :a], use_cache=True,
-            **{CACHE: DynamicCache(config=policy.model.config)}, output_hidden_states=True,
-            logits_to_keep=const_idx, return_dict=True,
-        )  # fmt: skip
+            inputs_embeds=x_final[:, :a],
+            attention_mask=mask[:, :a],
+            position_ids=pos[:, :a],
+            use_cache=True,
+            **{CACHE: DynamicCache(config=policy.model.config)},
+            output_hidden_states=True,
+            logits_to_keep=const_idx,
+            return_dict=True,
+        )
         segments = [(const_idx, out0.logits)]
         thought_lp = torch.zeros(ro.input_ids.shape, dtype=torch.float64, device=ro.input_ids.device)
         prev = None  # the previous pass's output over the span, where it was needed
@@ -237,19 +258,30 @@ class RefineMode(ThoughtMode):
             if tau == T:  # the last pass carries on over the rest of the sequence (latent mode's answer)
                 x = torch.cat([x, x_final[:, b:]], dim=1)
             with live_cache(policy, getattr(out0, CACHE), a, mask) as (cache, mask_for):
-                prev = policy.forward(x, mask_for(a, x.shape[1]), pos[:, a : a + x.shape[1]], cache=cache,
-                                      keep=0 if tau == T else 1)  # fmt: skip
+                prev = policy.forward(
+                    x,
+                    mask_for(a, x.shape[1]),
+                    pos[:, a : a + x.shape[1]],
+                    cache=cache,
+                    keep=0 if tau == T else 1,
+                )
         segments.append((torch.arange(a, length, device=const_idx.device), prev.logits))
         token_lp, entropy = scatter_token_logprobs(ro, segments)
         hidden = torch.cat([out0.hidden_states[-1], prev.hidden_states[-1]], dim=1) if need_hidden else None
-        return Recomputed(token_logprobs=token_lp, thought_logprobs=thought_lp, entropy=entropy, hidden=hidden)
+        return Recomputed(
+            token_logprobs=token_lp, thought_logprobs=thought_lp, entropy=entropy, hidden=hidden
+        )
 
     def pass_inputs(self, policy, ro, tau: int, span, src, live: bool, thought_lp) -> torch.Tensor:
         """[B, w, D] the inputs of pass `tau` over the span's first w positions (`pass_width`): live thoughts rebuilt from `src` (their draws
         replayed), or the recorded ones; the thoughts' densities are added to `thought_lp` [B, L]."""
         (a, b), adapter, table = span, policy.adapter, policy.embedding_table
         w = pass_width(tau, self.cfg.refine_passes, b - a, self.unread)
-        tokens = ro.input_ids[:, a : a + w] if self.over_thoughts else ro.extra["pass_tokens"][:, a : a + w, tau - 1]
+        tokens = (
+            ro.input_ids[:, a : a + w]
+            if self.over_thoughts
+            else ro.extra["pass_tokens"][:, a : a + w, tau - 1]
+        )
         embeds = policy.embed(tokens)  # [B, w, D]
         m = fed_positions(tau, self.cfg.refine_passes, b - a, self.unread)
         if m == 0:
@@ -269,7 +301,10 @@ class RefineMode(ThoughtMode):
         """Δpass: |f^T - f^{T-1}| / |f^T| of each thought, how far the last pass still moved it (0: settled)."""
         if self.cfg.refine_passes < 2:
             return {"Δpass": [None] * len(positions)}
-        vecs, fed = ro.extra["pass_feedback"][0, positions], ro.extra["pass_fed"][0, positions]  # [n, T, D], [n, T]
+        vecs, fed = (
+            ro.extra["pass_feedback"][0, positions],
+            ro.extra["pass_fed"][0, positions],
+        )  # [n, T, D], [n, T]
         change = (vecs[:, -1] - vecs[:, -2]).norm(dim=-1) / vecs[:, -1].norm(dim=-1).clamp_min(1e-12)
         return {"Δpass": [float(c) if on else None for c, on in zip(change, fed[:, -2])]}
 
@@ -281,7 +316,10 @@ def joined(cache, policy) -> DynamicCache:
     """A pass's cache as one DynamicCache of the prompt and the pass (what the answer decodes over)."""
     if not isinstance(cache, SegmentCache):
         return cache
-    layers = [(torch.cat([pk, lk], -2), torch.cat([pv, lv], -2)) for (pk, pv), (lk, lv) in zip(cache.prefix, cache.live)]
+    layers = [
+        (torch.cat([pk, lk], -2), torch.cat([pv, lv], -2))
+        for (pk, pv), (lk, lv) in zip(cache.prefix, cache.live)
+    ]
     return DynamicCache(ddp_cache_data=layers, config=policy.model.config)
 
 

@@ -42,15 +42,27 @@ class Decoding:
     greedy: bool = False  # greedy decoding: each thought's most likely value too, not a draw
 
     @classmethod
-    def start(cls, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False) -> Decoding:
+    def start(
+        cls, policy, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, greedy: bool = False
+    ) -> Decoding:
         """The prompt, read in one parallel pass."""
         mask = prompt_mask.long()
         positions = position_ids_from_mask(mask)
         cache = DynamicCache(config=policy.model.config)
         out = policy.forward(policy.embed(prompt_ids), mask, positions, cache=cache, keep=1)
         finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-        return cls(prompt_ids, prompt_mask, positions, cache, mask, out.logits[:, -1],
-                   policy.thought_source(out, -1), positions[:, -1] + 1, finished, greedy=greedy)  # fmt: skip
+        return cls(
+            prompt_ids,
+            prompt_mask,
+            positions,
+            cache,
+            mask,
+            out.logits[:, -1],
+            policy.thought_source(out, -1),
+            positions[:, -1] + 1,
+            finished,
+            greedy=greedy,
+        )
 
     def advance(self, policy, embeds: torch.Tensor, alive: torch.Tensor) -> None:
         """Run the inputs `embeds` [B, 1, D] of this step's position over the cache."""
@@ -103,12 +115,17 @@ def decode(mode, policy, dec: Decoding, num_thoughts: int, sampling: Sampling) -
         embeds = policy.embed(tokens[:, None])  # [B, 1, D]
         record = {"ids": tokens, "mask": alive.long(), "action": action, "fb": fb}
         if fb.any():
-            vec, thought_logp, draw = thought(policy, dec.src, generator, forced, len(dec.steps), fb, dec.greedy)
+            vec, thought_logp, draw = thought(
+                policy, dec.src, generator, forced, len(dec.steps), fb, dec.greedy
+            )
             fed, dec.state, columns = mode.carry(policy, vec, dec.state, fb)
             logp = logp + torch.where(fb, thought_logp, 0.0)
             embeds = torch.where(fb[:, None, None], policy.adapter.combine(embeds, fed[:, None]), embeds)
-            record.update(vec=fed, **{f"draw.{k}": v for k, v in draw.items()},
-                          **{f"extra.{k}": v for k, v in columns.items()})  # fmt: skip
+            record.update(
+                vec=fed,
+                **{f"draw.{k}": v for k, v in draw.items()},
+                **{f"extra.{k}": v for k, v in columns.items()},
+            )
         record["logp"] = torch.where(action | (fb & (sampler != "none")), logp, 0.0)
         dec.steps.append(record)
         dec.finished = dec.finished | ends
@@ -117,7 +134,9 @@ def decode(mode, policy, dec: Decoding, num_thoughts: int, sampling: Sampling) -
         dec.advance(policy, embeds, alive)
 
 
-def thought(policy, src, generator, forced: torch.Tensor | None, step: int, fb: torch.Tensor, greedy: bool = False):
+def thought(
+    policy, src, generator, forced: torch.Tensor | None, step: int, fb: torch.Tensor, greedy: bool = False
+):
     """One step's thoughts [B, D], their log-prob [B] and draw tensors, masked to feedback rows `fb`
     (`greedy`: each thought's most likely value, for greedy decoding)."""
     if forced is not None and step < forced.shape[1]:
@@ -197,10 +216,15 @@ def recompute(mode, policy, ro: Rollout, window, probe: torch.Tensor | None, nee
         end1 = max(blocks[-1][0], int(const_idx.max()) + 1 if const_idx.numel() else 0)
 
     out0 = policy.model(
-        inputs_embeds=x0[:, :end1], attention_mask=mask[:, :end1], position_ids=pos[:, :end1],
-        use_cache=bool(blocks), **{CACHE: DynamicCache(config=policy.model.config) if blocks else None},
-        output_hidden_states=fb_on or need_hidden, logits_to_keep=const_idx, return_dict=True,
-    )  # fmt: skip
+        inputs_embeds=x0[:, :end1],
+        attention_mask=mask[:, :end1],
+        position_ids=pos[:, :end1],
+        use_cache=bool(blocks),
+        **{CACHE: DynamicCache(config=policy.model.config) if blocks else None},
+        output_hidden_states=fb_on or need_hidden,
+        logits_to_keep=const_idx,
+        return_dict=True,
+    )
     live_fb = torch.zeros_like(fb)
     for s, e in blocks:
         live_fb[:, s:e] = fb[:, s:e]
@@ -210,8 +234,9 @@ def recompute(mode, policy, ro: Rollout, window, probe: torch.Tensor | None, nee
     thought_logprobs = torch.zeros(bsz, length, dtype=torch.float64, device=embeds.device)
     for s, e in blocks:
         with live_cache(policy, getattr(out0, CACHE), s, mask) as (cache, mask_for):
-            block_logits = live_block(mode, policy, ro, (s, e), sources(s - 1), cache, mask_for, embeds, x0,
-                                      thought_logprobs, probe)  # fmt: skip
+            block_logits = live_block(
+                mode, policy, ro, (s, e), sources(s - 1), cache, mask_for, embeds, x0, thought_logprobs, probe
+            )
             segments.append((torch.arange(s, e, device=need.device), block_logits))
             if (s, e) == blocks[-1] and tail < length - 1:
                 out = policy.forward(
@@ -223,7 +248,9 @@ def recompute(mode, policy, ro: Rollout, window, probe: torch.Tensor | None, nee
     if fb_on and ro.sampler != "none" and const_fb.any():
         thought_logprobs = thought_logprobs + constant_densities(policy, ro, sources, const_fb)
     hidden = out0.hidden_states[-1] if need_hidden else None
-    return Recomputed(token_logprobs=logprobs, thought_logprobs=thought_logprobs, entropy=entropy, hidden=hidden)
+    return Recomputed(
+        token_logprobs=logprobs, thought_logprobs=thought_logprobs, entropy=entropy, hidden=hidden
+    )
 
 
 def live_block(mode, policy, ro: Rollout, block, src, cache, mask_for, embeds, x0, thought_logprobs, probe):

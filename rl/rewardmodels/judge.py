@@ -115,8 +115,11 @@ class Judge:
             )
         out = []
         for i in range(n):
-            values = {f: columns[f][i] if isinstance(columns[f], list) else columns[f]
-                      for f in self.fields if f in columns}  # fmt: skip
+            values = {
+                f: columns[f][i] if isinstance(columns[f], list) else columns[f]
+                for f in self.fields
+                if f in columns
+            }
             values.update(
                 prompt=render_prompt(self.tokenizer, prompts[i]), completion=completion_text(completions[i])
             )

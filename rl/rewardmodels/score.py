@@ -94,7 +94,9 @@ def load_reward_model(
 ) -> tuple[PreTrainedModel, Any]:
     """A sequence classifier with one logit and its tokenizer, in eval mode, or a CheckpointError that
     names `key` and the folder: not a model folder, no classification head, more than one logit."""
-    folder = check_model_folder(path, what=key, made_by="`neuralese reward-model train RECIPE.yaml` trains one there")
+    folder = check_model_folder(
+        path, what=key, made_by="`neuralese reward-model train RECIPE.yaml` trains one there"
+    )
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             str(folder),
@@ -217,8 +219,11 @@ class RewardModel:
         rewards = (self.args.scale * s + self.args.offset).tolist()
         low, high = self.args.abstain_below, self.args.abstain_above
         out = [None if low is not None and low < r < high else r for r in rewards]
-        self.last = {"samples": len(out), "distinct": self.distinct,
-                     "answered": sum(v is not None for v in out) / max(1, len(out))}  # fmt: skip
+        self.last = {
+            "samples": len(out),
+            "distinct": self.distinct,
+            "answered": sum(v is not None for v in out) / max(1, len(out)),
+        }
         return out
 
     def metrics(self) -> dict[str, float]:

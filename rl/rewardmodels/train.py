@@ -233,8 +233,11 @@ class Chain:
             return pairs, {"labels": str(rm.pairs_file)}
         held = self.draw(self.test, seed + 1)
         labels = P.judge(self.env, held)
-        self.held_out = HeldOut(P.labelled_pairs(held, labels, rm.pairs_per_prompt, seed), *held.flat()[:2],
-                                torch.tensor([y for g in labels for y in g]))  # fmt: skip
+        self.held_out = HeldOut(
+            P.labelled_pairs(held, labels, rm.pairs_per_prompt, seed),
+            *held.flat()[:2],
+            torch.tensor([y for g in labels for y in g]),
+        )
         first = self.draw(self.train.select(range(rm.prompts)), seed)
         return P.labelled_pairs(first, P.judge(self.env, first), rm.pairs_per_prompt, seed), {
             "labels": "environment check"
@@ -266,9 +269,14 @@ class Chain:
         work = self.out / f".gear-{k}.trainer"  # TRL's output folder; nothing is saved there
         log = fit(model, tokenizer, pairs, rm, steps, seed, work)
         shutil.rmtree(work, ignore_errors=True)
-        meta = {"gear": k, **meta, "train_pairs": len(pairs), "max_steps": steps,
-                "train_s": round(time.perf_counter() - t0, 1),
-                "final_loss": next((e["loss"] for e in reversed(log) if "loss" in e), None)}  # fmt: skip
+        meta = {
+            "gear": k,
+            **meta,
+            "train_pairs": len(pairs),
+            "max_steps": steps,
+            "train_s": round(time.perf_counter() - t0, 1),
+            "final_loss": next((e["loss"] for e in reversed(log) if "loss" in e), None),
+        }
         return save_gear(model, tokenizer, self.out / f"gear-{k}", self.held_out, previous, meta)
 
 

@@ -43,13 +43,17 @@ def think(thinker, ids: torch.Tensor, mask: torch.Tensor, num_thoughts: int) -> 
     steps = torch.arange(n, device=device)
     return {
         f"{THINKER}ids": torch.cat([ids, theta.expand(bsz, n)], dim=1),
-        f"{THINKER}mask": torch.cat([mask.long(), torch.ones(bsz, n, dtype=torch.long, device=device)], dim=1),
+        f"{THINKER}mask": torch.cat(
+            [mask.long(), torch.ones(bsz, n, dtype=torch.long, device=device)], dim=1
+        ),
         f"{THINKER}positions": torch.cat([dec.positions, dec.positions[:, -1:] + 1 + steps], dim=1),
         f"{THINKER}thoughts": torch.stack(out, dim=1),
     }
 
 
-def thinker_thoughts(thinker, ro, num_thoughts: int, window, probe: torch.Tensor | None = None) -> torch.Tensor:
+def thinker_thoughts(
+    thinker, ro, num_thoughts: int, window, probe: torch.Tensor | None = None
+) -> torch.Tensor:
     """A's thoughts [B, K, D_A] of the rollout `ro`, the last `window` of them live (see the module docstring).
 
     probe [B, La, D_A]: zeros added to A's source states (index t: the state thought f computed at t is
@@ -64,11 +68,19 @@ def thinker_thoughts(thinker, ro, num_thoughts: int, window, probe: torch.Tensor
     first = num_thoughts - k  # the first live thought (0-based); its source is at prompt_length + first - 1
     adapter, table = thinker.adapter, thinker.embedding_table
     embeds = thinker.embed(ids)  # [B, La, D_A]
-    fed = torch.cat([embeds[:, :prompt_length], adapter.combine(embeds[:, prompt_length:], recorded[:, :-1])], 1)
+    fed = torch.cat(
+        [embeds[:, :prompt_length], adapter.combine(embeds[:, prompt_length:], recorded[:, :-1])], 1
+    )
     end = prompt_length + first
-    out0 = thinker.model(inputs_embeds=fed[:, :end], attention_mask=mask[:, :end], position_ids=pos[:, :end],
-                         use_cache=True, **{CACHE: DynamicCache(config=thinker.model.config)},
-                         output_hidden_states=True, return_dict=True)  # fmt: skip
+    out0 = thinker.model(
+        inputs_embeds=fed[:, :end],
+        attention_mask=mask[:, :end],
+        position_ids=pos[:, :end],
+        use_cache=True,
+        **{CACHE: DynamicCache(config=thinker.model.config)},
+        output_hidden_states=True,
+        return_dict=True,
+    )
     src = thinker.thought_source(out0, -1, None if probe is None else probe[:, end - 1])
     live = [adapter.vector(src, table, None)]
     with live_cache(thinker, getattr(out0, CACHE), end, mask) as (cache, mask_for):

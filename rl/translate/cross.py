@@ -49,8 +49,15 @@ from neuralese.translate.maps import Translator, load_translator
 class CrossModelPolicy(NeuralesePolicy):
     """Model B (the policy's model) answering from the translated thoughts of a frozen thinker A."""
 
-    def __init__(self, model, tokenizer, config: NeuraleseConfig, thinker: NeuralesePolicy,
-                 translator: Translator, thinker_path: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: NeuraleseConfig,
+        thinker: NeuralesePolicy,
+        translator: Translator,
+        thinker_path: str = "",
+    ):
         super().__init__(model, tokenizer, dataclasses.replace(config, projection="identity"))
         self.thinker = thinker.eval().requires_grad_(False)
         self.thinker_path = thinker_path
@@ -71,14 +78,18 @@ class CrossModelPolicy(NeuralesePolicy):
         again = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
         for text, row, back in zip(texts, rows, again):
             if row.tolist() != back:
-                raise AlignmentError(f"cross: the prompt {text!r} does not read back the same through model.path's "
-                                     "tokenizer, so the thinker cannot be given the same text")  # fmt: skip
+                raise AlignmentError(
+                    f"cross: the prompt {text!r} does not read back the same through model.path's "
+                    "tokenizer, so the thinker cannot be given the same text"
+                )
         a_ids, a_mask = self.thinker.encode(texts, device=ids.device)
         unk = self.thinker.tokenizer.unk_token_id
         if unk is not None and bool((a_ids[a_mask.bool()] == unk).any()):
             bad = next(t for t, r, m in zip(texts, a_ids, a_mask) if (r[m.bool()] == unk).any())
-            raise AlignmentError(f"cross.thinker {self.thinker_path}: its tokenizer reads the prompt {bad!r} with "
-                                 "unknown tokens; the thinker must read the texts the reader reads")  # fmt: skip
+            raise AlignmentError(
+                f"cross.thinker {self.thinker_path}: its tokenizer reads the prompt {bad!r} with "
+                "unknown tokens; the thinker must read the texts the reader reads"
+            )
         return a_ids, a_mask
 
 
@@ -89,7 +100,12 @@ class CrossMode(LatentMode):
     def rollout(self, policy, prompt_ids, prompt_mask, sampling: Sampling) -> Rollout:
         """A's K thoughts, translated; B's thought positions read them and B writes the answer. `thoughts`
         [B, S, D_B] (the shuffled control) replace the translations: drawn by nobody, they add no log-prob."""
-        K, greedy, thoughts, generator = self.thought_positions, sampling.greedy, sampling.thoughts, sampling.generator
+        K, greedy, thoughts, generator = (
+            self.thought_positions,
+            sampling.greedy,
+            sampling.thoughts,
+            sampling.generator,
+        )
         a_ids, a_mask = policy.thinker_prompts(prompt_ids, prompt_mask)
         chain = think(policy.thinker, a_ids, a_mask, K)
         noise = None
@@ -111,7 +127,9 @@ class CrossMode(LatentMode):
         ro.logprobs = ro.logprobs + noise_density(policy, ro)
         return ro
 
-    def recompute(self, policy, ro: Rollout, window, probe=None, need_hidden=False, thinker_probe=None) -> Recomputed:
+    def recompute(
+        self, policy, ro: Rollout, window, probe=None, need_hidden=False, thinker_probe=None
+    ) -> Recomputed:
         """B's log-probs of `ro` with gradient through the translation into A's chain, truncated to `window`.
 
         probe [B, L, D_B]: zeros added to the translated thought fed into each position t+1 (at index t,
@@ -128,17 +146,28 @@ class CrossMode(LatentMode):
         fb = ro.feedback_mask[:, thought, None]
         inputs = torch.where(fb, policy.adapter.combine(embeds[:, thought], y), embeds[:, thought])
         x = torch.cat([embeds[:, :P], inputs, embeds[:, P + K :]], dim=1)
-        out = policy.model(inputs_embeds=x, attention_mask=ro.attention_mask, position_ids=ro.position_ids,
-                           output_hidden_states=need_hidden, return_dict=True)  # fmt: skip
+        out = policy.model(
+            inputs_embeds=x,
+            attention_mask=ro.attention_mask,
+            position_ids=ro.position_ids,
+            output_hidden_states=need_hidden,
+            return_dict=True,
+        )
         positions = torch.arange(ro.input_ids.shape[1], device=x.device)
         logprobs, entropy = scatter_token_logprobs(ro, [(positions, out.logits)])
-        return Recomputed(token_logprobs=logprobs, thought_logprobs=noise_density(policy, ro), entropy=entropy,
-                          hidden=out.hidden_states[-1] if need_hidden else None)  # fmt: skip
+        return Recomputed(
+            token_logprobs=logprobs,
+            thought_logprobs=noise_density(policy, ro),
+            entropy=entropy,
+            hidden=out.hidden_states[-1] if need_hidden else None,
+        )
 
     def describe(self, policy) -> str:
         t = policy.translator
-        return (f"thinker A: {policy.thinker_path} (width {t.source_width}); translator: {t.kind} "
-                f"{t.meta.get('source', '?')}->{t.meta.get('target', '?')} (width {t.target_width})")  # fmt: skip
+        return (
+            f"thinker A: {policy.thinker_path} (width {t.source_width}); translator: {t.kind} "
+            f"{t.meta.get('source', '?')}->{t.meta.get('target', '?')} (width {t.target_width})"
+        )
 
     def inspect_lenses(self, policy, ro: Rollout, positions: torch.Tensor):
         """For row 0's thoughts fed into `positions` [n]: what each decodes to through A's head (A's logit
@@ -177,7 +206,9 @@ def build_cross_policy(cfg: RunConfig, device: torch.device | str) -> CrossModel
     model, tokenizer = language_model(cfg.model, device, cfg.neuralese.thought_token)  # latent: it reads one
     if cross.reader == "frozen":
         model.requires_grad_(False)
-    thinker_cfg = dataclasses.replace(cfg.neuralese, projection="identity", noise_std=0.0, input=cross.thinker_input)
+    thinker_cfg = dataclasses.replace(
+        cfg.neuralese, projection="identity", noise_std=0.0, input=cross.thinker_input
+    )
     thinker = NeuralesePolicy.from_pretrained(
         cross.thinker, ModelConfig(add_thought_token=cfg.model.add_thought_token), device, config=thinker_cfg
     )
@@ -189,40 +220,86 @@ def check_translator(t: Translator, cfg: RunConfig, thinker_width: int, reader_w
     """An AlignmentError naming the translator's file unless it maps A's states (width, layer, folder) to B's."""
     cross, where = cfg.cross, Path(cfg.cross.translator) / "translator.json"
     wants = [
-        ("source_width", t.source_width, thinker_width, f"cross.thinker {cross.thinker} has hidden size {thinker_width}"),
-        ("target_width", t.target_width, reader_width, f"model.path {cfg.model.path} has hidden size {reader_width}"),
-        ("layer", t.meta.get("layer", cfg.neuralese.layer), cfg.neuralese.layer,
-         f"neuralese.layer is {cfg.neuralese.layer}"),
-    ]  # fmt: skip
+        (
+            "source_width",
+            t.source_width,
+            thinker_width,
+            f"cross.thinker {cross.thinker} has hidden size {thinker_width}",
+        ),
+        (
+            "target_width",
+            t.target_width,
+            reader_width,
+            f"model.path {cfg.model.path} has hidden size {reader_width}",
+        ),
+        (
+            "layer",
+            t.meta.get("layer", cfg.neuralese.layer),
+            cfg.neuralese.layer,
+            f"neuralese.layer is {cfg.neuralese.layer}",
+        ),
+    ]
     for key, got, want, why in wants:
         if got != want:
-            raise AlignmentError(f"{where}: {key} is {got}, but {why}: a translator fitted for other models "
-                                 "(fit one with `neuralese translate fit` on these two)")  # fmt: skip
-    for key, folder, name in (("source_path", cross.thinker, "cross.thinker"), ("target_path", cfg.model.path,
-                                                                                 "model.path")):  # fmt: skip
+            raise AlignmentError(
+                f"{where}: {key} is {got}, but {why}: a translator fitted for other models "
+                "(fit one with `neuralese translate fit` on these two)"
+            )
+    for key, folder, name in (
+        ("source_path", cross.thinker, "cross.thinker"),
+        ("target_path", cfg.model.path, "model.path"),
+    ):
         fitted = t.meta.get(key)
         if fitted is not None and Path(fitted).resolve() != Path(folder).resolve():
-            raise AlignmentError(f"{where}: {key} is {fitted!r}, but {name} is {folder!r}: a translator fitted "
-                                 "for other models (fit one with `neuralese translate fit` on these two)")  # fmt: skip
+            raise AlignmentError(
+                f"{where}: {key} is {fitted!r}, but {name} is {folder!r}: a translator fitted "
+                "for other models (fit one with `neuralese translate fit` on these two)"
+            )
 
 
 def check_cross(cfg: RunConfig, source: str) -> None:
     """The rules of a cross-model run that span sections: a ConfigError naming the key."""
     cross, nz = cfg.cross, cfg.neuralese
     wants = [
-        (cross.translator is not None, "cross.translator", "a translator folder (from `neuralese translate fit`) "
-         "when cross.thinker is set", cross.translator),
-        (get_mode(nz).prefix_thoughts, "neuralese.mode", "'latent' with cross.thinker (B's thought positions, "
-         "filled one at a time before the answer, receive A's translated thoughts)", nz.mode),
-        (nz.space == "hidden" and nz.embedding_weights == "softmax", "neuralese.space",
-         "'hidden' with cross.thinker (translators map hidden-state thoughts)", nz.space),
-        (isinstance(nz.layer, int), "neuralese.layer", "a layer index with cross.thinker (the layer the "
-         "translator was fitted on)", nz.layer),
+        (
+            cross.translator is not None,
+            "cross.translator",
+            "a translator folder (from `neuralese translate fit`) when cross.thinker is set",
+            cross.translator,
+        ),
+        (
+            get_mode(nz).prefix_thoughts,
+            "neuralese.mode",
+            "'latent' with cross.thinker (B's thought positions, "
+            "filled one at a time before the answer, receive A's translated thoughts)",
+            nz.mode,
+        ),
+        (
+            nz.space == "hidden" and nz.embedding_weights == "softmax",
+            "neuralese.space",
+            "'hidden' with cross.thinker (translators map hidden-state thoughts)",
+            nz.space,
+        ),
+        (
+            isinstance(nz.layer, int),
+            "neuralese.layer",
+            "a layer index with cross.thinker (the layer the translator was fitted on)",
+            nz.layer,
+        ),
         (cfg.curriculum.stages == 0, "curriculum.stages", "0 with cross.thinker", cfg.curriculum.stages),
-        (cfg.rl.rollout_engine == "hf", "rl.rollout_engine", "'hf' with cross.thinker", cfg.rl.rollout_engine),
-        ((cfg.model.lora.r > 0) == (cross.reader == "lora"), "model.lora.r",
-         f"{'> 0' if cross.reader == 'lora' else '0'} with cross.reader {cross.reader!r}", cfg.model.lora.r),
-    ]  # fmt: skip
+        (
+            cfg.rl.rollout_engine == "hf",
+            "rl.rollout_engine",
+            "'hf' with cross.thinker",
+            cfg.rl.rollout_engine,
+        ),
+        (
+            (cfg.model.lora.r > 0) == (cross.reader == "lora"),
+            "model.lora.r",
+            f"{'> 0' if cross.reader == 'lora' else '0'} with cross.reader {cross.reader!r}",
+            cfg.model.lora.r,
+        ),
+    ]
     for ok, key, what, value in wants:
         if not ok:
             raise ConfigError(f"{source}: key '{key}' must be {what}, got {value!r}")

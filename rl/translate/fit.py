@@ -86,8 +86,13 @@ def model_names(paths: list[str]) -> list[str]:
     return names if len(set(names)) == len(names) else [f"m{i}" for i in range(len(paths))]
 
 
-def fidelity(pred: torch.Tensor, true: torch.Tensor, mean: torch.Tensor, target: Reader,
-             answer: torch.Tensor | None = None) -> dict:  # fmt: skip
+def fidelity(
+    pred: torch.Tensor,
+    true: torch.Tensor,
+    mean: torch.Tensor,
+    target: Reader,
+    answer: torch.Tensor | None = None,
+) -> dict:
     """Cosine (plain and centred on B's mean fit state `mean` [D]) and top-1 lens agreement of translated
     states `pred` [N, D] against B's own `true` [N, D]; with `answer` [N] bool, also over those positions."""
     cosine = F.cosine_similarity(pred, true, dim=-1)  # [N]
@@ -99,8 +104,13 @@ def fidelity(pred: torch.Tensor, true: torch.Tensor, mean: torch.Tensor, target:
         "top1_agreement": agree.mean().item(),
     }
     if answer is not None and answer.any():
-        out.update({"answer_cosine": cosine[answer].mean().item(), "answer_centered_cosine":
-                    centered[answer].mean().item(), "answer_top1_agreement": agree[answer].mean().item()})  # fmt: skip
+        out.update(
+            {
+                "answer_cosine": cosine[answer].mean().item(),
+                "answer_centered_cosine": centered[answer].mean().item(),
+                "answer_top1_agreement": agree[answer].mean().item(),
+            }
+        )
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -109,20 +119,35 @@ def fit_kind(kind: str, fit: Paired, names: list[str], cfg: RunConfig) -> tuple[
     fit logs)."""
     tr, pairs = cfg.translate, list(itertools.permutations(range(len(names)), 2))
     if kind == "common":
-        space, spread = fit_common(fit.states, tr.common_width, tr.ridge, tr.common_iterations, names,
-                                   {"layer": cfg.neuralese.layer})  # fmt: skip
+        space, spread = fit_common(
+            fit.states, tr.common_width, tr.ridge, tr.common_iterations, names, {"layer": cfg.neuralese.layer}
+        )
         maps = {(i, j): functools.partial(space.translate, source=i, target=j) for i, j in pairs}
         return maps, {"common": space}, {"common_spread": spread}
     maps, folders, logs = {}, {}, {}
     for i, j in pairs:
-        meta = {"source": names[i], "target": names[j], "layer": cfg.neuralese.layer,
-                "source_path": tr.models[i], "target_path": tr.models[j]}  # fmt: skip
+        meta = {
+            "source": names[i],
+            "target": names[j],
+            "layer": cfg.neuralese.layer,
+            "source_path": tr.models[i],
+            "target_path": tr.models[j],
+        }
         if kind == "linear":
             t = fit_linear(fit.states[i], fit.states[j], tr.ridge, meta)
         else:
             t, logs[f"mlp_loss/{names[i]}-to-{names[j]}"] = fit_mlp(
-                fit.states[i], fit.states[j], tr.ridge, tr.mlp_hidden, tr.mlp_steps, tr.mlp_batch_size,
-                tr.mlp_learning_rate, tr.mlp_weight_decay, cfg.seed, meta)  # fmt: skip
+                fit.states[i],
+                fit.states[j],
+                tr.ridge,
+                tr.mlp_hidden,
+                tr.mlp_steps,
+                tr.mlp_batch_size,
+                tr.mlp_learning_rate,
+                tr.mlp_weight_decay,
+                cfg.seed,
+                meta,
+            )
         maps[i, j] = folders[f"{kind}/{names[i]}-to-{names[j]}"] = t
     return maps, folders, logs
 
@@ -177,7 +202,7 @@ def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
                 "vocab": len(r.tokenizer),
             }
             for r, p in zip(readers, tr.models)
-        ],  # fmt: skip
+        ],
         "layer": cfg.neuralese.layer,
         "texts": {"fit": fit.texts, "held_out": held.texts},
         "tokens": {"fit": dict(zip(names, fit.tokens)), "held_out": dict(zip(names, held.tokens))},
@@ -185,7 +210,7 @@ def fit_translators(cfg: RunConfig) -> tuple[Path, dict]:
             "fit": fit.positions,
             "held_out": held.positions,
             "held_out_answer": None if held.answer is None else int(held.answer.sum()),
-        },  # fmt: skip
+        },
         "fit_s": fit_s,
         "results": results,
         "logs": logs,

@@ -85,8 +85,13 @@ class Translator(nn.Module):
             self.linear.bias.copy_(b)
 
     def config(self) -> dict:
-        return {"kind": self.kind, "source_width": self.source_width, "target_width": self.target_width,
-                "hidden": self.hidden, **self.meta}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "source_width": self.source_width,
+            "target_width": self.target_width,
+            "hidden": self.hidden,
+            **self.meta,
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the folder (atomically): translator.json + translator.safetensors."""
@@ -171,11 +176,17 @@ def load_weights(module: nn.Module, tensors: dict, file: Path) -> None:
     """Load `tensors` into `module`, every key and shape checked; a mismatch names `file`."""
     want = module.state_dict()
     missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
-    wrong = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in want.items() if k in tensors and tensors[k].shape != v.shape]  # fmt: skip
+    wrong = [
+        f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in want.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
     if missing or extra or wrong:
-        parts = [f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "",
-                 f"wrong shapes: {', '.join(wrong)}" if wrong else ""]  # fmt: skip
+        parts = [
+            f"missing {missing}" if missing else "",
+            f"unexpected {extra}" if extra else "",
+            f"wrong shapes: {', '.join(wrong)}" if wrong else "",
+        ]
         raise CheckpointError(f"{file}: does not match its config: {'; '.join(p for p in parts if p)}")
     module.load_state_dict(tensors)
 
@@ -186,5 +197,7 @@ def save_folder(module: nn.Module, path: str | Path, meta_file: str, weights_fil
 
     with atomic_dir(path) as tmp:
         write_json(tmp / meta_file, module.config())
-        save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp / weights_file))
+        save_file(
+            {k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(tmp / weights_file)
+        )
     return Path(path)

@@ -68,8 +68,12 @@ class Reader:
                 embed.device
             )
             # Only ids and mask: some tokenizers add token_type_ids, which a causal LM does not take.
-            res = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                             output_hidden_states=True, return_dict=True)  # fmt: skip
+            res = self.model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                output_hidden_states=True,
+                return_dict=True,
+            )
             hidden = self.adapter.select(res.hidden_states)  # [B, T, D]
             x = self.adapter.vector(Source(hidden=hidden, logits=None), embed)  # [B, T, D], RMS-matched
             for row, n in zip(x, enc["attention_mask"].sum(1).tolist()):
