@@ -33,6 +33,8 @@ from neuralese.errors import ConfigError
 from neuralese.models import embed_scale
 
 RMS_EPS = 1e-6
+NO_GATE = "n/a (latent_only: the thought replaces the token embedding, so there is no gate)"
+"""What a gate reading says for an adapter without one (`FeedbackAdapter.has_gate`)."""
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -280,6 +282,11 @@ class FeedbackAdapter(nn.Module):
         return T.gumbel_logprob(draw.perturbed, src.logits)
 
     # ------------------------------------------------------------------ the gated input
+
+    @property
+    def has_gate(self) -> bool:
+        """False for `input: latent_only`, where the thought replaces the token embedding: no gate."""
+        return self.cfg.input != "latent_only"
 
     def gate(self) -> torch.Tensor:
         """tanh(lambda): [D]."""

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from neuralese.errors import CheckpointError
+from neuralese.feedback import NO_GATE
 from neuralese.policy import NeuralesePolicy
 
 
@@ -56,9 +57,9 @@ class Thought:
     token: str  # the input token at that position (the thought token, or the token written)
     lens: list[tuple[str, float]]  # top tokens of the fed-back state and their probabilities
     feedback_norm: float  # |f|
-    gate: float  # |g * f| / |f|
-    token_norm: float  # |E[x]|, the token embedding the thought is added to
-    thought_to_token: float  # |g * f| / |E[x]|
+    gate: float | None  # |g * f| / |f|; None without a gate (`input: latent_only`)
+    token_norm: float | None  # |E[x]|, the token embedding the thought is added to (None: not used)
+    thought_to_token: float | None  # |g * f| / |E[x]|; None without a gate
     cosine_prev: float | None  # cos(f, previous f); None for the first
     columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (neuralese.modes)
     codec_text: str | None = None  # what the thought reads as through a codec map (neuralese.codec.lens)
@@ -74,8 +75,8 @@ class Inspection:
     mode: str
     layer: int | str
     lens_norm: bool  # the final norm was applied before the output head
-    gate_mean: float  # mean |tanh(lambda)| over the hidden dimension
-    gate_max: float
+    gate_mean: float | None  # mean |tanh(lambda)| over the hidden dimension; None without a gate
+    gate_max: float | None
     thoughts: list[Thought]
     cosine: torch.Tensor = field(repr=False)  # [n, n] cosine similarity between all thoughts
     mode_line: str = ""  # what the mode says about its own weights
@@ -192,8 +193,8 @@ def inspect_thoughts(
         mode=policy.config.mode,
         layer=policy.config.layer,
         lens_norm=normed,
-        gate_mean=float(gate.abs().mean()),
-        gate_max=float(gate.abs().max()),
+        gate_mean=float(gate.abs().mean()) if policy.adapter.has_gate else None,
+        gate_max=float(gate.abs().max()) if policy.adapter.has_gate else None,
         thoughts=thoughts,
         cosine=cosine.cpu(),
         mode_line=policy.mode.describe(policy),
@@ -203,8 +204,11 @@ def inspect_thoughts(
 
 def norms(policy: NeuralesePolicy, f: torch.Tensor, e: torch.Tensor) -> dict[str, float]:
     """A thought f [D] fed next to the token embedding e [D]: |f|, the share that passes the gate, |e| and
-    the gated thought against the token."""
-    gated = f if policy.config.input == "latent_only" else policy.adapter.gate() * f  # [D]
+    the gated thought against the token; without a gate (`input: latent_only`) the thought is the whole
+    input, and only |f| applies."""
+    if not policy.adapter.has_gate:
+        return {"feedback_norm": float(f.norm()), "gate": None, "token_norm": None, "thought_to_token": None}
+    gated = policy.adapter.gate() * f  # [D]
     e_norm = e.float().norm()
     return {"feedback_norm": float(f.norm()), "gate": float(gated.norm() / f.norm().clamp_min(1e-12)),
             "token_norm": float(e_norm), "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12))}  # fmt: skip
@@ -213,11 +217,11 @@ def norms(policy: NeuralesePolicy, f: torch.Tensor, e: torch.Tensor) -> dict[str
 def format_table(ins: Inspection) -> str:
     """The inspection as a plain-text table for the terminal."""
     lens_how = "final norm, then output head" if ins.lens_norm else "output head (state is post-norm)"
+    gate = NO_GATE if ins.gate_mean is None else f"mean {ins.gate_mean:.4f}, max {ins.gate_max:.4f}"
     lines = [
         f"prompt: {ins.prompt!r}",
         f"answer: {ins.answer!r}",
-        f"mode {ins.mode}, layer {ins.layer}; lens = {lens_how}; "
-        f"gate |tanh(lambda)| mean {ins.gate_mean:.4f}, max {ins.gate_max:.4f}",
+        f"mode {ins.mode}, layer {ins.layer}; lens = {lens_how}; gate |tanh(lambda)| {gate}",
         *([ins.mode_line] if ins.mode_line else []),
         *([ins.codec_line] if ins.codec_line else []),
         "",
@@ -244,12 +248,17 @@ def format_table(ins: Inspection) -> str:
         cos = "-" if th.cosine_prev is None else f"{th.cosine_prev:.3f}"
         lines.append(
             f"{th.index:>3}  {th.position:>3}  {th.token:<{tok_w}}  {cell:<{width}}  "
-            f"{th.feedback_norm:>7.3f}  {th.gate:>6.4f}  {th.thought_to_token:>9.4f}  {cos:>8}"
+            f"{th.feedback_norm:>7.3f}  {_cell(th.gate, 6)}  {_cell(th.thought_to_token, 9)}  {cos:>8}"
             + "".join("        -" if th.columns[n] is None else f"  {th.columns[n]:>7.4f}" for n in names)
             + "".join(f"  {more_cells[n][th.index - 1]:<{more_w[n]}}" for n in more)
             + (f"  {th.codec_text!r}" if reads else "")
         )
     return "\n".join(lines)
+
+
+def _cell(value: float | None, width: int) -> str:
+    """A gate reading for the table: `n/a` where there is no gate."""
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.4f}"
 
 
 # The formats matplotlib's Agg canvas writes, told apart by the file name's suffix.
@@ -279,22 +288,24 @@ def plot(ins: Inspection, path: str | Path) -> Path:
     _lens_panel(axes[0, 0], ins, n, k)
     ax = axes[0, 1]
     width = 0.27
-    for shift, label, values in (
-        (-width, "|f| fed-back vector", [th.feedback_norm for th in ins.thoughts]),
-        (0.0, "|g*f| after the gate", [th.gate * th.feedback_norm for th in ins.thoughts]),
-        (width, "|e| token embedding", [th.token_norm for th in ins.thoughts]),
-    ):
+    gated = ins.gate_mean is not None  # without a gate the thought is the whole input: no |g*f|, no |e|
+    bars = [(-width, "|f| fed-back vector", [th.feedback_norm for th in ins.thoughts])]
+    if gated:
+        bars += [
+            (0.0, "|g*f| after the gate", [th.gate * th.feedback_norm for th in ins.thoughts]),
+            (width, "|e| token embedding", [th.token_norm for th in ins.thoughts]),
+        ]
+    for shift, label, values in bars:
         ax.bar([i + shift for i in idx], values, width, label=label)
-    top = max(max(th.feedback_norm, th.token_norm) for th in ins.thoughts)
+    top = max(max(th.feedback_norm, th.token_norm or 0.0) for th in ins.thoughts)
     ax.set(title="norms at each thought position", xlabel="thought", xticks=idx, ylim=(0, 1.3 * top))
     ax.legend(fontsize=7, ncol=3, loc="upper center")
     ax = axes[1, 0]
-    gates, ratios = [th.gate for th in ins.thoughts], [th.thought_to_token for th in ins.thoughts]
-    ax.plot(idx, gates, "o-", label="gate |g*f|/|f|")
-    ax.plot(idx, ratios, "s--", label="thought vs token |g*f|/|e|")
-    top = 1.2 * max(gates + ratios) + 1e-3
-    ax.set(title="how much of each thought gets through", xlabel="thought", xticks=idx, ylim=(0, top))
-    ax.legend(fontsize=8)
+    if gated:
+        _gate_panel(ax, ins, idx)
+    else:
+        ax.set(title="how much of each thought gets through", xticks=[], yticks=[])
+        ax.text(0.5, 0.5, f"gate {NO_GATE}", ha="center", va="center", wrap=True, transform=ax.transAxes)
     ax = axes[1, 1]
     im = ax.imshow(ins.cosine.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set(title="cosine similarity between thoughts", xticks=range(n), yticks=range(n))
@@ -328,3 +339,13 @@ def _lens_panel(ax, ins: Inspection, n: int, k: int) -> None:
     ax.set_xticklabels([str(j + 1) for j in range(k)])
     ax.set_yticks(range(n))
     ax.set_yticklabels([f"{th.index} ({th.token})" for th in ins.thoughts], fontsize=8)
+
+
+def _gate_panel(ax, ins: Inspection, idx: list[int]) -> None:
+    """How much of each thought passes the gate, and how loud it is next to the token it is added to."""
+    gates, ratios = [th.gate for th in ins.thoughts], [th.thought_to_token for th in ins.thoughts]
+    ax.plot(idx, gates, "o-", label="gate |g*f|/|f|")
+    ax.plot(idx, ratios, "s--", label="thought vs token |g*f|/|e|")
+    top = 1.2 * max(gates + ratios) + 1e-3
+    ax.set(title="how much of each thought gets through", xlabel="thought", xticks=idx, ylim=(0, top))
+    ax.legend(fontsize=8)

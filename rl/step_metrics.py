@@ -35,7 +35,7 @@ def rollout_metrics(
         m[f"reward/{name}/mean"] = applied.mean().item() if len(applied) else None
         m[f"reward/{name}/std"] = applied.std().item() if len(applied) > 1 else 0.0
     if policy.mode.feeds_back:
-        if policy.config.input == "gated_sum":  # a latent_only input has no gate
+        if policy.adapter.has_gate:
             m["feedback/gate_mean_abs"] = policy.adapter.gate().abs().mean().item()
         fb = ro.feedback[ro.feedback_mask]
         m["feedback/vector_norm"] = fb.norm(dim=-1).mean().item() if len(fb) else 0.0

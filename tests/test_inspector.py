@@ -110,10 +110,17 @@ def test_pre_norm_states_go_through_the_final_norm(tiny_dir):
     assert ins.lens_norm and ins.layer == -2
 
 
-def test_latent_only_input_passes_the_whole_thought(tiny_dir):
+def test_latent_only_input_has_no_gate_to_report(tiny_dir, tmp_path):
+    """The thought is the whole input: header, table and picture say n/a, never a number for a gate."""
     policy = make_policy(tiny_dir, input="latent_only")
     ins = inspect_thoughts(policy, PROMPT)
-    assert [th.gate for th in ins.thoughts] == pytest.approx([1.0] * K)
+    assert ins.gate_mean is None and all(th.gate is None and th.token_norm is None for th in ins.thoughts)
+    table = format_table(ins).splitlines()
+    assert "gate |tanh(lambda)| n/a (latent_only" in table[2]
+    header = next(i for i, line in enumerate(table) if line.lstrip().startswith("#"))
+    assert all(row.count(" n/a ") == 2 for row in table[header + 2 :])  # gate and |g*f|/|e|
+    image = matplotlib.image.imread(plot(ins, tmp_path / "thoughts.png"))
+    assert image[..., :3].std() > 0.05
 
 
 def test_table_and_picture(tiny_dir, tmp_path):

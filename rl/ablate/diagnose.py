@@ -57,7 +57,8 @@ def thought_stats(policy: NeuralesePolicy, cfg: RunConfig) -> dict:
     consecutive, loudness, columns = [], [], {}
     for prompt in prompts:
         for th in inspect_thoughts(policy, prompt, cfg.eval.max_new_tokens).thoughts:
-            loudness.append(th.thought_to_token)
+            if th.thought_to_token is not None:  # None without a gate (latent_only): the thought is the input
+                loudness.append(th.thought_to_token)
             if th.cosine_prev is not None:
                 consecutive.append(th.cosine_prev)
             for name, value in th.columns.items():  # the mode's own (channel |s| and kept, refine Δpass)
