@@ -12,9 +12,9 @@ weights). `AutoModelForCausalLM.from_pretrained(folder)` loads the language mode
 `neuralese.json` loads as a plain model (mode `off`). Run folders and their checkpoints are rebuilt
 from the run's config by `neuralese.load_policy`, one layer up.
 
-The policy owns the four ways of running it: `rollout` (sample thoughts and answers into a
-`Rollout` record), `recompute` (the record's log-probs with gradient through a truncated latent
-chain), `complete` and `generate` (text in, text out). Each asks the thought mode in force
+The policy owns the ways of running it: `rollout` (sample thoughts and answers into a `Rollout`
+record), `recompute` (the record's log-probs with gradient through a truncated latent chain),
+`complete` and `generate` (text in, text out), and `answers` (text with its thoughts and log-probs). Each asks the thought mode in force
 (neuralese.modes), which the policy holds.
 """
 
@@ -40,7 +40,7 @@ from neuralese.models import CACHE, embed_scale, ensure_thought_token, load_mode
 from neuralese.modes import ThoughtMode, get_mode
 from neuralese.ranges import check_ranges
 from neuralese.recompute import Recomputed, Window
-from neuralese.rollout import Rollout, Sampling, extend_columns
+from neuralese.rollout import Answer, Rollout, Sampling, answers, extend_columns
 
 CONFIG_FILE = "neuralese.json"
 ADAPTER_FILE = "feedback.safetensors"
@@ -243,6 +243,15 @@ class NeuralesePolicy(nn.Module):
         """
         return self.mode.recompute(self, ro, window, probe, need_hidden)
 
+    def batches(
+        self, prompts: list, max_new_tokens: int, temperature: float, batch_size: int, generator
+    ) -> Iterator[tuple[Rollout, list[str]]]:
+        """The rollout of each batch of `batch_size` prompts, with its answer texts."""
+        for start in range(0, len(prompts), batch_size):
+            ids, mask = self.encode(prompts[start : start + batch_size])
+            ro = self.rollout(ids, mask, max_new_tokens, temperature, generator)
+            yield ro, self.decode(ro)
+
     @torch.no_grad()
     def complete(
         self,
@@ -256,14 +265,29 @@ class NeuralesePolicy(nn.Module):
         (`Rollout.reward_columns`: completion ids, thoughts, generated positions), one entry per prompt."""
         texts: list[str] = []
         columns: dict[str, list] = {}
-        for start in range(0, len(prompts), batch_size):
-            ids, mask = self.encode(prompts[start : start + batch_size])
-            ro = self.rollout(ids, mask, max_new_tokens, temperature, generator)
-            texts.extend(self.decode(ro))
+        for ro, batch in self.batches(prompts, max_new_tokens, temperature, batch_size, generator):
+            texts.extend(batch)
             extend_columns(columns, ro.reward_columns())
         return texts, columns
 
     @torch.no_grad()
+    def answers(
+        self,
+        prompts: list,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> list[Answer]:
+        """Answers for `prompts` (text or conversations) with what made them: per answer its text, tokens,
+        every generated position's sampling log-probability and the thoughts fed back
+        (neuralese.rollout.Answer). Batched; greedy by default."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        found: list[Answer] = []
+        for ro, texts in self.batches(prompts, max_new_tokens, temperature, batch_size, generator):
+            found += answers(ro, texts)
+        return found
+
     def generate(
         self,
         prompts: list,
@@ -272,9 +296,8 @@ class NeuralesePolicy(nn.Module):
         batch_size: int = 64,
         seed: int = 0,
     ) -> list[str]:
-        """Answers for `prompts` (text or conversations), batched; greedy by default."""
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        return self.complete(prompts, max_new_tokens, temperature, batch_size, generator)[0]
+        """The answer texts alone of `answers` (text or conversations in, batched; greedy by default)."""
+        return [a.text for a in self.answers(prompts, max_new_tokens, temperature, batch_size, seed)]
 
     # ------------------------------------------------------------------ save / load
 

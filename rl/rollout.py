@@ -100,6 +100,50 @@ class Rollout:
         return self.map(lambda t: t.to(device))
 
 
+@dataclass
+class Answer:
+    """One answer and what made it (`NeuralesePolicy.answers`): its text, the tokens written, every
+    generated position's sampling log-probability, and the thoughts fed back."""
+
+    text: str
+    """The answer text (no thoughts, no special tokens): what `generate` returns."""
+    token_ids: list[int]
+    """The answer tokens written, eos included."""
+    logprobs: list[float]
+    """Per generated position (thought positions included, 0 = the first after the prompt): the
+    log-probability of what was drawn there at the sampling temperature, its token plus its thought's
+    draw when thoughts are sampled; 0 where nothing was drawn (a thought position of a deterministic
+    thought). Greedy answers are scored as at temperature 1."""
+    thought_positions: list[int]
+    """The generated positions that received a thought (their input was gated with it)."""
+    thoughts: torch.Tensor
+    """[len(thought_positions), D] the thought fed into each of them (noise included), on the CPU."""
+
+    @property
+    def logprob(self) -> float:
+        """The answer's log-probability: the sum of `logprobs`."""
+        return float(sum(self.logprobs))
+
+
+def answers(ro: Rollout, texts: list[str]) -> list[Answer]:
+    """Each sequence of a rollout as an `Answer` (with `texts`, its decoded answers)."""
+    out = []
+    P = ro.prompt_length
+    for b, text in enumerate(texts):
+        used = ro.attention_mask[b, P:].bool()  # [G] generated positions in use
+        fed = ro.feedback_mask[b, P:] & used
+        out.append(
+            Answer(
+                text=text,
+                token_ids=ro.input_ids[b][ro.action_mask[b]].tolist(),
+                logprobs=ro.logprobs[b, P:][used].tolist(),
+                thought_positions=fed.nonzero().squeeze(-1).tolist(),
+                thoughts=ro.thoughts[b, P:][fed].detach().float().cpu(),
+            )
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How a rollout samples, carried as one record from `NeuralesePolicy.rollout` to the mode's engine."""
