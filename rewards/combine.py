@@ -24,6 +24,7 @@ import math
 import numbers
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -192,8 +193,26 @@ def _call(fn: Callable, prompts: list, completions: list, columns: dict[str, lis
             if i is not None
             else f"on a batch of {len(completions)} (no single sample fails alone; first prompt {_clip(prompts[0])!r})"
         )
-        raise RewardError(f"reward function {reward_name(fn)!r} raised {type(err).__name__}: {err} {where}")
+        raise RewardError(
+            f"reward function {reward_name(fn)!r} raised {type(err).__name__}: {err} {where}{raised_at(fn, err)}"
+        )
     return box["out"]
+
+
+def raised_at(fn: Callable, err: BaseException) -> str:
+    """`, at FILE:LINE: `code``: where in the reward's own file the exception was raised (its innermost
+    frame there; else the innermost frame of all), so a plug-in's failure names the user's line."""
+    frames = traceback.extract_tb(err.__traceback__)
+    try:
+        own = inspect.getsourcefile(inspect.unwrap(getattr(fn, "func", fn)))
+    except TypeError:  # a callable object or a builtin: no source file of its own
+        own = None
+    mine = [f for f in frames if own is not None and f.filename == own] or frames[-1:]
+    if not mine:
+        return ""
+    frame = mine[-1]
+    code = f": `{frame.line.strip()}`" if frame.line else ""
+    return f", at {frame.filename}:{frame.lineno}{code}"
 
 
 def check_columns(fn: Callable, columns: dict[str, Any]) -> None:

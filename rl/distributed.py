@@ -34,11 +34,12 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from neuralese.checkpoint import ENGINE_TAG, rng_state
@@ -69,6 +70,26 @@ def collective(fn):
             ) from e
 
     return wrapped
+
+
+def make_accelerator(cfg: RunConfig, out: Path) -> Accelerator:
+    """The run's accelerator, checked: the step's prompts divide among its processes, and a DeepSpeed
+    config fits the run (`check_deepspeed`)."""
+    # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available() and not deepspeed_requested(),
+        log_with=cfg.log.trackers or None,
+        project_dir=str(out),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.rl.collective_timeout_s))],
+    )
+    world = accelerator.num_processes
+    if cfg.rl.prompts_per_step % world:
+        raise ConfigError(
+            f"rl.prompts_per_step ({cfg.rl.prompts_per_step}) must be divisible by the number of processes ({world})"
+        )
+    if uses_deepspeed(accelerator):
+        check_deepspeed(accelerator, cfg)
+    return accelerator
 
 
 def deepspeed_requested() -> bool:

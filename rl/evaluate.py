@@ -14,15 +14,73 @@ own ignores the content of its thoughts.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import datasets
 import torch
 from tqdm.auto import tqdm
 
+from neuralese.config import EvalConfig, RunConfig
+from neuralese.curriculum import Curriculum
 from neuralese.envs import Environment, correctness_check, load_split
 from neuralese.errors import ConfigError
 from neuralese.policy import NeuralesePolicy
 from neuralese.rewards.combine import compute_rewards
 from neuralese.rollout import extend_columns
+
+
+@dataclass
+class Task:
+    """What a policy is evaluated on: a run's test problems and its `eval` settings. Folders record the
+    task they were trained on (neuralese.load.task_of), so `eval` and `inspect` take their defaults from it."""
+
+    env: str
+    """The environment (a built-in name or a plug-in reference, its path absolute)."""
+    env_args: dict[str, Any]
+    """The factory's arguments."""
+    split: str
+    """The split evaluated (`env.test_split`)."""
+    eval: EvalConfig
+    """Problems, batch size, samples, temperature and answer budget of the run's evaluation."""
+    seed: int
+    """The seed the run drew its evaluation problems with (`data_seed`, else `seed`)."""
+
+
+def run_task(cfg: RunConfig, curriculum: Curriculum | None = None) -> Task:
+    """A run's task; its answer budget that of the curriculum's stage, when given."""
+    evaluation = cfg.eval
+    if curriculum is not None:
+        evaluation = dataclasses.replace(
+            evaluation, max_new_tokens=curriculum.budget(evaluation.max_new_tokens)
+        )
+    seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    return Task(cfg.env.name, cfg.env.args, cfg.env.test_split, evaluation, seed)
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    """A task as plain data, for the folders that outlive a run (exported, as-is): `task_of` reads it back."""
+    return dataclasses.asdict(task)
+
+
+def evaluate_task(policy: NeuralesePolicy, env: Environment, task: Task, **kw) -> dict:
+    """`evaluate` on a task: its split, problems, seed and every setting of its `eval` section
+    (`progress` and `thoughts` as keywords)."""
+    e = task.eval
+    return evaluate(
+        policy,
+        env,
+        task.split,
+        e.n,
+        task.seed,
+        e.batch_size,
+        e.max_new_tokens,
+        e.samples,
+        e.temperature,
+        task.env,
+        **kw,
+    )
 
 
 def correct(

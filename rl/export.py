@@ -15,22 +15,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuralese.errors import CheckpointError
+from neuralese.evaluate import task_record
 from neuralese.io import atomic_dir, check_not_cwd, check_output_dir, read_json
 from neuralese.kinds import policy_kind
-from neuralese.load import Source, load_source, locate
+from neuralese.load import Source, load_source, locate, task_of
 from neuralese.policy import CONFIG_FILE
+from neuralese.run_folder import base_model
 
 
 def export_meta(src: Source) -> dict:
-    """What `neuralese.json` records beside the feedback config: training settings and provenance."""
+    """What `neuralese.json` records beside the feedback config: training settings, provenance and the
+    task (`neuralese eval` and `inspect` of the exported folder read it)."""
+    task = task_of(src)
+    meta = {} if task is None else {"task": task_record(task)}
     if src.kind == "model":
         previous = _read_meta(src.path)
         return {
+            **meta,
             "training": previous.get("training"),
             "source": {**previous.get("source", {}), "exported_from": str(src.path.resolve())},
         }
     cfg = src.config
     return {
+        **meta,
         "training": {
             "tbptt_window": cfg.neuralese.tbptt_window,
             "algorithm": cfg.rl.algorithm,
@@ -72,6 +79,7 @@ def check_out(out: Path, src: Source, overwrite: bool) -> None:
                 Path(src.config.model.path).expanduser(),
                 f"the base model, model.path in {src.run / 'config.yaml'}",
             ),
+            (Path(base_model(src.run, src.config)), "the run's copy of its base model"),
         ]
     for folder, what in keep:
         if target == folder.resolve() or target in folder.resolve().parents:

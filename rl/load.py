@@ -9,8 +9,14 @@
 
 A model folder is `NeuralesePolicy.from_pretrained`'s. A run checkpoint holds only what training
 changes (every weight, or only the LoRA weights), so the policy is rebuilt the way the trainer built
-it (neuralese.build): the run's `config.yaml` names the base model (`model.path`) and the LoRA
-settings; the checkpoint's weights go on top, after the manifest's checksums have been checked.
+it (neuralese.build): on the run's copy of its base model (`RUN/base/`, neuralese.run_folder; for a
+run written before runs kept one, the `model.path` of its `config.yaml`) with its LoRA settings; the
+checkpoint's weights go on top, after the manifest's checksums have been checked.
+
+`task_of` reads what a folder knows of the task it was trained on (environment, test split,
+evaluation budgets, seed): a run's `config.yaml`, an exported folder's `neuralese.json` or an
+as-is model's `pretrain_log.json` (both written with `task_record`), so `neuralese eval` and
+`neuralese inspect` need no flags for it.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ from safetensors import safe_open
 
 from neuralese.build import build_policy
 from neuralese.checkpoint import MANIFEST, STEP_DIR, list_checkpoints, load_weights, trainable_state, verify
-from neuralese.config import ModelConfig, RunConfig, load_config
+from neuralese.config import EvalConfig, ModelConfig, RunConfig, from_dict, load_config
 from neuralese.curriculum import Curriculum
-from neuralese.errors import CheckpointError
+from neuralese.errors import CheckpointError, ConfigError
+from neuralese.evaluate import Task, run_task
 from neuralese.io import read_json
 from neuralese.models import check_model_folder
-from neuralese.policy import NeuralesePolicy
+from neuralese.policy import CONFIG_FILE, NeuralesePolicy
+from neuralese.run_folder import base_model, with_model_path
+
+PRETRAIN_LOG = "pretrain_log.json"
+"""What stage 0 writes beside the as-is model: its loss history and `task` (see `task_record`)."""
 
 KINDS = (
     "an exported folder or Hugging Face model folder (config.json), a run folder (config.yaml + "
@@ -102,14 +113,21 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Neurale
     return load_source(locate(path), device)
 
 
+def model_folder(src: Source) -> str:
+    """The model folder a located source loads from: the folder itself, or the base model its run's
+    checkpoints apply to (holding the tokenizer)."""
+    return str(src.path) if src.kind == "model" else base_model(src.run, src.config)
+
+
 def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePolicy:
     """Load a located source: from_pretrained for a model folder, a rebuild for a checkpoint."""
     if src.kind == "model":
         return NeuralesePolicy.from_pretrained(src.path, ModelConfig(), device=device).eval()
     cfg, ckpt = src.config, src.checkpoint
     verify(ckpt)
-    check_model_folder(cfg.model.path, what=f"{src.run / 'config.yaml'}: model.path (the run's base model)")
-    policy = build_policy(cfg, device)
+    base = model_folder(src)
+    check_model_folder(base, what=f"{src.run / 'config.yaml'}: model.path (the run's base model)")
+    policy = build_policy(with_model_path(cfg, base), device)
     try:
         load_weights(ckpt, policy)
     except (RuntimeError, KeyError, ValueError) as e:
@@ -118,10 +136,17 @@ def load_source(src: Source, device: str | torch.device = "cpu") -> NeuralesePol
             f"(model.path={cfg.model.path}, model.lora.r={cfg.model.lora.r}): {e}"
         ) from None
     _check_lora_keys(ckpt, policy)
-    state = read_json(ckpt / "trainer_state.json", "trainer state")
-    if "curriculum" in state:  # the thoughts of the stage it was saved at
-        Curriculum(cfg.curriculum, policy.config).load_state_dict(state["curriculum"])
+    saved_curriculum(src, policy)  # the thoughts of the stage it was saved at
     return policy.eval()
+
+
+def saved_curriculum(src: Source, policy: NeuralesePolicy | None = None) -> Curriculum:
+    """The curriculum at the stage a checkpoint was saved at (setting `policy`'s thoughts, if given)."""
+    curriculum = Curriculum(src.config.curriculum, policy.config if policy is not None else None)
+    state = read_json(src.checkpoint / "trainer_state.json", "trainer state")
+    if "curriculum" in state:
+        curriculum.load_state_dict(state["curriculum"])
+    return curriculum
 
 
 def _check_lora_keys(ckpt: Path, policy: NeuralesePolicy) -> None:
@@ -138,3 +163,33 @@ def _check_lora_keys(ckpt: Path, policy: NeuralesePolicy) -> None:
             f"{ckpt.parent.parent / 'config.yaml'} (model.path, model.lora); "
             f"unexpected keys: {extra}, missing keys: {missing}"
         )
+
+
+# ----------------------------------------------------------------------------- the task a folder knows
+
+
+def task_of(src: Source) -> Task | None:
+    """The task of a located folder: a run's (its answer budget at the checkpoint's curriculum stage), or
+    the `task` an exported or as-is folder records (`task_record`); None when it records none."""
+    if src.kind == "checkpoint":
+        return run_task(src.config, saved_curriculum(src))
+    for name in (CONFIG_FILE, PRETRAIN_LOG):
+        file = src.path / name
+        data = read_json(file, name) if file.is_file() else None
+        if isinstance(data, dict) and isinstance(data.get("task"), dict):
+            return _read_task(data["task"], file)
+    return None
+
+
+def _read_task(record: dict, file: Path) -> Task:
+    """A `task_record` read back, checked: a CheckpointError naming the file when it is malformed."""
+    try:
+        evaluation = from_dict(EvalConfig, record["eval"], source=str(file), prefix="task.eval.")
+        args = record["env_args"]
+        if not isinstance(args, dict):
+            raise TypeError(f"env_args is {type(args).__name__}, not a mapping")
+        return Task(str(record["env"]), args, str(record["split"]), evaluation, int(record["seed"]))
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(
+            f"{file}: its `task` record is malformed ({e}); expected what neuralese.load.task_record writes"
+        ) from None

@@ -125,3 +125,12 @@ def lookup(
         module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
     return target
+
+
+def absolute_reference(ref: str) -> str:
+    """`path/to/file.py:name` with the path made absolute (read from the working directory, as the
+    reference itself is), so the reference works from any folder; anything else as it is."""
+    target, _, attr = ref.rpartition(":")
+    if not target.endswith(".py") or Path(target).expanduser().is_absolute():
+        return ref
+    return f"{Path(target).expanduser().resolve()}:{attr}"

@@ -27,20 +27,29 @@ from pathlib import Path
 import datasets
 import torch
 from transformers import set_seed
+from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from neuralese.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings, pretokenize
 from neuralese.config import RunConfig, validate
+from neuralese.console import Console, parameter_line
 from neuralese.envs import env_texts, load_split, make_env
 from neuralese.errors import ConfigError
+from neuralese.evaluate import evaluate_task, run_task, task_record
 from neuralese.io import atomic_dir, check_output_dir, check_replaceable, write_json
+from neuralese.load import PRETRAIN_LOG
 from neuralese.models import load_model
-from neuralese.policy import render_prompt
+from neuralese.policy import NeuralesePolicy, render_prompt
+from neuralese.preflight import check_tokens, size_warning
 from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
 
 
 def sft_dataset(
-    train: datasets.Dataset, tokenizer, thought_tokens_max: int, seed: int, elide: tuple[int, int] | None = None
+    train: datasets.Dataset,
+    tokenizer,
+    thought_tokens_max: int,
+    seed: int,
+    elide: tuple[int, int] | None = None,
 ) -> datasets.Dataset:
     """prompt/completion text pairs for SFTTrainer (prompts rendered, optional thought tokens).
 
@@ -60,7 +69,7 @@ def sft_dataset(
             steps = steps_of[i]
             written = "".join(steps[:s])
             text += THOUGHT * (per_step * s)
-            target = target[len(written):]
+            target = target[len(written) :]
         elif thought_tokens_max:
             text += THOUGHT * rng.randint(0, thought_tokens_max)
         prompts.append(text)
@@ -91,58 +100,128 @@ def written_steps(train: datasets.Dataset) -> list[list[str]]:
     return out
 
 
-def pretrain(cfg: RunConfig) -> Path:
-    """Run stage 0 and return the folder of the as-is model."""
+def pretrain(cfg: RunConfig, overwrite: bool = False, console: Console | None = None) -> Path:
+    """Run stage 0 and return the folder of the as-is model; a folder that holds one already is
+    replaced only with `overwrite`. Ends with the as-is model's greedy accuracy on the test split."""
     validate(cfg)  # a config built in Python gets the recipe's checks
-    what = "the as-is model folder (pretrain.output_dir, --out, or model.path)"
-    out = check_output_dir(cfg.pretrain.output_dir or cfg.model.path or Path(cfg.output_dir) / "as-is", what)
-    check_replaceable(out, what, "config.json")
+    console = console or Console("neuralese pretrain")
+    out = stage0_folder(cfg, overwrite)
     set_seed(cfg.seed)
     env = make_env(cfg.env.name, cfg.env.args)
     train = load_split(env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)
+    warning = size_warning(
+        train, cfg.env.train_size, f"env {cfg.env.name!r}: dataset('train')", "env.train_size"
+    )
+    if warning:
+        console.notice(f"warning: {warning}")
     if cfg.model.tiny is not None:
         test = load_split(env, cfg.env.test_split, cfg.env.test_size, cfg.seed, cfg.env.name)
         if cfg.model.codec is not None:  # a dense-token model: its vocabulary is the codec's codes
             tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
         else:
             target = "completion" if "completion" in train.column_names else "answer"  # what stage 0 learns
-            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split")
+            check_boundaries(
+                train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split"
+            )
             tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
         if cfg.model.codec_embedding == "composed":
             compose_code_embeddings(model, tokenizer, seed=cfg.seed)
     else:
         model, tokenizer = load_model(cfg.model.path, cfg.model)
-        if out.resolve() == Path(cfg.model.path).resolve():
-            raise ConfigError(
-                f"pretrain.output_dir ({out}) must differ from model.path when fine-tuning an existing model"
-            )
-    cur = cfg.curriculum
-    elide = (cur.stages, cur.thoughts_per_step) if cfg.pretrain.elided_steps else None
-    p = cfg.pretrain
+        check_tokens(train, tokenizer, f"env {cfg.env.name!r}, train split", cfg.model.path)
+    console.notice(f"{parameter_line(model)}, {cfg.pretrain.max_steps} steps, into {out}")
+    with atomic_dir(out) as tmp:
+        model, history = fit(cfg, model, tokenizer, train, tmp / "trainer", console)
+        fix_code_embeddings(model)  # composed code rows (model.codec_embedding) written into the plain table
+        evaluation = as_is_evaluation(cfg, env, model, tokenizer, console)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        log = {"phases": history, "log_history": history[-1]["log_history"], "evaluation": evaluation}
+        write_json(tmp / PRETRAIN_LOG, {**log, "task": task_record(run_task(cfg))})
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    return out
+
+
+def stage0_folder(cfg: RunConfig, overwrite: bool) -> Path:
+    """The as-is model's folder, checked before any work: not the model it fine-tunes, not someone's
+    files, and not an earlier as-is model unless `overwrite`."""
+    what = "the as-is model folder (pretrain.output_dir, --out, or model.path)"
+    out = check_output_dir(cfg.pretrain.output_dir or cfg.model.path or Path(cfg.output_dir) / "as-is", what)
+    check_replaceable(out, what, "config.json")
+    if cfg.model.tiny is None and cfg.model.path and out.resolve() == Path(cfg.model.path).resolve():
+        raise ConfigError(
+            f"pretrain.output_dir ({out}) must differ from model.path when fine-tuning an existing model"
+        )
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(
+            f"{what} {str(out)!r} already holds a model (config.json), and runs built on it would see it "
+            "change; pass --overwrite to replace it, or --out for a new folder"
+        )
+    return out
+
+
+def fit(cfg: RunConfig, model, tokenizer, train: datasets.Dataset, folder: Path, console: Console):
+    """TRL's SFTTrainer over stage 0's phases (plain targets, then thought-token formats when asked for),
+    one progress bar over all of them; the trained model and each phase's log history."""
+    cur, p = cfg.curriculum, cfg.pretrain
+    elide = (cur.stages, cur.thoughts_per_step) if p.elided_steps else None
     formats = bool(elide or p.thought_tokens_max)
     plain_steps = round(p.max_steps * p.plain_fraction) if formats else p.max_steps
-    phases = [(plain_steps, sft_dataset(train, tokenizer, 0, cfg.seed)),
-              (p.max_steps - plain_steps, sft_dataset(train, tokenizer, p.thought_tokens_max, cfg.seed, elide))]
+    phases = [
+        (plain_steps, sft_dataset(train, tokenizer, 0, cfg.seed)),
+        (p.max_steps - plain_steps, sft_dataset(train, tokenizer, p.thought_tokens_max, cfg.seed, elide)),
+    ]
     history = []
-    with atomic_dir(out) as tmp:
+    with console.progress(p.max_steps, 0, "stage 0", "step") as bar:
         for i, (steps, data) in enumerate(phases):
             if steps == 0:
                 continue
             if isinstance(tokenizer, DenseTokenizer):
                 data = pretokenize(data, tokenizer)
-            trainer = SFTTrainer(model=model, args=sft_args(cfg, steps, tmp / "trainer"), train_dataset=data,
-                                 processing_class=tokenizer)  # fmt: skip
+            args = sft_args(cfg, steps, folder)
+            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+            for quiet in (PrinterCallback, ProgressCallback):  # TRL's raw dicts: the bar shows them
+                trainer.remove_callback(quiet)
+            trainer.add_callback(BarCallback(bar))
             trainer.train()
             model = trainer.model
-            history.append({"phase": ["plain target", "thought-token formats"][i], "steps": steps,
-                            "log_history": trainer.state.log_history})  # fmt: skip
-        fix_code_embeddings(model)  # composed code rows (model.codec_embedding) written into the plain table
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "pretrain_log.json", {"phases": history, "log_history": history[-1]["log_history"]})
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-    return out
+            phase = ["plain target", "thought-token formats"][i]
+            history.append({"phase": phase, "steps": steps, "log_history": trainer.state.log_history})
+    return model, history
+
+
+class BarCallback(TrainerCallback):
+    """Stage 0's progress bar: one tick per optimizer step, the loss and learning rate as they are logged."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        shown = {
+            k: f"{logs[k]:.4g}" for k in ("loss", "learning_rate") if isinstance((logs or {}).get(k), float)
+        }
+        if shown:
+            self.bar.set_postfix(shown, refresh=False)
+
+
+def as_is_evaluation(cfg: RunConfig, env, model, tokenizer, console: Console) -> dict:
+    """The as-is model (feedback off) evaluated as `neuralese train` evaluates (the `eval` section, on
+    the test problems of `data_seed`), printed: the numbers RL starts from."""
+    policy = NeuralesePolicy(model, tokenizer).eval()
+    task = run_task(cfg)
+    with torch.no_grad():
+        result = evaluate_task(policy, env, task, progress=False)
+    model.train()
+    sampled = f", pass@{result['k']} {result['pass_at_k']}" if "k" in result else ""
+    console.notice(
+        f"as-is greedy accuracy {result['accuracy']}{sampled} on {result['n']} {task.split} problems "
+        f"(max_new_tokens {task.eval.max_new_tokens})"
+    )
+    return result
 
 
 def sft_args(cfg: RunConfig, steps: int, folder: Path) -> SFTConfig:
@@ -150,7 +229,9 @@ def sft_args(cfg: RunConfig, steps: int, folder: Path) -> SFTConfig:
     p = cfg.pretrain
     # transformers >= 5 names it activation_checkpointing (gradient_checkpointing is its deprecated alias).
     names = {f.name for f in dataclasses.fields(SFTConfig)}
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
     return SFTConfig(
         **{checkpointing: p.activation_checkpointing},
         output_dir=str(folder),
@@ -161,6 +242,7 @@ def sft_args(cfg: RunConfig, steps: int, folder: Path) -> SFTConfig:
         warmup_steps=min(p.warmup_steps, steps),
         weight_decay=p.weight_decay,
         logging_steps=max(1, steps // 20),
+        disable_tqdm=True,  # stage 0's own bar (BarCallback) counts all phases
         save_strategy="no",
         report_to="none",
         seed=cfg.seed,

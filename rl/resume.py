@@ -31,6 +31,7 @@ from neuralese.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoi
 from neuralese.config import RunConfig, load_config, to_dict
 from neuralese.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
 from neuralese.errors import ConfigError, PeerLost
+from neuralese.run_folder import resolve_paths
 
 
 @dataclass
@@ -122,14 +123,15 @@ def _flat(data: dict, prefix: str = "") -> dict[str, object]:
 
 
 def recipe_changes(out: Path, cfg: RunConfig) -> dict[str, tuple[object, object]]:
-    """{key: (in the run's config.yaml, in `cfg` now)} for each field where they differ."""
+    """{key: (in the run's config.yaml, in `cfg` now)} for each field where they differ, paths compared
+    made absolute (a run's config.yaml holds them so; a recipe names them from the working directory)."""
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         return {}
-    saved, now = _flat(to_dict(load_config(saved_file))), _flat(to_dict(cfg))
-    return {
-        k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)
-    }
+    saved = _flat(to_dict(resolve_paths(load_config(saved_file))))
+    now = _flat(to_dict(resolve_paths(cfg)))
+    keys = sorted((set(saved) | set(now)) - {"output_dir"})  # the run is where its folder is now
+    return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
 
 
 def check_same_recipe(out: Path, changes: dict[str, tuple[object, object]]) -> list[str]:

@@ -1,7 +1,8 @@
 """What a run writes for people to read and plot: metrics.jsonl, completions.jsonl, report.png.
 
 `metrics.jsonl` has one JSON object per logged step (flat keys such as `reward/mean`,
-`time/rollout_s`), easy to load with pandas or `jq`. The same values go to accelerate's
+`time/rollout_s`), easy to load with pandas or `jq`: step 0 is the evaluation before RL
+(`log.eval_at_start`), and an evaluation is part of its step's row (`eval/accuracy`). The same values go to accelerate's
 trackers (TensorBoard, wandb when installed). On resume both files are cut back to the
 checkpoint's step, so a resumed run's logs read like an uninterrupted run's.
 """
@@ -33,13 +34,14 @@ class RunLog:
         self.enabled = enabled
         self.metrics_path = self.dir / "metrics.jsonl"
         self.completions_path = self.dir / "completions.jsonl"
+        self.held: list[tuple[int, dict[str, Any]]] = []
 
     def truncate(self, step: int) -> None:
         """Drop lines logged after `step` (a resume from the checkpoint at `step`).
 
         A killed run may have left a half-written last line (no newline): it is dropped. In
-        metrics.jsonl only the first row of `step` is kept: a second one is the final
-        evaluation, which the resumed run writes again.
+        metrics.jsonl only the first row of a step is kept (a run folder written before a step's
+        evaluation joined its row has a second one at the last step). `step` -1 drops every row.
         """
         for path in (self.metrics_path, self.completions_path):
             if not path.is_file():
@@ -63,7 +65,19 @@ class RunLog:
             tmp.write_text("".join(ln + "\n" for ln in keep))
             os.replace(tmp, path)
 
+    def hold(self, step: int, values: dict[str, Any]) -> None:
+        """A row written just before the next one (or at `flush`): the evaluation before the first step,
+        kept out of the log until a step has succeeded."""
+        self.held.append((step, values))
+
+    def flush(self) -> None:
+        """Write the rows held back."""
+        held, self.held = self.held, []
+        for step, values in held:
+            self.metrics(step, values)
+
     def metrics(self, step: int, values: dict[str, Any]) -> None:
+        self.flush()
         if not self.enabled:
             return
         row = {"step": step, **{k: _plain(v) for k, v in values.items()}}
@@ -84,8 +98,14 @@ class RunLog:
             return []
         return [json.loads(ln) for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
 
-    def report(self, title: str = "") -> Path | None:
-        """report.png: reward, accuracy, gate and generated positions over steps."""
+    def evaluation(self, step: int) -> dict[str, Any]:
+        """The evaluation logged at `step` (its `eval/` values), empty when there is none."""
+        rows = [r for r in self.read_metrics() if r.get("step") == step]
+        return {k: v for r in rows[:1] for k, v in r.items() if k.startswith("eval/")}
+
+    def report(self, title: str = "", notes: dict[str, str] | None = None) -> Path | None:
+        """report.png: reward, accuracy, gate and generated positions over steps. `notes`: what a panel
+        whose metric the run does not have says instead (the gate of a run without one)."""
         rows = self.read_metrics()
         if not self.enabled or not rows:
             return None
@@ -101,6 +121,17 @@ class RunLog:
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, marker="o" if len(pts) < 5 else None, ms=4, label=key)
+                elif key in (notes or {}):
+                    ax.text(
+                        0.5,
+                        0.5,
+                        notes[key],
+                        ha="center",
+                        va="center",
+                        wrap=True,
+                        fontsize=8,
+                        transform=ax.transAxes,
+                    )
             ax.set_title(label)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)

@@ -28,49 +28,54 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import InitProcessGroupKwargs
-from tqdm.auto import tqdm
 from transformers import get_scheduler, set_seed
 
 from neuralese import algorithms as algo
 from neuralese.build import ValueHead, build_policy, build_reference, build_rewards, check_run, param_groups
-from neuralese.checkpoint import check_run_folder, list_checkpoints
+from neuralese.checkpoint import list_checkpoints
 from neuralese.config import RunConfig, save_config
+from neuralese.console import Console, banner, evaluation_line, parameter_line
 from neuralese.curriculum import Curriculum
 from neuralese.distributed import (
     all_mean,
     all_sum,
     average_gradients,
-    check_deepspeed,
-    deepspeed_requested,
     deepspeed_step,
     full_parameters,
     gather,
     local_block,
+    make_accelerator,
     nonfinite_parameters,
     prepare_deepspeed,
     uses_deepspeed,
 )
 from neuralese.envs import correctness_check, load_split, make_env
-from neuralese.errors import ConfigError, TrainingError
-from neuralese.evaluate import evaluate
+from neuralese.errors import TrainingError
+from neuralese.evaluate import evaluate_task, run_task
+from neuralese.feedback import NO_GATE
 from neuralese.io import check_output_dir
 from neuralese.models import check_model_folder
+from neuralese.preflight import run_preflight
 from neuralese.resume import RunParts, check_same_recipe, guarded, recipe_changes, restore_run, save_run
 from neuralese.rewards.combine import compute_rewards
 from neuralese.rollout import Rollout
+from neuralese.run_folder import (
+    base_model,
+    copy_base,
+    fresh_start,
+    prepare_run_dir,
+    resolve_paths,
+    with_model_path,
+)
 from neuralese.runlog import RunLog
 from neuralese.step_loss import StepLoss
 from neuralese.step_metrics import completion_rows, rollout_metrics
-from neuralese.vllm_engine import with_policy_logprobs
+from neuralese.vllm_engine import VLLMEngine, with_policy_logprobs
 
 BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
 
@@ -96,35 +101,37 @@ class Trainer:
     """Holds a run's state; `train()` runs the loop."""
 
     def __init__(self, cfg: RunConfig, resume: bool = False):
-        # A config built in Python gets the recipe's checks; the run folder and the model folder
-        # are checked too, all before anything is loaded.
+        # A config built in Python gets the recipe's checks; the run folder, the model folder and the
+        # data are checked too (neuralese.preflight), all before the model loads.
         check_run(cfg)
-        self.cfg = cfg
+        self.cfg = cfg = resolve_paths(cfg)  # config.yaml then reads the same from any folder
         self.out = check_output_dir(cfg.output_dir, "output_dir (--out)")
-        check_model_folder(cfg.model.path, tiny=cfg.model.tiny is not None)
-        # accelerate only switches DeepSpeed on when not forced to the CPU; DeepSpeed then finds the CPU itself.
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available() and not deepspeed_requested(),
-            log_with=cfg.log.trackers or None,
-            project_dir=str(self.out),
-            kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.rl.collective_timeout_s))],
-        )
+        fresh = fresh_start(self.out, resume)
+        base = cfg.model.path if fresh else base_model(self.out, cfg)
+        check_model_folder(base, tiny=cfg.model.tiny is not None)
+        self.accelerator = make_accelerator(cfg, self.out)
+        self.console = Console("neuralese train", enabled=self.accelerator.is_main_process)
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
-        if cfg.rl.prompts_per_step % self.world:
-            raise ConfigError(
-                f"rl.prompts_per_step ({cfg.rl.prompts_per_step}) must be divisible by the number of processes ({self.world})"
-            )
-        if uses_deepspeed(self.accelerator):
-            check_deepspeed(self.accelerator, cfg)
-        self._prepare_run_dir(resume)
+        prepare_run_dir(self.out, resume)
         set_seed(cfg.seed)
         self.data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
         device = self.accelerator.device
         self.env = make_env(cfg.env.name, cfg.env.args)
         self.train_rows = load_split(self.env, "train", cfg.env.train_size, self.data_seed, cfg.env.name)
         self.reward_funcs, self.reward_weights = build_rewards(cfg, self.env, device)
-        self.policy = build_policy(cfg, device)
+        # A changed recipe is refused (or its changes named) before the model loads.
+        self.resume_notices = [] if fresh else check_same_recipe(self.out, recipe_changes(self.out, cfg))
+        data = (self.env, self.train_rows, self.data_seed, self.reward_funcs, self.reward_weights)
+        for warning in run_preflight(cfg, *data, model=base):  # before the model loads
+            self.console.notice(f"warning: {warning}")
+        if fresh and self.accelerator.is_main_process:
+            copy_base(cfg, self.out)  # the run's own copy: its checkpoints open wherever the base goes
+        self.accelerator.wait_for_everyone()
+        base = base_model(self.out, cfg)
+        self.console.table(*banner(cfg, self.out, base, self.accelerator, resume))
+        self.policy = build_policy(with_model_path(cfg, base), device)
+        self.console.say(f"  {'size':<9}  {parameter_line(self.policy.model, self.policy.adapter)}")
         self.curriculum = Curriculum(cfg.curriculum, self.policy.config)  # it sets the number of thoughts
         self.reference = build_reference(cfg, self.policy)
         self.value_head = ValueHead(self.policy.hidden_size).to(device) if cfg.rl.algorithm == "ppo" else None
@@ -137,7 +144,11 @@ class Trainer:
         self.log = RunLog(self.out, self.accelerator, enabled=self.accelerator.is_main_process)
         if resume:
             self._resume()
-        self.vllm = self._start_vllm() if cfg.rl.rollout_engine == "vllm" else None
+        self.vllm = None
+        if cfg.rl.rollout_engine == "vllm":
+            with full_parameters(self.accelerator, self.policy):  # vLLM starts from the full weights
+                seed, folder = cfg.seed * 1000 + self.rank, self.out / f"vllm-rank{self.rank}"
+                self.vllm = VLLMEngine(self.policy, cfg.vllm, seed, folder, self.world)
         if self.accelerator.is_main_process:
             save_config(cfg, self.out / "config.yaml")
         if cfg.log.trackers:
@@ -162,50 +173,57 @@ class Trainer:
 
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
         """Run to `rl.steps` (or stop after `stop_after` steps of this call, checkpointed, for
-        preemptible schedules); returns the final evaluation."""
+        preemptible schedules); returns the final evaluation, and under `start` the one at step 0."""
         cfg = self.cfg
         last = cfg.rl.steps if stop_after is None else min(cfg.rl.steps, self.state.step + stop_after)
-        # `with`: an error closes the bar first, so its message starts on a line of its own.
-        with tqdm(
-            total=cfg.rl.steps,
-            initial=self.state.step,
-            desc="rl",
-            unit="step",
-            disable=not self.accelerator.is_main_process,
-        ) as bar:
+        final = start = None
+        with self.console.progress(cfg.rl.steps, self.state.step, "rl", "step") as bar:
+            if self.state.step == 0 and cfg.log.eval_at_start:  # what the model scores before RL
+                start = self.evaluate(0)
+                self.log.hold(0, start)  # written with step 1: a run that fails at once leaves no log
             while self.state.step < last:
                 metrics = self.guarded(self.step)
                 step = self.state.step
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
-                    metrics.update(self.evaluate())  # the last step's evaluation follows the loop
+                    metrics.update(self.evaluate(step))
                 metrics.update(self.schedule(metrics["reward/mean"]))  # after the stage's evaluation
+                if step == cfg.rl.steps:  # after the schedule: the stage the last checkpoint holds
+                    final = self.evaluate(step)
+                    metrics.update(final)
                 if step % cfg.log.every_steps == 0 or step == cfg.rl.steps:
                     self.log.metrics(step, metrics)
                 if step % cfg.log.save_every == 0 or step in (cfg.rl.steps, last):
                     self.guarded(self.save)
                 bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{metrics['accuracy']:.3f}")
+                self.console.phase(None)
                 bar.update(1)
+        self.log.flush()  # rl.steps 0: the evaluation before RL is the run's only one
+        final = final or (start if cfg.rl.steps == 0 else None)
         if self.state.step < cfg.rl.steps:
             return {}
-        final = self.evaluate()
-        self.log.metrics(self.state.step, final)
-        self.log.report(title=f"{cfg.env.name} / {cfg.neuralese.mode} / {cfg.rl.algorithm}")
+        final = final or self.evaluate(self.state.step)  # a finished run resumed: its evaluation again
+        start = self.log.evaluation(0)
+        notes = {} if self.policy.adapter.has_gate else {"feedback/gate_mean_abs": NO_GATE}
+        self.log.report(title=f"{cfg.env.name} / {cfg.neuralese.mode} / {cfg.rl.algorithm}", notes=notes)
         if self.vllm is not None:
             self.vllm.close()
         self.accelerator.end_training()
-        return final
+        return {**final, **({"start": start} if start else {})}
 
     def step(self) -> dict[str, Any]:
         """One RL step: prompts, rollout, reward, advantage, update; counted in `state.step` once done."""
         rows = self.next_prompts()
         t0 = time.perf_counter()
+        self.console.phase("rollout")
         # bf16 math over float32 weights under `accelerate launch --mixed_precision bf16`; else a no-op.
         with self.accelerator.autocast():
             ro, texts = self.rollout(rows)
         t1 = time.perf_counter()
+        self.console.phase("reward")
         rewards, per_func, correct, reward_stats = self.score(rows, texts, ro)
         advantages = self.advantages(rewards)
         t2 = time.perf_counter()
+        self.console.phase("update")
         with self.accelerator.autocast():
             metrics = self.update(ro, advantages, rewards)
         if self.vllm is not None:
@@ -229,7 +247,7 @@ class Trainer:
         m = {"curriculum/stage": self.curriculum.stage}
         if self.curriculum.observe(reward_mean):
             m["curriculum/advanced"] = 1
-            self._notice(
+            self.console.notice(
                 f"curriculum: stage {self.curriculum.stage} of {self.cfg.curriculum.stages} from step "
                 f"{self.state.step + 1}: {self.curriculum.num_thoughts} thoughts, "
                 f"{self.curriculum.budget(self.cfg.rl.max_new_tokens)} answer tokens"
@@ -271,18 +289,6 @@ class Trainer:
             ro, self.vllm_gap = with_policy_logprobs(self.policy, ro, self.cfg.rl.micro_batch_per_device)
         self.policy.train()
         return ro, self.policy.decode(ro)
-
-    def _start_vllm(self):
-        from neuralese.vllm_engine import VLLMEngine  # the optional extra
-
-        with full_parameters(self.accelerator, self.policy):  # vLLM starts from the full weights
-            return VLLMEngine(
-                self.policy,
-                self.cfg.vllm,
-                self.cfg.seed * 1000 + self.rank,
-                self.out / f"vllm-rank{self.rank}",
-                self.world,
-            )
 
     def score(self, rows: dict[str, list], texts: list[str], ro: Rollout):
         """Weighted rewards [N], each function's values, correctness [N] (the env's check >= 1), call stats."""
@@ -427,23 +433,18 @@ class Trainer:
         m = rollout_metrics(self.policy, ro, rewards, per_func, correct, self.cfg.rl.samples_per_prompt)
         return {**m, "nonfinite_steps": self.state.nonfinite_total}
 
-    def evaluate(self) -> dict[str, Any]:
-        e = self.cfg.eval
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """Greedy accuracy on `eval.n` test problems, pass@k with `eval.samples` (what `neuralese eval RUN`
+        prints for the checkpoint of this step), printed above the bar."""
+        self.console.phase("eval")
         self.policy.eval()
         with self.accelerator.autocast():
-            result = evaluate(
-                self.policy,
-                self.env,
-                self.cfg.env.test_split,
-                e.n,
-                self.data_seed,
-                e.batch_size,
-                self.curriculum.budget(e.max_new_tokens),
-                env_name=self.cfg.env.name,
-                progress=False,
-            )
+            task = run_task(self.cfg, self.curriculum)  # the answer budget of the curriculum's stage
+            result = evaluate_task(self.policy, self.env, task, progress=False)
         self.policy.train()
-        return {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+        metrics = {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}
+        self.console.say(evaluation_line(step, metrics))
+        return metrics
 
     # ------------------------------------------------------------------ state and checkpoints
 
@@ -470,6 +471,7 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint this step (a collective: every process calls it)."""
+        self.console.phase("save")
         save_run(
             self.accelerator,
             self.out,
@@ -479,31 +481,19 @@ class Trainer:
             self.cfg.log.keep_checkpoints,
         )
 
-    def _prepare_run_dir(self, resume: bool) -> None:
-        if not resume and (self.out / "metrics.jsonl").exists():
-            raise ConfigError(
-                f"output_dir {str(self.out)!r} already holds a run (metrics.jsonl); "
-                "pass --resume to continue it, or --out to start a new one"
-            )
-        check_run_folder(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-
     def _resume(self) -> None:
         """Continue from the newest complete checkpoint; a corrupted one is an error, never skipped."""
         ckpts = list_checkpoints(self.out)
         if not ckpts:
-            self._notice(
+            self.console.notice(
                 f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting at step 0"
             )
-            self.log.truncate(0)
+            self.log.truncate(-1)  # the step-0 evaluation too: the run writes it again
             return
-        notices = check_same_recipe(self.out, recipe_changes(self.out, self.cfg))
         self.load_state_dict(restore_run(self.accelerator, ckpts[-1], self.parts()))
         self.log.truncate(self.state.step)
-        self._notice(f"--resume: continuing from {ckpts[-1]} (step {self.state.step} of {self.cfg.rl.steps})")
-        for notice in notices:
-            self._notice(notice)
-
-    def _notice(self, text: str) -> None:
-        if self.accelerator.is_main_process:
-            print(f"neuralese train: {text}", file=sys.stderr, flush=True)
+        self.console.notice(
+            f"--resume: continuing from {ckpts[-1]} (step {self.state.step} of {self.cfg.rl.steps})"
+        )
+        for notice in self.resume_notices:
+            self.console.notice(notice)

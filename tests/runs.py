@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from neuralese.config import (
@@ -59,3 +60,13 @@ def run_config(
         eval=EvalConfig(n=8, max_new_tokens=6),
         log=LogConfig(**{"save_every": 2, "completions_every": 1, "trackers": [], **(log or {})}),
     )
+
+
+def metric_rows(run) -> list[dict]:
+    """Every row of a run's metrics.jsonl: step 0 (the evaluation before RL), then one per step."""
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def step_rows(run) -> list[dict]:
+    """The rows of a run's RL steps (step 0, the evaluation before the first step, left out)."""
+    return [row for row in metric_rows(run) if row["step"] > 0]

@@ -1,6 +1,6 @@
 """The bad-input corpus: every case in `tests/bad_inputs/` goes through the real CLI and must end
 with exit status 2, exactly one error paragraph on stderr that contains the case's expected
-message and no traceback, and an output folder whose existing files are unchanged byte for byte.
+message and no traceback (beside the console's banner, warnings and evaluation lines), and an output folder whose existing files are unchanged byte for byte.
 
 A case file is a recipe overlay (merged into `base.yaml`) with a header of `# key: value` lines:
 
@@ -45,7 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).parent / "bad_inputs"
 CASES = sorted(p for p in CORPUS.glob("*.yaml") if p.name != "base.yaml")
 DEFAULT_ARGS = "train @RECIPE@ --out @OUT@"
-PROGRESS_BAR = re.compile(r"^\w+:\s+\d+%\|")  # tqdm's redrawn bar lines are not messages
+PROGRESS_BAR = re.compile(r"^[\w ]+( \[\w+\])?:\s+\d+%\|")  # tqdm's redrawn bar lines are not messages
+# Nor are the console's own lines: the banner a command prints while its model loads (a title, then
+# indented rows), its warnings, and the evaluation lines a run prints above its bar.
+CONSOLE = re.compile(r"^(  \S|step \d+ \| eval |neuralese [\w-]+: (loading the model$|warning: ))")
 
 
 def parse_case(path: Path) -> dict:
@@ -108,7 +111,11 @@ def prepare(case: dict, tmp: Path, places: dict[str, Path], runs: dict[str, Path
 def check(case: dict, argv: list[str], rc: int, stderr: str, places: dict[str, Path]) -> None:
     assert "Traceback" not in stderr, stderr
     assert rc == 2, f"exit status {rc}; stderr:\n{stderr}"
-    lines = [ln for ln in stderr.splitlines() if ln.strip() and not PROGRESS_BAR.match(ln)]
+    lines = [
+        ln
+        for ln in stderr.splitlines()
+        if ln.strip() and not PROGRESS_BAR.match(ln) and not CONSOLE.match(ln)
+    ]
     assert len(lines) == 1, "expected exactly one message on stderr, got:\n" + "\n".join(lines)
     assert lines[0].startswith(f"neuralese {argv[0]}: error: "), lines[0]
     expected = substitute(case["expect"], places)

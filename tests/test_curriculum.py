@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import yaml
-from runs import run_config
+from runs import run_config, step_rows
 
 from neuralese.config import CurriculumConfig, NeuraleseConfig
 from neuralese.curriculum import Curriculum
@@ -76,7 +76,7 @@ def test_trainer_follows_the_curriculum_and_resumes_into_its_stage(tiny_dir, tmp
 
     trainer = Trainer(config(6))
     trainer.train(stop_after=3)
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert [r["curriculum/stage"] for r in rows] == [1, 1, 2]
     assert [r["thoughts/mean"] for r in rows] == [1, 1, 2]
     assert rows[1].get("curriculum/advanced") == 1

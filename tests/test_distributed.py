@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from faults import CHILD_ENV, accelerate_launch, free_port
-from runs import run_config
+from runs import run_config, step_rows
 
 from neuralese.config import (
     RunConfig,
@@ -109,7 +109,7 @@ def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
     )
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["world"] == 2 and "adapter.gate_logit" in out["moved"]
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert [r["step"] for r in rows[:2]] == [1, 2]  # one writer: no line twice
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:2])
 
@@ -128,7 +128,7 @@ def test_deepspeed_zero_trains_on_cpu(zero3_model_dir, tmp_path, stage):
         )
     else:
         assert out["partitioned_params"] == 0
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert [r["step"] for r in rows[:3]] == [1, 2, 3]
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:3])
     assert rows[1]["grad_norm"] > 0
@@ -182,7 +182,7 @@ def test_bf16_autocast_launch_keeps_float32_weights(tiny_dir, tmp_path):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-5000:]
-        rows[precision] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows[precision] = step_rows(out)
         weights = load_file(str(out / "checkpoints" / "step-2" / "model.safetensors"))
         assert all(w.dtype == torch.float32 for w in weights.values())
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows["bf16"][:2])

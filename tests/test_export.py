@@ -335,6 +335,8 @@ def test_broken_sources_name_the_path_and_what_is_missing(trained, tmp_path):
     cfg = (run / "config.yaml").read_text()
     other = shutil.copytree(trainer.cfg.output_dir, tmp_path / "moved")
     (other / "config.yaml").write_text(cfg.replace(trainer.cfg.model.path, str(tmp_path / "gone")))
+    assert load_policy(other).generate(PROMPTS[:1], max_new_tokens=2)  # the run's own copy of its base
+    shutil.rmtree(other / "base")  # as a run folder written before runs kept one: model.path it is
     with pytest.raises(CheckpointError, match=r"config.yaml: model.path .*gone.* does not exist"):
         load_policy(other)
     (other / "config.yaml").unlink()

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import run_config
+from runs import run_config, step_rows
 
 from neuralese.config import LoraSettings, load_config
 from neuralese.trainer import Trainer
@@ -52,7 +51,7 @@ def test_bf16_lora_trains_on_cuda(tiny_dir, tmp_path):
     assert gap < BF16_LOGPROB_TOL, f"bf16 rollout vs recompute log-probs differ by {gap}"
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters() if p.requires_grad}
     trainer.train()
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows[:2])
     moved = [n for n, p in trainer.policy.named_parameters() if n in before and not torch.equal(before[n], p)]
     assert any("lora_" in n for n in moved) and "adapter.gate_logit" in moved
@@ -66,7 +65,7 @@ def test_autocast_full_trains_on_cuda(tiny_dir, tmp_path, monkeypatch):
     assert trainer.accelerator.mixed_precision == "bf16"
     before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
     trainer.train()
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:2])
     assert all(p.dtype == torch.float32 for p in trainer.policy.parameters())  # master weights stay float32
     assert sum(not torch.equal(before[n], p) for n, p in trainer.policy.named_parameters()) > 10
@@ -98,7 +97,7 @@ def test_gsm8k_recipes_run_on_a_real_checkpoint(tmp_path, recipe):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert len(rows) >= 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows[:3])
     assert rows[0]["time/rollout_s"] > 0 and "eval/accuracy" in rows[-1]
 

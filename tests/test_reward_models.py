@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import step_rows
 from transformers import AutoModelForSequenceClassification
 
 from neuralese.cli import main
@@ -281,7 +282,7 @@ def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm
         ),
     ]
     Trainer(cfg).train()
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = step_rows(tmp_path / "run")
     step = lines[0]
     assert step["time/reward/reward_model_s"] > 0 and step["reward/reward_model/samples"] == 16
     given = step["reward/cascade/stage1_reward_model/given"]

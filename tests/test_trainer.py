@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from runs import run_config
+from runs import metric_rows, run_config, step_rows
 
 from neuralese.checkpoint import list_checkpoints
 from neuralese.errors import ConfigError, TrainingError
@@ -36,7 +36,7 @@ def test_algorithms_train_and_write_the_run_folder(tiny_dir, tmp_path, mode, alg
     after = params(trainer)
     assert any(not torch.equal(before[n], after[n]) for n in before), "no parameter moved"
     run = tmp_path / "run"
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(run)
     assert [r["step"] for r in rows[:2]] == [1, 2]
     for key in (
         "reward/mean",
@@ -67,7 +67,7 @@ def test_algorithms_train_and_write_the_run_folder(tiny_dir, tmp_path, mode, alg
 def test_gate_and_latent_gradient_move_in_latent_mode(tiny_dir, tmp_path):
     trainer = Trainer(run_config(tiny_dir, tmp_path / "run", "latent", steps=2, feedback_learning_rate=1e-2))
     trainer.train()
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     # Step 1 starts with the gate at exactly 0: no gradient crosses a feedback edge, the gate opens.
     assert rows[0]["feedback/latent_grad_norm"] == 0 and rows[0]["feedback/gate_mean_abs"] > 0
     assert rows[1]["feedback/latent_grad_norm"] > 0  # step 2: gradient flows through the chain
@@ -170,7 +170,7 @@ def test_an_infinite_learning_rate_stops_the_run_at_its_first_step_unsaved(tiny_
     assert "the newest checkpoint is none" in str(e.value)
     assert not any(p.isfinite().all() for p in trainer.policy.model.parameters())  # the outcome is real
     assert list_checkpoints(tmp_path / "run") == []
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # not even the evaluation before it
 
 
 def test_a_step_that_leaves_weights_non_finite_keeps_the_last_good_checkpoint_newest(tiny_dir, tmp_path):
@@ -183,7 +183,7 @@ def test_a_step_that_leaves_weights_non_finite_keeps_the_last_good_checkpoint_ne
         trainer.train()
     assert f"the newest checkpoint is {out / 'checkpoints' / 'step-1'}" in str(e.value)
     assert list_checkpoints(out) == [out / "checkpoints" / "step-1"]
-    assert [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert [r["step"] for r in metric_rows(out)] == [0, 1]
     resumed = Trainer(run_config(tiny_dir, out, steps=3, log={"save_every": 1}), resume=True)
     assert resumed.state.step == 1
     for name, value in resumed.policy.model.state_dict().items():
@@ -209,6 +209,6 @@ def test_a_reward_that_applied_to_no_sample_logs_null_not_nan(tiny_dir, tmp_path
         raise ValueError(f"metrics.jsonl holds {token}, which is not JSON")
 
     Trainer(run_config(tiny_dir, tmp_path / "run", steps=1, rewards=("digit_share", "never_applies"))).train()
-    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0], parse_constant=strict)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[1], parse_constant=strict)
     assert row["reward/never_applies/mean"] is None and row["reward/never_applies/std"] == 0.0
     assert isinstance(row["reward/digit_share/mean"], float)

@@ -13,13 +13,14 @@ wider than a fresh init, so its greedy choices are not near-ties that kernel rou
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("vllm")
+
+from runs import step_rows
 
 from neuralese.config import NeuraleseConfig, TinyModelConfig, VLLMConfig  # noqa: E402
 from neuralese.envs import env_texts, make_env  # noqa: E402
@@ -147,7 +148,7 @@ def test_trainer_trains_with_vllm_rollouts(model_dir, tmp_path):
     cfg.vllm = VLLMConfig(kv_cache_memory_bytes=64 * 2**20, max_model_len=128)
     trainer = Trainer(cfg)
     trainer.train(stop_after=2)  # the engine stays up: a finished run shuts it down
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = step_rows(tmp_path / "run")
     assert all(0 <= r["rollout/vllm_logprob_gap_max"] < LOGPROB_TOL for r in rows[:2])
     assert rows[0]["ratio/mean"] == pytest.approx(
         1.0, abs=FIRST_RATIO_TOL

@@ -1,70 +1,110 @@
 """`neuralese eval`: greedy accuracy (and pass@k) of a checkpoint on an environment.
 
-    neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T]
-                   [--thoughts shuffled]
+    neuralese eval RUN                       the run's env, test split, `eval` section and seed
+    neuralese eval CHECKPOINT [--env NAME] [--env-args YAML] [--split test] [--n N]
+                   [--samples K --temperature T] [--max-new-tokens M] [--thoughts shuffled]
 
-Prints one JSON line with at least `accuracy`, `n` and `mean_generated_positions`. The numeric flags
-take their ranges and defaults from the `eval` config fields they stand for.
+Prints one JSON line with at least `accuracy`, `n` and `mean_generated_positions`. A run folder, a
+checkpoint, an exported folder and an as-is model from `neuralese pretrain` know the task they were
+trained on (neuralese.load.task_of): every flag then defaults to what the run used, so `eval RUN`
+prints the run's own final evaluation; a flag overrides it. A plain model folder needs `--env`, and
+its other flags default to the `eval` config fields they stand for (their ranges are those fields').
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from neuralese.cli.flags import config_flag, env_args_of, env_flags
+from neuralese.cli.flags import config_flag, env_args_of
 from neuralese.config import EvalConfig, RunConfig
 from neuralese.errors import UsageError
+
+# The flags that stand for a field of the `eval` section.
+EVAL_FLAGS = ("n", "samples", "temperature", "max_new_tokens", "batch_size")
+
+
+def eval_task(args: argparse.Namespace, task):
+    """The task to evaluate: the folder's (`task`, or None) with the command line's flags over it."""
+    from neuralese.evaluate import Task
+
+    if task is None and args.env is None:
+        raise UsageError(
+            f"argument --env: {args.checkpoint} records no task (a plain model folder); name the environment, "
+            "e.g. --env addition --env-args '{digits: 4}'"
+        )
+    same_env = args.env is None or (task is not None and args.env == task.env)
+    base = task if task is not None and same_env else None
+    env_args = env_args_of(args.env_args) if args.env_args is not None else (base.env_args if base else {})
+    evaluation = base.eval if base else EvalConfig()
+    evaluation = dataclasses.replace(
+        evaluation, **{f: getattr(args, f) for f in EVAL_FLAGS if getattr(args, f) is not None}
+    )
+    if evaluation.samples == 0 and args.temperature is not None:
+        raise UsageError(
+            "argument --temperature: applies to sampled answers only; give --samples K with it (greedy "
+            f"accuracy is temperature 0), got --temperature {args.temperature:g} alone"
+        )
+    split = args.split or (base.split if base else "test")
+    seed = args.seed if args.seed is not None else (base.seed if base else RunConfig().seed)
+    return Task(args.env or task.env, env_args, split, evaluation, seed)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate a checkpoint on an environment; one JSON line."""
     import torch
 
-    from neuralese.envs import make_env
-    from neuralese.evaluate import evaluate
-    from neuralese.load import load_policy
+    from neuralese.envs import load_split, make_env
+    from neuralese.evaluate import evaluate_task
+    from neuralese.load import load_source, locate, model_folder, task_of
+    from neuralese.models import load_tokenizer
+    from neuralese.preflight import check_tokens
 
-    env_args = env_args_of(args.env_args)
-    if args.samples == 0 and args.temperature != EvalConfig().temperature:
-        raise UsageError(
-            "argument --temperature: applies to sampled answers only; give --samples K with it (greedy "
-            f"accuracy is temperature 0), got --temperature {args.temperature:g} alone"
-        )
-    torch.manual_seed(args.seed)
+    src = locate(args.checkpoint)
+    task = eval_task(args, task_of(src))
+    torch.manual_seed(task.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    # the environment first: a plug-in's mistake is reported before the model loads
-    env = make_env(args.env, env_args, keys=("--env", "--env-args"))
-    policy = load_policy(args.checkpoint, device=device)
-    result = evaluate(
-        policy,
-        env,
-        split=args.split,
-        n=args.n,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        samples=args.samples,
-        temperature=args.temperature,
-        env_name=args.env,
-        progress=not args.quiet,
-        thoughts=args.thoughts,
-    )
-    print(json.dumps(result))
+    # the environment and its problems first: a plug-in's mistake, or text the model cannot read, is
+    # reported before the model loads
+    env = make_env(task.env, task.env_args, keys=("--env", "--env-args"))
+    rows = load_split(env, task.split, task.eval.n, task.seed, task.env)
+    folder = model_folder(src)
+    check_tokens(rows, load_tokenizer(folder), f"env {task.env!r}, {task.split} split", folder)
+    policy = load_source(src, device=device)
+    print(json.dumps(evaluate_task(policy, env, task, progress=not args.quiet, thoughts=args.thoughts)))
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """`eval`, on the CLI's subparsers."""
     p = sub.add_parser("eval", help="greedy accuracy (and pass@k) of a checkpoint on an environment")
-    p.add_argument("checkpoint", help="a model folder (as-is, exported, or a run checkpoint)")
-    env_flags(p, "built-in env name or plug-in 'file.py:make' / 'pkg.module:make'")
-    p.add_argument("--split", default="test")
-    config_flag(p, "--n", EvalConfig, "n", "problems to evaluate")
-    config_flag(p, "--samples", EvalConfig, "samples", "also sample K answers per problem: pass@1, pass@K")
-    config_flag(p, "--temperature", EvalConfig, "temperature", "sampling temperature for --samples")
-    config_flag(p, "--max-new-tokens", EvalConfig, "max_new_tokens", "most answer tokens per problem")
-    config_flag(p, "--batch-size", EvalConfig, "batch_size", "prompts per generation batch")
-    config_flag(p, "--seed", RunConfig, "seed", "seeds the problems drawn and the sampling")
+    p.add_argument(
+        "checkpoint", help="a run folder, RUN/checkpoints/step-N, or a model folder (as-is, exported)"
+    )
+    p.add_argument(
+        "--env", help="built-in env name or plug-in 'file.py:make' / 'pkg.module:make' (default: the run's)"
+    )
+    p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}' (default: the run's)")
+    p.add_argument("--split", help="the split to evaluate (default: the run's env.test_split, else test)")
+    default = " (default: the run's, else {})"
+    for flag, field, text in (
+        ("--n", "n", "problems to evaluate"),
+        ("--samples", "samples", "also sample K answers per problem: pass@1, pass@K"),
+        ("--temperature", "temperature", "sampling temperature for --samples"),
+        ("--max-new-tokens", "max_new_tokens", "most answer tokens per problem"),
+        ("--batch-size", "batch_size", "prompts per generation batch"),
+    ):
+        config_flag(
+            p, flag, EvalConfig, field, text + default.format(getattr(EvalConfig(), field)), from_run=True
+        )
+    config_flag(
+        p,
+        "--seed",
+        RunConfig,
+        "seed",
+        "seeds the problems drawn and the sampling (default: the run's)",
+        from_run=True,
+    )
     p.add_argument(
         "--thoughts",
         choices=("own", "shuffled"),

@@ -41,9 +41,12 @@ def field_type(section: type, name: str):
     return typing.get_type_hints(section, include_extras=True)[name]
 
 
-def config_flag(p: argparse.ArgumentParser, flag: str, section: type, name: str, help: str) -> None:
-    """A flag that sets what a config field does: the field's range and default are the flag's."""
-    number_flag(p, flag, field_type(section, name), getattr(section(), name), help)
+def config_flag(
+    p: argparse.ArgumentParser, flag: str, section: type, name: str, help: str, *, from_run: bool = False
+) -> None:
+    """A flag that sets what a config field does: the field's range and default are the flag's. With
+    `from_run` its default is None: the value the run being read used (the help text says so)."""
+    number_flag(p, flag, field_type(section, name), None if from_run else getattr(section(), name), help)
 
 
 def recipe_command(

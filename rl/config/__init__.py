@@ -13,12 +13,15 @@ run can be reproduced from its own `config.yaml`.
 """
 
 from neuralese.config.load import (
+    RUN_CONFIG,
     YAML_FALSE,
     YAML_TRUE,
     apply_override,
     describe_fields,
     from_dict,
     load_config,
+    load_recipe_or_run,
+    run_folder_of,
     save_config,
     to_dict,
     validate,
@@ -62,6 +65,7 @@ __all__ = [
     "TinyModelConfig",
     "TranslateConfig",
     "VLLMConfig",
+    "RUN_CONFIG",
     "YAML_FALSE",
     "YAML_TRUE",
     "apply_override",
@@ -69,6 +73,8 @@ __all__ = [
     "describe_yaml_error",
     "from_dict",
     "load_config",
+    "load_recipe_or_run",
+    "run_folder_of",
     "save_config",
     "to_dict",
     "validate",

@@ -40,6 +40,32 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return cfg
 
 
+RUN_CONFIG = "config.yaml"
+"""A run folder's resolved config, beside its metrics.jsonl and checkpoints/."""
+
+
+def run_folder_of(path: str | Path) -> Path | None:
+    """The run folder `path` names: the folder itself, or the folder of its `config.yaml`; None for a
+    recipe anywhere else."""
+    path = Path(path)
+    if path.is_file() and path.name != RUN_CONFIG:
+        return None
+    folder = path if path.is_dir() else path.parent
+    holds_run = (folder / "metrics.jsonl").is_file() or (folder / "checkpoints").is_dir()
+    return folder if (folder / RUN_CONFIG).is_file() and holds_run else None
+
+
+def load_recipe_or_run(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """`load_config` of a recipe; of a run folder (or its config.yaml), the run's config with
+    `output_dir` set to that folder, wherever it was started from or has moved to."""
+    run = run_folder_of(path)
+    if run is None:
+        return load_config(path, overrides)
+    cfg = load_config(run / RUN_CONFIG, overrides)
+    cfg.output_dir = str(run)
+    return cfg
+
+
 def apply_override(data: dict, item: str, source: str = "--set") -> None:
     """Set `a.b.c=value` in a nested dict; the value is parsed as YAML (`1e-3`, `[a, b]`, `null`)."""
     if "=" not in item:
@@ -259,6 +285,10 @@ def _training_rules(cfg: RunConfig) -> list[Rule]:
                 cur.start,
             )
         )
+    updates = rl.steps * rl.num_iterations
+    if rl.warmup_steps and updates:  # a schedule still warming up when the run ends
+        why = f"at most the run's optimizer steps, rl.steps x rl.num_iterations ({updates})"
+        rules.append((rl.warmup_steps <= updates, "rl.warmup_steps", why, rl.warmup_steps))
     if cfg.pretrain.elided_steps:
         why = "false unless curriculum.stages > 0 (the formats it trains)"
         rules.append((cur.stages > 0, "pretrain.elided_steps", why, True))

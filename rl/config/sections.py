@@ -251,7 +251,7 @@ class RLConfig:
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
     """Learning-rate schedule over `steps`."""
     warmup_steps: NonNegativeInt = 0
-    """Linear warm-up steps."""
+    """Linear warm-up, in optimizer steps (`steps` x `num_iterations` in the run); at most that many."""
     weight_decay: NonNegativeFloat = 0.0
     """AdamW weight decay."""
     max_grad_norm: NonNegativeFloat = 1.0
@@ -437,6 +437,9 @@ class LogConfig:
     """Newest complete checkpoints kept; older ones are deleted."""
     eval_every: NonNegativeInt = 0
     """Greedy accuracy on `eval.n` test problems every this many steps; 0 only at the end."""
+    eval_at_start: bool = True
+    """Also evaluate before the first step (step 0 of metrics.jsonl and report.png, `start` in the final
+    line): what the model scores as it is, the baseline RL is measured against."""
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
     """accelerate trackers (`tensorboard`, `wandb`); an empty list disables them."""
 

@@ -83,3 +83,15 @@ def make_exits(**args):
 def make_buggy(size=3, **args):
     """A factory whose own code fails with a TypeError: not a rejection of env.args."""
     return _Env(datasets.Dataset.from_dict({"prompt": ["1+1="] * size, "answer": [None + 1] * size}))
+
+
+def text_check(prompts, completions, answer, **kwargs):
+    """A check that compares the completion's text with the answer as it is (an int never matches)."""
+    return [float(c.strip() == a) for c, a in zip(completions, answer)]
+
+
+def make_int_answers(**args):
+    """Addition problems whose `answer` is an int, checked by comparing text with it."""
+    env = _Env(datasets.Dataset.from_dict({"prompt": ["1+1=", "2+2=", "3+3="], "answer": [2, 4, 6]}))
+    env.reward_funcs = [text_check]
+    return env
