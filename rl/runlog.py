@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -121,17 +122,11 @@ class RunLog:
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, marker="o" if len(pts) < 5 else None, ms=4, label=key)
-                elif key in (notes or {}):
-                    ax.text(
-                        0.5,
-                        0.5,
-                        notes[key],
-                        ha="center",
-                        va="center",
-                        wrap=True,
-                        fontsize=8,
-                        transform=ax.transAxes,
+                elif key in (notes or {}):  # said inside the panel, out of the layout: panels stay put
+                    note = ax.text(
+                        0.5, 0.5, textwrap.fill(notes[key], 30), ha="center", va="center", fontsize=8
                     )
+                    note.set(transform=ax.transAxes, in_layout=False)
             ax.set_title(label)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)

@@ -176,3 +176,27 @@ def test_answers_carry_their_thoughts_and_log_probs(tiny_dir):
         assert answer.logprob == pytest.approx(ro.logprobs[b].sum().item(), abs=1e-6)
         assert answer.logprobs[:3] == [0.0, 0.0, 0.0]  # a deterministic thought draws nothing
         assert all(lp < 0 for lp in answer.logprobs[3:])
+
+
+def test_a_run_without_a_gate_says_so_in_its_report(tiny_dir, tmp_path):
+    """input: latent_only: no gate metric is logged, and report.png's gate panel says n/a (the trainer's
+    report differs from one drawn without the note only there), not an empty panel."""
+    import matplotlib.image
+    from runs import run_config
+
+    from neuralese.runlog import REPORT_PANELS, RunLog
+    from neuralese.trainer import Trainer
+
+    cfg = run_config(tiny_dir, tmp_path / "run", "latent", steps=1)
+    cfg.neuralese.input = "latent_only"
+    trainer = Trainer(cfg)
+    trainer.train()
+    assert not trainer.policy.adapter.has_gate
+    assert all("feedback/gate_mean_abs" not in r for r in metric_rows(tmp_path / "run"))
+    noted = matplotlib.image.imread(tmp_path / "run" / "report.png")
+    plain = RunLog(tmp_path / "run").report(title="addition / latent / grpo")  # the same rows, no note
+    plain = matplotlib.image.imread(plain)
+    columns = (noted != plain).any(axis=(0, 2)).nonzero()[0]
+    gate = [label for label, _ in REPORT_PANELS].index("gate |tanh(lambda)|")
+    width = noted.shape[1] / len(REPORT_PANELS)
+    assert len(columns) and gate * width <= columns.min() and columns.max() < (gate + 1) * width
