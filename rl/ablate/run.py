@@ -38,6 +38,7 @@ def run_arm(plan: Plan, arm: Arm, seed: int, as_is: Path, out: Path) -> dict:
     if done_file.is_file():
         return {**json.loads(done_file.read_text()), "skipped": True}
     sets = [f"model.path={as_is}", *arm.sets, f"seed={seed}", f"data_seed={plan.config().seed}"]
+    sets.append("log.eval_at_start=false")  # the switch-on accuracy below is that evaluation, cached
     cfg = plan.config(*sets)
     start = switch_on(plan, arm, cfg, out)
     wall, rss = 0.0, None
