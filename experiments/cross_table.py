@@ -64,7 +64,8 @@ def stage0(out: Path, name: str, steps: int, thought_tokens: int, seed: int) -> 
                 warmup_steps=20,
                 thought_tokens_max=thought_tokens,
             ),
-        )
+        ),
+        overwrite=True,  # each table trains its models afresh
     )
     return folder, time.perf_counter() - start
 

@@ -70,7 +70,7 @@ def train(out: Path, name: str, steps: int, seed: int) -> tuple[Path, dict]:
             output_dir=str(folder), max_steps=steps, batch_size=64, learning_rate=2e-3, warmup_steps=20
         ),
     )
-    pretrain(cfg)
+    pretrain(cfg, overwrite=True)  # each table trains its models afresh
     log = json.loads((folder / "pretrain_log.json").read_text())["log_history"]
     losses = [e["loss"] for e in log if "loss" in e]
     return folder, {
