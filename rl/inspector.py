@@ -37,6 +37,7 @@ before each thought, what a further pass would feed.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,7 +306,7 @@ def plot(ins: Inspection, path: str | Path) -> Path:
         _gate_panel(ax, ins, idx)
     else:
         ax.set(title="how much of each thought gets through", xticks=[], yticks=[])
-        ax.text(0.5, 0.5, f"gate {NO_GATE}", ha="center", va="center", wrap=True, transform=ax.transAxes)
+        ax.text(0.5, 0.5, textwrap.fill(f"gate {NO_GATE}", 40), ha="center", va="center", transform=ax.transAxes)
     ax = axes[1, 1]
     im = ax.imshow(ins.cosine.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set(title="cosine similarity between thoughts", xticks=range(n), yticks=range(n))

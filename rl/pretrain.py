@@ -45,11 +45,7 @@ from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_bou
 
 
 def sft_dataset(
-    train: datasets.Dataset,
-    tokenizer,
-    thought_tokens_max: int,
-    seed: int,
-    elide: tuple[int, int] | None = None,
+    train: datasets.Dataset, tokenizer, thought_tokens_max: int, seed: int, elide: tuple[int, int] | None = None
 ) -> datasets.Dataset:
     """prompt/completion text pairs for SFTTrainer (prompts rendered, optional thought tokens).
 
@@ -69,7 +65,7 @@ def sft_dataset(
             steps = steps_of[i]
             written = "".join(steps[:s])
             text += THOUGHT * (per_step * s)
-            target = target[len(written) :]
+            target = target[len(written):]
         elif thought_tokens_max:
             text += THOUGHT * rng.randint(0, thought_tokens_max)
         prompts.append(text)
@@ -120,9 +116,7 @@ def pretrain(cfg: RunConfig, overwrite: bool = False, console: Console | None = 
             tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
         else:
             target = "completion" if "completion" in train.column_names else "answer"  # what stage 0 learns
-            check_boundaries(
-                train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split"
-            )
+            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split")
             tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
         if cfg.model.codec_embedding == "composed":
