@@ -77,9 +77,10 @@ def size_warning(rows: datasets.Dataset, asked: int, where: str, key: str) -> st
     """A warning when a split has fewer rows than asked for (none when it has them all)."""
     if len(rows) >= asked:
         return None
+    use = "RL cycles over them" if key == "env.train_size" else "every evaluation scores these"
     return (
         f"{where} returned {len(rows)} rows where {key} asks for {asked}: the run uses these {len(rows)} "
-        f"(RL cycles over them); set {key}: {len(rows)} to say so, or return n rows from dataset(split, n, seed)"
+        f"({use}); set {key}: {len(rows)} to say so, or return n rows from dataset(split, n, seed)"
     )
 
 
