@@ -27,8 +27,10 @@ def plugin_example() -> tuple[str, str]:
 
 def test_the_complete_plugin_example_trains(tmp_path, capsys, monkeypatch):
     env, recipe = plugin_example()
-    (tmp_path / "my_env.py").write_text(env)
-    (tmp_path / "my_recipe.yaml").write_text(recipe)
+    # Under a name of its own: a plug-in's folder joins the import path, where another test's
+    # `import my_env` must not find it.
+    (tmp_path / "readme_sums_env.py").write_text(env)
+    (tmp_path / "my_recipe.yaml").write_text(recipe.replace("my_env.py:make", "readme_sums_env.py:make"))
     monkeypatch.chdir(tmp_path)  # the recipe names my_env.py and runs/ from the working directory
     small = ["pretrain.max_steps=3", "env.train_size=64", "env.test_size=16", "eval.n=8", "rl.steps=1"]
     small += ["rl.prompts_per_step=4", "rl.samples_per_prompt=2", "log.eval_every=0"]

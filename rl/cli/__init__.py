@@ -1,10 +1,11 @@
 """The `neuralese` command line.
 
-    neuralese pretrain RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese pretrain RECIPE.yaml [--set key.sub=value ...] [--out DIR] [--overwrite]
     neuralese train RECIPE.yaml [--set key.sub=value ...] [--out DIR] [--resume]
-    neuralese eval CHECKPOINT --env NAME [--env-args YAML] [--split test] [--n N] [--samples K --temperature T] [--thoughts shuffled]
+    neuralese train RUN --resume [--set key.sub=value ...]
+    neuralese eval RUN_OR_CHECKPOINT [--env NAME] [--env-args YAML] [--split S] [--n N] [--samples K --temperature T] [--thoughts shuffled]
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
-    neuralese inspect CHECKPOINT --prompt TEXT [--out FILE.png] [--top-k K] [--codec-map MAP]
+    neuralese inspect RUN_OR_CHECKPOINT [--prompt TEXT] [--out FILE.png] [--top-k K] [--codec-map MAP]
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map)
     neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
@@ -19,7 +20,7 @@ and the trainer only when they run, so `neuralese --help` and a recipe check ans
 User errors (a bad recipe, a missing folder, a broken plug-in, a bad command line or flag
 value) print one paragraph and exit with status 2, with nothing written; anything else is a
 bug and keeps its traceback. Every numeric flag has a declared range (neuralese.ranges); the eval
-flags take theirs, and their defaults, from the `eval` config fields they stand for.
+flags take theirs from the `eval` config fields they stand for, and their defaults from the run.
 """
 
 from __future__ import annotations
