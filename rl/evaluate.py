@@ -48,9 +48,10 @@ class Task:
     """The seed the run drew its evaluation problems with (`data_seed`, else `seed`)."""
 
 
-def run_task(cfg: RunConfig, curriculum: Curriculum | None = None) -> Task:
-    """A run's task; its answer budget that of the curriculum's stage, when given."""
-    evaluation = cfg.eval
+def run_task(cfg: RunConfig, curriculum: Curriculum | None = None, sampled: bool = True) -> Task:
+    """A run's task; its answer budget that of the curriculum's stage, when given; greedy answers only
+    (no `eval.samples`) unless `sampled`."""
+    evaluation = cfg.eval if sampled else dataclasses.replace(cfg.eval, samples=0)
     if curriculum is not None:
         evaluation = dataclasses.replace(
             evaluation, max_new_tokens=curriculum.budget(evaluation.max_new_tokens)

@@ -203,16 +203,15 @@ class BarCallback(TrainerCallback):
 
 
 def as_is_evaluation(cfg: RunConfig, env, model, tokenizer, console: Console) -> dict:
-    """The as-is model (feedback off) evaluated as `neuralese train` evaluates (the `eval` section, on
-    the test problems of `data_seed`), printed: the numbers RL starts from."""
+    """The as-is model's (feedback off) greedy accuracy on the test problems `neuralese train` evaluates
+    on (the `eval` section's problems and answer budget, `data_seed`), printed: what RL starts from."""
     policy = NeuralesePolicy(model, tokenizer).eval()
-    task = run_task(cfg)
+    task = run_task(cfg, sampled=False)  # greedy: pass@k is the run's step-0 evaluation
     with torch.no_grad():
         result = evaluate_task(policy, env, task, progress=False)
     model.train()
-    sampled = f", pass@{result['k']} {result['pass_at_k']}" if "k" in result else ""
     console.notice(
-        f"as-is greedy accuracy {result['accuracy']}{sampled} on {result['n']} {task.split} problems "
+        f"as-is greedy accuracy {result['accuracy']} on {result['n']} {task.split} problems "
         f"(max_new_tokens {task.eval.max_new_tokens})"
     )
     return result

@@ -185,7 +185,7 @@ class Trainer:
                 metrics = self.guarded(self.step)
                 step = self.state.step
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
-                    metrics.update(self.evaluate(step))
+                    metrics.update(self.evaluate(step, sampled=False))  # greedy on the way: cheap
                 metrics.update(self.schedule(metrics["reward/mean"]))  # after the stage's evaluation
                 if step == cfg.rl.steps:  # after the schedule: the stage the last checkpoint holds
                     final = self.evaluate(step)
@@ -433,13 +433,13 @@ class Trainer:
         m = rollout_metrics(self.policy, ro, rewards, per_func, correct, self.cfg.rl.samples_per_prompt)
         return {**m, "nonfinite_steps": self.state.nonfinite_total}
 
-    def evaluate(self, step: int) -> dict[str, Any]:
-        """Greedy accuracy on `eval.n` test problems, pass@k with `eval.samples` (what `neuralese eval RUN`
-        prints for the checkpoint of this step), printed above the bar."""
+    def evaluate(self, step: int, sampled: bool = True) -> dict[str, Any]:
+        """Greedy accuracy on `eval.n` test problems and, when `sampled`, pass@k with `eval.samples` (what
+        `neuralese eval RUN` prints for the checkpoint of this step), printed above the bar."""
         self.console.phase("eval")
         self.policy.eval()
         with self.accelerator.autocast():
-            task = run_task(self.cfg, self.curriculum)  # the answer budget of the curriculum's stage
+            task = run_task(self.cfg, self.curriculum, sampled)  # the budget of the curriculum's stage
             result = evaluate_task(self.policy, self.env, task, progress=False)
         self.policy.train()
         metrics = {f"eval/{k}": v for k, v in result.items() if isinstance(v, (int, float))}

@@ -26,8 +26,8 @@ rewards: [{{fn: "{plugins}:digit_share"}}]
 neuralese: {{mode: latent, num_thoughts: 2, tbptt_window: 1}}
 rl: {{steps: 2, prompts_per_step: 4, samples_per_prompt: 4, micro_batch_per_device: 16,
       learning_rate: 1.0e-3, max_new_tokens: 4}}
-eval: {{n: 6, max_new_tokens: 4, batch_size: 4}}
-log: {{save_every: 2, completions_every: 1, trackers: []}}
+eval: {{n: 6, max_new_tokens: 4, batch_size: 4, samples: 2}}
+log: {{save_every: 2, completions_every: 1, eval_every: 1, trackers: []}}
 """
 
 
@@ -56,8 +56,11 @@ def test_a_run_writes_its_evaluation_at_step_0_and_one_row_per_step(trained):
     run, _, result, err = trained
     rows = metric_rows(run)
     assert [r["step"] for r in rows] == [0, 1, 2]  # one row per step: the final evaluation joins step 2's
-    assert set(rows[0]) == {"step", "eval/accuracy", "eval/n", "eval/mean_generated_positions"}
+    assert {k for k in rows[0] if not k.startswith("eval/")} == {"step"}  # before any RL step
     assert rows[2]["eval/accuracy"] == result["eval/accuracy"] and "loss" in rows[2]
+    # Sampled (pass@k) before the first step and at the end, greedy on the way (log.eval_every).
+    assert "eval/pass_at_k" in rows[0] and "eval/pass_at_k" in rows[2]
+    assert "eval/accuracy" in rows[1] and "eval/pass_at_k" not in rows[1]
     assert result["start"] == {k: v for k, v in rows[0].items() if k != "step"}
     # The console: a banner while the model loads, each evaluation, and the two accuracies at the end.
     assert "neuralese train: loading the model" in err and f"  run        {run} (new)" in err
@@ -77,7 +80,7 @@ def test_a_moved_run_evaluates_from_anywhere_with_no_flags_as_it_did_itself(
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["eval", "moved-run", "--quiet"]) == 0
     printed = last_json(capsys.readouterr().out)
-    for key in ("accuracy", "n", "mean_generated_positions"):
+    for key in ("accuracy", "n", "mean_generated_positions", "pass_at_1", "pass_at_k", "k"):
         assert printed[key] == result[f"eval/{key}"], key  # the run's own final evaluation
     assert main(["eval", "moved-run", "--quiet", "--n", "3", "--max-new-tokens", "2"]) == 0
     assert last_json(capsys.readouterr().out)["n"] == 3  # a flag overrides what the run used
@@ -97,7 +100,7 @@ def test_a_run_resumes_by_its_folder_alone(trained, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert f"continuing from {Path('run') / 'checkpoints' / 'step-2'} (step 2 of 3)" in err
     assert "rl.steps: 2 -> 3" in err and "output_dir" not in err  # the run is where its folder is
-    assert [r["step"] for r in metric_rows(run)] == [0, 1, 2, 3]
+    assert [r["step"] for r in metric_rows(run)] == [0, 1, 2, 3]  # step 2 keeps its final evaluation
     assert main(["train", str(run)]) == 2  # without --resume a run folder is not started over
     assert "already holds a run" in capsys.readouterr().err
 

@@ -351,7 +351,8 @@ class EvalConfig:
     batch_size: PositiveInt = 64
     """Prompts per generation batch."""
     samples: NonNegativeInt = 0
-    """If > 0, also sample this many completions per problem and report pass@1 and pass@k."""
+    """If > 0, also sample this many completions per problem and report pass@1 and pass@k (in `train`,
+    at step 0 and at the end; the evaluations every `log.eval_every` steps are greedy)."""
     temperature: PositiveFloat = 1.0
     """Sampling temperature for pass@k."""
     max_new_tokens: PositiveInt = 32
