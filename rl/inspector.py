@@ -164,7 +164,7 @@ def inspect_thoughts(
     inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
     embeds = policy.embed(inputs)  # [1, L, D]
     out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
-                       position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)  # fmt: skip
+                       position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)
     top_p, top_ids, normed = read_lens(policy, out, positions, top_k)
     f = ro.feedback[0, positions]  # [n, D] what entered, noise included
     gate = policy.adapter.gate()  # [D]
@@ -173,7 +173,7 @@ def inspect_thoughts(
     extra = policy.mode.inspect_columns(policy, ro, positions)
     reads = codec_map.read(ro.thoughts[0, positions]) if codec_map is not None else [None] * len(positions)
     lenses = {name: top_tokens(owner, states, top_k)  # the mode's own lenses (cross-model: A's and B's heads)
-              for name, (owner, states) in policy.mode.inspect_lenses(policy, ro, positions).items()}  # fmt: skip
+              for name, (owner, states) in policy.mode.inspect_lenses(policy, ro, positions).items()}
     thoughts = [
         Thought(
             index=i + 1,
@@ -212,7 +212,7 @@ def norms(policy: NeuralesePolicy, f: torch.Tensor, e: torch.Tensor) -> dict[str
     gated = policy.adapter.gate() * f  # [D]
     e_norm = e.float().norm()
     return {"feedback_norm": float(f.norm()), "gate": float(gated.norm() / f.norm().clamp_min(1e-12)),
-            "token_norm": float(e_norm), "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12))}  # fmt: skip
+            "token_norm": float(e_norm), "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12))}
 
 
 def format_table(ins: Inspection) -> str:
