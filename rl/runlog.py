@@ -43,7 +43,10 @@ class RunLog:
         A killed run may have left a half-written last line (no newline): it is dropped. In
         metrics.jsonl only the first row of a step is kept (a run folder written before a step's
         evaluation joined its row has a second one at the last step). `step` -1 drops every row.
+        Only the process that writes the log rewrites it: under DDP every rank resumes at once.
         """
+        if not self.enabled:
+            return
         for path in (self.metrics_path, self.completions_path):
             if not path.is_file():
                 continue

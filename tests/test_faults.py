@@ -193,3 +193,17 @@ def test_resume_cuts_a_half_written_log_line_and_the_final_evaluation_row(tmp_pa
     assert [r.get("loss") for r in log.read_metrics()] == [1, 2, 3]
     log.truncate(1)
     assert [r["step"] for r in log.read_metrics()] == [1]
+
+
+def test_only_the_process_that_writes_the_log_cuts_it_on_resume(tmp_path):
+    """Under DDP every rank resumes at once; two ranks rewriting one file race on its temporary."""
+    from neuralese.runlog import RunLog
+
+    writer = RunLog(tmp_path)
+    for step in (1, 2, 3):
+        writer.metrics(step, {"loss": step})
+    RunLog(tmp_path, enabled=False).truncate(1)  # another rank: leaves the file alone
+    assert [r["step"] for r in writer.read_metrics()] == [1, 2, 3]
+    assert not list(tmp_path.glob(".*.tmp"))
+    writer.truncate(1)
+    assert [r["step"] for r in writer.read_metrics()] == [1]
