@@ -36,7 +36,7 @@ from neuralese.errors import ConfigError
 from neuralese.io import atomic_dir, check_output_dir, check_replaceable, write_json
 from neuralese.models import load_model
 from neuralese.policy import render_prompt
-from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
+from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries, piece_pattern
 
 
 def sft_dataset(
@@ -106,8 +106,9 @@ def pretrain(cfg: RunConfig) -> Path:
             tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
         else:
             target = "completion" if "completion" in train.column_names else "answer"  # what stage 0 learns
-            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split")
-            tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
+            pattern = piece_pattern(cfg.model.tiny)
+            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split", pattern)
+            tokenizer = build_tokenizer(env_texts(train) + env_texts(test), pattern=pattern)
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
         if cfg.model.codec_embedding == "composed":
             compose_code_embeddings(model, tokenizer, seed=cfg.seed)

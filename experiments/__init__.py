@@ -1,0 +1,1 @@
+"""Experiments behind BENCHMARKS.md: tables, probes and ablation specs, run as modules from the repository root."""
