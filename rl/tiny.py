@@ -125,11 +125,13 @@ def build_tokenizer(
     return tokenizer
 
 
-# What a family names differently, or needs set for RL: GPT-2's MLP width is `n_inner`, and its dropout
-# (0.1 by default) is off because the recompute runs in training mode and must equal the rollout.
+# What a family names differently: GPT-2's MLP width is `n_inner`. Dropout is `cfg.dropout` (GPT-2's
+# default of 0.1 otherwise): the recompute runs in training mode and must equal the rollout.
 ARCH_SETTINGS = {
-    "gpt2": lambda cfg: {"n_inner": cfg.intermediate_size, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+    "gpt2": lambda cfg: {"n_inner": cfg.intermediate_size},
 }
+DROPOUT_KEYS = {"gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"), "llama": ("attention_dropout",),
+                "qwen2": ("attention_dropout",)}  # fmt: skip
 
 
 def build_tiny_model(
@@ -141,7 +143,8 @@ def build_tiny_model(
 ) -> PreTrainedModel:
     """A freshly initialised model of shape `cfg` for `tokenizer`'s vocabulary (fp32): a causal LM,
     or with `auto_class=AutoModelForSequenceClassification, num_labels=1` a reward model."""
-    config_overrides = {**ARCH_SETTINGS.get(cfg.arch, lambda c: {})(cfg), **config_overrides}
+    dropout = {key: cfg.dropout for key in DROPOUT_KEYS.get(cfg.arch, ())}
+    config_overrides = {**ARCH_SETTINGS.get(cfg.arch, lambda c: {})(cfg), **dropout, **config_overrides}
     config = AutoConfig.for_model(
         cfg.arch,
         vocab_size=len(tokenizer),
@@ -161,6 +164,10 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = auto_class.from_config(config, dtype=torch.float32)
+    # The dropout modules keep their rate for stage 0, while the config that is saved says 0: a loaded
+    # model has none (transformers reads the rates when it builds the modules, not when it runs them).
+    for key in dropout:
+        setattr(model.config, key, 0.0)
     if not model.can_generate():  # a sequence classifier has no generation config
         return model
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -112,3 +112,19 @@ def test_gpt2_latent_soft_thoughts_recompute_exactly(tmp_path):
         rc.logprobs.sum().backward()
         assert model.transformer.wte.weight.grad.abs().sum() > 0
         model.zero_grad()
+
+
+def test_stage0_dropout_trains_with_it_and_saves_a_model_without(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from neuralese.tiny import save_tiny
+
+    tok = build_tokenizer(["3,1,4,2?+3-2+0+0"], pattern=NUMBER_PATTERN)
+    for arch in ("gpt2", "llama"):
+        cfg = TinyModelConfig(arch=arch, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                              max_positions=16, dropout=0.5)  # fmt: skip
+        model = build_tiny_model(tok, cfg).train()
+        ids = torch.tensor([tok("3,1,4,2?+3-2+0+0").input_ids])
+        assert not torch.equal(model(ids).logits, model(ids).logits), arch  # stage 0 drops out
+        loaded = AutoModelForCausalLM.from_pretrained(save_tiny(model, tok, tmp_path / arch)).train()
+        assert torch.equal(loaded(ids).logits, loaded(ids).logits), arch  # RL's model does not

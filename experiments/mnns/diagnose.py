@@ -2,10 +2,13 @@
 
     python -m experiments.mnns.diagnose --recipe recipes/mnns.yaml --model runs/mnns/as-is [--set key=value ...]
     python -m experiments.mnns.diagnose --run runs/mnns/ablate/runs/soft-s0
+    python -m experiments.mnns.diagnose --ablation runs/mnns/ablate [--samples 10]
 
 `--model` scores a model folder as `neuralese train RECIPE --set model.path=MODEL ...` would start
 from it (its switch-on: `--set neuralese.mode=off` for the written chain); `--run` scores a run's
-newest checkpoint with the run's own config. Prints one JSON line:
+newest checkpoint with the run's own config; `--ablation OUT` scores every run of a scripts/ablate.py
+folder after RL and its arm at switch-on (the run's config, its stage-0 model), appending a line per
+run to OUT/diagnostics.jsonl (runs already there are skipped). Prints one JSON line per policy:
 
     accuracy            greedy, on `--n` problems of the test split (CoT2's held-out multisets)
     accuracy_shuffled   greedy, each answer reading another prompt's thoughts (latent policies)
@@ -80,11 +83,29 @@ def diagnose(policy, cfg, n: int, samples: int) -> dict:
     return result
 
 
+def diagnose_ablation(out: Path, n: int, samples: int) -> None:
+    """Every finished run of an ablation folder after RL, and its arm at switch-on, into OUT/diagnostics.jsonl."""
+    record = out / "diagnostics.jsonl"
+    done = {json.loads(line)["run"] for line in record.read_text().splitlines()} if record.is_file() else set()
+    for run in sorted(p.parent for p in (out / "runs").glob("*/ablate.json")):
+        if run.name in done:
+            continue
+        cfg = load_config(str(run / "config.yaml"))
+        arm = json.loads((run / "ablate.json").read_text())["arm"]
+        line = {"run": run.name, "arm": arm, "seed": cfg.seed,
+                "switch_on": diagnose(build_policy(cfg, "cpu"), cfg, n, samples),
+                "after": diagnose(load_policy(run, "cpu"), cfg, n, samples)}  # fmt: skip
+        with open(record, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(json.dumps(line), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", help="a model folder, scored at switch-on under the recipe's settings")
     what.add_argument("--run", help="a run folder, scored at its newest checkpoint")
+    what.add_argument("--ablation", help="a scripts/ablate.py folder: every run, before and after RL")
     p.add_argument("--recipe", help="the recipe (with --model)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (with --model)")
     p.add_argument("--n", type=int, default=2000, help="test problems (all 1,308 of CoT2's 4-number split)")
@@ -92,6 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="", help="a name carried into the JSON line")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.ablation:
+        diagnose_ablation(Path(args.ablation), args.n, args.samples)
+        return
     if args.model:
         if not args.recipe:
             p.error("--model needs --recipe")

@@ -46,6 +46,12 @@ class TinyModelConfig:
     """Std of the initial weights; None uses 1/sqrt(hidden_size). transformers' 0.02 suits widths
     near 2,500: at width 128 it leaves attention almost uniform, and a tiny model then sits on a
     loss plateau for hundreds of steps before it finds which digits to attend to."""
+    dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
+    """Dropout while stage 0 trains (GPT-2: embeddings, residual stream and attention weights; Llama and
+    Qwen2: attention weights). The saved model's config says 0, so the model RL loads has none: the
+    recompute runs in training mode and must equal the rollout's log-probs. CoT2 trains its GPT-2 with
+    transformers' default of 0.1; without dropout a tiny GPT-2 memorises MNNS's few thousand train
+    sequences and answers held-out ones worse."""
     number_pieces: bool = False
     """Stage 0's tokenizer cuts a whole number, with its sign if it has one (`+12`, `-3`, `7`), into one
     piece instead of one piece a digit, so that a value is one position: a written step is then one
