@@ -250,6 +250,8 @@ class MNNS:
                 rng.shuffle(seqs)
                 order += seqs
             seqs = order[:n]
+        else:  # one fixed order for every seed, so that n < all is the same sample of test problems everywhere
+            random.Random("mnns-multiset-test-order").shuffle(seqs)
         return datasets.Dataset.from_list([self.row(list(s), rng) for s in seqs[:n]])
 
 
