@@ -22,6 +22,11 @@ With `--codec-map MAP` (neuralese.codec.lens) each thought is also read as text:
 policy's thoughts to a codec's codes predicts a code, which the codec decodes into the N tokens the
 thought stands for; the header line says how well the map fits on held-out pairs.
 
+With a vocabulary that writes signed whole numbers as single tokens (`model.tiny.number_pieces`: MNNS's
+partial sums), each thought is also shown as its weights over those values (`values`): softmax(z / tau)
+for the embedding space (what the thought is a mixture of), the logit lens for the others. A thought
+that holds several partial sums at once shows them all (neuralese.superposition measures it).
+
 A mode may add columns of its own (neuralese.modes): channel mode the norm of the state fed into each
 position (|s|) and the share of it kept from the position before (kept), with the retention in the
 header; refine mode how far the last pass still moved each thought (Δpass).
@@ -47,6 +52,9 @@ import torch.nn.functional as F
 from neuralese.errors import CheckpointError
 from neuralese.feedback import NO_GATE
 from neuralese.policy import NeuralesePolicy
+from neuralese.superposition import value_tokens
+
+VALUE_VIEW_MIN = 0.01  # weights below this are left out of the values view
 
 
 @dataclass
@@ -65,6 +73,7 @@ class Thought:
     columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (neuralese.modes)
     codec_text: str | None = None  # what the thought reads as through a codec map (neuralese.codec.lens)
     lenses: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # the mode's own lenses (neuralese.modes)
+    values: list[tuple[int, float]] = field(default_factory=list)  # weights over signed-number tokens, by value
 
 
 @dataclass
@@ -113,18 +122,28 @@ def lens_logits(policy: NeuralesePolicy, states: torch.Tensor) -> tuple[torch.Te
     return head(x).float(), norm is not None
 
 
-def read_lens(policy: NeuralesePolicy, out, positions: torch.Tensor, top_k: int):
-    """The top tokens of what each thought fed into `positions` [n] (row 0 of `out`) was read from:
-    (probabilities [n, k], token ids [n, k], whether the final norm was applied)."""
+def read_lens(policy: NeuralesePolicy, out, positions: torch.Tensor):
+    """The logits of what each thought fed into `positions` [n] (row 0 of `out`) was read from: [n, V],
+    and whether the final norm was applied."""
     if policy.config.space == "hidden":
         states = policy.adapter.select(out.hidden_states)[0, positions - 1]  # [n, D] the states fed back
-        logits, normed = lens_logits(policy, states)  # [n, V]
-    else:  # the next-token distribution the thought's embedding part is weighted by
-        final = out.hidden_states[-1][0, positions - 1]
-        logits, normed = policy.model.get_output_embeddings()(final).float(), False
-    probs = torch.softmax(logits, dim=-1)
-    top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # [n, k]
-    return top_p, top_ids, normed
+        return lens_logits(policy, states)  # [n, V]
+    # the next-token distribution the thought's embedding part is weighted by
+    final = out.hidden_states[-1][0, positions - 1]
+    return policy.model.get_output_embeddings()(final).float(), False
+
+
+def value_view(policy: NeuralesePolicy, logits: torch.Tensor) -> list[list[tuple[int, float]]]:
+    """Per thought, its weights [n, V] over the vocabulary's signed-number tokens as (value, weight), by
+    value, weights under VALUE_VIEW_MIN left out; empty lists when the vocabulary has no such token.
+    The embedding space's weights are softmax(z / tau) (the mixture fed); the others' the logit lens."""
+    values = value_tokens(policy.tokenizer, signed_only=True)
+    if not values:
+        return [[] for _ in range(logits.shape[0])]
+    tau = policy.config.thought_temperature if policy.config.space != "hidden" else 1.0
+    weights = torch.softmax(logits / tau, dim=-1)  # [n, V]
+    ids = sorted(values, key=values.get)
+    return [[(values[i], float(w[i])) for i in ids if w[i] >= VALUE_VIEW_MIN] for w in weights]
 
 
 def top_tokens(policy: NeuralesePolicy, states: torch.Tensor, top_k: int) -> list[list[tuple[str, float]]]:
@@ -165,7 +184,9 @@ def inspect_thoughts(
     embeds = policy.embed(inputs)  # [1, L, D]
     out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
                        position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)
-    top_p, top_ids, normed = read_lens(policy, out, positions, top_k)
+    lens, normed = read_lens(policy, out, positions)  # [n, V]
+    top_p, top_ids = torch.softmax(lens, dim=-1).topk(min(top_k, lens.shape[-1]), dim=-1)  # [n, k]
+    values = value_view(policy, lens)
     f = ro.feedback[0, positions]  # [n, D] what entered, noise included
     gate = policy.adapter.gate()  # [D]
     unit = F.normalize(f, dim=-1)
@@ -184,6 +205,7 @@ def inspect_thoughts(
             columns={name: values[i] for name, values in extra.items()},
             codec_text=reads[i],
             lenses={name: rows[i] for name, rows in lenses.items()},
+            values=values[i],
             **norms(policy, f[i], embeds[0, t]),
         )
         for i, t in enumerate(positions.tolist())
@@ -254,6 +276,11 @@ def format_table(ins: Inspection) -> str:
             + "".join(f"  {more_cells[n][th.index - 1]:<{more_w[n]}}" for n in more)
             + (f"  {th.codec_text!r}" if reads else "")
         )
+    if any(th.values for th in ins.thoughts):
+        lines += ["", "weights over values (signed-number tokens, >= 0.01; the share of the whole on them):"]
+        for th in ins.thoughts:
+            cells = "  ".join(f"{v:+d} {w:.2f}" for v, w in th.values)
+            lines.append(f"{th.index:>3}  [{sum(w for _, w in th.values):.2f}]  {cells}")
     return "\n".join(lines)
 
 
@@ -284,7 +311,14 @@ def plot(ins: Inspection, path: str | Path) -> Path:
         return path
     k = max((len(th.lens) for th in ins.thoughts), default=1)
     idx = [th.index for th in ins.thoughts]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 4 + 0.45 * n), gridspec_kw={"width_ratios": [1.4, 1]})
+    shown = any(th.values for th in ins.thoughts)  # a third row: the weights over values
+    rows = 3 if shown else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(12, (4 + 0.45 * n) * rows / 2), gridspec_kw={"width_ratios": [1.4, 1]})
+    if shown:
+        grid = axes[2, 0].get_gridspec()
+        axes[2, 0].remove()
+        axes[2, 1].remove()
+        _values_panel(fig.add_subplot(grid[2, :]), ins)
     fig.suptitle(f"{ins.prompt!r} -> {ins.answer!r}   (mode {ins.mode}, layer {ins.layer})", fontsize=11)
     _lens_panel(axes[0, 0], ins, n, k)
     ax = axes[0, 1]
@@ -350,3 +384,23 @@ def _gate_panel(ax, ins: Inspection, idx: list[int]) -> None:
     top = 1.2 * max(gates + ratios) + 1e-3
     ax.set(title="how much of each thought gets through", xlabel="thought", xticks=idx, ylim=(0, top))
     ax.legend(fontsize=8)
+
+
+def _values_panel(ax, ins: Inspection) -> None:
+    """Rows = thoughts, columns = the values any thought weighs; colour and text = the weight."""
+    values = sorted({v for th in ins.thoughts for v, _ in th.values})
+    grid = torch.zeros(len(ins.thoughts), len(values))
+    for i, th in enumerate(ins.thoughts):
+        for v, w in th.values:
+            grid[i, values.index(v)] = w
+    ax.imshow(grid.numpy(), vmin=0, vmax=1, cmap="Purples", aspect="auto")
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if grid[i, j] >= 0.05:
+                ax.text(j, i, f"{float(grid[i, j]):.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] > 0.6 else "black")
+    ax.set(title="each thought's weights over values", xlabel="value", ylabel="thought")
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels([f"{v:+d}" for v in values], fontsize=7)
+    ax.set_yticks(range(len(ins.thoughts)))
+    ax.set_yticklabels([str(th.index) for th in ins.thoughts], fontsize=8)

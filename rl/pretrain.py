@@ -41,7 +41,7 @@ from neuralese.load import PRETRAIN_LOG
 from neuralese.models import load_model
 from neuralese.policy import NeuralesePolicy, render_prompt
 from neuralese.preflight import check_tokens, size_warning
-from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries
+from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries, piece_pattern
 
 
 def sft_dataset(
@@ -116,8 +116,9 @@ def pretrain(cfg: RunConfig, overwrite: bool = False, console: Console | None = 
             tokenizer = DenseTokenizer.of_codec(cfg.model.codec, key="model.codec")
         else:
             target = "completion" if "completion" in train.column_names else "answer"  # what stage 0 learns
-            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split")
-            tokenizer = build_tokenizer(env_texts(train) + env_texts(test))
+            pattern = piece_pattern(cfg.model.tiny)
+            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split", pattern)
+            tokenizer = build_tokenizer(env_texts(train) + env_texts(test), pattern=pattern)
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
         if cfg.model.codec_embedding == "composed":
             compose_code_embeddings(model, tokenizer, seed=cfg.seed)

@@ -1,7 +1,7 @@
 """Tiny models and tokenizers built from a task's own data.
 
-No weights can be downloaded here, so tests and the demo build a small Llama- or
-Qwen2-style model from a config, with a word-level tokenizer whose vocabulary is the
+No weights can be downloaded here, so tests and the demo build a small Llama-, Qwen2- or
+GPT-2-style model from a config, with a word-level tokenizer whose vocabulary is the
 set of pieces found in the task's text. Both are saved to a folder and loaded back with
 `AutoModelForCausalLM` / `AutoTokenizer`: the same code path a user's checkpoint takes.
 
@@ -9,6 +9,12 @@ The pre-tokenizer cuts text into words with their leading space (" wumpus"), sin
 digits, single punctuation marks (with a leading space if any) and single whitespace
 characters. Every character of the input lands in exactly one piece and the decoder
 concatenates pieces, so decode(encode(s)) == s for every string made of known pieces.
+With `number_pieces` (TinyModelConfig) a whole number with its sign is one piece instead:
+
+    >>> text_pieces("3,1?+3-2+0")
+    ['3', ',', '1', '?', '+', '3', '-', '2', '+', '0']
+    >>> text_pieces("3,1?+3-2+0", NUMBER_PATTERN)
+    ['3', ',', '1', '?', '+3', '-2', '+0']
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ PIECE_PATTERN = r" ?[A-Za-z]+|\d| ?[^\sA-Za-z\d]|\s"
 # Another tokenizer of the same text: digits in pairs from the left ("6911" -> "69", "11"), so two
 # tiny models can differ in tokenizer as well as shape (neuralese.translate pairs their positions).
 DIGIT_PAIR_PATTERN = r" ?[A-Za-z]+|\d\d|\d| ?[^\sA-Za-z\d]|\s"
+# A whole number with its sign, if any, is one piece (TinyModelConfig.number_pieces): a value is one position.
+NUMBER_PATTERN = r" ?[A-Za-z]+|[+-]?\d+| ?[^\sA-Za-z\d]|\s"
 
 # A minimal chat template so conversational prompts work with tiny tokenizers too.
 # Roles become words of the vocabulary ("user:", "assistant:"), one message per line.
@@ -38,6 +46,11 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 CHAT_ROLES = ("system", "user", "assistant")
+
+
+def piece_pattern(cfg: TinyModelConfig) -> str:
+    """The pre-tokenizer pattern of a tiny model's tokenizer: digits one by one, or whole numbers."""
+    return NUMBER_PATTERN if cfg.number_pieces else PIECE_PATTERN
 
 
 def _pre_tokenizer(pattern: str = PIECE_PATTERN) -> pre_tokenizers.PreTokenizer:
@@ -112,6 +125,15 @@ def build_tokenizer(
     return tokenizer
 
 
+# What a family names differently: GPT-2's MLP width is `n_inner`. Dropout is `cfg.dropout` (GPT-2's
+# default of 0.1 otherwise): the recompute runs in training mode and must equal the rollout.
+ARCH_SETTINGS = {
+    "gpt2": lambda cfg: {"n_inner": cfg.intermediate_size},
+}
+DROPOUT_KEYS = {"gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"), "llama": ("attention_dropout",),
+                "qwen2": ("attention_dropout",)}  # fmt: skip
+
+
 def build_tiny_model(
     tokenizer: PreTrainedTokenizerFast,
     cfg: TinyModelConfig,
@@ -121,6 +143,8 @@ def build_tiny_model(
 ) -> PreTrainedModel:
     """A freshly initialised model of shape `cfg` for `tokenizer`'s vocabulary (fp32): a causal LM,
     or with `auto_class=AutoModelForSequenceClassification, num_labels=1` a reward model."""
+    dropout = {key: cfg.dropout for key in DROPOUT_KEYS.get(cfg.arch, ())}
+    config_overrides = {**ARCH_SETTINGS.get(cfg.arch, lambda c: {})(cfg), **dropout, **config_overrides}
     config = AutoConfig.for_model(
         cfg.arch,
         vocab_size=len(tokenizer),
@@ -140,6 +164,10 @@ def build_tiny_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = auto_class.from_config(config, dtype=torch.float32)
+    # The dropout modules keep their rate for stage 0, while the config that is saved says 0: a loaded
+    # model has none (transformers reads the rates when it builds the modules, not when it runs them).
+    for key in dropout:
+        setattr(model.config, key, 0.0)
     if not model.can_generate():  # a sequence classifier has no generation config
         return model
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -9,12 +9,13 @@ from pathlib import Path
 import datasets
 import pytest
 
+from neuralese import features  # noqa: F401  (recipes name registered features: reward models)
 from neuralese.config import load_config
 from neuralese.envs import BUILTIN_ENVS, correctness_check, env_texts, load_split, make_env
 from neuralese.errors import CheckpointError, ConfigError, EnvError
 from neuralese.modes import get_mode
 from neuralese.rewards.combine import compute_rewards, resolve_reward
-from neuralese.tiny import text_pieces
+from neuralese.tiny import piece_pattern, text_pieces
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -69,11 +70,15 @@ def test_recipe_env_rewards_and_sizes_fit(recipe):
     thoughts = get_mode(cfg.neuralese).thought_positions  # latent mode's, or refine's over thoughts
     # A dense-token model (model.codec) reads one position per chunk of its codec's text tokens.
     per = cfg.codec.chunk_tokens if cfg.model.codec else 1
-    size = lambda text: -(-len(text_pieces(text)) // per)  # noqa: E731
+    pattern = piece_pattern(cfg.model.tiny)  # whole numbers are one piece where the recipe says so
+    size = lambda text: -(-len(text_pieces(text, pattern)) // per)  # noqa: E731
     longest = max(
         size(p) + size(c) for ds in (train, test) for p, c in zip(ds["prompt"], ds["completion"], strict=True)
     )
-    assert longest + thoughts + 2 <= cfg.model.tiny.max_positions  # + bos and eos
+    assert longest + 2 <= cfg.model.tiny.max_positions  # stage 0's text, + bos and eos
+    prompt = max(size(p) for ds in (train, test) for p in ds["prompt"])
+    budget = max(cfg.rl.max_new_tokens, cfg.eval.max_new_tokens)  # eos included
+    assert 1 + prompt + thoughts + budget <= cfg.model.tiny.max_positions  # RL's: bos, prompt, thoughts, answer
     answer_tokens = max(size(a) for a in test["answer"])
     assert answer_tokens + 1 <= cfg.eval.max_new_tokens
     assert env_texts(train)

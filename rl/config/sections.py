@@ -24,10 +24,12 @@ from neuralese.ranges import (
 
 @dataclass
 class TinyModelConfig:
-    """A tiny Llama- or Qwen2-style model built from a config, for stage 0 and tests."""
+    """A tiny Llama-, Qwen2- or GPT-2-style model built from a config, for stage 0 and tests."""
 
-    arch: Literal["llama", "qwen2"] = "llama"
-    """Model family; both are plain decoder-only causal LMs in transformers."""
+    arch: Literal["llama", "qwen2", "gpt2"] = "llama"
+    """Model family; all are plain decoder-only causal LMs in transformers. `gpt2` (learned absolute
+    positions, LayerNorm, GELU MLP) is the architecture of CoT2's MNNS models; its dropout is off, since
+    the RL recompute runs in training mode and must equal the rollout's log-probs."""
     hidden_size: PositiveInt = 128
     """Width of the residual stream."""
     num_layers: PositiveInt = 4
@@ -44,6 +46,17 @@ class TinyModelConfig:
     """Std of the initial weights; None uses 1/sqrt(hidden_size). transformers' 0.02 suits widths
     near 2,500: at width 128 it leaves attention almost uniform, and a tiny model then sits on a
     loss plateau for hundreds of steps before it finds which digits to attend to."""
+    dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
+    """Dropout while stage 0 trains (GPT-2: embeddings, residual stream and attention weights; Llama and
+    Qwen2: attention weights). The saved model's config says 0, so the model RL loads has none: the
+    recompute runs in training mode and must equal the rollout's log-probs. CoT2 trains its GPT-2 with
+    transformers' default of 0.1; without dropout a tiny GPT-2 memorises MNNS's few thousand train
+    sequences and answers held-out ones worse."""
+    number_pieces: bool = False
+    """Stage 0's tokenizer cuts a whole number, with its sign if it has one (`+12`, `-3`, `7`), into one
+    piece instead of one piece a digit, so that a value is one position: a written step is then one
+    token, as a thought is one position (MNNS's partial sums, `env.args.values`). Numbers that follow
+    one another need a sign or a separator between them to stay apart."""
 
 
 @dataclass
