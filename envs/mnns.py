@@ -50,8 +50,8 @@ import functools
 import itertools
 import random
 import re
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,12 +175,17 @@ class MNNS:
             raise ValueError(f"count must be from 2 to 12, got {self.count!r}")
         low = self.count if self.min_count is None else self.min_count
         if not 2 <= low <= self.count:
-            raise ValueError(f"need 2 <= min_count <= count, got min_count={self.min_count!r}, count={self.count!r}")
+            raise ValueError(
+                f"need 2 <= min_count <= count, got min_count={self.min_count!r}, count={self.count!r}"
+            )
         self.min_count = low
         if not 1 <= self.max_number <= 99:
             raise ValueError(f"max_number must be from 1 to 99, got {self.max_number!r}")
-        for name, value, allowed in (("path", self.path, PATHS), ("split", self.split, SPLITS),
-                                     ("train_part", self.train_part, TRAIN_PARTS)):  # fmt: skip
+        for name, value, allowed in (
+            ("path", self.path, PATHS),
+            ("split", self.split, SPLITS),
+            ("train_part", self.train_part, TRAIN_PARTS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if self.path == "sampled" and not self.values:
@@ -190,9 +195,11 @@ class MNNS:
         if self.split == "multiset":
             if self.min_count != self.count:
                 raise ValueError("split 'multiset' enumerates sequences of one length: leave min_count unset")
-            if self.max_number ** self.count > 2_000_000:
-                raise ValueError(f"split 'multiset' enumerates max_number^count = {self.max_number ** self.count} "
-                                 "sequences; keep it at 2,000,000 or fewer")  # fmt: skip
+            if self.max_number**self.count > 2_000_000:
+                raise ValueError(
+                    f"split 'multiset' enumerates max_number^count = {self.max_number**self.count} "
+                    "sequences; keep it at 2,000,000 or fewer"
+                )
         elif self.train_part != "all":
             raise ValueError("train_part splits CoT2's multisets: it needs split: multiset")
         if not 0 < self.rl_share < 1:
@@ -241,7 +248,9 @@ class MNNS:
 
     def dataset(self, split: str, n: int, seed: int) -> datasets.Dataset:
         if self.split == "hash":
-            return draw_split(self.problem, split, n, f"mnns-{seed}-{split}-{self.min_count}-{self.count}-{self.max_number}")
+            return draw_split(
+                self.problem, split, n, f"mnns-{seed}-{split}-{self.min_count}-{self.count}-{self.max_number}"
+            )
         if split not in ("train", "test", "validation"):
             raise ValueError(f"split must be 'train', 'test' or 'validation', got {split!r}")
         rng = random.Random(f"mnns-multiset-{seed}-{split}")
@@ -276,5 +285,16 @@ def make_mnns(
     `model.tiny.number_pieces`). `path`: `optimal` or `sampled` (uniform over all 2^count paths, or the
     `beams` best). `split`: `hash` or `multiset` (CoT2's, seeded by `split_seed`; `train_part` `stage0` /
     `rl` / `all` of its train multisets, `rl` being a share `rl_share` of them)."""
-    return MNNS(count=count, max_number=max_number, cot=cot, min_count=min_count, values=values, path=path,
-                beams=beams, split=split, split_seed=split_seed, train_part=train_part, rl_share=rl_share)  # fmt: skip
+    return MNNS(
+        count=count,
+        max_number=max_number,
+        cot=cot,
+        min_count=min_count,
+        values=values,
+        path=path,
+        beams=beams,
+        split=split,
+        split_seed=split_seed,
+        train_part=train_part,
+        rl_share=rl_share,
+    )

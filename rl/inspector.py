@@ -72,8 +72,12 @@ class Thought:
     cosine_prev: float | None  # cos(f, previous f); None for the first
     columns: dict[str, float | None] = field(default_factory=dict)  # the mode's own (neuralese.modes)
     codec_text: str | None = None  # what the thought reads as through a codec map (neuralese.codec.lens)
-    lenses: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # the mode's own lenses (neuralese.modes)
-    values: list[tuple[int, float]] = field(default_factory=list)  # weights over signed-number tokens, by value
+    lenses: dict[str, list[tuple[str, float]]] = field(
+        default_factory=dict
+    )  # the mode's own lenses (neuralese.modes)
+    values: list[tuple[int, float]] = field(
+        default_factory=list
+    )  # weights over signed-number tokens, by value
 
 
 @dataclass
@@ -150,7 +154,10 @@ def top_tokens(policy: NeuralesePolicy, states: torch.Tensor, top_k: int) -> lis
     """Per state [n, D] of `policy`'s fed-back space, the top tokens of its logit lens and their probabilities."""
     probs = torch.softmax(lens_logits(policy, states)[0], dim=-1)  # [n, V]
     top_p, top_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-    return [[(_show(policy.tokenizer, int(j)), float(p)) for j, p in zip(ids, ps)] for ids, ps in zip(top_ids, top_p)]
+    return [
+        [(_show(policy.tokenizer, int(j)), float(p)) for j, p in zip(ids, ps)]
+        for ids, ps in zip(top_ids, top_p)
+    ]
 
 
 def _show(tokenizer, token_id: int) -> str:
@@ -182,8 +189,13 @@ def inspect_thoughts(
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
     inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
     embeds = policy.embed(inputs)  # [1, L, D]
-    out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
-                       position_ids=ro.position_ids, output_hidden_states=True, return_dict=True)
+    out = policy.model(
+        inputs_embeds=policy.mode.final_inputs(policy, ro),
+        attention_mask=ro.attention_mask,
+        position_ids=ro.position_ids,
+        output_hidden_states=True,
+        return_dict=True,
+    )
     lens, normed = read_lens(policy, out, positions)  # [n, V]
     top_p, top_ids = torch.softmax(lens, dim=-1).topk(min(top_k, lens.shape[-1]), dim=-1)  # [n, k]
     values = value_view(policy, lens)
@@ -193,8 +205,10 @@ def inspect_thoughts(
     cosine = unit @ unit.T  # [n, n]
     extra = policy.mode.inspect_columns(policy, ro, positions)
     reads = codec_map.read(ro.thoughts[0, positions]) if codec_map is not None else [None] * len(positions)
-    lenses = {name: top_tokens(owner, states, top_k)  # the mode's own lenses (cross-model: A's and B's heads)
-              for name, (owner, states) in policy.mode.inspect_lenses(policy, ro, positions).items()}
+    lenses = {
+        name: top_tokens(owner, states, top_k)  # the mode's own lenses (cross-model: A's and B's heads)
+        for name, (owner, states) in policy.mode.inspect_lenses(policy, ro, positions).items()
+    }
     thoughts = [
         Thought(
             index=i + 1,
@@ -233,8 +247,12 @@ def norms(policy: NeuralesePolicy, f: torch.Tensor, e: torch.Tensor) -> dict[str
         return {"feedback_norm": float(f.norm()), "gate": None, "token_norm": None, "thought_to_token": None}
     gated = policy.adapter.gate() * f  # [D]
     e_norm = e.float().norm()
-    return {"feedback_norm": float(f.norm()), "gate": float(gated.norm() / f.norm().clamp_min(1e-12)),
-            "token_norm": float(e_norm), "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12))}
+    return {
+        "feedback_norm": float(f.norm()),
+        "gate": float(gated.norm() / f.norm().clamp_min(1e-12)),
+        "token_norm": float(e_norm),
+        "thought_to_token": float(gated.norm() / e_norm.clamp_min(1e-12)),
+    }
 
 
 def format_table(ins: Inspection) -> str:
@@ -252,7 +270,9 @@ def format_table(ins: Inspection) -> str:
     lens_cells = ["  ".join(f"{t} {p:.2f}" for t, p in th.lens) for th in ins.thoughts]
     width = max([len("logit lens (top tokens, prob)"), *map(len, lens_cells)])
     more = list(ins.thoughts[0].lenses) if ins.thoughts else []  # a mode's own lenses, a column each
-    more_cells = {n: ["  ".join(f"{t} {p:.2f}" for t, p in th.lenses[n][:3]) for th in ins.thoughts] for n in more}
+    more_cells = {
+        n: ["  ".join(f"{t} {p:.2f}" for t, p in th.lenses[n][:3]) for th in ins.thoughts] for n in more
+    }
     more_w = {n: max(len(n), *map(len, cells)) for n, cells in more_cells.items()}
     tok_w = max([len("input"), *(len(th.token) for th in ins.thoughts)])
     names = list(ins.thoughts[0].columns) if ins.thoughts else []
@@ -313,7 +333,9 @@ def plot(ins: Inspection, path: str | Path) -> Path:
     idx = [th.index for th in ins.thoughts]
     shown = any(th.values for th in ins.thoughts)  # a third row: the weights over values
     rows = 3 if shown else 2
-    fig, axes = plt.subplots(rows, 2, figsize=(12, (4 + 0.45 * n) * rows / 2), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, axes = plt.subplots(
+        rows, 2, figsize=(12, (4 + 0.45 * n) * rows / 2), gridspec_kw={"width_ratios": [1.4, 1]}
+    )
     if shown:
         grid = axes[2, 0].get_gridspec()
         axes[2, 0].remove()
@@ -340,7 +362,9 @@ def plot(ins: Inspection, path: str | Path) -> Path:
         _gate_panel(ax, ins, idx)
     else:
         ax.set(title="how much of each thought gets through", xticks=[], yticks=[])
-        ax.text(0.5, 0.5, textwrap.fill(f"gate {NO_GATE}", 40), ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, textwrap.fill(f"gate {NO_GATE}", 40), ha="center", va="center", transform=ax.transAxes
+        )
     ax = axes[1, 1]
     im = ax.imshow(ins.cosine.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set(title="cosine similarity between thoughts", xticks=range(n), yticks=range(n))
@@ -397,8 +421,15 @@ def _values_panel(ax, ins: Inspection) -> None:
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if grid[i, j] >= 0.05:
-                ax.text(j, i, f"{float(grid[i, j]):.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if grid[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{float(grid[i, j]):.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if grid[i, j] > 0.6 else "black",
+                )
     ax.set(title="each thought's weights over values", xlabel="value", ylabel="thought")
     ax.set_xticks(range(len(values)))
     ax.set_xticklabels([f"{v:+d}" for v in values], fontsize=7)

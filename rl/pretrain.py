@@ -45,7 +45,11 @@ from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_bou
 
 
 def sft_dataset(
-    train: datasets.Dataset, tokenizer, thought_tokens_max: int, seed: int, elide: tuple[int, int] | None = None
+    train: datasets.Dataset,
+    tokenizer,
+    thought_tokens_max: int,
+    seed: int,
+    elide: tuple[int, int] | None = None,
 ) -> datasets.Dataset:
     """prompt/completion text pairs for SFTTrainer (prompts rendered, optional thought tokens).
 
@@ -65,7 +69,7 @@ def sft_dataset(
             steps = steps_of[i]
             written = "".join(steps[:s])
             text += THOUGHT * (per_step * s)
-            target = target[len(written):]
+            target = target[len(written) :]
         elif thought_tokens_max:
             text += THOUGHT * rng.randint(0, thought_tokens_max)
         prompts.append(text)
@@ -117,7 +121,9 @@ def pretrain(cfg: RunConfig, overwrite: bool = False, console: Console | None = 
         else:
             target = "completion" if "completion" in train.column_names else "answer"  # what stage 0 learns
             pattern = piece_pattern(cfg.model.tiny)
-            check_boundaries(train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split", pattern)
+            check_boundaries(
+                train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split", pattern
+            )
             tokenizer = build_tokenizer(env_texts(train) + env_texts(test), pattern=pattern)
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
         if cfg.model.codec_embedding == "composed":

@@ -41,7 +41,9 @@ def value_tokens(tokenizer, signed_only: bool = False) -> dict[int, int]:
     return out
 
 
-def target_weights(targets: list[list[dict[int, float]]], token_of: dict[int, int], vocab_size: int) -> torch.Tensor:
+def target_weights(
+    targets: list[list[dict[int, float]]], token_of: dict[int, int], vocab_size: int
+) -> torch.Tensor:
     """[N, K, V] float32: each row's distribution over values at each of K steps, placed on the token of each
     value (`token_of`: {value: token id}). A value without a token is dropped: its mass is lost."""
     out = torch.zeros(len(targets), max(map(len, targets), default=0), vocab_size)
@@ -107,12 +109,18 @@ def thought_distributions(policy, ro) -> torch.Tensor:
     """[B, K, V] float32: the next-token distribution softmax(z / tau) at the position each of a latent
     rollout's K thoughts comes from (tau = `neuralese.thought_temperature`): an embedding-space thought's
     weights (the distribution its sampled weights are drawn from, for Gumbel and multiplex thoughts)."""
-    out = policy.model(inputs_embeds=policy.mode.final_inputs(policy, ro), attention_mask=ro.attention_mask,
-                       position_ids=ro.position_ids, return_dict=True)  # fmt: skip
+    out = policy.model(
+        inputs_embeds=policy.mode.final_inputs(policy, ro),
+        attention_mask=ro.attention_mask,
+        position_ids=ro.position_ids,
+        return_dict=True,
+    )
     thought = ro.feedback_mask & ~ro.action_mask  # [B, L] inputs that are thoughts
     counts = thought.sum(-1)
     if not bool((counts == counts[0]).all()):
-        raise ValueError("thought_distributions: every row of the rollout must have the same number of thoughts")
+        raise ValueError(
+            "thought_distributions: every row of the rollout must have the same number of thoughts"
+        )
     rows, cols = thought.nonzero(as_tuple=True)
     logits = out.logits[rows, cols - 1].float()  # [B*K, V] the source position's next-token logits
     weights = torch.softmax(logits / policy.config.thought_temperature, dim=-1)

@@ -130,8 +130,11 @@ def build_tokenizer(
 ARCH_SETTINGS = {
     "gpt2": lambda cfg: {"n_inner": cfg.intermediate_size},
 }
-DROPOUT_KEYS = {"gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"), "llama": ("attention_dropout",),
-                "qwen2": ("attention_dropout",)}  # fmt: skip
+DROPOUT_KEYS = {
+    "gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"),
+    "llama": ("attention_dropout",),
+    "qwen2": ("attention_dropout",),
+}
 
 
 def build_tiny_model(
@@ -186,7 +189,11 @@ def save_tiny(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: 
 
 
 def save_untrained(
-    texts: Iterable[str], shape: TinyModelConfig, path: str | Path, seed: int = 0, pattern: str = PIECE_PATTERN
+    texts: Iterable[str],
+    shape: TinyModelConfig,
+    path: str | Path,
+    seed: int = 0,
+    pattern: str = PIECE_PATTERN,
 ) -> Path:
     """A freshly initialised model of `shape`, with a tokenizer of the pieces of `texts`, saved to `path`:
     the model a benchmark times or a probe studies when no stage 0 has trained it."""

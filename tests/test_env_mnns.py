@@ -21,7 +21,10 @@ VALUES = {"values": True, "cot": True, "split": "multiset"}
 
 
 def brute_min(numbers: list[int]) -> int:
-    totals = [sum(s * n for s, n in zip(signs, numbers)) for signs in itertools.product((1, -1), repeat=len(numbers))]
+    totals = [
+        sum(s * n for s, n in zip(signs, numbers))
+        for signs in itertools.product((1, -1), repeat=len(numbers))
+    ]
     return min(t for t in totals if t >= 0)
 
 
@@ -72,7 +75,10 @@ def test_sampled_paths_are_uniform_over_all_sign_paths_or_the_best_beams():
     firsts = Counter(env.row(numbers, rng)["written_steps"][0] for _ in range(2000))
     assert set(firsts) == {"+3", "-3"} and abs(firsts["+3"] - 1000) < 120
     beams = make_env("mnns", {**VALUES, "path": "sampled", "beams": 2})
-    allowed = {tuple(itertools.accumulate(s * n for s, n in zip(signs, numbers)))[:-1] for signs in best_paths(numbers, 2)}
+    allowed = {
+        tuple(itertools.accumulate(s * n for s, n in zip(signs, numbers)))[:-1]
+        for signs in best_paths(numbers, 2)
+    }
     for _ in range(50):
         assert tuple(int(x) for x in beams.row(numbers, rng)["written_steps"]) in allowed
 
@@ -81,12 +87,22 @@ def test_path_distribution_is_the_share_of_sign_paths_reaching_each_sum():
     numbers = [5, 2, 2]
     for step in (1, 2, 3):
         dist = path_distribution(numbers, step)
-        counts = Counter(sum(s * n for s, n in zip(signs, numbers)) for signs in itertools.product((1, -1), repeat=step))
+        counts = Counter(
+            sum(s * n for s, n in zip(signs, numbers)) for signs in itertools.product((1, -1), repeat=step)
+        )
         assert dist == {v: c / 2**step for v, c in counts.items()}
 
 
-@pytest.mark.parametrize("args", [{"path": "sampled"}, {"train_part": "rl"}, {**VALUES, "beams": 17},
-                                  {**VALUES, "min_count": 3}, {**VALUES, "path": "best"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"path": "sampled"},
+        {"train_part": "rl"},
+        {**VALUES, "beams": 17},
+        {**VALUES, "min_count": 3},
+        {**VALUES, "path": "best"},
+    ],
+)
 def test_bad_combinations_are_refused(args):
     with pytest.raises(EnvError, match="rejected env.args"):
         make_env("mnns", args)
@@ -96,12 +112,22 @@ def test_gpt2_latent_soft_thoughts_recompute_exactly(tmp_path):
     env = make_env("mnns", {**VALUES, "path": "sampled"})
     rows = env.dataset("train", 64, seed=0)
     tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
-    cfg = TinyModelConfig(arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16)
+    cfg = TinyModelConfig(
+        arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
+    )
     model = build_tiny_model(tok, cfg)
     assert model.config.model_type == "gpt2" and model.config.resid_pdrop == 0.0
     for weights in ("softmax", "multiplex"):
-        nz = NeuraleseConfig(mode="latent", space="embedding", input="latent_only", projection="identity",
-                             num_thoughts=3, tbptt_window="full", embedding_weights=weights, multiplex_samples=3)  # fmt: skip
+        nz = NeuraleseConfig(
+            mode="latent",
+            space="embedding",
+            input="latent_only",
+            projection="identity",
+            num_thoughts=3,
+            tbptt_window="full",
+            embedding_weights=weights,
+            multiplex_samples=3,
+        )
         policy = NeuralesePolicy(model, tok, nz).train()
         ids, mask = policy.encode(list(rows["prompt"][:8]))
         ro = policy.rollout(ids, mask, 2, 1.0, torch.Generator().manual_seed(0))
@@ -119,8 +145,15 @@ def test_stage0_dropout_trains_with_it_and_saves_a_model_without(tmp_path):
 
     tok = build_tokenizer(["3,1,4,2?+3-2+0+0"], pattern=NUMBER_PATTERN)
     for arch in ("gpt2", "llama"):
-        cfg = TinyModelConfig(arch=arch, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-                              max_positions=16, dropout=0.5)  # fmt: skip
+        cfg = TinyModelConfig(
+            arch=arch,
+            hidden_size=16,
+            num_layers=1,
+            num_heads=2,
+            intermediate_size=32,
+            max_positions=16,
+            dropout=0.5,
+        )
         model = build_tiny_model(tok, cfg).train()
         ids = torch.tensor([tok("3,1,4,2?+3-2+0+0").input_ids])
         assert not torch.equal(model(ids).logits, model(ids).logits), arch  # stage 0 drops out

@@ -78,7 +78,9 @@ def test_recipe_env_rewards_and_sizes_fit(recipe):
     assert longest + 2 <= cfg.model.tiny.max_positions  # stage 0's text, + bos and eos
     prompt = max(size(p) for ds in (train, test) for p in ds["prompt"])
     budget = max(cfg.rl.max_new_tokens, cfg.eval.max_new_tokens)  # eos included
-    assert 1 + prompt + thoughts + budget <= cfg.model.tiny.max_positions  # RL's: bos, prompt, thoughts, answer
+    assert (
+        1 + prompt + thoughts + budget <= cfg.model.tiny.max_positions
+    )  # RL's: bos, prompt, thoughts, answer
     answer_tokens = max(size(a) for a in test["answer"])
     assert answer_tokens + 1 <= cfg.eval.max_new_tokens
     assert env_texts(train)

@@ -31,7 +31,11 @@ def test_columns_by_hand():
     one_path = torch.tensor([[[0.0, 0.0, 1.0, 0.0]]])
     spread = torch.tensor([[[0.1, 0.3, 0.3, 0.3]]])
     a = superposition_stats(one_path, target)
-    assert a["reachable_mass"] == [1.0] and a["entropy"] == [0.0] and a["support"] == [pytest.approx(1 / 3, abs=1e-4)]
+    assert (
+        a["reachable_mass"] == [1.0]
+        and a["entropy"] == [0.0]
+        and a["support"] == [pytest.approx(1 / 3, abs=1e-4)]
+    )
     assert a["tv_uniform"] == [pytest.approx(2 / 3, abs=1e-4)] and a["tv_paths"] == [0.5]
     b = superposition_stats(spread, target)
     assert b["reachable_mass"] == [pytest.approx(0.9)] and b["support"] == [1.0]
@@ -43,7 +47,9 @@ def test_columns_by_hand():
 
 
 def test_target_weights_place_each_value_on_its_token():
-    out = target_weights([[path_distribution([1, 1], 1), path_distribution([1, 1], 2)]], {-2: 1, 0: 2, 2: 3, 1: 4, -1: 5}, 6)
+    out = target_weights(
+        [[path_distribution([1, 1], 1), path_distribution([1, 1], 2)]], {-2: 1, 0: 2, 2: 3, 1: 4, -1: 5}, 6
+    )
     assert out.shape == (1, 2, 6)
     assert out[0, 0].tolist() == [0, 0, 0, 0, 0.5, 0.5] and out[0, 1].tolist() == [0, 0.25, 0.5, 0.25, 0, 0]
 
@@ -60,11 +66,23 @@ def test_thought_distributions_are_the_weights_each_soft_thought_was_made_of():
     rows = env.dataset("train", 64, seed=0)
     tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
     assert {v for v in value_tokens(tok, signed_only=True).values()} <= set(range(-36, 37))
-    assert not set(value_tokens(tok, signed_only=True)) & {tok.convert_tokens_to_ids(str(d)) for d in range(1, 10)}
-    model = build_tiny_model(tok, TinyModelConfig(arch="gpt2", hidden_size=16, num_layers=2, num_heads=2,
-                                                  intermediate_size=32, max_positions=16))  # fmt: skip
-    nz = NeuraleseConfig(mode="latent", space="embedding", input="latent_only", projection="identity",
-                         num_thoughts=3, thought_temperature=0.7)  # fmt: skip
+    assert not set(value_tokens(tok, signed_only=True)) & {
+        tok.convert_tokens_to_ids(str(d)) for d in range(1, 10)
+    }
+    model = build_tiny_model(
+        tok,
+        TinyModelConfig(
+            arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
+        ),
+    )
+    nz = NeuraleseConfig(
+        mode="latent",
+        space="embedding",
+        input="latent_only",
+        projection="identity",
+        num_thoughts=3,
+        thought_temperature=0.7,
+    )
     policy = NeuralesePolicy(model, tok, nz).eval()
     ids, mask = policy.encode(list(rows["prompt"][:5]))
     ro = policy.rollout(ids, mask, 2, 0.0)
@@ -80,9 +98,16 @@ def test_inspect_shows_each_thought_as_weights_over_values(tmp_path):
     env = make_env("mnns", {"values": True, "cot": True, "split": "multiset", "path": "sampled"})
     rows = env.dataset("train", 64, seed=0)
     tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
-    model = build_tiny_model(tok, TinyModelConfig(arch="gpt2", hidden_size=16, num_layers=2, num_heads=2,
-                                                  intermediate_size=32, max_positions=16), seed=1)  # fmt: skip
-    nz = NeuraleseConfig(mode="latent", space="embedding", input="latent_only", projection="identity", num_thoughts=3)
+    model = build_tiny_model(
+        tok,
+        TinyModelConfig(
+            arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
+        ),
+        seed=1,
+    )
+    nz = NeuraleseConfig(
+        mode="latent", space="embedding", input="latent_only", projection="identity", num_thoughts=3
+    )
     policy = NeuralesePolicy(model, tok, nz).eval()
     prompt = rows["prompt"][0]
     ins = inspect_thoughts(policy, prompt, max_new_tokens=2)

@@ -69,8 +69,21 @@ def diagnose(policy, cfg, n: int, samples: int) -> dict:
     rows = load_split(env, cfg.env.test_split, n, cfg.seed, cfg.env.name)
     budget, start = cfg.eval.max_new_tokens, time.perf_counter()
     policy.eval()
-    run = lambda thoughts: evaluate(policy, env, cfg.env.test_split, n, cfg.seed, 512, budget,  # noqa: E731
-                                    env_name=cfg.env.name, progress=False, thoughts=thoughts)  # fmt: skip
+
+    def run(thoughts: str) -> dict:
+        return evaluate(
+            policy,
+            env,
+            cfg.env.test_split,
+            n,
+            cfg.seed,
+            512,
+            budget,
+            env_name=cfg.env.name,
+            progress=False,
+            thoughts=thoughts,
+        )
+
     result = {"n": len(rows), **{k: v for k, v in run("own").items() if k != "split"}}
     if policy.feedback_on:
         result["accuracy_shuffled"] = run("shuffled")["accuracy"]
@@ -85,15 +98,21 @@ def diagnose(policy, cfg, n: int, samples: int) -> dict:
 def diagnose_ablation(out: Path, n: int, samples: int) -> None:
     """Every finished run of an ablation folder after RL, and its arm at switch-on, into OUT/diagnostics.jsonl."""
     record = out / "diagnostics.jsonl"
-    done = {json.loads(line)["run"] for line in record.read_text().splitlines()} if record.is_file() else set()
+    done = (
+        {json.loads(line)["run"] for line in record.read_text().splitlines()} if record.is_file() else set()
+    )
     for run in sorted(p.parent for p in (out / "runs").glob("*/ablate.json")):
         if run.name in done:
             continue
         cfg = load_config(str(run / "config.yaml"))
         arm = json.loads((run / "ablate.json").read_text())["arm"]
-        line = {"run": run.name, "arm": arm, "seed": cfg.seed,
-                "switch_on": diagnose(build_policy(cfg, "cpu"), cfg, n, samples),
-                "after": diagnose(load_policy(run, "cpu"), cfg, n, samples)}  # fmt: skip
+        line = {
+            "run": run.name,
+            "arm": arm,
+            "seed": cfg.seed,
+            "switch_on": diagnose(build_policy(cfg, "cpu"), cfg, n, samples),
+            "after": diagnose(load_policy(run, "cpu"), cfg, n, samples),
+        }
         with open(record, "a") as f:
             f.write(json.dumps(line) + "\n")
         print(json.dumps(line), flush=True)
@@ -106,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     what.add_argument("--run", help="a run folder, scored at its newest checkpoint")
     what.add_argument("--ablation", help="a `neuralese ablate` folder: every run, before and after RL")
     p.add_argument("--recipe", help="the recipe (with --model)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (with --model)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (with --model)"
+    )
     p.add_argument("--n", type=int, default=2000, help="test problems (all 1,308 of CoT2's 4-number split)")
     p.add_argument("--samples", type=int, default=0, help="samples a problem for pass@k (0: none)")
     p.add_argument("--label", default="", help="a name carried into the JSON line")
@@ -123,8 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cfg = load_config(str(Path(args.run) / "config.yaml"))
         policy = load_policy(Path(args.run), "cpu")
-    out = {"label": args.label, "model": args.model or args.run, "overrides": args.set,
-           **diagnose(policy, cfg, args.n, args.samples)}  # fmt: skip
+    out = {
+        "label": args.label,
+        "model": args.model or args.run,
+        "overrides": args.set,
+        **diagnose(policy, cfg, args.n, args.samples),
+    }
     print(json.dumps(out), flush=True)
 
 

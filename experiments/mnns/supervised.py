@@ -68,11 +68,26 @@ def supervised_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
 
 def soft_accuracy(model, tokenizer, env, cfg, num_thoughts: int) -> float:
     """Greedy accuracy on the test split with the model's own soft thoughts (CoT2's evaluation)."""
-    nz = NeuraleseConfig(mode="latent", space="embedding", input="latent_only", projection="identity",
-                         num_thoughts=num_thoughts, thought_temperature=1.0)  # fmt: skip
+    nz = NeuraleseConfig(
+        mode="latent",
+        space="embedding",
+        input="latent_only",
+        projection="identity",
+        num_thoughts=num_thoughts,
+        thought_temperature=1.0,
+    )
     policy = NeuralesePolicy(model, tokenizer, nz).eval()
-    result = evaluate(policy, env, cfg.env.test_split, cfg.eval.n, cfg.seed, cfg.eval.batch_size, 2,
-                      env_name=cfg.env.name, progress=False)  # fmt: skip
+    result = evaluate(
+        policy,
+        env,
+        cfg.env.test_split,
+        cfg.eval.n,
+        cfg.seed,
+        cfg.eval.batch_size,
+        2,
+        env_name=cfg.env.name,
+        progress=False,
+    )
     model.train()
     return result["accuracy"]
 
@@ -82,7 +97,9 @@ def train(cfg, out: Path, eval_every: int) -> dict:
     env = make_env(cfg.env.name, cfg.env.args)
     train_rows = load_split(env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)
     test_rows = load_split(env, cfg.env.test_split, cfg.env.test_size, cfg.seed, cfg.env.name)
-    tokenizer = build_tokenizer(env_texts(train_rows) + env_texts(test_rows), pattern=piece_pattern(cfg.model.tiny))
+    tokenizer = build_tokenizer(
+        env_texts(train_rows) + env_texts(test_rows), pattern=piece_pattern(cfg.model.tiny)
+    )
     model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed).train()
     data = teacher_batch(train_rows, tokenizer)
     K = data["teacher"].shape[1]
@@ -100,8 +117,13 @@ def train(cfg, out: Path, eval_every: int) -> dict:
         opt.step()
         schedule.step()
         if step % eval_every == 0 or step == p.max_steps:
-            row = {"step": step, "loss": round(loss.item(), 4), "step_losses": [round(x, 4) for x in steps.tolist()],
-                   "soft_accuracy": soft_accuracy(model, tokenizer, env, cfg, K), "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+            row = {
+                "step": step,
+                "loss": round(loss.item(), 4),
+                "step_losses": [round(x, 4) for x in steps.tolist()],
+                "soft_accuracy": soft_accuracy(model, tokenizer, env, cfg, K),
+                "wall_s": round(time.perf_counter() - start, 1),
+            }
             history.append(row)
             print(json.dumps(row), flush=True)
     with atomic_dir(out) as tmp:

@@ -18,11 +18,19 @@ import statistics
 from pathlib import Path
 
 # Arms whose thoughts RL shapes, as (window full, window 0) pairs.
-WINDOW_PAIRS = [("soft-full", "soft-w0"), ("soft-optimal-full", "soft-optimal-w0"), ("multiplex2-full", "multiplex2-w0"),
-                ("multiplex3-full", "multiplex3-w0"), ("multiplex6-full", "multiplex6-w0"), ("gumbel-full", "gumbel-w0"),
-                ("hidden-full", "hidden-w0"), ("gumbel-optimal-full", "gumbel-optimal-w0"),
-                ("multiplex3-optimal-full", "multiplex3-optimal-w0"), ("hidden-optimal-full", "hidden-optimal-w0"),
-                ("cot2-full", "cot2-w0")]  # fmt: skip
+WINDOW_PAIRS = [
+    ("soft-full", "soft-w0"),
+    ("soft-optimal-full", "soft-optimal-w0"),
+    ("multiplex2-full", "multiplex2-w0"),
+    ("multiplex3-full", "multiplex3-w0"),
+    ("multiplex6-full", "multiplex6-w0"),
+    ("gumbel-full", "gumbel-w0"),
+    ("hidden-full", "hidden-w0"),
+    ("gumbel-optimal-full", "gumbel-optimal-w0"),
+    ("multiplex3-optimal-full", "multiplex3-optimal-w0"),
+    ("hidden-optimal-full", "hidden-optimal-w0"),
+    ("cot2-full", "cot2-w0"),
+]
 SUPERPOSITION = ("entropy", "support", "reachable_mass", "tv_paths")
 
 
@@ -51,23 +59,33 @@ def runs_of(results: dict, arm: str) -> list[dict]:
 
 def accuracy_table(settings: list[tuple[str, dict, list]]) -> list[str]:
     arms = list(dict.fromkeys(r["arm"] for _, res, _ in settings for r in res["runs"]))
-    head = "| arm | " + " | ".join(f"{label}: switch-on | after RL | shuffled" for label, _, _ in settings) + " | s / run |"
+    head = (
+        "| arm | "
+        + " | ".join(f"{label}: switch-on | after RL | shuffled" for label, _, _ in settings)
+        + " | s / run |"
+    )
     lines = [head, "|---|" + "---:|---:|---:|" * len(settings) + "---:|"]
     for arm in arms:
         cells, walls = [], []
         for _, res, _ in settings:
             runs = runs_of(res, arm)
             walls += [r["wall_s"] for r in runs]
-            cells += [cell([r["switch_on"] for r in runs]), cell([r["accuracy"] for r in runs]),
-                      cell([r.get("accuracy_shuffled") for r in runs])]  # fmt: skip
+            cells += [
+                cell([r["switch_on"] for r in runs]),
+                cell([r["accuracy"] for r in runs]),
+                cell([r.get("accuracy_shuffled") for r in runs]),
+            ]
         wall = mean_std(walls)[0]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {'—' if wall is None else f'{wall:.0f}'} |")
     return lines
 
 
 def window_table(settings: list[tuple[str, dict, list]]) -> list[str]:
-    lines = ["| setting | arm | window full | window 0 | full − 0 | latent grad (full) | grad norm full / 0 | "
-             "entropy after RL, full | entropy after RL, 0 |", "|---|---|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
+    lines = [
+        "| setting | arm | window full | window 0 | full − 0 | latent grad (full) | grad norm full / 0 | "
+        "entropy after RL, full | entropy after RL, 0 |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
+    ]
     for label, res, diags in settings:
         for full, zero in WINDOW_PAIRS:
             a, b = runs_of(res, full), runs_of(res, zero)
@@ -75,9 +93,11 @@ def window_table(settings: list[tuple[str, dict, list]]) -> list[str]:
                 continue
             delta = mean_std([x["accuracy"] for x in a])[0] - mean_std([x["accuracy"] for x in b])[0]
             grads = f"{mean_std([x['grad_norm'] for x in a])[0]:.2f} / {mean_std([x['grad_norm'] for x in b])[0]:.2f}"
-            lines.append(f"| {label} | `{full.rsplit('-', 1)[0]}` | {cell([x['accuracy'] for x in a])} | "
-                         f"{cell([x['accuracy'] for x in b])} | {delta:+.3f} | {mean_std([x['latent_grad_norm'] for x in a])[0]:.3f} | "
-                         f"{grads} | {per_thought(diags, full, 'after', 'entropy')} | {per_thought(diags, zero, 'after', 'entropy')} |")  # fmt: skip
+            lines.append(
+                f"| {label} | `{full.rsplit('-', 1)[0]}` | {cell([x['accuracy'] for x in a])} | "
+                f"{cell([x['accuracy'] for x in b])} | {delta:+.3f} | {mean_std([x['latent_grad_norm'] for x in a])[0]:.3f} | "
+                f"{grads} | {per_thought(diags, full, 'after', 'entropy')} | {per_thought(diags, zero, 'after', 'entropy')} |"
+            )
     return lines
 
 
@@ -90,10 +110,16 @@ def per_thought(diags: list[dict], arm: str, when: str, key: str) -> str:
 
 
 def superposition_table(settings: list[tuple[str, dict, list]]) -> list[str]:
-    lines = ["| setting | arm | when | accuracy | " + " | ".join(SUPERPOSITION) + " |",
-             "|---|---|---|---:|" + "---|" * len(SUPERPOSITION)]  # fmt: skip
+    lines = [
+        "| setting | arm | when | accuracy | " + " | ".join(SUPERPOSITION) + " |",
+        "|---|---|---|---:|" + "---|" * len(SUPERPOSITION),
+    ]
     for label, _, diags in settings:
-        arms = list(dict.fromkeys(d["arm"] for d in diags if "superposition" in d["after"] and "+pause" not in d["arm"]))
+        arms = list(
+            dict.fromkeys(
+                d["arm"] for d in diags if "superposition" in d["after"] and "+pause" not in d["arm"]
+            )
+        )
         for arm in arms:
             for when in ("switch_on", "after"):
                 acc = cell([d[when]["accuracy"] for d in diags if d["arm"] == arm])
@@ -105,15 +131,21 @@ def superposition_table(settings: list[tuple[str, dict, list]]) -> list[str]:
 def entropy_scale(settings: list[tuple[str, dict, list]]) -> list[str]:
     out = []
     for label, _, diags in settings:
-        rows = [d["switch_on"]["superposition"]["entropy_uniform"] for d in diags if "superposition" in d["switch_on"]]
+        rows = [
+            d["switch_on"]["superposition"]["entropy_uniform"]
+            for d in diags
+            if "superposition" in d["switch_on"]
+        ]
         if rows:
             out.append(f"{label}: " + " / ".join(f"{statistics.fmean(c):.2f}" for c in zip(*rows)))
     return out
 
 
 def pass_table(settings: list[tuple[str, dict, list]], ks=(1, 2, 5, 10)) -> list[str]:
-    lines = ["| setting | arm | when | greedy | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-             "|---|---|---|---:|" + "---:|" * len(ks)]  # fmt: skip
+    lines = [
+        "| setting | arm | when | greedy | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+        "|---|---|---|---:|" + "---:|" * len(ks),
+    ]
     for label, _, diags in settings:
         for arm in ("token-optimal", "token-uniform", "soft-optimal-full", "soft-full", "cot2-full"):
             for when in ("switch_on", "after"):
@@ -121,7 +153,9 @@ def pass_table(settings: list[tuple[str, dict, list]], ks=(1, 2, 5, 10)) -> list
                 if not mine:
                     continue
                 passes = " | ".join(cell([m["pass_at"][k - 1] for m in mine]) for k in ks)
-                lines.append(f"| {label} | `{arm}` | {when.replace('_', '-')} | {cell([m['accuracy'] for m in mine])} | {passes} |")
+                lines.append(
+                    f"| {label} | `{arm}` | {when.replace('_', '-')} | {cell([m['accuracy'] for m in mine])} | {passes} |"
+                )
     return lines
 
 
@@ -132,10 +166,29 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     labels = args.labels or args.folders
     settings = [(label, *load(Path(f))) for label, f in zip(labels, args.folders, strict=True)]
-    print("\n".join(["## Accuracy", "", *accuracy_table(settings), "", "## Window full against window 0", "",
-                     *window_table(settings), "", "## Superposition (per thought; uniform-distribution entropy: "
-                     + "; ".join(entropy_scale(settings)) + ")", "", *superposition_table(settings), "",
-                     "## Discrete chain pass@k against one continuous answer", "", *pass_table(settings)]))  # fmt: skip
+    print(
+        "\n".join(
+            [
+                "## Accuracy",
+                "",
+                *accuracy_table(settings),
+                "",
+                "## Window full against window 0",
+                "",
+                *window_table(settings),
+                "",
+                "## Superposition (per thought; uniform-distribution entropy: "
+                + "; ".join(entropy_scale(settings))
+                + ")",
+                "",
+                *superposition_table(settings),
+                "",
+                "## Discrete chain pass@k against one continuous answer",
+                "",
+                *pass_table(settings),
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":
