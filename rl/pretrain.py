@@ -40,7 +40,7 @@ from neuralese.io import atomic_dir, check_output_dir, check_replaceable, write_
 from neuralese.load import PRETRAIN_LOG
 from neuralese.models import load_model
 from neuralese.policy import NeuralesePolicy, render_prompt
-from neuralese.preflight import check_tokens, size_warning
+from neuralese.preflight import READ_IN_STAGE0, check_tokens, size_warning
 from neuralese.tiny import THOUGHT, build_tiny_model, build_tokenizer, check_boundaries, piece_pattern
 
 
@@ -130,7 +130,7 @@ def pretrain(cfg: RunConfig, overwrite: bool = False, console: Console | None = 
             compose_code_embeddings(model, tokenizer, seed=cfg.seed)
     else:
         model, tokenizer = load_model(cfg.model.path, cfg.model)
-        check_tokens(train, tokenizer, f"env {cfg.env.name!r}, train split", cfg.model.path)
+        check_tokens(train, tokenizer, f"env {cfg.env.name!r}, train split", cfg.model.path, READ_IN_STAGE0)
     console.notice(f"{parameter_line(model)}, {cfg.pretrain.max_steps} steps, into {out}")
     with atomic_dir(out) as tmp:
         model, history = fit(cfg, model, tokenizer, train, tmp / "trainer", console)

@@ -159,3 +159,17 @@ def test_stage0_dropout_trains_with_it_and_saves_a_model_without(tmp_path):
         assert not torch.equal(model(ids).logits, model(ids).logits), arch  # stage 0 drops out
         loaded = AutoModelForCausalLM.from_pretrained(save_tiny(model, tok, tmp_path / arch)).train()
         assert torch.equal(loaded(ids).logits, loaded(ids).logits), arch  # RL's model does not
+
+
+def test_rl_reads_only_prompts_and_answers_so_another_written_chain_is_no_unknown_text():
+    """A stage 0 that learned one optimal path knows fewer partial sums than RL rows that draw theirs:
+    RL never tokenizes a row's completion, so only stage 0 refuses it."""
+    from neuralese.preflight import READ_IN_STAGE0, check_tokens
+
+    optimal = make_env("mnns", {"count": 4, "values": True, "cot": True, "path": "optimal"})
+    sampled = make_env("mnns", {"count": 4, "values": True, "cot": True, "path": "sampled"})
+    tok = build_tokenizer(env_texts(optimal.dataset("train", 500, seed=0)), pattern=NUMBER_PATTERN)
+    rows = sampled.dataset("train", 2000, seed=0)
+    check_tokens(rows, tok, "rl", "optimal stage 0")  # prompts and answers: every piece known
+    with pytest.raises(EnvError, match="column 'completion'"):
+        check_tokens(rows, tok, "stage 0", "optimal stage 0", READ_IN_STAGE0)
