@@ -12,9 +12,10 @@ so this is stage 0 (a model folder), and RL then starts from it like from any ot
 
 Departures from CoT2: our stage-0 optimiser schedule (AdamW, `pretrain.learning_rate` with warm-up and
 cosine decay, `pretrain.batch_size` for `pretrain.max_steps` steps) instead of lr 1e-4 for 1,000
-epochs of batch 16; no dropout (the tiny GPT-2 has none, so that RL's recompute is exact); an eos
-target after the answer, which our answers end with. At test time the thoughts are the model's own
-softmax(logits) @ E, as in CoT2's evaluation (latent mode, embedding space, temperature 1).
+epochs of batch 16; dropout `model.tiny.dropout` while it trains (CoT2: GPT-2's 0.1), saved as 0 so
+that RL's recompute is exact; an eos target after the answer, which our answers end with. At test
+time the thoughts are the model's own softmax(logits) @ E, as in CoT2's evaluation (latent mode,
+embedding space, temperature 1).
 """
 
 from __future__ import annotations
