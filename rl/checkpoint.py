@@ -8,6 +8,8 @@
     optimizer.pt           optimizer and scheduler state (tensors and numbers only)
     rng.pt                 torch, sampling-generator, Python and NumPy random states, one set per process
     trainer_state.json     step, data position, non-finite counters (and the ZeRO stage under DeepSpeed)
+    process_state.pt       what a loop keeps per process beyond its random streams, one per process,
+                           when it keeps any (RAFT's round pool: neuralese.flywheel)
     deepspeed/             under DeepSpeed: the engine's own checkpoint (ZeRO's partitioned
                            optimizer state and fp32 weights), which every process writes its part of
     manifest.json          sha256 of every file above, written last
@@ -57,6 +59,7 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
 ENGINE_DIR = "deepspeed"
 ENGINE_TAG = "engine"  # the engine's checkpoint is deepspeed/engine/
+PROCESS_STATE = "process_state.pt"
 
 
 def _sha256(path: Path) -> str:
@@ -127,10 +130,12 @@ def save_checkpoint(
     value_head: torch.nn.Module | None = None,
     keep: int = 2,
     engine_dir: Path | None = None,
+    process_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write `checkpoints/step-{step}` atomically and delete all but the newest `keep`.
 
-    `rng_states`: every process's `rng_state`, in rank order. Under DeepSpeed `optimizer` is None
+    `rng_states`: every process's `rng_state`, in rank order; `process_states`, when the loop keeps
+    state of its own per process, every process's, in rank order. Under DeepSpeed `optimizer` is None
     and `engine_dir` is the folder the engine wrote (every process its part, next to the
     checkpoint); it is moved in as `deepspeed/` before the manifest is written."""
     target = checkpoint_dir(run_dir, step)
@@ -153,6 +158,8 @@ def save_checkpoint(
             tmp / "optimizer.pt",
         )
         torch.save({"world": len(rng_states), "ranks": rng_states}, tmp / "rng.pt")
+        if process_states is not None:
+            torch.save({"world": len(process_states), "ranks": process_states}, tmp / PROCESS_STATE)
         write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
         if engine_dir is not None:
             Path(engine_dir).rename(tmp / ENGINE_DIR)
@@ -273,11 +280,15 @@ def load_checkpoint(
     world: int = 1,
     engine=None,
     zero_stage: int = 0,
+    process=None,
 ) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote into process `rank` of `world`; returns the
     trainer state. Under DeepSpeed `engine` (at ZeRO stage `zero_stage`) loads the weights and
-    its optimizer state itself: a collective, every process calls this."""
+    its optimizer state itself: a collective, every process calls this. `process`: the loop's own
+    per-process state (`load_state_dict`), when it keeps one (`process_states` of the save)."""
     verify(ckpt)
+    if process is not None:
+        process.load_state_dict(_process_state(ckpt, rank, world))
     opt, rng = _load_pt(ckpt / "optimizer.pt"), _load_pt(ckpt / "rng.pt")
     state = read_json(ckpt / "trainer_state.json", "trainer state")
     mine = _rank_rng(ckpt, rng, rank, world)
@@ -308,6 +319,20 @@ def _rank_rng(ckpt: Path, rng: dict[str, Any], rank: int, world: int) -> dict[st
             f"--num_processes {len(ranks)} (or {len(ranks)} machines' worth), or start a new run from "
             "its weights (`neuralese export`)"
         )
+    return ranks[rank]
+
+
+def _process_state(ckpt: Path, rank: int, world: int) -> dict[str, Any]:
+    """This process's part of `process_state.pt`; a checkpoint without one was written by a run that kept none."""
+    path = ckpt / PROCESS_STATE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{ckpt}: has no {PROCESS_STATE}, which this recipe keeps (RAFT's round pool, "
+            "rl.raft_samples_per_round > 0): resume with the recipe the run was started with (its config.yaml)"
+        )
+    ranks = _load_pt(path)["ranks"]
+    if len(ranks) != world:  # rng.pt's check names the remedy; the two files are written together
+        raise CheckpointError(f"{path}: written by {len(ranks)} process(es), resumed with {world}")
     return ranks[rank]
 
 

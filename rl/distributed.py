@@ -130,6 +130,17 @@ def gather_rng_states(accelerator: Accelerator, generator: torch.Generator) -> l
 
 
 @collective
+def gather_states(accelerator: Accelerator, mine: dict) -> list[dict]:
+    """Every process's `mine` (tensors, numbers, strings: a loop's own per-process state), in rank order
+    (a collective; each process gets the list)."""
+    if accelerator.num_processes == 1:
+        return [mine]
+    from accelerate.utils import gather_object
+
+    return gather_object([mine])
+
+
+@collective
 def write_engine_state(accelerator: Accelerator, engine, target: Path) -> Path:
     """DeepSpeed's own checkpoint of `engine`, every process writing its part, into a staging
     folder next to checkpoint folder `target` (named after the main process, like the folder

@@ -29,7 +29,13 @@ from accelerate import Accelerator
 
 from neuralese.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
 from neuralese.config import RunConfig, load_config, to_dict
-from neuralese.distributed import full_parameters, gather_rng_states, write_engine_state, zero_stage
+from neuralese.distributed import (
+    full_parameters,
+    gather_rng_states,
+    gather_states,
+    write_engine_state,
+    zero_stage,
+)
 from neuralese.errors import ConfigError, PeerLost
 from neuralese.run_folder import resolve_paths
 
@@ -44,6 +50,9 @@ class RunParts:
     generator: torch.Generator  # this process's sampling stream
     value_head: torch.nn.Module | None = None
     engine: Any = None  # the DeepSpeed engine, which then owns the optimizer state
+    # This process's own loop state beyond its random streams (`state_dict` / `load_state_dict` of
+    # tensors, numbers and strings), when the loop keeps one: RAFT's round pool (neuralese.flywheel)
+    process: Any = None
 
 
 def save_run(
@@ -54,6 +63,7 @@ def save_run(
     # (each process its partition); then, under ZeRO-3, every process takes part in gathering the
     # weights, which the main one writes with the rest.
     rng = gather_rng_states(accelerator, parts.generator)
+    local = None if parts.process is None else gather_states(accelerator, parts.process.state_dict())
     engine_dir = None
     if parts.engine is not None:
         state = {**state, "zero_stage": zero_stage(accelerator)}
@@ -73,6 +83,7 @@ def save_run(
             parts.value_head,
             keep=keep,
             engine_dir=engine_dir,
+            process_states=local,
         )
 
 
@@ -90,6 +101,7 @@ def restore_run(accelerator: Accelerator, ckpt: Path, parts: RunParts) -> dict[s
         world=accelerator.num_processes,
         engine=parts.engine,
         zero_stage=zero_stage(accelerator),
+        process=parts.process,
     )
 
 
