@@ -1,7 +1,8 @@
 """Advantages, KL and losses of the RL algorithms, as pure tensor functions.
 
 Tensor in, tensor out, no module state: the trainer calls these in the order of one step
-(rewards -> `group_advantages` or `gae` -> `policy_loss` (+ `value_loss`) -> backward).
+(rewards -> `group_advantages` or `gae` -> `policy_loss` (+ `value_loss`) -> backward; for RAFT,
+rewards -> `keep_mask` -> `positive_loss` -> backward).
 
 Where TRL's `GRPOTrainer` has the same quantity, the formula here is TRL's (advantages,
 clipped surrogate, k3 KL, the `dapo`/`grpo`/`dr_grpo` aggregations and clip metrics);
@@ -98,6 +99,33 @@ def zero_spread_fraction(rewards: torch.Tensor, group_size: int) -> torch.Tensor
     grouped = _grouped(rewards, group_size)  # [N/G, G]
     std = _std(grouped, dim=1)  # [N/G, 1]
     return torch.isclose(std, torch.zeros_like(std)).float().mean()  # []
+
+
+def keep_mask(
+    rewards: torch.Tensor, group_size: int, min_reward: float | None, top_k: int | None
+) -> torch.Tensor:
+    """RAFT's filter: which samples a positive-only step learns from, [N] bool.
+
+    `rewards` [N] holds N/G contiguous groups of G samples of the same prompt. A sample is kept
+    when its reward is at least `min_reward` (None: no threshold) and, with `top_k`, it is among
+    the k highest rewards of its group (ties go to the earlier sample, so the choice is
+    deterministic). `min_reward` alone is rejection sampling (ReST-EM, STaR: the right answers);
+    `top_k=1` alone is RAFT's best of each group, right or not.
+    """
+    grouped = _grouped(rewards, group_size)  # [N/G, G]
+    if min_reward is None and top_k is None:
+        raise ValueError("keep_mask needs min_reward, top_k or both: without them every sample is kept")
+    keep = torch.ones_like(grouped, dtype=torch.bool)  # [N/G, G]
+    if min_reward is not None:
+        keep &= grouped >= min_reward
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        # Stable sort: among equal rewards the earlier sample ranks first.
+        order = torch.sort(grouped, dim=1, descending=True, stable=True).indices  # [N/G, G]
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(group_size).expand_as(order))
+        keep &= rank < top_k  # [N/G, G]
+    return keep.reshape(-1)  # [N]
 
 
 # ----------------------------------------------------------------------------- masked helpers
@@ -279,6 +307,70 @@ def policy_loss(
         }
         if kl is not None:
             metrics["kl"] = masked_mean(kl, mask)
+    return loss, metrics
+
+
+def positive_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    keep: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    aggregation: Aggregation,
+    ref_logprobs: torch.Tensor | None = None,
+    beta: float = 0.0,
+    kl_estimator: Literal["k1", "k3"] = "k3",
+    kl_ratio_correction: bool = True,
+    num_tokens: int | float | torch.Tensor | None = None,
+    num_sequences: int | None = None,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """RAFT / expert iteration: the negative log-likelihood of the kept samples (+ beta * KL on them).
+
+    Per token of a kept sample: l = -log pi (+ beta * r * kl, r = exp(log pi - log pi_old) with
+    `kl_ratio_correction`, as in `policy_loss`), aggregated over the positions where `mask` is set
+    in the rows `keep` [B] (bool, or weights > 0) marks. Samples that are not kept add nothing, not
+    even to the KL: a step that keeps none has loss 0 and gradient 0 (never 0/0), and the trainer
+    takes no optimizer step for it. `logprobs` [B, T] (token plus sampled thought, the policy's
+    log-probability: with gradient through the latent chain, every thought on the path of a kept
+    answer is pushed to make it likelier); `old_logprobs`, `ref_logprobs` [B, T] are constants.
+
+    Normalizers as in `aggregate`, but counting the KEPT tokens and sequences of the whole step:
+    the loss is a mean over what was kept, so a step that keeps 3 answers takes an update as large
+    as one that keeps 300 (the supervised fine-tuning of ReST-EM and RAFT). Unlike `policy_loss`
+    there is no ratio clip: the samples are demonstrations to imitate, on-policy or from the
+    round's pool.
+
+    Metrics (detached, over kept tokens of this batch): `nll` (mean -log pi) and `kl` when
+    `ref_logprobs` is given.
+    """
+    if (
+        logprobs.shape != old_logprobs.shape
+        or logprobs.shape != mask.shape
+        or keep.shape != logprobs.shape[:1]
+    ):
+        raise ValueError(
+            f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)}, mask "
+            f"{tuple(mask.shape)} must agree on [B, T] and keep {tuple(keep.shape)} on [B]"
+        )
+    kept = mask.bool() & (keep > 0).unsqueeze(1)  # [B, T]
+    per_token = -logprobs  # [B, T]
+    kl = None
+    if ref_logprobs is not None:
+        kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)  # [B, T]
+        if kl_ratio_correction:
+            kl = kl * torch.exp(logprobs - old_logprobs)  # [B, T]
+    if beta != 0.0:
+        if kl is None:
+            raise ValueError("beta != 0 needs ref_logprobs")
+        per_token = per_token + beta * kl  # [B, T]
+    if num_sequences is None:  # this batch's kept sequences, not its rows
+        num_sequences = kept.any(dim=1).sum()
+    loss = aggregate(per_token, kept, aggregation, num_tokens, num_sequences, max_length)  # []
+    with torch.no_grad():
+        metrics = {"nll": masked_mean(-logprobs, kept)}
+        if kl is not None:
+            metrics["kl"] = masked_mean(kl, kept)
     return loss, metrics
 
 
