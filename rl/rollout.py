@@ -100,6 +100,48 @@ class Rollout:
         return self.map(lambda t: t.to(device))
 
 
+def cat_rollouts(rollouts: list[Rollout], pad_token_id: int) -> Rollout:
+    """The rows of several rollouts (of one policy and thought layout) as one record: prompts left-padded
+    to the longest prompt, generated positions right-padded to the longest, as a rollout pads its own
+    rows, so every row recomputes what it did alone. RAFT's round pool gathers its steps' kept samples so."""
+    first = rollouts[0]
+    if any((r.temperature, r.sampler) != (first.temperature, first.sampler) for r in rollouts):
+        raise ValueError(
+            "cat_rollouts: the rollouts were sampled at other temperatures or with other samplers"
+        )
+    P = max(r.prompt_length for r in rollouts)
+    G = max(r.input_ids.shape[1] - r.prompt_length for r in rollouts)
+
+    def padded(r: Rollout) -> Rollout:
+        left, right = P - r.prompt_length, G - (r.input_ids.shape[1] - r.prompt_length)
+
+        def pad(t: torch.Tensor, value=0) -> torch.Tensor:  # [B, L, ...] -> [B, left + L + right, ...]
+            shape = (t.shape[0], left + t.shape[1] + right, *t.shape[2:])
+            out = t.new_full(shape, value)
+            out[:, left : left + t.shape[1]] = t
+            return out
+
+        return replace(r.map(pad), input_ids=pad(r.input_ids, pad_token_id), prompt_length=P)
+
+    parts = [padded(r) for r in rollouts]
+    cat = {
+        f.name: torch.cat([getattr(p, f.name) for p in parts])
+        for f in fields(Rollout)
+        if isinstance(getattr(first, f.name), torch.Tensor)
+    }
+    draws = [p.draw for p in parts]
+    draw = replace(
+        first.draw,
+        **{
+            f.name: torch.cat([getattr(d, f.name) for d in draws])
+            for f in fields(first.draw)
+            if getattr(first.draw, f.name) is not None
+        },
+    )
+    extra = {k: torch.cat([p.extra[k] for p in parts]) for k in first.extra}
+    return replace(parts[0], **cat, draw=draw, extra=extra)
+
+
 @dataclass
 class Answer:
     """One answer and what made it (`NeuralesePolicy.answers`): its text, the tokens written, every
