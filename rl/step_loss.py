@@ -5,8 +5,10 @@
 (given, group-relative; or GAE over a value head for PPO), the reference log-probs when the KL is
 on, and the step-wide normalizers. `StepLoss.__call__` is one micro-batch: the log-probs recomputed
 with gradient through the latent chain truncated to the TBPTT window (`NeuralesePolicy.recompute`),
-the clipped surrogate (+ KL) (+ value loss) as pure functions of neuralese.algorithms. Normalizing by
-the whole step's counts makes the micro-batches' losses sum to the full batch's, whatever the split.
+the clipped surrogate (+ KL) (+ value loss) as pure functions of neuralese.algorithms; for RAFT the
+negative log-likelihood of the kept samples (+ KL), whose "advantages" are the filter's keep weights
+(1 kept, 0 not). Normalizing by the whole step's counts (for RAFT, of its kept samples: `counted`)
+makes the micro-batches' losses sum to the full batch's, whatever the split.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from neuralese import algorithms as algo
 from neuralese.config import RLConfig
 from neuralese.recompute import Window
 from neuralese.rollout import Rollout
+
+BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}  # the group-relative family's baselines
 
 
 @dataclass
@@ -39,6 +43,22 @@ class StepLoss:
         self, rl: RLConfig, window: Window, micro_batch: int, value_head: torch.nn.Module | None = None
     ):
         self.rl, self.window, self.micro_batch, self.value_head = rl, window, micro_batch, value_head
+
+    def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
+        """[N] one value per sample of the whole step (`rewards` [N], groups contiguous): group-relative
+        advantages, or for RAFT the filter's keep weights (1 kept, 0 not). PPO's come from `targets`."""
+        rl = self.rl
+        if rl.algorithm == "raft":
+            return algo.keep_mask(rewards, rl.samples_per_prompt, rl.raft_min_reward, rl.raft_top_k).float()
+        scale = "none" if rl.algorithm == "dr_grpo" else rl.scale_rewards
+        return algo.group_advantages(rewards, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
+
+    def counted(self, ro: Rollout, advantages: torch.Tensor | None) -> torch.Tensor:
+        """[N, L] bool: the positions the step's normalizers count: every loss position, or for RAFT those
+        of the kept samples (`advantages` [N] are then its keep weights)."""
+        if self.rl.algorithm != "raft":
+            return ro.loss_mask
+        return ro.loss_mask & (advantages > 0).unsqueeze(1)
 
     def micro_batches(self, n: int) -> list[torch.Tensor]:
         """Row indices of each micro-batch of an N-row rollout."""
@@ -98,20 +118,34 @@ class StepLoss:
         # log-prob (with its gradient) cancels it from log pi - log ref exactly.
         mb_ref = None if t.ref_logprobs is None else t.ref_logprobs[idx] + rc.thought_logprobs
         mask = mb.loss_mask
-        loss, m = algo.policy_loss(
-            rc.logprobs,
-            mb.logprobs,
-            t.advantages[idx],
-            mask,
-            rl.epsilon_low,
-            rl.epsilon_high,
-            rl.loss_aggregation,
-            mb_ref,
-            rl.beta,
-            rl.kl_estimator,
-            rl.kl_ratio_correction,
-            **t.norm,
-        )
+        if rl.algorithm == "raft":  # the advantages are the filter's keep weights
+            loss, m = algo.positive_loss(
+                rc.logprobs,
+                mb.logprobs,
+                t.advantages[idx],
+                mask,
+                aggregation=rl.loss_aggregation,
+                ref_logprobs=mb_ref,
+                beta=rl.beta,
+                kl_estimator=rl.kl_estimator,
+                kl_ratio_correction=rl.kl_ratio_correction,
+                **t.norm,
+            )
+        else:
+            loss, m = algo.policy_loss(
+                rc.logprobs,
+                mb.logprobs,
+                t.advantages[idx],
+                mask,
+                rl.epsilon_low,
+                rl.epsilon_high,
+                rl.loss_aggregation,
+                mb_ref,
+                rl.beta,
+                rl.kl_estimator,
+                rl.kl_ratio_correction,
+                **t.norm,
+            )
         if t.old_values is not None:
             vloss, vm = algo.value_loss(
                 self.value_head(rc.hidden),

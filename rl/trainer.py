@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from transformers import get_scheduler, set_seed
 
-from neuralese import algorithms as algo
 from neuralese.build import ValueHead, build_policy, build_reference, build_rewards, check_run, param_groups
 from neuralese.checkpoint import list_checkpoints
 from neuralese.config import RunConfig, save_config
@@ -58,6 +57,7 @@ from neuralese.envs import correctness_check, load_split, make_env
 from neuralese.errors import TrainingError
 from neuralese.evaluate import evaluate_task, run_task
 from neuralese.feedback import NO_GATE
+from neuralese.flywheel import Flywheel
 from neuralese.io import check_output_dir
 from neuralese.models import check_model_folder
 from neuralese.preflight import run_preflight
@@ -76,8 +76,6 @@ from neuralese.runlog import RunLog
 from neuralese.step_loss import StepLoss
 from neuralese.step_metrics import completion_rows, rollout_metrics
 from neuralese.vllm_engine import VLLMEngine, with_policy_logprobs
-
-BASELINE = {"grpo": "mean", "dr_grpo": "mean", "rloo": "loo"}
 
 
 @dataclass
@@ -138,6 +136,8 @@ class Trainer:
         self.loss = StepLoss(
             cfg.rl, cfg.neuralese.tbptt_window, cfg.rl.micro_batch_per_device, self.value_head
         )
+        total = lambda x: all_sum(self.accelerator, x)  # noqa: E731
+        self.flywheel = Flywheel(cfg.rl, cfg.seed, total, self.policy.pad_token_id)  # what updates learn from
         self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state = TrainerState()
@@ -222,16 +222,18 @@ class Trainer:
         self.console.phase("reward")
         rewards, per_func, correct, reward_stats = self.score(rows, texts, ro)
         advantages = self.advantages(rewards)
+        # The rollout itself; for RAFT the samples its filter kept, or at a round's end the round's pool.
+        batches, filtered = self.flywheel.batches(ro, advantages, rewards, correct)
         t2 = time.perf_counter()
         self.console.phase("update")
         with self.accelerator.autocast():
-            metrics = self.update(ro, advantages, rewards)
+            metrics = self.flywheel.merge([self.update(b.rollout, b.advantages, b.rewards) for b in batches])
         if self.vllm is not None:
             with full_parameters(self.accelerator, self.policy):  # the new weights, for the next rollout
                 self.vllm.sync(self.policy)
             metrics["rollout/vllm_logprob_gap_max"] = self.vllm_gap
         t3 = time.perf_counter()
-        metrics.update(self.rollout_metrics(ro, rewards, per_func, correct), **reward_stats)
+        metrics.update(self.rollout_metrics(ro, rewards, per_func, correct), **reward_stats, **filtered)
         metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
         if self.state.step % self.cfg.log.completions_every == 0:
             rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
@@ -309,31 +311,33 @@ class Trainer:
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor | None:
         """[N] group-relative advantages of this process's samples (None for PPO, whose advantages
-        need the critic), from the rewards of the whole step gathered over processes."""
-        rl = self.cfg.rl
-        if rl.algorithm == "ppo":
+        need the critic; for RAFT the filter's keep weights, 1 or 0), from the rewards of the whole
+        step gathered over processes."""
+        if self.cfg.rl.algorithm == "ppo":
             return None
-        scale = "none" if rl.algorithm == "dr_grpo" else rl.scale_rewards
         everyone = gather(self.accelerator, rewards)  # [N * world], the one-process order
-        adv = algo.group_advantages(everyone, rl.samples_per_prompt, BASELINE[rl.algorithm], scale)
-        return adv[local_block(everyone.numel(), self.rank, self.world)]
+        return self.loss.advantages(everyone)[local_block(everyone.numel(), self.rank, self.world)]
 
     # ------------------------------------------------------------------ update
 
     def update(self, ro: Rollout, advantages: torch.Tensor | None, rewards: torch.Tensor) -> dict[str, Any]:
-        """`num_iterations` optimizer steps on this rollout batch, each accumulating every micro-batch."""
+        """`num_iterations` optimizer steps on this rollout batch (one in RAFT's round mode, whose epochs
+        are batches of the pool), each accumulating every micro-batch."""
         rl = self.cfg.rl
-        mask = ro.loss_mask  # [N, L]
+        mask = self.loss.counted(ro, advantages)  # [N, L] the loss positions (RAFT: of kept samples)
         # Whole-step normalizers (over all processes, divided by their number: DDP averages).
         norm = dict(
             num_tokens=all_sum(self.accelerator, mask.sum().float()) / self.world,
-            num_sequences=ro.input_ids.shape[0],
+            num_sequences=all_sum(self.accelerator, mask.any(-1).sum().float()) / self.world,
             max_length=self.curriculum.budget(rl.max_new_tokens) + self.policy.mode.thought_positions,
         )
+        if norm["num_tokens"] == 0:  # RAFT kept no sample on any process: nothing to learn, no optimizer step
+            return {"update/skipped": 1, "lr": self.scheduler.get_last_lr()[0]}
         targets = self.loss.targets(self.policy, self.reference, ro, advantages, rewards, norm)
         micro = self.loss.micro_batches(ro.input_ids.shape[0])
         sums: dict[str, float] = {}
-        for _ in range(rl.num_iterations):
+        passes = 1 if self.flywheel.rounds else rl.num_iterations
+        for _ in range(passes):
             if self.engine is None:  # the engine clears its own (partitioned) gradients after each step
                 self.optimizer.zero_grad(set_to_none=True)
             loss_total, latent_sq = 0.0, 0.0
@@ -343,15 +347,14 @@ class Trainer:
                 loss_total += loss.item()
                 if probe is not None and probe.grad is not None:
                     latent_sq += probe.grad.float().pow(2).sum().item()
-                weight = mask[idx].sum().item() / max(1, mask.sum().item()) / rl.num_iterations
+                weight = mask[idx].sum().item() / max(1, mask.sum().item()) / passes
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * weight
-            loss_total = all_mean(
-                self.accelerator, loss_total
-            )  # the step's: every process takes the same skip decision
+            # The step's loss: every process takes the same skip decision.
+            loss_total = all_mean(self.accelerator, loss_total)
             sums["grad_norm"] = self.optimizer_step(loss_total)
             self.check_weights()
-            sums["loss"] = sums.get("loss", 0.0) + loss_total / rl.num_iterations
+            sums["loss"] = sums.get("loss", 0.0) + loss_total / passes
             sums["feedback/latent_grad_norm"] = math.sqrt(latent_sq)
         sums["lr"] = self.scheduler.get_last_lr()[0]
         return sums
@@ -466,7 +469,13 @@ class Trainer:
     def parts(self) -> RunParts:
         """What a checkpoint holds besides the loop's own state."""
         return RunParts(
-            self.policy, self.optimizer, self.scheduler, self.generator, self.value_head, self.engine
+            self.policy,
+            self.optimizer,
+            self.scheduler,
+            self.generator,
+            self.value_head,
+            self.engine,
+            process=self.flywheel if self.flywheel.rounds else None,
         )
 
     def save(self) -> None:

@@ -1,5 +1,5 @@
-"""The RL trainer on tiny real models: every algorithm runs, micro-batching does not change the
-update, a resumed run ends bit for bit where an uninterrupted one does."""
+"""The RL trainer on tiny real models: every algorithm runs (RAFT's rounds: tests/test_flywheel.py),
+micro-batching does not change the update, a resumed run ends bit for bit where an uninterrupted one does."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def params(trainer: Trainer) -> dict[str, torch.Tensor]:
         ("latent", "rloo", {"loss_aggregation": "sequence", "beta": 0.1}),
         ("hybrid", "ppo", {"num_iterations": 2}),
         ("off", "grpo", {"beta": 0.05, "kl_estimator": "k1"}),
+        ("hybrid", "raft", {"raft_min_reward": None, "raft_top_k": 1, "beta": 0.1}),
     ],
 )
 def test_algorithms_train_and_write_the_run_folder(tiny_dir, tmp_path, mode, algorithm, extra):
@@ -59,6 +60,8 @@ def test_algorithms_train_and_write_the_run_folder(tiny_dir, tmp_path, mode, alg
         assert "kl" in rows[0]
     if algorithm == "ppo":
         assert "value/explained_variance" in rows[0]
+    if algorithm == "raft":  # the best of each group of 4
+        assert rows[0]["raft/kept_share"] == 0.25 and rows[0]["update/skipped"] == 0
     assert "eval/accuracy" in final and (run / "report.png").stat().st_size > 0
     assert (run / "checkpoints" / "step-2" / "manifest.json").is_file()
     assert (run / "config.yaml").is_file() and (run / "completions.jsonl").read_text().count("\n") >= 2

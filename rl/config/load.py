@@ -236,7 +236,7 @@ def validate(cfg: RunConfig, source: str = "<config>") -> None:
     """Every declared range (neuralese.ranges), then the checks that span fields; `load_config` calls it,
     and so do the trainer and stage 0 for a config built in Python. The first rule broken is the error."""
     check_ranges(cfg, source)
-    _enforce([*_training_rules(cfg), *_tiny_rules(cfg)], source)
+    _enforce([*_training_rules(cfg), *_raft_rules(cfg), *_tiny_rules(cfg)], source)
     check_codec(cfg.codec, source)
     _enforce([*_codec_rules(cfg), *_section_rules(cfg)], source)
 
@@ -292,6 +292,40 @@ def _training_rules(cfg: RunConfig) -> list[Rule]:
     if cfg.pretrain.elided_steps:
         why = "false unless curriculum.stages > 0 (the formats it trains)"
         rules.append((cur.stages > 0, "pretrain.elided_steps", why, True))
+    return rules
+
+
+def _raft_rules(cfg: RunConfig) -> list[Rule]:
+    """RAFT's filter and its round mode: a pool of whole steps, each round inside one curriculum stage."""
+    rl, cur = cfg.rl, cfg.curriculum
+    rules: list[Rule] = []
+    if rl.algorithm == "raft" and rl.raft_min_reward is None:
+        why = "set when rl.raft_min_reward is null (with neither, every sample would be kept)"
+        rules.append((rl.raft_top_k is not None, "rl.raft_top_k", why, None))
+    if rl.raft_top_k is not None:
+        why = f"null unless rl.algorithm is 'raft' (RAFT's filter; algorithm is {rl.algorithm!r})"
+        rules.append((rl.algorithm == "raft", "rl.raft_top_k", why, rl.raft_top_k))
+        why = f"below rl.samples_per_prompt ({rl.samples_per_prompt}), or null: the top k of a group that size keep it all"
+        rules.append((rl.raft_top_k < rl.samples_per_prompt, "rl.raft_top_k", why, rl.raft_top_k))
+    n = rl.raft_samples_per_round
+    if n == 0:
+        return rules
+    why = f"0 unless rl.algorithm is 'raft' (the round mode of RAFT; algorithm is {rl.algorithm!r})"
+    rules.append((rl.algorithm == "raft", "rl.raft_samples_per_round", why, n))
+    step = rl.prompts_per_step * rl.samples_per_prompt
+    why = f"a multiple of rl.prompts_per_step x rl.samples_per_prompt ({step}): a round is whole steps"
+    rules.append((n % step == 0, "rl.raft_samples_per_round", why, n))
+    if n % step == 0 and rl.steps:
+        why = f"a multiple of the steps of a RAFT round ({n // step}): a last, unfinished round would never train"
+        rules.append((rl.steps % (n // step) == 0, "rl.steps", why, rl.steps))
+    if cur.stages > 0 and n % step == 0:
+        # A pool holds one layout of thoughts: a round must not span a change of stage.
+        why = "'steps' with rl.raft_samples_per_round > 0 (a round must end where a stage ends)"
+        rules.append((cur.advance == "steps", "curriculum.advance", why, cur.advance))
+        why = f"a multiple of the steps of a RAFT round ({n // step}), so that no round spans two stages"
+        rules.append(
+            (cur.steps_per_stage % (n // step) == 0, "curriculum.steps_per_stage", why, cur.steps_per_stage)
+        )
     return rules
 
 

@@ -244,9 +244,11 @@ class PretrainConfig:
 class RLConfig:
     """Stage 1: the RL algorithm and its sizes. Defaults follow TRL's GRPOConfig where it has one."""
 
-    algorithm: Literal["grpo", "dr_grpo", "rloo", "ppo"] = "grpo"
+    algorithm: Literal["grpo", "dr_grpo", "rloo", "ppo", "raft"] = "grpo"
     """Advantage estimator: group-relative (GRPO), GRPO without std scaling (Dr.GRPO),
-    leave-one-out (RLOO), or PPO with a value head and GAE."""
+    leave-one-out (RLOO), PPO with a value head and GAE; or RAFT (reward-ranked fine-tuning,
+    expert iteration): learn from positive samples only, maximising the log-probability of the
+    samples the reward keeps (`raft_min_reward`, `raft_top_k`), thoughts included."""
     steps: NonNegativeInt = 100
     """RL steps (one rollout batch each)."""
     prompts_per_step: PositiveInt = 16
@@ -256,7 +258,8 @@ class RLConfig:
     micro_batch_per_device: PositiveInt = 32
     """Sequences per forward/backward on one device; gradients accumulate over micro-batches."""
     num_iterations: PositiveInt = 1
-    """Updates per rollout batch (mu in the GRPO paper)."""
+    """Updates per rollout batch (mu in the GRPO paper); in RAFT's round mode, epochs over each
+    round's pool."""
     learning_rate: PositiveFloat = 1e-6
     """Learning rate of the language model (or its LoRA adapters)."""
     feedback_learning_rate: PositiveFloat | None = None
@@ -288,6 +291,20 @@ class RLConfig:
     sequence, then over sequences (original GRPO); `dr_grpo`: sum divided by batch x max length."""
     scale_rewards: Literal["group", "batch", "none"] = "group"
     """Divide advantages by the reward std of the group, of the whole batch, or not at all."""
+    raft_min_reward: FiniteFloat | None = 1.0
+    """RAFT: keep a sample whose reward is at least this (1: right by a check that scores 0 or 1);
+    None keeps by rank alone (`raft_top_k`). The reward is the run's (`rewards`, else the
+    environment's own), so the filter may be the check, any reward, a reward model or a cascade."""
+    raft_top_k: PositiveInt | None = None
+    """RAFT: keep at most the k highest-rewarded samples of each group (of those at least
+    `raft_min_reward`; ties go to the earlier sample); None keeps every one that clears it.
+    `raft_min_reward: null` with `raft_top_k: 1` is RAFT's best of each group."""
+    raft_samples_per_round: NonNegativeInt = 0
+    """RAFT round mode (expert iteration, ReST-EM): 0 learns at every step from that step's kept
+    samples; N > 0 gathers the kept samples of N sampled completions (N / (prompts_per_step x
+    samples_per_prompt) steps, all from the policy as it was when the round began) into a pool and
+    trains on it at the round's last step, `num_iterations` epochs of as many optimizer steps as
+    the round had steps. A multiple of prompts_per_step x samples_per_prompt."""
     gamma: UnitFloat = 1.0
     """PPO: discount."""
     gae_lambda: UnitFloat = 0.95
