@@ -15,6 +15,7 @@ from runs import run_config, step_rows
 from test_config import write
 from test_policy import PROMPTS, THOUGHTS, make_policy, rollout
 
+from neuralese.ablate.run import taught
 from neuralese.algorithms import keep_mask, positive_loss
 from neuralese.build import check_run
 from neuralese.config import RLConfig, load_config
@@ -205,6 +206,13 @@ def test_rounds_train_on_their_pool_log_every_round_and_resume_mid_round_bit_for
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
     read = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert strip(read(tmp_path / "whole")) == strip(read(tmp_path / "split"))
+
+
+def test_the_ablation_counts_the_groups_a_step_taught_by_each_algorithm():
+    grpo = [{"reward/zero_spread_groups": 0.75}, {"reward/zero_spread_groups": 0.25}]
+    raft = [{"reward/zero_spread_groups": 1.0, "raft/kept_groups": 1.0}, {"raft/kept_groups": 0.0}]
+    ppo = [{"reward/zero_spread_groups": 1.0, "value/explained_variance": 0.1}]
+    assert taught(grpo) == 0.5 and taught(raft) == 0.5 and taught(ppo) is None
 
 
 # ----------------------------------------------------------------------------- recipe errors

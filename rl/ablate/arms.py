@@ -187,5 +187,5 @@ def check(plan: Plan) -> None:
         stages = f", curriculum {cfg.curriculum.stages} stages" if cfg.curriculum.stages else ""
         print(
             f"ablate: {arm.name}: stage 0 {arm.stage0!r}, {feedback_label(cfg)}{stages}, "
-            f"answer budget {cfg.rl.max_new_tokens}"
+            f"answer budget {cfg.rl.max_new_tokens}, {cfg.rl.algorithm}, window {cfg.neuralese.tbptt_window}"
         )

@@ -26,6 +26,7 @@ NUMBERS = (
     "latent_grad_norm",
     "grad_norm",
     "vector_norm",
+    "taught",
     "accuracy_gate_closed",
     "accuracy_shuffled",
     "cos_consecutive",
@@ -145,20 +146,23 @@ def diagnostics_table(rows: dict[str, dict]) -> list[str]:
     lines = [
         "Diagnostics (final policies, mean over seeds; docs/ablation.md explains them): gate = mean |tanh λ|; "
         "|g·f|/|e| = gated thought against the token embedding; latent grad = gradient norm on the latent path "
-        "and grad = total gradient norm before clipping (means over the second half of the steps); cos prev = "
+        "and grad = total gradient norm before clipping (means over the second half of the steps); taught = share "
+        "of groups a step learned from (reward spread; RAFT: a kept sample), mean over steps; cos prev = "
         "cosine of consecutive thoughts; cos across = cosine of the same thought for different prompts; "
         "gate closed = accuracy of the trained policy with tanh λ set to 0; mode = the mode's own numbers "
         "(channel: |s| the state's norm, kept the share of it carried over from the position before, a the "
         "learned retention; refine: Δpass).",
         "",
-        "| arm | gate | abs(g·f)/abs(e) | latent grad | grad | cos prev | cos across | accuracy, gate closed | mode |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| arm | gate | abs(g·f)/abs(e) | latent grad | grad | taught | cos prev | cos across | accuracy, gate closed "
+        "| mode |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for a in rows.values():
         mode = ", ".join(f"{cell_name(k)} {fmt(v)}" for k, v in (a.get("mode_columns") or {}).items()) or "—"
         lines.append(
             f"| {a['arm']} | {fmt(a['gate'], '.4f')} | {fmt(a.get('thought_to_token'), '.4f')} | "
-            f"{fmt(a['latent_grad_norm'], '.2e')} | {fmt(a['grad_norm'], '.2e')} | {fmt(a.get('cos_consecutive'))} | "
+            f"{fmt(a['latent_grad_norm'], '.2e')} | {fmt(a['grad_norm'], '.2e')} | {fmt(a.get('taught'))} | "
+            f"{fmt(a.get('cos_consecutive'))} | "
             f"{fmt(a.get('cos_across_prompts'))} | {fmt(a.get('accuracy_gate_closed'))} | {mode} |"
         )
     return lines

@@ -85,7 +85,21 @@ def summarize(rows: list[dict]) -> dict:
         "latent_grad_norm": mean_of("feedback/latent_grad_norm", late),
         "grad_norm": mean_of("grad_norm", late),
         "vector_norm": mean_of("feedback/vector_norm", late),
+        "taught": taught(steps),
     }
+
+
+def taught(steps: list[dict]) -> float | None:
+    """The share of groups a step learned from, mean over the steps: groups with reward spread for the
+    group-relative algorithms (a group whose samples score alike has zero advantages), groups with a kept
+    sample for RAFT. None for PPO, whose critic gives every group an advantage."""
+    shares = []
+    for r in steps:
+        if "raft/kept_groups" in r:
+            shares.append(r["raft/kept_groups"])
+        elif "value/explained_variance" not in r:
+            shares.append(1 - r["reward/zero_spread_groups"])
+    return statistics.fmean(shares) if shares else None
 
 
 def ablate(plan: Plan, out: Path) -> None:
