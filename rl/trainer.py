@@ -1,4 +1,4 @@
-"""Stage 1: RL with continuous-thought feedback (GRPO family, PPO), on accelerate.
+"""Stage 1: RL with continuous-thought feedback (GRPO family, PPO, RAFT), on accelerate.
 
 Launch: `neuralese train RECIPE.yaml [--set key=value ...] [--out DIR] [--resume]`
         `accelerate launch --config_file recipes/accelerate/CONFIG.yaml -m neuralese.cli train RECIPE.yaml`
@@ -10,7 +10,8 @@ One step, top to bottom in `Trainer.step`:
     rollout   thoughts and answers sampled with the KV cache (neuralese.rollout), or the answers by
               vLLM after the policy's thoughts (neuralese.vllm_engine, `rl.rollout_engine: vllm`)
     reward    reward functions on the answers, weighted sum (neuralese.rewards.combine)
-    advantage group-relative (GRPO, Dr.GRPO, RLOO) or GAE with a value head (PPO)
+    advantage group-relative (GRPO, Dr.GRPO, RLOO) or GAE with a value head (PPO); for RAFT the
+              filter's keep weights, and the samples kept, or a round's pool (neuralese.flywheel)
     update    `num_iterations` optimizer steps; each recomputes the log-probs with gradient
               through the latent chain truncated to `tbptt_window` (neuralese.recompute),
               accumulating the loss over micro-batches with whole-step normalizers
