@@ -37,7 +37,8 @@ class Targets:
 
 
 class StepLoss:
-    """The clipped surrogate of one RL step (+ KL to the reference) (+ PPO's value loss)."""
+    """The clipped surrogate of one RL step, or RAFT's NLL of the kept samples (+ KL to the reference)
+    (+ PPO's value loss)."""
 
     def __init__(
         self, rl: RLConfig, window: Window, micro_batch: int, value_head: torch.nn.Module | None = None
