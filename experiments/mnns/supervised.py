@@ -98,8 +98,18 @@ def train(cfg, out: Path, eval_every: int) -> dict:
     env = make_env(cfg.env.name, cfg.env.args)
     train_rows = load_split(env, "train", cfg.env.train_size, cfg.seed, cfg.env.name)
     test_rows = load_split(env, cfg.env.test_split, cfg.env.test_size, cfg.seed, cfg.env.name)
+    # Every partial sum the teacher weighs is a token, also those no drawn path of the rows writes
+    # (5 numbers: sums near +-45 are reached by few sign paths).
+    sums = {
+        value_text(v)
+        for rows in (train_rows, test_rows)
+        for nums in rows["numbers"]
+        for k in range(1, len(nums))
+        for v in path_distribution(nums, k)
+    }
     tokenizer = build_tokenizer(
-        env_texts(train_rows) + env_texts(test_rows), pattern=piece_pattern(cfg.model.tiny)
+        env_texts(train_rows) + env_texts(test_rows) + ["".join(sorted(sums))],  # signed: one piece each
+        pattern=piece_pattern(cfg.model.tiny),
     )
     model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed).train()
     data = teacher_batch(train_rows, tokenizer)
