@@ -34,6 +34,10 @@ def update(recipe: str, batch_path: str, out: str) -> None:
         params = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this machine (torchrun's)
         torch.save({"params": params, "metrics": metrics, "world": trainer.world, "local_world": local}, out)
+    # Leave together and close the process group: a process that exits while another still holds it
+    # can abort in gloo's threads ("terminate called without an active exception").
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 def train(recipe: str, out: str) -> None:
