@@ -189,13 +189,7 @@ def inspect_thoughts(
     positions = ro.feedback_mask[0].nonzero().squeeze(-1)  # [n] inputs that received a thought
     inputs = policy.mode.final_tokens(ro)  # [1, L] the tokens the thoughts were added to
     embeds = policy.embed(inputs)  # [1, L, D]
-    out = policy.model(
-        inputs_embeds=policy.mode.final_inputs(policy, ro),
-        attention_mask=ro.attention_mask,
-        position_ids=ro.position_ids,
-        output_hidden_states=True,
-        return_dict=True,
-    )
+    out = policy.replay(ro)
     lens, normed = read_lens(policy, out, positions)  # [n, V]
     top_p, top_ids = torch.softmax(lens, dim=-1).topk(min(top_k, lens.shape[-1]), dim=-1)  # [n, k]
     values = value_view(policy, lens)

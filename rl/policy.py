@@ -14,8 +14,9 @@ from the run's config by `neuralese.load_policy`, one layer up.
 
 The policy owns the ways of running it: `rollout` (sample thoughts and answers into a `Rollout`
 record), `recompute` (the record's log-probs with gradient through a truncated latent chain),
-`complete` and `generate` (text in, text out), and `answers` (text with its thoughts and log-probs). Each asks the thought mode in force
-(neuralese.modes), which the policy holds.
+`replay` (the record's forward pass again, without gradient bookkeeping), `complete` and `generate`
+(text in, text out), and `answers` (text with its thoughts and log-probs). Each asks the thought mode
+in force (neuralese.modes), which the policy holds.
 """
 
 from __future__ import annotations
@@ -242,6 +243,18 @@ class NeuralesePolicy(nn.Module):
         need_hidden: also return pass 1's last hidden states (for a value head).
         """
         return self.mode.recompute(self, ro, window, probe, need_hidden)
+
+    def replay(self, ro: Rollout, hidden: bool = True):
+        """The model's output over `ro`'s recorded inputs (thoughts included): one teacher-forced pass
+        whose forward values equal the rollout's, for reading what the thoughts were made from (the
+        inspector, lenses, superposition diagnostics). `hidden`: with every layer's hidden states."""
+        return self.model(
+            inputs_embeds=self.mode.final_inputs(self, ro),
+            attention_mask=ro.attention_mask,
+            position_ids=ro.position_ids,
+            output_hidden_states=hidden,
+            return_dict=True,
+        )
 
     def batches(
         self, prompts: list, max_new_tokens: int, temperature: float, batch_size: int, generator

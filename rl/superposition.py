@@ -18,7 +18,7 @@ For hidden-state thoughts the same distribution is the logit lens of the final s
 position (what the model would write there); it says what the thought was read from, not what it is.
 
 The functions below are pure tensor functions; `thought_distributions` reads a policy's thoughts
-from a rollout with one teacher-forced pass (the forward values equal the rollout's, rl/recompute.py).
+from a rollout with one teacher-forced pass (`NeuralesePolicy.replay`: forward values equal the rollout's).
 """
 
 from __future__ import annotations
@@ -109,12 +109,7 @@ def thought_distributions(policy, ro) -> torch.Tensor:
     """[B, K, V] float32: the next-token distribution softmax(z / tau) at the position each of a latent
     rollout's K thoughts comes from (tau = `neuralese.thought_temperature`): an embedding-space thought's
     weights (the distribution its sampled weights are drawn from, for Gumbel and multiplex thoughts)."""
-    out = policy.model(
-        inputs_embeds=policy.mode.final_inputs(policy, ro),
-        attention_mask=ro.attention_mask,
-        position_ids=ro.position_ids,
-        return_dict=True,
-    )
+    out = policy.replay(ro, hidden=False)
     thought = ro.feedback_mask & ~ro.action_mask  # [B, L] inputs that are thoughts
     counts = thought.sum(-1)
     if not bool((counts == counts[0]).all()):

@@ -118,13 +118,7 @@ def paired_states(
     for start in range(0, len(prompts), batch_size):
         ids, mask = policy.encode(prompts[start : start + batch_size])
         ro = policy.rollout(ids, mask, max_new_tokens, 0.0)
-        out = policy.model(
-            inputs_embeds=policy.mode.final_inputs(policy, ro),
-            attention_mask=ro.attention_mask,
-            position_ids=ro.position_ids,
-            output_hidden_states=True,
-            return_dict=True,
-        )
+        out = policy.replay(ro)
         f = policy.adapter.vector(policy.thought_source(out), policy.embedding_table)  # [B, L, D]: into t + 1
         for b in range(ro.input_ids.shape[0]):
             written = ro.action_mask[b].nonzero().squeeze(-1).tolist()
