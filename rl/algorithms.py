@@ -236,6 +236,29 @@ def aggregate(
 # ----------------------------------------------------------------------------- policy loss
 
 
+def add_kl(
+    per_token: torch.Tensor,
+    logprobs: torch.Tensor,
+    ratio: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
+    beta: float,
+    kl_estimator: Literal["k1", "k3"],
+    kl_ratio_correction: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`per_token` [B, T] + beta * kl, and kl [B, T] (None without `ref_logprobs`): the KL to the
+    reference, weighed by the ratio r [B, T] when `kl_ratio_correction` (see `policy_loss`)."""
+    kl = None
+    if ref_logprobs is not None:
+        kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)  # [B, T]
+        if kl_ratio_correction:
+            kl = kl * ratio  # [B, T]
+    if beta != 0.0:
+        if kl is None:
+            raise ValueError("beta != 0 needs ref_logprobs")
+        per_token = per_token + beta * kl  # [B, T]
+    return per_token, kl
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -286,15 +309,7 @@ def policy_loss(
     ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
     clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # [B, T]
     per_token = -torch.min(ratio * advantages, clipped * advantages)  # [B, T]
-    kl = None
-    if ref_logprobs is not None:
-        kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)  # [B, T]
-        if kl_ratio_correction:
-            kl = kl * ratio  # [B, T]
-    if beta != 0.0:
-        if kl is None:
-            raise ValueError("beta != 0 needs ref_logprobs")
-        per_token = per_token + beta * kl  # [B, T]
+    per_token, kl = add_kl(per_token, logprobs, ratio, ref_logprobs, beta, kl_estimator, kl_ratio_correction)
     loss = aggregate(per_token, mask, aggregation, num_tokens, num_sequences, max_length)  # []
     with torch.no_grad():
         low = (ratio < 1 - epsilon_low) & (advantages < 0)  # [B, T]
@@ -354,16 +369,8 @@ def positive_loss(
             f"{tuple(mask.shape)} must agree on [B, T] and keep {tuple(keep.shape)} on [B]"
         )
     kept = mask.bool() & (keep > 0).unsqueeze(1)  # [B, T]
-    per_token = -logprobs  # [B, T]
-    kl = None
-    if ref_logprobs is not None:
-        kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)  # [B, T]
-        if kl_ratio_correction:
-            kl = kl * torch.exp(logprobs - old_logprobs)  # [B, T]
-    if beta != 0.0:
-        if kl is None:
-            raise ValueError("beta != 0 needs ref_logprobs")
-        per_token = per_token + beta * kl  # [B, T]
+    ratio = torch.exp(logprobs - old_logprobs)  # [B, T]
+    per_token, kl = add_kl(-logprobs, logprobs, ratio, ref_logprobs, beta, kl_estimator, kl_ratio_correction)
     if num_sequences is None:  # this batch's kept sequences, not its rows
         num_sequences = kept.any(dim=1).sum()
     loss = aggregate(per_token, kept, aggregation, num_tokens, num_sequences, max_length)  # []
