@@ -199,3 +199,20 @@ def test_the_tables_show_each_modes_own_numbers_as_markdown_cells(tmp_path):
     channel = next(line for line in lines[at:] if line.startswith("| channel |"))
     assert channel.endswith("| abs(s) 2.000, kept 0.300, a mean 0.600 |")
     assert channel.count("|") == lines[at].count("|")  # as many cells as the header
+
+
+def test_an_as_is_model_is_scored_with_room_for_its_own_written_chain():
+    # Arms with thoughts give the answer 2 tokens; the optimal-path stage 0 writes 3 partial sums first.
+    from neuralese.ablate.arms import make_plan
+    from neuralese.ablate.stage0 import format_budget
+    from neuralese.envs import env_texts, make_env
+    from neuralese.tiny import NUMBER_PATTERN, build_tokenizer
+
+    plan = make_plan(
+        str(ROOT / "recipes/mnns.yaml"), str(ROOT / "recipes/arms/mnns.yaml"), "soft-optimal-full"
+    )
+    assert plan.config(*plan.arms["soft-optimal-full"].sets).eval.max_new_tokens == 2
+    rows = make_env("mnns", {"values": True, "cot": True, "path": "optimal"}).dataset("train", 500, seed=0)
+    tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
+    assert format_budget(plan, "optimal", tok) == 5  # "+3+2-2+0": 3 steps, the answer, eos
+    assert format_budget(plan, "answer", tok) == 2

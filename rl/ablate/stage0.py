@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transformers import PreTrainedTokenizerBase
+
 from neuralese.ablate.arms import Arm, Plan, feedback_label
 from neuralese.ablate.processes import run_child
 from neuralese.build import build_policy
@@ -25,6 +27,7 @@ from neuralese.envs import make_env
 from neuralese.errors import ConfigError
 from neuralese.evaluate import evaluate
 from neuralese.policy import NeuralesePolicy
+from neuralese.preflight import targets
 
 
 def as_is_path(cfg: RunConfig, out: Path, variant: str) -> Path:
@@ -69,17 +72,27 @@ def as_is_plain(plan: Plan, as_is: dict[str, Path], out: Path) -> dict[str, dict
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     result = {}
     for variant, path in as_is.items():
-        # The longest answer budget of the arms that start from it: a chain must fit to be scored.
+        policy = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="off"))
+        # A chain must fit to be scored: the longest answer budget of the arms that start from the model,
+        # and at least what its own stage-0 format writes (arms with thoughts may give it less room).
         budget = max(
-            plan.config(*a.sets).eval.max_new_tokens for a in plan.arms.values() if a.stage0 == variant
+            format_budget(plan, variant, policy.tokenizer),
+            *(plan.config(*a.sets).eval.max_new_tokens for a in plan.arms.values() if a.stage0 == variant),
         )
         if known.get(variant, {}).get("model") != str(path) or known[variant].get("max_new_tokens") != budget:
             cfg = plan.config(f"eval.max_new_tokens={budget}")
-            policy = NeuralesePolicy.from_pretrained(path, config=NeuraleseConfig(mode="off"))
             known[variant] = {"model": str(path), "max_new_tokens": budget, **evaluate_policy(policy, cfg)}
         result[variant] = known[variant]
     cache.write_text(json.dumps(known, indent=2))
     return result
+
+
+def format_budget(plan: Plan, variant: str, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Tokens a stage-0 variant's own targets take (eos included), longest over the problems scored."""
+    cfg = plan.config(*plan.stage0[variant])
+    env = make_env(cfg.env.name, cfg.env.args)
+    rows = env.dataset(cfg.env.test_split, cfg.eval.n, cfg.seed)
+    return 1 + max(len(ids) for ids in tokenizer(targets(rows), add_special_tokens=False).input_ids)
 
 
 def switch_on(plan: Plan, arm: Arm, cfg: RunConfig, out: Path) -> float:
