@@ -127,6 +127,30 @@ def path_distribution(numbers: list[int], step: int) -> dict[int, float]:
     return {value: k / len(sums) for value, k in Counter(sums).items()}
 
 
+def step_distributions(numbers: list[int]) -> list[dict[int, float]]:
+    """`path_distribution` at every step before the last, at once (sorted by value).
+
+    >>> step_distributions([1, 1, 5])
+    [{-1: 0.5, 1: 0.5}, {-2: 0.25, 0: 0.5, 2: 0.25}]
+    """
+    dist, out = {0: 1.0}, []
+    for n in numbers[:-1]:
+        ahead: dict[int, float] = {}
+        for value, p in dist.items():
+            for v in (value + n, value - n):
+                ahead[v] = ahead.get(v, 0.0) + p / 2
+        dist = dict(sorted(ahead.items()))
+        out.append(dist)
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def reachable_columns(numbers: tuple[int, ...]) -> tuple[list[list[str]], list[list[float]]]:
+    """A values-format row's `reachable` (each step's partial sums as written) and `reachable_weights`."""
+    spread = step_distributions(list(numbers))
+    return [[value_text(v) for v in step] for step in spread], [list(step.values()) for step in spread]
+
+
 def value_text(value: int) -> str:
     """A value as the values format writes it: always signed, so values need no separator."""
     return f"{value:+d}"
@@ -221,7 +245,7 @@ class MNNS:
             signed = [f"{'+' if s > 0 else '-'}{n}" for s, n in zip(signs, numbers)]
             steps = [f"{step}={total}," for step, total in zip(signed, sums)]
             steps[-1] = steps[-1][:-1]  # no comma after the last step
-        return {
+        row = {
             "prompt": ",".join(map(str, numbers)) + "?",
             "answer": str(answer),
             "completion": "".join(steps) if self.cot else steps[-1] if self.values else str(answer),
@@ -229,6 +253,9 @@ class MNNS:
             "count": len(numbers),
             "numbers": list(numbers),
         }
+        if self.values:  # each step before the answer: the partial sums it can reach, each one token
+            row["reachable"], row["reachable_weights"] = reachable_columns(tuple(numbers))
+        return row
 
     def problem(self, rng: random.Random) -> dict[str, Any]:
         numbers = [rng.randint(1, self.max_number) for _ in range(rng.randint(self.min_count, self.count))]

@@ -10,6 +10,16 @@ finds continuous thoughts need far fewer steps than discrete ones.
     prompt  "a>c,c>e,b>d,d>f,a>g|a:f?e="     edges; from a, is f or e reachable?
     answer  "e"
     cot     "c,e"                            the nodes of a shortest path after the root
+    walk    "c,e"  or  "g,c"                 `chain: walk`: a random walk down from the root
+
+With `chain: walk` the written chain is a walk down the root's tree: each step writes a child of the
+node before, drawn uniformly (a node without children hands on to a node drawn uniformly at the next
+depth), and the answer comes last whether the walk met it or not. A model trained on such walks learns,
+at each step, the distribution of the walk over the nodes of that depth; its embedding-space thought
+at temperature 1 is then that distribution, the breadth-first frontier, in one position, while a written
+walk commits to one branch. Every row (either chain) holds, for each step before the answer, the nodes
+it can reach (`reachable`: every node of its depth below the root) and the walk's probability of each
+(`reachable_weights`, exact), so a thought's weights can be scored against them (neuralese.superposition).
 
 Nodes are letters, and letters next to each other would be one word to a tokenizer: the prompt
 ends in `=` and the chain's nodes are comma-separated, so every node is a token of its own.
@@ -42,6 +52,7 @@ import datasets
 from neuralese.envs.draws import draw_split, last_symbol_match
 
 LETTERS = string.ascii_lowercase
+CHAINS = ("shortest", "walk")
 
 
 def reach_match(prompts: list, completions: list, answer: list[str], **_: Any) -> list[float | None]:
@@ -82,6 +93,7 @@ class Reach:
     extra_edges: int = 2
     cot: bool = False
     min_hops: int | None = None
+    chain: str = "shortest"
     reward_funcs: list = field(default_factory=lambda: [reach_match])
     check: Callable = reach_match  # correct when it scores 1
 
@@ -99,6 +111,10 @@ class Reach:
                 f"need 1 <= min_hops <= hops, got min_hops={self.min_hops!r}, hops={self.hops!r}"
             )
         self.min_hops = low
+        if self.chain not in CHAINS:
+            raise ValueError(f"chain must be one of {CHAINS}, got {self.chain!r}")
+        if self.chain != "shortest" and not self.cot:
+            raise ValueError(f"chain={self.chain!r} is a written chain: it needs cot=True")
 
     def problem(self, rng: random.Random) -> dict[str, Any]:
         names = rng.sample(LETTERS, self.nodes)
@@ -129,10 +145,23 @@ class Reach:
         options = [names[target], names[negative]]
         rng.shuffle(options)
         path = [names[i] for i in shortest_path(edges, root, target)[1:]]
-        steps = [f"{n}," for n in path[:-1]] + [path[-1]]
-        return {
+        row = {
             "prompt": ",".join(listed) + f"|{names[root]}:{options[0]}?{options[1]}=",
             "answer": names[target],
+        }
+        if self.chain == "walk":  # its own generator: the graphs and questions are those of `shortest`
+            walk = draw_walk(random.Random(row["prompt"]), edges, depth, root, hops - 1)
+            path = [names[i] for i in walk] + [names[target]]
+        # What each of the steps before the answer can reach, for any chain (neuralese.superposition)
+        spread = [
+            sorted((names[i], p) for i, p in step.items())
+            for step in walk_distribution(edges, depth, root, hops - 1)
+        ]
+        row["reachable"] = [[n for n, _ in step] for step in spread]
+        row["reachable_weights"] = [[p for _, p in step] for step in spread]
+        steps = [f"{n}," for n in path[:-1]] + [path[-1]]
+        return {
+            **row,
             "completion": "".join(steps) if self.cot else names[target],
             "written_steps": steps[:-1] if self.cot else [],
             "hops": hops,
@@ -161,10 +190,75 @@ def shortest_path(edges: set[tuple[int, int]], source: int, target: int) -> list
     return path[::-1]
 
 
+def next_nodes(edges: set[tuple[int, int]], depth: dict[int, int], node: int) -> list[int]:
+    """Where a walk goes from `node`: its children, or, from a node without any, every node one level
+    deeper on its side (the walk goes on at every depth)."""
+    kids = sorted(b for a, b in edges if a == node)
+    if kids:
+        return kids
+    return sorted(n for n in reaches(edges, root_of(edges, node)) if depth[n] == depth[node] + 1)
+
+
+def root_of(edges: set[tuple[int, int]], node: int) -> int:
+    """The root above `node` (each side is a tree with one root)."""
+    parents = {b: a for a, b in sorted(edges)}
+    while node in parents:
+        node = parents[node]
+    return node
+
+
+def reaches(edges: set[tuple[int, int]], source: int) -> set[int]:
+    """Every node `source` reaches, itself included."""
+    seen, todo = {source}, [source]
+    while todo:
+        u = todo.pop()
+        for a, b in edges:
+            if a == u and b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return seen
+
+
+def draw_walk(
+    rng: random.Random, edges: set[tuple[int, int]], depth: dict[int, int], root: int, steps: int
+) -> list[int]:
+    """A walk of `steps` nodes down from `root`, each drawn uniformly from `next_nodes`."""
+    walk = [root]
+    for _ in range(steps):
+        walk.append(rng.choice(next_nodes(edges, depth, walk[-1])))
+    return walk[1:]
+
+
+def walk_distribution(
+    edges: set[tuple[int, int]], depth: dict[int, int], root: int, steps: int
+) -> list[dict[int, float]]:
+    """Where `draw_walk` is at each step, exactly: {node: probability} for steps 1..`steps`.
+
+    >>> walk_distribution({(0, 2), (0, 3), (2, 4), (3, 5), (3, 6)}, {0: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2}, 0, 2)
+    [{2: 0.5, 3: 0.5}, {4: 0.5, 5: 0.25, 6: 0.25}]
+    """
+    now, out = {root: 1.0}, []
+    for _ in range(steps):
+        nxt: dict[int, float] = {}
+        for node, p in now.items():
+            ahead = next_nodes(edges, depth, node)
+            for n in ahead:
+                nxt[n] = nxt.get(n, 0.0) + p / len(ahead)
+        now = dict(sorted(nxt.items()))
+        out.append(now)
+    return out
+
+
 def make_reach(
-    nodes: int = 10, hops: int = 3, extra_edges: int = 2, cot: bool = False, min_hops: int | None = None
+    nodes: int = 10,
+    hops: int = 3,
+    extra_edges: int = 2,
+    cot: bool = False,
+    min_hops: int | None = None,
+    chain: str = "shortest",
 ) -> Reach:
     """Graph reachability over `nodes` letters; the reachable candidate is `hops` edges below the root
     (`min_hops` to `hops` when given, drawn per problem).
-    `cot`: the stage-0 target is the path from the root, whose last node is the answer."""
-    return Reach(nodes=nodes, hops=hops, extra_edges=extra_edges, cot=cot, min_hops=min_hops)
+    `cot`: the stage-0 target is a chain from the root with the answer last: a shortest path to it
+    (`chain: shortest`), or a random walk down the root's tree (`chain: walk`; see the module)."""
+    return Reach(nodes=nodes, hops=hops, extra_edges=extra_edges, cot=cot, min_hops=min_hops, chain=chain)

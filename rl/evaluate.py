@@ -4,7 +4,8 @@ A sample is correct when the environment's correctness check (its `check`, else 
 reward function: neuralese.envs.correctness_check) gives it at least 1. pass@k is the fraction of problems with at least one
 correct answer among k samples; pass@1 the mean correctness of all samples. Both come
 from the same k samples per problem, so pass@1 < pass@k shows answers the model can
-sample but does not prefer: the room RL has to work with.
+sample but does not prefer: the room RL has to work with. `pass_at` lists the unbiased pass@j for
+j = 1..k (Chen et al. 2021), the curve a single continuous answer is set against.
 
 `thoughts: shuffled` is the control that says whether a policy uses what its thoughts carry:
 each answer is generated from another prompt's thoughts (those of the next prompt of its
@@ -15,6 +16,7 @@ own ignores the content of its thoughts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,7 +186,21 @@ def sampled_metrics(
         "pass_at_k": round(hits.any(-1).float().mean().item(), 4),
         "k": samples,
         "temperature": temperature,
+        "pass_at": [round(pass_at_k(hits, k), 4) for k in range(1, samples + 1)],  # unbiased, k = 1..samples
     }
+
+
+def pass_at_k(hits: torch.Tensor, k: int) -> float:
+    """Unbiased pass@k from n >= k samples a problem (Chen et al. 2021): [N, n] bool -> mean over N.
+
+    >>> pass_at_k(torch.tensor([[True, False], [False, False]]), 1)
+    0.25
+    """
+    n = hits.shape[-1]
+    c = hits.sum(-1).tolist()
+    # 1 - C(n - c, k) / C(n, k): the chance that k of the n samples, drawn without replacement, hold a hit
+    values = [1.0 if n - ci < k else 1.0 - math.comb(n - ci, k) / math.comb(n, k) for ci in c]
+    return sum(values) / len(values)
 
 
 def answer_all(

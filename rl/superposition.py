@@ -18,12 +18,13 @@ For hidden-state thoughts the same distribution is the logit lens of the final s
 position (what the model would write there); it says what the thought was read from, not what it is.
 
 The functions below are pure tensor functions; `thought_distributions` reads a policy's thoughts
-from a rollout with one teacher-forced pass (`NeuralesePolicy.replay`: forward values equal the rollout's).
+from a rollout with one teacher-forced pass (`NeuralesePolicy.replay`: forward values equal the rollout's),
+and `measure` scores a policy on rows of an environment that says what each step can reach (columns
+`reachable`, the token texts of each step, and `reachable_weights`: `neuralese eval --superposition`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 
 import torch
@@ -91,8 +92,10 @@ def support_share(weights: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def superposition_stats(weights: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]:
     """The columns of the module docstring per thought, means over rows: [N, K, V] x2 -> {name: [K]},
-    with `entropy uniform`, the entropy of the uniform distribution over the reachable values, for scale."""
+    with `entropy uniform`, the entropy of the uniform distribution over the reachable values, for scale.
+    A row without a target at a step (its chain is shorter) does not count at that step."""
     n_reach = (target > 0).sum(-1).float()  # [N, K]
+    has = n_reach > 0  # [N, K] a row whose chain is shorter than K has no target at its last steps
     columns = {
         "reachable_mass": reachable_mass(weights, target),
         "entropy": entropy(weights),
@@ -101,7 +104,8 @@ def superposition_stats(weights: torch.Tensor, target: torch.Tensor) -> dict[str
         "tv_paths": total_variation(weights, target),
         "support": support_share(weights, target),
     }
-    return {name: [round(float(x), 4) for x in v.mean(0)] for name, v in columns.items()}
+    counts = has.sum(0).clamp_min(1)  # [K]
+    return {name: [round(float(x), 4) for x in (v * has).sum(0) / counts] for name, v in columns.items()}
 
 
 @torch.no_grad()
@@ -122,14 +126,43 @@ def thought_distributions(policy, ro) -> torch.Tensor:
     return weights.view(thought.shape[0], int(counts[0]), -1)
 
 
-def pass_at_k(hits: torch.Tensor, k: int) -> float:
-    """Unbiased pass@k from n >= k samples a problem (Chen et al. 2021): [N, n] bool -> mean over N.
+def reachable_targets(rows, tokenizer, steps: int, vocab_size: int) -> torch.Tensor:
+    """[N, `steps`, V]: each row's `reachable_weights` placed on the token of each of its `reachable`
+    texts (one list per step before the answer; a text that is not one known token of `tokenizer` loses
+    its mass, as a value without a token does in `target_weights`)."""
+    one_token: dict[str, int | None] = {}
+    for texts in rows["reachable"]:
+        for step in texts:
+            for text in step:
+                if text not in one_token:
+                    ids = tokenizer(text, add_special_tokens=False).input_ids
+                    known = len(ids) == 1 and ids[0] != tokenizer.unk_token_id
+                    one_token[text] = ids[0] if known else None
+    token_of = {text: i for text, i in one_token.items() if i is not None}
+    targets = [
+        [dict(zip(texts, weights)) for texts, weights in zip(step_texts, step_weights)][:steps]
+        for step_texts, step_weights in zip(rows["reachable"], rows["reachable_weights"])
+    ]
+    out = target_weights(targets, token_of, vocab_size)
+    return torch.nn.functional.pad(out, (0, 0, 0, steps - out.shape[1]))  # rows with fewer steps: zeros
 
-    >>> pass_at_k(torch.tensor([[True, False], [False, False]]), 1)
-    0.25
-    """
-    n = hits.shape[-1]
-    c = hits.sum(-1).tolist()
-    # 1 - C(n - c, k) / C(n, k): the chance that k of the n samples, drawn without replacement, hold a hit
-    values = [1.0 if n - ci < k else 1.0 - math.comb(n - ci, k) / math.comb(n, k) for ci in c]
-    return sum(values) / len(values)
+
+def measure(policy, rows, budget: int, batch_size: int = 512) -> dict[str, list[float]]:
+    """The columns of `superposition_stats` for every thought of the policy's greedy answers to `rows`,
+    against what each step can reach: rows of an environment that declares it (`reachable` and
+    `reachable_weights`, one list per step before the answer: MNNS's partial sums, reach's frontier)."""
+    missing = {"reachable", "reachable_weights"} - set(rows.column_names)
+    if missing:
+        raise ValueError(
+            f"superposition: the environment's rows have no {sorted(missing)} column: it must say what "
+            "each step can reach (a list of token texts per step, and their weights)"
+        )
+    weights, targets = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.select(range(start, min(start + batch_size, len(rows))))
+        ids, mask = policy.encode(chunk["prompt"])
+        ro = policy.rollout(ids, mask, budget, 0.0)  # greedy
+        w = thought_distributions(policy, ro).cpu()  # [b, K, V]
+        weights.append(w)
+        targets.append(reachable_targets(chunk, policy.tokenizer, w.shape[1], w.shape[-1]))
+    return superposition_stats(torch.cat(weights), torch.cat(targets))

@@ -158,3 +158,65 @@ def test_mixed_difficulty_draws_every_level_and_stays_correct(name, args, column
                 int(row["answer"]) == brute_mnns(row["prompt"])
                 and len(row["written_steps"]) == row["count"] - 1
             )
+
+
+def levels(prompt: str) -> dict[str, int]:
+    """Breadth-first depth of every node the root reaches, from the prompt text alone."""
+    edges, question = prompt.split("|")
+    graph: dict[str, set[str]] = {}
+    for e in edges.split(","):
+        graph.setdefault(e[0], set()).add(e[2])
+    depth, frontier, level = {question[0]: 0}, [question[0]], 0
+    while frontier:
+        frontier, level = sorted({v for u in frontier for v in graph.get(u, ()) if v not in depth}), level + 1
+        depth.update(dict.fromkeys(frontier, level))
+    return depth
+
+
+def test_reach_walk_chain_goes_down_the_roots_tree_and_its_frontier_is_the_walks_distribution():
+    args = {"nodes": 16, "hops": 4, "min_hops": 2, "cot": True}
+    walks = make_env("reach", {**args, "chain": "walk"}).dataset("train", 300, seed=1)
+    paths = make_env("reach", args).dataset("train", 300, seed=1)
+    assert walks["prompt"] == paths["prompt"] and walks["answer"] == paths["answer"]  # only the chain differs
+    met, wide = 0, 0
+    for row in walks:
+        depth, edges = levels(row["prompt"]), set(row["prompt"].split("|")[0].split(","))
+        nodes = row["completion"].split(",")
+        assert nodes[-1] == row["answer"] and len(nodes) == row["hops"] == len(row["reachable"]) + 1
+        assert row["written_steps"] == [f"{n}," for n in nodes[:-1]]
+        root = row["prompt"].split("|")[1][0]
+        for t, (node, here, p) in enumerate(zip(nodes, row["reachable"], row["reachable_weights"]), 1):
+            assert here == sorted(n for n, d in depth.items() if d == t) and node in here
+            assert len(p) == len(here) and abs(sum(p) - 1) < 1e-9 and min(p) > 0
+            before = nodes[t - 2] if t > 1 else root
+            has_children = any(e.startswith(before + ">") for e in edges)
+            assert f"{before}>{node}" in edges or not has_children  # a child, or a hand-off from a leaf
+            wide += len(here) > 1
+        met += f"{nodes[-2]}>{row['answer']}" in edges
+    assert 0 < met < len(walks) and wide > len(walks)  # walks miss the answer; frontiers hold several nodes
+
+
+def test_reach_walk_distribution_is_where_the_walks_go():
+    import random
+
+    from neuralese.envs.reach import draw_walk, walk_distribution
+
+    edges = {(0, 2), (0, 3), (2, 4), (3, 5), (3, 6), (5, 7), (6, 8), (4, 9)}
+    depth = {0: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2, 7: 3, 8: 3, 9: 3}
+    edges.discard((4, 9))  # 4 is a leaf now: the walk hands on to a node of depth 3
+    exact = walk_distribution(edges, depth, 0, 3)
+    rng, n = random.Random(0), 20000
+    counts = [dict.fromkeys(step, 0) for step in exact]
+    for _ in range(n):
+        for t, node in enumerate(draw_walk(rng, edges, depth, 0, 3)):
+            counts[t][node] += 1
+    for step, seen in zip(exact, counts):
+        assert set(step) == set(seen) and all(abs(seen[k] / n - p) < 0.015 for k, p in step.items())
+    assert exact[2] == {7: 0.25 + 0.25, 8: 0.25 + 0.25}  # 4 hands its half on to both
+
+
+def test_reach_walk_needs_a_written_chain():
+    with pytest.raises((EnvError, ValueError), match="cot=True"):
+        make_env("reach", {"chain": "walk"})
+    with pytest.raises((EnvError, ValueError), match="chain must be one of"):
+        make_env("reach", {"cot": True, "chain": "bfs"})

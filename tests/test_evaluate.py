@@ -30,3 +30,10 @@ def test_pass_at_k_counts_any_right_sample(tiny_dir):
     result = run(tiny_dir, samples=8, temperature=1.0)
     assert 0 < result["pass_at_1"] < result["pass_at_k"] <= 1
     assert "pass_at_1" not in run(tiny_dir)  # no samples asked: greedy only
+
+
+def test_pass_at_lists_the_unbiased_curve_from_1_to_k(tiny_dir):
+    result = run(tiny_dir, samples=6, temperature=1.0)
+    curve = result["pass_at"]
+    assert len(curve) == 6 and curve == sorted(curve)
+    assert abs(curve[0] - result["pass_at_1"]) < 1e-3 and abs(curve[-1] - result["pass_at_k"]) < 1e-3

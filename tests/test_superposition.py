@@ -10,10 +10,10 @@ import torch
 from neuralese.config import NeuraleseConfig, TinyModelConfig
 from neuralese.envs import env_texts, make_env
 from neuralese.envs.mnns import path_distribution
+from neuralese.evaluate import pass_at_k
 from neuralese.policy import NeuralesePolicy
 from neuralese.superposition import (
     entropy,
-    pass_at_k,
     superposition_stats,
     support_share,
     target_weights,
@@ -127,3 +127,62 @@ def test_inspect_shows_each_thought_as_weights_over_values(tmp_path):
     table = format_table(ins)
     assert "weights over values" in table and "-3 0.50  +3 0.50" in table
     assert plot(ins, tmp_path / "thoughts.png").stat().st_size > 0
+
+
+def mnns_policy(rows, seed: int = 1) -> NeuralesePolicy:
+    tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
+    model = build_tiny_model(
+        tok,
+        TinyModelConfig(
+            arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
+        ),
+        seed=seed,
+    )
+    nz = NeuraleseConfig(
+        mode="latent", space="embedding", input="latent_only", projection="identity", num_thoughts=3
+    )
+    return NeuralesePolicy(model, tok, nz).eval()
+
+
+def test_measure_reads_the_targets_an_environment_declares():
+    from neuralese.superposition import measure, reachable_targets
+
+    env = make_env("mnns", {"values": True, "cot": True, "split": "multiset", "path": "sampled"})
+    rows = env.dataset("test", 40, seed=0)
+    policy = mnns_policy(env.dataset("train", 400, seed=0))
+    # The row's columns are MNNS's sign-path distribution, placed on each signed value's token.
+    token_of = {v: t for t, v in value_tokens(policy.tokenizer, signed_only=True).items()}
+    by_hand = [[path_distribution(nums, k) for k in (1, 2, 3)] for nums in rows["numbers"]]
+    expected = target_weights(by_hand, token_of, len(policy.tokenizer))
+    torch.testing.assert_close(reachable_targets(rows, policy.tokenizer, 3, len(policy.tokenizer)), expected)
+    ids, mask = policy.encode(list(rows["prompt"]))
+    w = thought_distributions(policy, policy.rollout(ids, mask, 2, 0.0))
+    assert measure(policy, rows, 2, batch_size=16) == superposition_stats(w, expected)  # batches join
+
+
+def test_a_row_with_a_shorter_chain_counts_only_at_its_own_steps():
+    target = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.0, 0.0]]])  # row 2: one step only
+    weights = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.3, 0.7]]])
+    stats = superposition_stats(weights, target)
+    assert stats["reachable_mass"] == [1.0, 1.0] and stats["support"] == [1.0, 0.5]
+
+
+def test_reach_frontier_targets_and_a_clear_error_without_them():
+    from datasets import Dataset
+
+    from neuralese.superposition import measure, reachable_targets
+
+    rows = make_env("reach", {"nodes": 16, "hops": 4, "min_hops": 2}).dataset("test", 30, seed=0)
+    tok = build_tokenizer(env_texts(rows))
+    target = reachable_targets(rows, tok, 3, len(tok))  # [30, 3, V]
+    for row, t in zip(rows, target):
+        for k in range(3):
+            if k < len(row["reachable"]):
+                assert t[k].sum().item() == pytest.approx(1.0)
+                assert {tok.convert_ids_to_tokens(i) for i in t[k].nonzero().flatten().tolist()} == set(
+                    row["reachable"][k]
+                )
+            else:
+                assert t[k].sum() == 0
+    with pytest.raises(ValueError, match=r"no \['reachable', 'reachable_weights'\] column"):
+        measure(None, Dataset.from_list([{"prompt": "1+1="}]), 2)

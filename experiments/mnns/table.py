@@ -4,7 +4,7 @@
         --labels "4 numbers, dim 32" "4 numbers, dim 24" "5 numbers, dim 32"
 
 Reads each folder's `results.json` (`neuralese ablate`) and `diagnostics.jsonl`
-(`python -m experiments.mnns.diagnose --ablation OUT --samples 10`) and prints four markdown tables:
+(`neuralese ablate RECIPE --out OUT --diagnose --samples 10`) and prints four markdown tables:
 accuracy per arm and setting (mean ± std over seeds, switch-on beside it, controls), window `full`
 against window 0 for every arm RL must teach, the superposition of each thought before and after RL,
 and the discrete chain's pass@k against one continuous answer.

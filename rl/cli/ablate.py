@@ -4,10 +4,12 @@
                      [--set key=value ...] [--threads 1]
     neuralese ablate RECIPE.yaml --spec ARMS.yaml --check        every arm's recipe resolved, then stop
     neuralese ablate RECIPE.yaml --spec ARMS.yaml --switch-on    every arm scored before any RL step
+    neuralese ablate RECIPE.yaml --out DIR --diagnose [--samples K]   every finished run scored again
 
 Trains every arm x seed in its own process and writes OUT/table.md, OUT/accuracy.png and
 OUT/results.json (neuralese.ablate; docs/ablation.md). OUT defaults to the recipe's output_dir +
-'/ablate'.
+'/ablate'. `--diagnose` adds OUT/diagnostics.jsonl: each finished run at switch-on and after RL, with
+shuffled thoughts, superposition and pass@1..K (neuralese.ablate.rescore).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 from neuralese.cli.flags import field_type, number_flag, recipe_command
 from neuralese.config import RLConfig
-from neuralese.ranges import PositiveInt
+from neuralese.errors import UsageError
+from neuralese.ranges import NonNegativeInt, PositiveInt
 
 
 def cmd_ablate(args: argparse.Namespace) -> None:
@@ -42,6 +45,15 @@ def cmd_ablate(args: argparse.Namespace) -> None:
 
         out.mkdir(parents=True, exist_ok=True)
         print(switch_on_table(plan, out))
+        return
+    if args.diagnose:
+        from neuralese.ablate.rescore import rescore
+
+        if not (out / "runs").is_dir():
+            raise UsageError(
+                f"--diagnose: {out} holds no runs (OUT/runs); run the ablation first, or give --out"
+            )
+        print(f"ablate: {rescore(out, args.samples)} run(s) scored into {out / 'diagnostics.jsonl'}")
         return
     from neuralese.ablate.run import ablate
 
@@ -74,5 +86,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only score every arm before any RL step, with its own and shuffled thoughts "
         "(OUT/switch_on.md); trains nothing but the stage-0 models",
+    )
+    what.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="only score every finished run again, at switch-on and after RL: shuffled thoughts, "
+        "superposition, pass@1..K (OUT/diagnostics.jsonl)",
+    )
+    number_flag(
+        p, "--samples", NonNegativeInt, 10, "answers a problem for pass@1..K with --diagnose (0: none)"
     )
     p.set_defaults(fn=cmd_ablate)

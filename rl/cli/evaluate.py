@@ -2,13 +2,16 @@
 
     neuralese eval RUN                       the run's env, test split, `eval` section and seed
     neuralese eval CHECKPOINT [--env NAME] [--env-args YAML] [--split test] [--n N]
-                   [--samples K --temperature T] [--max-new-tokens M] [--thoughts shuffled]
+                   [--samples K --temperature T] [--max-new-tokens M] [--thoughts shuffled] [--superposition]
 
 Prints one JSON line with at least `accuracy`, `n` and `mean_generated_positions`. A run folder, a
 checkpoint, an exported folder and an as-is model from `neuralese pretrain` know the task they were
 trained on (neuralese.load.task_of): every flag then defaults to what the run used, so `eval RUN`
 prints the run's own final evaluation; a flag overrides it. A plain model folder needs `--env`, and
 its other flags default to the `eval` config fields they stand for (their ranges are those fields').
+With `--samples K` it also prints `pass_at`, pass@1..K. `--superposition` adds, per thought, how much of
+it sits on what that step can reach (neuralese.superposition), for environments whose rows say what
+each step can reach (`reachable`, `reachable_weights`: MNNS with `values: true`, reach).
 """
 
 from __future__ import annotations
@@ -71,8 +74,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     rows = load_split(env, task.split, task.eval.n, task.seed, task.env)
     folder = model_folder(src)
     check_tokens(rows, load_tokenizer(folder), f"env {task.env!r}, {task.split} split", folder)
+    missing = sorted({"reachable", "reachable_weights"} - set(rows.column_names))
+    if args.superposition and missing:
+        raise UsageError(
+            f"argument --superposition: env {task.env!r} does not say what each step can reach (its rows have "
+            f"no {missing} column); MNNS with values: true and reach do"
+        )
     policy = load_source(src, device=device)
-    print(json.dumps(evaluate_task(policy, env, task, progress=not args.quiet, thoughts=args.thoughts)))
+    result = evaluate_task(policy, env, task, progress=not args.quiet, thoughts=args.thoughts)
+    if args.superposition:
+        if not (policy.feedback_on and policy.mode.thought_positions):
+            raise UsageError(f"argument --superposition: {args.checkpoint} has no thoughts to measure")
+        from neuralese.superposition import measure
+
+        result["superposition"] = measure(policy, rows, task.eval.max_new_tokens, task.eval.batch_size)
+    print(json.dumps(result))
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -110,6 +126,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=("own", "shuffled"),
         default="own",
         help="`shuffled`: each greedy answer reads another prompt's thoughts (does the policy use them?)",
+    )
+    p.add_argument(
+        "--superposition",
+        action="store_true",
+        help="also measure, per thought, the weight it puts on what that step can reach (neuralese.superposition)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_eval)
