@@ -130,6 +130,12 @@ def reachable_targets(rows, tokenizer, steps: int, vocab_size: int) -> torch.Ten
     """[N, `steps`, V]: each row's `reachable_weights` placed on the token of each of its `reachable`
     texts (one list per step before the answer; a text that is not one known token of `tokenizer` loses
     its mass, as a value without a token does in `target_weights`)."""
+    for n, (texts, weights) in enumerate(zip(rows["reachable"], rows["reachable_weights"])):
+        if len(texts) != len(weights) or any(len(t) != len(w) for t, w in zip(texts, weights)):
+            raise ValueError(
+                f"superposition: row {n}: `reachable` and `reachable_weights` must have the same shape (a "
+                f"list per step, one weight per text), got {texts!r} and {weights!r}"
+            )
     one_token: dict[str, int | None] = {}
     for texts in rows["reachable"]:
         for step in texts:

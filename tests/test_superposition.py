@@ -184,5 +184,10 @@ def test_reach_frontier_targets_and_a_clear_error_without_them():
                 )
             else:
                 assert t[k].sum() == 0
+    bad = Dataset.from_list([{"reachable": [["a", "b"]], "reachable_weights": [[1.0]]}])
+    with pytest.raises(
+        ValueError, match="row 0: `reachable` and `reachable_weights` must have the same shape"
+    ):
+        reachable_targets(bad, tok, 1, len(tok))
     with pytest.raises(ValueError, match=r"no \['reachable', 'reachable_weights'\] column"):
         measure(None, Dataset.from_list([{"prompt": "1+1="}]), 2)
