@@ -45,10 +45,12 @@ from typing import Any
 import datasets
 
 from neuralese.envs.files import data_path, read_json_list, require_keys, require_text, take
+from neuralese.envs.walks import children_of, depths, draw_walk, frontier_columns
 from neuralese.errors import EnvError
 from neuralese.rewards.match import ANSWER_MARK, exact_match
 
 VALID_FILE = "prosqa/prosqa_valid.json"
+CHAINS = ("sentences", "walk")
 EVAL_SPLITS = ("valid", "validation", "test")
 
 # The name pools of the real data: every person and concept name in its validation split.
@@ -229,6 +231,7 @@ class ProsQA:
     max_hops: int = 6
     path: str | None = None
     train_path: str | None = None
+    chain: str = "sentences"
     reward_funcs: list = field(default_factory=lambda: [exact_match])
     check: Callable = exact_match  # correct when it scores 1
 
@@ -237,28 +240,36 @@ class ProsQA:
             raise ValueError(
                 f"need 1 <= min_hops <= max_hops, got min_hops={self.min_hops}, max_hops={self.max_hops}"
             )
+        if self.chain not in CHAINS:
+            raise ValueError(f"chain must be one of {CHAINS}, got {self.chain!r}")
+        if self.chain == "walk" and not self.cot:
+            raise ValueError("chain='walk' is a written chain: it needs cot=True")
 
     def _rows(self, records: list[dict[str, Any]]) -> datasets.Dataset:
         def target(r: dict[str, Any]) -> str:
             return " ".join([*r["steps"], ANSWER_MARK, r["answer"]]) if self.cot else r["answer"]
 
-        return datasets.Dataset.from_dict(
-            {
-                "prompt": [r["question"] for r in records],
-                "answer": [r["answer"] for r in records],
-                "completion": [target(r) for r in records],
-                "steps": [list(r["steps"]) for r in records],
-                # The pieces the chain-of-thought completion begins with (the RL curriculum's steps).
-                "written_steps": [[f"{x} " for x in r["steps"]] if self.cot else [] for r in records],
-            }
-        )
+        rows = {
+            "prompt": [r["question"] for r in records],
+            "answer": [r["answer"] for r in records],
+            "completion": [target(r) for r in records],
+            "steps": [list(r["steps"]) for r in records],
+            # The pieces the chain-of-thought completion begins with (the RL curriculum's steps).
+            "written_steps": [[f"{x} " for x in r["steps"]] if self.cot else [] for r in records],
+        }
+        if self.chain == "walk":
+            walks = [walk_row(r) for r in records]
+            for key in ("completion", "written_steps", "reachable", "reachable_weights"):
+                rows[key] = [w[key] for w in walks]
+        return datasets.Dataset.from_dict(rows)
 
     def load(self, path: str | None, arg: str) -> list[dict[str, Any]]:
         """The records of a file in the real format; rows missing a field are an EnvError."""
         file = data_path(path, VALID_FILE, "prosqa", arg)
         records = read_json_list(file, "prosqa")
+        graph = ("idx_to_symbol", "edges", "root") if self.chain == "walk" else ()  # a walk needs the graph
         for i, r in enumerate(records):
-            require_keys(r, ("question", "answer", "steps"), file, i, "prosqa")
+            require_keys(r, ("question", "answer", "steps", *graph), file, i, "prosqa")
             require_text(r, ("question", "answer"), file, i, "prosqa")
             if not isinstance(r["steps"], list) or not all(isinstance(x, str) for x in r["steps"]):
                 shown = repr(r["steps"])
@@ -294,17 +305,39 @@ class ProsQA:
         raise ValueError(f"split must be 'train' or one of {', '.join(EVAL_SPLITS)}, got {split!r}")
 
 
+def walk_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A record's columns for `chain: walk`: a random walk of concept names down from the person, one
+    name a step (one token each), as many steps as the shortest path has concepts before the answer,
+    then `####` and the answer sentence; and what each step can reach (neuralese.envs.walks)."""
+    names, kids, root = r["idx_to_symbol"], children_of(r["edges"]), r["root"]
+    steps = len(r["steps"]) - 1
+    walk = draw_walk(random.Random(r["question"]), kids, depths(kids, root), root, steps)
+    written = [(" " if k else "") + names[n] for k, n in enumerate(walk)]
+    reach, weights = frontier_columns(kids, root, steps, lambda k, n: (" " if k else "") + names[n])
+    return {
+        "completion": "".join(written) + (" " if written else "") + f"{ANSWER_MARK} {r['answer']}",
+        "written_steps": written,
+        "reachable": reach,
+        "reachable_weights": weights,
+    }
+
+
 def make_prosqa(
     cot: bool = False,
     min_hops: int = 3,
     max_hops: int = 6,
     path: str | None = None,
     train_path: str | None = None,
+    chain: str = "sentences",
 ) -> ProsQA:
-    """ProsQA. `cot`: the stage-0 target is the shortest path, `####`, then the answer sentence.
+    """ProsQA. `cot`: the stage-0 target is a chain, `####`, then the answer sentence: the shortest
+    path's sentences (`chain: sentences`), or a random walk of concept names down from the person, one
+    token a step, whose soft version is the breadth-first frontier (`chain: walk`; neuralese.envs.walks).
     `path`: the evaluation file (default `../shared/data/prosqa/prosqa_valid.json`);
     `train_path`: a training file in the same format instead of generated problems."""
-    return ProsQA(cot=cot, min_hops=min_hops, max_hops=max_hops, path=path, train_path=train_path)
+    return ProsQA(
+        cot=cot, min_hops=min_hops, max_hops=max_hops, path=path, train_path=train_path, chain=chain
+    )
 
 
 def question_stats(questions: list[str], steps: list[list[str]]) -> dict[str, float]:

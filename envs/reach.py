@@ -12,14 +12,14 @@ finds continuous thoughts need far fewer steps than discrete ones.
     cot     "c,e"                            the nodes of a shortest path after the root
     walk    "c,e"  or  "g,c"                 `chain: walk`: a random walk down from the root
 
-With `chain: walk` the written chain is a walk down the root's tree: each step writes a child of the
-node before, drawn uniformly (a node without children hands on to a node drawn uniformly at the next
-depth), and the answer comes last whether the walk met it or not. A model trained on such walks learns,
-at each step, the distribution of the walk over the nodes of that depth; its embedding-space thought
-at temperature 1 is then that distribution, the breadth-first frontier, in one position, while a written
-walk commits to one branch. Every row (either chain) holds, for each step before the answer, the nodes
-it can reach (`reachable`: every node of its depth below the root) and the walk's probability of each
-(`reachable_weights`, exact), so a thought's weights can be scored against them (neuralese.superposition).
+With `chain: walk` the written chain is a random walk down the root's tree (neuralese.envs.walks: each
+step a child of the node before, drawn uniformly; a leaf hands on to any node of the next depth), and
+the answer comes last whether the walk met it or not. A model trained on such walks learns, at each
+step, the walk's distribution over the nodes of that depth; its embedding-space thought at temperature
+1 is then the breadth-first frontier in one position, while a written walk commits to one branch.
+Every row (either chain) holds, for each step before the answer, the nodes it can reach (`reachable`:
+the nodes of its depth below the root) and the walk's probability of each (`reachable_weights`), so a
+thought's weights can be scored against them (neuralese.superposition).
 
 Nodes are letters, and letters next to each other would be one word to a tokenizer: the prompt
 ends in `=` and the chain's nodes are comma-separated, so every node is a token of its own.
@@ -50,6 +50,7 @@ from typing import Any
 import datasets
 
 from neuralese.envs.draws import draw_split, last_symbol_match
+from neuralese.envs.walks import children_of, depths, draw_walk, frontier_columns
 
 LETTERS = string.ascii_lowercase
 CHAINS = ("shortest", "walk")
@@ -149,16 +150,14 @@ class Reach:
             "prompt": ",".join(listed) + f"|{names[root]}:{options[0]}?{options[1]}=",
             "answer": names[target],
         }
+        kids = children_of(edges)
         if self.chain == "walk":  # its own generator: the graphs and questions are those of `shortest`
-            walk = draw_walk(random.Random(row["prompt"]), edges, depth, root, hops - 1)
+            walk = draw_walk(random.Random(row["prompt"]), kids, depths(kids, root), root, hops - 1)
             path = [names[i] for i in walk] + [names[target]]
-        # What each of the steps before the answer can reach, for any chain (neuralese.superposition)
-        spread = [
-            sorted((names[i], p) for i, p in step.items())
-            for step in walk_distribution(edges, depth, root, hops - 1)
-        ]
-        row["reachable"] = [[n for n, _ in step] for step in spread]
-        row["reachable_weights"] = [[p for _, p in step] for step in spread]
+        # What each step before the answer can reach, for either chain (neuralese.superposition)
+        row["reachable"], row["reachable_weights"] = frontier_columns(
+            kids, root, hops - 1, lambda _, n: names[n]
+        )
         steps = [f"{n}," for n in path[:-1]] + [path[-1]]
         return {
             **row,
@@ -188,65 +187,6 @@ def shortest_path(edges: set[tuple[int, int]], source: int, target: int) -> list
     while back[path[-1]] is not None:
         path.append(back[path[-1]])
     return path[::-1]
-
-
-def next_nodes(edges: set[tuple[int, int]], depth: dict[int, int], node: int) -> list[int]:
-    """Where a walk goes from `node`: its children, or, from a node without any, every node one level
-    deeper on its side (the walk goes on at every depth)."""
-    kids = sorted(b for a, b in edges if a == node)
-    if kids:
-        return kids
-    return sorted(n for n in reaches(edges, root_of(edges, node)) if depth[n] == depth[node] + 1)
-
-
-def root_of(edges: set[tuple[int, int]], node: int) -> int:
-    """The root above `node` (each side is a tree with one root)."""
-    parents = {b: a for a, b in sorted(edges)}
-    while node in parents:
-        node = parents[node]
-    return node
-
-
-def reaches(edges: set[tuple[int, int]], source: int) -> set[int]:
-    """Every node `source` reaches, itself included."""
-    seen, todo = {source}, [source]
-    while todo:
-        u = todo.pop()
-        for a, b in edges:
-            if a == u and b not in seen:
-                seen.add(b)
-                todo.append(b)
-    return seen
-
-
-def draw_walk(
-    rng: random.Random, edges: set[tuple[int, int]], depth: dict[int, int], root: int, steps: int
-) -> list[int]:
-    """A walk of `steps` nodes down from `root`, each drawn uniformly from `next_nodes`."""
-    walk = [root]
-    for _ in range(steps):
-        walk.append(rng.choice(next_nodes(edges, depth, walk[-1])))
-    return walk[1:]
-
-
-def walk_distribution(
-    edges: set[tuple[int, int]], depth: dict[int, int], root: int, steps: int
-) -> list[dict[int, float]]:
-    """Where `draw_walk` is at each step, exactly: {node: probability} for steps 1..`steps`.
-
-    >>> walk_distribution({(0, 2), (0, 3), (2, 4), (3, 5), (3, 6)}, {0: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2}, 0, 2)
-    [{2: 0.5, 3: 0.5}, {4: 0.5, 5: 0.25, 6: 0.25}]
-    """
-    now, out = {root: 1.0}, []
-    for _ in range(steps):
-        nxt: dict[int, float] = {}
-        for node, p in now.items():
-            ahead = next_nodes(edges, depth, node)
-            for n in ahead:
-                nxt[n] = nxt.get(n, 0.0) + p / len(ahead)
-        now = dict(sorted(nxt.items()))
-        out.append(now)
-    return out
 
 
 def make_reach(

@@ -167,3 +167,43 @@ def test_missing_file_and_bad_split_are_clear(tmp_path):
         match=r"dataset\('dev', n=5, seed=0\) failed: ValueError: split must be 'train' or one of valid",
     ):
         load_split(make_env("prosqa"), "dev", 5, seed=0, name="prosqa")
+
+
+@pytest.mark.parametrize("split", ["train", pytest.param("valid", marks=needs_real)])
+def test_walk_chain_writes_one_concept_a_depth_and_each_steps_frontier(split):
+    from neuralese.tiny import text_pieces
+
+    rows = make_env("prosqa", {"cot": True, "chain": "walk"}).dataset(split, 150, seed=0)
+    plain = make_env("prosqa", {"cot": True}).dataset(split, 150, seed=0)
+    assert rows["prompt"] == plain["prompt"] and rows["answer"] == plain["answer"]
+    wide = 0
+    for row in rows:
+        graph, person, _, _ = parse(row["prompt"])
+        dist = distances(graph, person)
+        walk = [w.strip() for w in row["written_steps"]]
+        assert len(walk) == len(row["steps"]) - 1 == len(row["reachable"])
+        assert row["completion"] == " ".join([*walk, "####", row["answer"]])
+        # Each written step is one piece after the prompt, so a thought stands in for exactly one token.
+        pieces = text_pieces(row["prompt"] + row["completion"])
+        assert all(step in pieces for step in row["written_steps"])
+        before = person
+        for depth, (node, reach, weights) in enumerate(
+            zip(walk, row["reachable"], row["reachable_weights"]), 1
+        ):
+            here = sorted(n for n, d in dist.items() if d == depth)
+            assert sorted(r.strip() for r in reach) == here and node in here
+            assert all(r == (" " if depth > 1 else "") + r.strip() for r in reach)  # as the step writes it
+            assert sum(weights) == pytest.approx(1) and min(weights) > 0
+            kids = [c for c in graph.get(before, ()) if dist[c] == depth]
+            assert node in kids or not kids  # down an edge when one leads to this depth
+            before, wide = node, wide + (len(here) > 1)
+    assert wide > len(rows)  # frontiers hold several concepts at once
+
+
+def test_walk_chain_needs_cot_and_a_file_with_the_graph(tmp_path):
+    with pytest.raises(EnvError, match="needs cot=True"):
+        make_env("prosqa", {"chain": "walk"})
+    bad = tmp_path / "nograph.json"
+    bad.write_text(json.dumps([{"question": "Is Tom a a or b?", "answer": "Tom is a a.", "steps": []}]))
+    with pytest.raises(EnvError, match=r"row 0 has keys .*missing \['idx_to_symbol', 'edges', 'root'\]"):
+        make_env("prosqa", {"cot": True, "chain": "walk", "path": str(bad)}).dataset("valid", 1, seed=0)

@@ -196,23 +196,30 @@ def test_reach_walk_chain_goes_down_the_roots_tree_and_its_frontier_is_the_walks
     assert 0 < met < len(walks) and wide > len(walks)  # walks miss the answer; frontiers hold several nodes
 
 
-def test_reach_walk_distribution_is_where_the_walks_go():
+def test_walk_distribution_is_where_the_walks_go():
     import random
 
-    from neuralese.envs.reach import draw_walk, walk_distribution
+    from neuralese.envs.walks import children_of, depths, draw_walk, walk_distribution
 
-    edges = {(0, 2), (0, 3), (2, 4), (3, 5), (3, 6), (5, 7), (6, 8), (4, 9)}
-    depth = {0: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2, 7: 3, 8: 3, 9: 3}
-    edges.discard((4, 9))  # 4 is a leaf now: the walk hands on to a node of depth 3
-    exact = walk_distribution(edges, depth, 0, 3)
+    # 4 is a leaf (it hands on to all of depth 3), and 9, a child of 2, is reached sooner from 0.
+    kids = children_of(
+        [(0, 2), (0, 3), (0, 9), (2, 4), (2, 9), (3, 5), (3, 6), (5, 7), (6, 8), (9, 10), (10, 8)]
+    )
+    depth = depths(kids, 0)
+    assert depth == {0: 0, 2: 1, 3: 1, 9: 1, 4: 2, 5: 2, 6: 2, 10: 2, 7: 3, 8: 3}
+    exact = walk_distribution(kids, depth, 0, 3)
     rng, n = random.Random(0), 20000
     counts = [dict.fromkeys(step, 0) for step in exact]
     for _ in range(n):
-        for t, node in enumerate(draw_walk(rng, edges, depth, 0, 3)):
+        for t, node in enumerate(draw_walk(rng, kids, depth, 0, 3)):
             counts[t][node] += 1
     for step, seen in zip(exact, counts):
         assert set(step) == set(seen) and all(abs(seen[k] / n - p) < 0.015 for k, p in step.items())
-    assert exact[2] == {7: 0.25 + 0.25, 8: 0.25 + 0.25}  # 4 hands its half on to both
+    third = 1 / 3
+    assert exact[1] == pytest.approx({4: third, 5: third / 2, 6: third / 2, 10: third})  # 2 -> only 4
+    assert exact[2] == pytest.approx(
+        {7: third / 2 + third / 2, 8: third / 2 + third / 2 + third}
+    )  # 4 hands on
 
 
 def test_reach_walk_needs_a_written_chain():
