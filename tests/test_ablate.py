@@ -98,6 +98,36 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
     assert "stage 0 (default): using" in again and again.count("done earlier") == 2
     assert (out / "table.md").read_text() == table
 
+    # A plan whose stage 0 differs (another width) does not start from that model: the default variant
+    # lives at the recipe's model.path, shared by every OUT, so the reuse is refused with the key named.
+    wider = neuralese(
+        "ablate",
+        str(recipe),
+        "--arms",
+        "token",
+        "--out",
+        str(tmp_path / "other"),
+        "--check",
+        "--set",
+        "model.tiny.hidden_size=16",
+    )
+    assert wider.returncode == 0, wider.stderr  # --check trains and reads no model
+    wider = neuralese(
+        "ablate",
+        str(recipe),
+        "--seeds",
+        "1",
+        "--arms",
+        "token",
+        "--out",
+        str(tmp_path / "other"),
+        "--set",
+        "model.tiny.hidden_size=16",
+    )
+    assert wider.returncode != 0 and not (tmp_path / "other" / "runs").exists()
+    assert "model.tiny.hidden_size: 32 there, 16 here" in wider.stderr, wider.stderr
+    assert f"remove {tmp_path / 'work' / 'as-is'}" in wider.stderr, wider.stderr
+
 
 def test_data_seed_fixes_prompts_and_evaluation_while_seed_varies(tiny_dir, tmp_path):
     from neuralese.config import EnvConfig, EvalConfig, LogConfig, ModelConfig, RLConfig, RunConfig
@@ -125,9 +155,10 @@ def test_every_arms_spec_resolves_against_its_recipe(capsys):
     specs = sorted((ROOT / "recipes" / "arms").glob("*.yaml"))
     assert specs, "recipes/arms/ holds no ablation spec"
     for spec in specs:
-        # A spec named after an ablation recipe goes with it; a general one (modes) onto pointer chasing.
-        recipe = ROOT / "recipes" / f"ablate_{spec.stem}.yaml"
-        recipe = recipe if recipe.is_file() else ROOT / "recipes" / "ablate_chase.yaml"
+        # A spec named after a recipe (ablate_NAME.yaml or NAME.yaml) goes with it; a general one (modes)
+        # onto pointer chasing.
+        named = [ROOT / "recipes" / f"{p}{spec.stem}.yaml" for p in ("ablate_", "")]
+        recipe = next((r for r in named if r.is_file()), ROOT / "recipes" / "ablate_chase.yaml")
         rc = main(["ablate", str(recipe), "--spec", str(spec), "--check"])
         printed = capsys.readouterr()
         assert rc == 0, printed.out + printed.err

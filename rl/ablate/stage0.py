@@ -3,6 +3,9 @@ any RL step).
 
 - Stage 0 runs once per variant the arms use: the recipe's `model.path` serves the `default` variant
   if it holds a model, else `neuralese pretrain` writes OUT/as-is-VARIANT (OUT/stage0.json: wall time).
+  A model trained here records what made it (MODEL/stage0_settings.json: the tiny model's shape, the
+  env, the pretrain schedule, the seed); a later plan whose stage 0 differs is refused, not started
+  from it (the `default` model sits at the recipe's `model.path`, which every OUT shares).
 - The as-is models are scored on the plain prompt (OUT/as-is.json), and every arm at switch-on, the
   start of its curve and the baseline of its Δ (OUT/switch_on.json). Both are cached.
 - `neuralese ablate --switch-on` stops there: each arm with its own thoughts and, for arms with
@@ -21,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from neuralese.ablate.arms import Arm, Plan, feedback_label
 from neuralese.ablate.processes import run_child
 from neuralese.build import build_policy
-from neuralese.config import NeuraleseConfig, RunConfig
+from neuralese.config import NeuraleseConfig, RunConfig, to_dict
 from neuralese.curriculum import Curriculum
 from neuralese.envs import make_env
 from neuralese.errors import ConfigError
@@ -37,14 +40,63 @@ def as_is_path(cfg: RunConfig, out: Path, variant: str) -> Path:
     return out / f"as-is-{variant}"
 
 
+SETTINGS_FILE = "stage0_settings.json"  # beside a stage-0 model this ablation trained: what made it
+
+
+def stage0_settings(cfg: RunConfig) -> dict:
+    """What a stage-0 model depends on: the tiny model's shape, the data it reads and how it trains.
+    Not where it goes nor what RL does after it."""
+    env = to_dict(cfg.env)
+    for k in ("test_split", "test_size"):
+        env.pop(k, None)
+    pretrain = to_dict(cfg.pretrain)
+    pretrain.pop("output_dir", None)
+    model = to_dict(cfg.model)
+    return {
+        "seed": cfg.seed,
+        "model": {k: model[k] for k in ("tiny", "codec", "codec_embedding")},
+        "env": env,
+        "pretrain": pretrain,
+    }
+
+
+def flat(d: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def check_reuse(path: Path, variant: str, cfg: RunConfig) -> None:
+    """Refuse to reuse a stage-0 model this ablation trained under other settings (another width, env
+    or schedule): its arms would silently start from the wrong model. A model without the record (a
+    user's own checkpoint) is taken as it is."""
+    record = path / SETTINGS_FILE
+    if not record.is_file():
+        return
+    was, now = flat(json.loads(record.read_text())), flat(json.loads(json.dumps(stage0_settings(cfg))))
+    diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {was.get(k)!r} there, {now.get(k)!r} here" for k in diff[:5])
+        raise ConfigError(
+            f"stage 0 ({variant}): {path} holds a model trained under other settings ({shown}"
+            f"{'; ...' if len(diff) > 5 else ''}). Give this ablation its own --out"
+            f"{' and model.path' if variant == 'default' else ''}, or remove {path} to train it again"
+        )
+
+
 def ensure_as_is(plan: Plan, out: Path) -> dict[str, Path]:
-    """The as-is model of every stage-0 variant the arms use: trained here unless it exists."""
+    """The as-is model of every stage-0 variant the arms use: trained here unless it exists (and then
+    refused if it was trained here under other settings)."""
     paths = {}
     for variant in dict.fromkeys(a.stage0 for a in plan.arms.values()):
         cfg = plan.config(*plan.stage0[variant])
         path = as_is_path(cfg, out, variant)
         paths[variant] = path
         if (path / "config.json").is_file():
+            check_reuse(path, variant, cfg)
             print(f"ablate: stage 0 ({variant}): using {path}", flush=True)
             continue
         if cfg.model.tiny is None:
@@ -58,6 +110,7 @@ def ensure_as_is(plan: Plan, out: Path) -> dict[str, Path]:
             out / "logs" / f"stage0-{variant}.log",
             plan.threads,
         )
+        (path / SETTINGS_FILE).write_text(json.dumps(stage0_settings(cfg), indent=2))
         record = out / "stage0.json"
         done = json.loads(record.read_text()) if record.is_file() else {}
         done[variant] = {"model": str(path), "wall_s": wall, "overrides": plan.stage0[variant]}
