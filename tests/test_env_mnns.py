@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
+from tiny_mnns import mnns_model
 
 from neuralese.config import NeuraleseConfig, TinyModelConfig
 from neuralese.envs import env_texts, make_env
@@ -111,11 +112,7 @@ def test_bad_combinations_are_refused(args):
 def test_gpt2_latent_soft_thoughts_recompute_exactly(tmp_path):
     env = make_env("mnns", {**VALUES, "path": "sampled"})
     rows = env.dataset("train", 64, seed=0)
-    tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
-    cfg = TinyModelConfig(
-        arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
-    )
-    model = build_tiny_model(tok, cfg)
+    tok, model = mnns_model(rows)
     assert model.config.model_type == "gpt2" and model.config.resid_pdrop == 0.0
     for weights in ("softmax", "multiplex"):
         nz = NeuraleseConfig(

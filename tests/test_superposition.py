@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from tiny_mnns import mnns_policy
 
-from neuralese.config import NeuraleseConfig, TinyModelConfig
 from neuralese.envs import env_texts, make_env
 from neuralese.envs.mnns import path_distribution
 from neuralese.evaluate import pass_at_k
-from neuralese.policy import NeuralesePolicy
 from neuralese.superposition import (
     entropy,
     superposition_stats,
@@ -22,7 +21,7 @@ from neuralese.superposition import (
     uniform_over,
     value_tokens,
 )
-from neuralese.tiny import NUMBER_PATTERN, build_tiny_model, build_tokenizer
+from neuralese.tiny import build_tokenizer
 
 
 def test_columns_by_hand():
@@ -64,26 +63,12 @@ def test_pass_at_k_is_unbiased():
 def test_thought_distributions_are_the_weights_each_soft_thought_was_made_of():
     env = make_env("mnns", {"values": True, "cot": True, "split": "multiset", "path": "sampled"})
     rows = env.dataset("train", 64, seed=0)
-    tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
+    policy = mnns_policy(rows, seed=0, thought_temperature=0.7)
+    tok = policy.tokenizer
     assert {v for v in value_tokens(tok, signed_only=True).values()} <= set(range(-36, 37))
     assert not set(value_tokens(tok, signed_only=True)) & {
         tok.convert_tokens_to_ids(str(d)) for d in range(1, 10)
     }
-    model = build_tiny_model(
-        tok,
-        TinyModelConfig(
-            arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
-        ),
-    )
-    nz = NeuraleseConfig(
-        mode="latent",
-        space="embedding",
-        input="latent_only",
-        projection="identity",
-        num_thoughts=3,
-        thought_temperature=0.7,
-    )
-    policy = NeuralesePolicy(model, tok, nz).eval()
     ids, mask = policy.encode(list(rows["prompt"][:5]))
     ro = policy.rollout(ids, mask, 2, 0.0)
     w = thought_distributions(policy, ro)  # [5, 3, V]
@@ -97,18 +82,8 @@ def test_inspect_shows_each_thought_as_weights_over_values(tmp_path):
 
     env = make_env("mnns", {"values": True, "cot": True, "split": "multiset", "path": "sampled"})
     rows = env.dataset("train", 64, seed=0)
-    tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
-    model = build_tiny_model(
-        tok,
-        TinyModelConfig(
-            arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
-        ),
-        seed=1,
-    )
-    nz = NeuraleseConfig(
-        mode="latent", space="embedding", input="latent_only", projection="identity", num_thoughts=3
-    )
-    policy = NeuralesePolicy(model, tok, nz).eval()
+    policy = mnns_policy(rows)
+    tok = policy.tokenizer
     prompt = rows["prompt"][0]
     ins = inspect_thoughts(policy, prompt, max_new_tokens=2)
     ids, mask = policy.encode([prompt])
@@ -127,21 +102,6 @@ def test_inspect_shows_each_thought_as_weights_over_values(tmp_path):
     table = format_table(ins)
     assert "weights over values" in table and "-3 0.50  +3 0.50" in table
     assert plot(ins, tmp_path / "thoughts.png").stat().st_size > 0
-
-
-def mnns_policy(rows, seed: int = 1) -> NeuralesePolicy:
-    tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
-    model = build_tiny_model(
-        tok,
-        TinyModelConfig(
-            arch="gpt2", hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_positions=16
-        ),
-        seed=seed,
-    )
-    nz = NeuraleseConfig(
-        mode="latent", space="embedding", input="latent_only", projection="identity", num_thoughts=3
-    )
-    return NeuralesePolicy(model, tok, nz).eval()
 
 
 def test_measure_reads_the_targets_an_environment_declares():
