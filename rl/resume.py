@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 
 from neuralese.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
-from neuralese.config import RunConfig, load_config, to_dict
+from neuralese.config import RunConfig, flat_dict, load_config, to_dict
 from neuralese.distributed import (
     full_parameters,
     gather_rng_states,
@@ -123,25 +123,14 @@ MAY_CHANGE = (
 )
 
 
-def _flat(data: dict, prefix: str = "") -> dict[str, object]:
-    """Nested sections as dotted keys; lists and other values as they are."""
-    out: dict[str, object] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key != "args":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def recipe_changes(out: Path, cfg: RunConfig) -> dict[str, tuple[object, object]]:
     """{key: (in the run's config.yaml, in `cfg` now)} for each field where they differ, paths compared
     made absolute (a run's config.yaml holds them so; a recipe names them from the working directory)."""
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         return {}
-    saved = _flat(to_dict(resolve_paths(load_config(saved_file))))
-    now = _flat(to_dict(resolve_paths(cfg)))
+    saved = flat_dict(to_dict(resolve_paths(load_config(saved_file))))
+    now = flat_dict(to_dict(resolve_paths(cfg)))
     keys = sorted((set(saved) | set(now)) - {"output_dir"})  # the run is where its folder is now
     return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}
 

@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from neuralese.ablate.arms import Arm, Plan, feedback_label
 from neuralese.ablate.processes import run_child
 from neuralese.build import build_policy
-from neuralese.config import NeuraleseConfig, RunConfig, to_dict
+from neuralese.config import NeuraleseConfig, RunConfig, flat_dict, to_dict
 from neuralese.curriculum import Curriculum
 from neuralese.envs import make_env
 from neuralese.errors import ConfigError
@@ -60,15 +60,6 @@ def stage0_settings(cfg: RunConfig) -> dict:
     }
 
 
-def flat(d: dict, prefix: str = "") -> dict[str, object]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
-    return out
-
-
 def check_reuse(path: Path, variant: str, cfg: RunConfig) -> None:
     """Refuse to reuse a stage-0 model this ablation trained under other settings (another width, env
     or schedule): its arms would silently start from the wrong model. A model without the record (a
@@ -76,7 +67,9 @@ def check_reuse(path: Path, variant: str, cfg: RunConfig) -> None:
     record = path / SETTINGS_FILE
     if not record.is_file():
         return
-    was, now = flat(json.loads(record.read_text())), flat(json.loads(json.dumps(stage0_settings(cfg))))
+    # Through JSON both ways, so that tuples compare as the lists the record holds.
+    was = flat_dict(json.loads(record.read_text()))
+    now = flat_dict(json.loads(json.dumps(stage0_settings(cfg))))
     diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
     if diff:
         shown = "; ".join(f"{k}: {was.get(k)!r} there, {now.get(k)!r} here" for k in diff[:5])

@@ -379,6 +379,18 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flat_dict(data: dict, prefix: str = "") -> dict[str, object]:
+    """Nested sections as dotted keys (`{"model": {"tiny": {"hidden_size": 32}}}` -> `model.tiny.hidden_size`),
+    the keys `--set` takes; an env's `args`, lists and other values stay as they are."""
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "args":
+            out.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config; `load_config` reads it back to the same RunConfig."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
