@@ -15,6 +15,9 @@ with the gate closed at switch-on, latent RL then starts from a model that alrea
 answers after a run of thought tokens. `pretrain.elided_steps` trains the formats of the
 RL curriculum instead (neuralese.curriculum): the first s written steps of a chain of thought
 dropped for c * s thought tokens, so that at stage s the as-is model writes the rest.
+`pretrain.objective: mixtures` trains CoT2's continuous supervision instead of the text
+(neuralese.mixtures): the teacher's mixture of embeddings at each step, for environments whose
+rows say what each step can reach.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
@@ -38,6 +41,7 @@ from neuralese.errors import ConfigError
 from neuralese.evaluate import evaluate_task, run_task, task_record
 from neuralese.io import atomic_dir, check_output_dir, check_replaceable, write_json
 from neuralese.load import PRETRAIN_LOG
+from neuralese.mixtures import MixtureTrainer, collate, mixture_rows, reachable_texts, reading_config
 from neuralese.models import load_model
 from neuralese.policy import NeuralesePolicy, render_prompt
 from neuralese.preflight import READ_IN_STAGE0, check_tokens, size_warning
@@ -124,7 +128,10 @@ def pretrain(cfg: RunConfig, overwrite: bool = False, console: Console | None = 
             check_boundaries(
                 train["prompt"][:2000], train[target][:2000], f"env {cfg.env.name!r}, train split", pattern
             )
-            tokenizer = build_tokenizer(env_texts(train) + env_texts(test), pattern=pattern)
+            texts = env_texts(train) + env_texts(test)
+            if cfg.pretrain.objective == "mixtures":  # every value a mixture weighs is one token
+                texts += reachable_texts(train) + reachable_texts(test)
+            tokenizer = build_tokenizer(texts, pattern=pattern)
         model = build_tiny_model(tokenizer, cfg.model.tiny, seed=cfg.seed)
         if cfg.model.codec_embedding == "composed":
             compose_code_embeddings(model, tokenizer, seed=cfg.seed)
@@ -166,6 +173,8 @@ def fit(cfg: RunConfig, model, tokenizer, train: datasets.Dataset, folder: Path,
     """TRL's SFTTrainer over stage 0's phases (plain targets, then thought-token formats when asked for),
     one progress bar over all of them; the trained model and each phase's log history."""
     cur, p = cfg.curriculum, cfg.pretrain
+    if p.objective == "mixtures":
+        return fit_mixtures(cfg, model, tokenizer, train, folder, console)
     elide = (cur.stages, cur.thoughts_per_step) if p.elided_steps else None
     formats = bool(elide or p.thought_tokens_max)
     plain_steps = round(p.max_steps * p.plain_fraction) if formats else p.max_steps
@@ -192,6 +201,29 @@ def fit(cfg: RunConfig, model, tokenizer, train: datasets.Dataset, folder: Path,
     return model, history
 
 
+def fit_mixtures(cfg: RunConfig, model, tokenizer, train: datasets.Dataset, folder: Path, console: Console):
+    """Stage 0 on the teacher's mixtures (neuralese.mixtures), one phase: the model and its log history."""
+    data = mixture_rows(train, tokenizer, f"env {cfg.env.name!r}, train split")
+    vocab, pad = len(tokenizer), tokenizer.pad_token_id
+    if pad is None:
+        pad = tokenizer.eos_token_id
+    args = TrainingArguments(**stage0_args(cfg, cfg.pretrain.max_steps, folder), remove_unused_columns=False)
+    trainer = MixtureTrainer(
+        model=model, args=args, train_dataset=data, data_collator=lambda f: collate(f, vocab, pad)
+    )
+    with console.progress(cfg.pretrain.max_steps, 0, "stage 0 (mixtures)", "step") as bar:
+        for quiet in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(quiet)
+        trainer.add_callback(BarCallback(bar))
+        trainer.train()
+    phase = {
+        "phase": "teacher mixtures",
+        "steps": cfg.pretrain.max_steps,
+        "log_history": trainer.state.log_history,
+    }
+    return trainer.model, [phase]
+
+
 class BarCallback(TrainerCallback):
     """Stage 0's progress bar: one tick per optimizer step, the loss and learning rate as they are logged."""
 
@@ -212,27 +244,35 @@ class BarCallback(TrainerCallback):
 def as_is_evaluation(cfg: RunConfig, env, model, tokenizer, console: Console) -> dict:
     """The as-is model's (feedback off) greedy accuracy on the test problems `neuralese train` evaluates
     on (the `eval` section's problems and answer budget, `data_seed`), printed: what RL starts from."""
-    policy = NeuralesePolicy(model, tokenizer).eval()
+    # A model trained on mixtures is scored reading its own soft thoughts where it was fed the teacher's.
+    mixtures = cfg.pretrain.objective == "mixtures"
+    thoughts = reading_config(cfg.neuralese.num_thoughts) if mixtures else None
+    policy = NeuralesePolicy(model, tokenizer, thoughts).eval()
     task = run_task(cfg, sampled=False)  # greedy: pass@k is the run's step-0 evaluation
     with torch.no_grad():
         result = evaluate_task(policy, env, task, progress=False)
     model.train()
     console.notice(
         f"as-is greedy accuracy {result['accuracy']} on {result['n']} {task.split} problems "
-        f"(max_new_tokens {task.eval.max_new_tokens})"
+        f"(max_new_tokens {task.eval.max_new_tokens}{f', reading {cfg.neuralese.num_thoughts} soft thoughts' if mixtures else ''})"
     )
     return result
 
 
 def sft_args(cfg: RunConfig, steps: int, folder: Path) -> SFTConfig:
     """TRL's SFT settings for `steps` steps of stage 0: completion-only loss, no saving on the way."""
+    return SFTConfig(**stage0_args(cfg, steps, folder), completion_only_loss=True, max_length=None)
+
+
+def stage0_args(cfg: RunConfig, steps: int, folder: Path) -> dict:
+    """The Trainer settings every stage-0 objective shares: `pretrain`'s schedule, no saving on the way."""
     p = cfg.pretrain
     # transformers >= 5 names it activation_checkpointing (gradient_checkpointing is its deprecated alias).
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
-    return SFTConfig(
+    return dict(
         **{checkpointing: p.activation_checkpointing},
         output_dir=str(folder),
         max_steps=steps,
@@ -249,7 +289,5 @@ def sft_args(cfg: RunConfig, steps: int, folder: Path) -> SFTConfig:
         data_seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
         bf16=cfg.model.dtype == "bfloat16",
-        completion_only_loss=True,
-        max_length=None,
         dataloader_num_workers=0,
     )

@@ -247,3 +247,23 @@ def test_an_as_is_model_is_scored_with_room_for_its_own_written_chain():
     tok = build_tokenizer(env_texts(rows), pattern=NUMBER_PATTERN)
     assert format_budget(plan, "optimal", tok) == 5  # "+3+2-2+0": 3 steps, the answer, eos
     assert format_budget(plan, "answer", tok) == 2
+
+
+def test_a_stage0_record_older_than_a_setting_reads_as_its_default(tmp_path):
+    from neuralese.ablate.stage0 import SETTINGS_FILE, check_reuse, stage0_settings
+    from neuralese.config import ModelConfig, RunConfig, TinyModelConfig
+    from neuralese.errors import ConfigError
+
+    cfg = RunConfig(model=ModelConfig(tiny=TinyModelConfig(hidden_size=16)))
+    record = stage0_settings(cfg)
+    del record["pretrain"]["objective"]  # written before `pretrain.objective` existed
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(record))
+    check_reuse(tmp_path, "default", cfg)  # trained as the default (`text`) trains
+    cfg.pretrain.objective = "mixtures"
+    with pytest.raises(ConfigError, match="pretrain.objective: 'text' there, 'mixtures' here"):
+        check_reuse(tmp_path, "default", cfg)
+    del record["model"]["tiny"]["hidden_size"]  # a key with no default of its own stays a difference
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps(record))
+    cfg.pretrain.objective = "text"
+    with pytest.raises(ConfigError, match="model.tiny.hidden_size: None there, 16 here"):
+        check_reuse(tmp_path, "default", cfg)

@@ -70,6 +70,9 @@ def check_reuse(path: Path, variant: str, cfg: RunConfig) -> None:
     # Through JSON both ways, so that tuples compare as the lists the record holds.
     was = flat_dict(json.loads(record.read_text()))
     now = flat_dict(json.loads(json.dumps(stage0_settings(cfg))))
+    # A setting newer than the record: the model was trained as its default behaves.
+    default = flat_dict(json.loads(json.dumps(stage0_settings(RunConfig()))))
+    was |= {k: default[k] for k in now.keys() - was.keys() if k in default}
     diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
     if diff:
         shown = "; ".join(f"{k}: {was.get(k)!r} there, {now.get(k)!r} here" for k in diff[:5])

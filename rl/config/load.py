@@ -292,6 +292,12 @@ def _training_rules(cfg: RunConfig) -> list[Rule]:
     if cfg.pretrain.elided_steps:
         why = "false unless curriculum.stages > 0 (the formats it trains)"
         rules.append((cur.stages > 0, "pretrain.elided_steps", why, True))
+    if cfg.pretrain.objective == "mixtures":  # the teacher's mixtures stand where thought formats would
+        why = "'text' with pretrain.elided_steps or thought_tokens_max (thought-token formats of the target text)"
+        formats = cfg.pretrain.elided_steps or cfg.pretrain.thought_tokens_max > 0
+        rules.append((not formats, "pretrain.objective", why, "mixtures"))
+        why = "'text' with model.codec (a dense-token model's vocabulary is the codec's codes)"
+        rules.append((cfg.model.codec is None, "pretrain.objective", why, "mixtures"))
     return rules
 
 

@@ -220,6 +220,13 @@ class PretrainConfig:
     """Linear warm-up steps."""
     weight_decay: NonNegativeFloat = 0.0
     """AdamW weight decay."""
+    objective: Literal["text", "mixtures"] = "text"
+    """What stage 0 trains: `text`, the environment's target text (TRL's SFTTrainer); `mixtures`, CoT2's
+    continuous supervision (neuralese.mixtures): at each written step the teacher's mixture of the
+    embeddings of every value the step can reach is fed in and the step's prediction is trained toward
+    that distribution, then the answer. Needs rows with `reachable` and `reachable_weights` (MNNS in the
+    values format, reach, ProsQA); its as-is accuracy is then measured reading `neuralese.num_thoughts`
+    soft thoughts (embedding space, temperature 1, `latent_only`), as CoT2 evaluates."""
     activation_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory for a large model, about a third
     more compute (TRL's `SFTConfig` turns it on by default; tiny models do not need it)."""
