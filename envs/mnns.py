@@ -32,7 +32,8 @@ multiset; the groups are shuffled with Python's `random.Random(split_seed)` in o
 appearance and the first 80% are train, so no permutation of a test problem is ever trained on.
 With seed 42 (CoT2's) and 4 numbers from 1..9 this is CoT2's split of the 6,561 sequences.
 `train_part` keeps a share `rl_share` of the train multisets apart: `stage0` is the rest, `rl`
-that share (RL prompts a stage-0 model has not memorised), `all` both.
+that share (RL prompts a stage-0 model has not memorised), `all` both. `rl_share: 0` keeps nothing
+apart: every part is the whole train split (CoT2's own regime, RL on the problems stage 0 learned).
 
     >>> mnns_answer([3, 1, 4])
     0
@@ -226,8 +227,8 @@ class MNNS:
                 )
         elif self.train_part != "all":
             raise ValueError("train_part splits CoT2's multisets: it needs split: multiset")
-        if not 0 < self.rl_share < 1:
-            raise ValueError(f"rl_share must be in (0, 1), got {self.rl_share!r}")
+        if not 0 <= self.rl_share < 1:
+            raise ValueError(f"rl_share must be in [0, 1), got {self.rl_share!r}")
 
     def signs(self, numbers: list[int], rng: random.Random) -> tuple[int, ...]:
         """The written sign path of one row."""
@@ -266,7 +267,7 @@ class MNNS:
         parts = multiset_split(self.count, self.max_number, self.split_seed)
         if split != "train":
             return parts["test"]
-        if self.train_part == "all":
+        if self.train_part == "all" or self.rl_share == 0:  # nothing kept apart
             return parts["train"]
         multisets = parts["train_multisets"]
         rl = set(multisets[: round(self.rl_share * len(multisets))])

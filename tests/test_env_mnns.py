@@ -46,6 +46,11 @@ def test_train_parts_split_the_train_multisets():
     assert not stage0 & rl and stage0 | rl == set(multiset_split(4, 9, 42)["train"])
     assert not {tuple(sorted(s)) for s in stage0} & {tuple(sorted(s)) for s in rl}
     assert 0.15 < len(rl) / (len(stage0) + len(rl)) < 0.35
+    # rl_share 0 keeps nothing apart: both parts are the whole train split, rows and all.
+    train = make_env("mnns", VALUES).dataset("train", 500, seed=3)
+    for part in ("stage0", "rl"):
+        both = make_env("mnns", {**VALUES, "train_part": part, "rl_share": 0}).dataset("train", 500, seed=3)
+        assert both["prompt"] == train["prompt"]
 
 
 @pytest.mark.parametrize("path", ["optimal", "sampled"])
@@ -99,6 +104,7 @@ def test_path_distribution_is_the_share_of_sign_paths_reaching_each_sum():
     [
         {"path": "sampled"},
         {"train_part": "rl"},
+        {**VALUES, "rl_share": 1.0},
         {**VALUES, "beams": 17},
         {**VALUES, "min_count": 3},
         {**VALUES, "path": "best"},
