@@ -191,9 +191,7 @@ def fit(cfg: RunConfig, model, tokenizer, train: datasets.Dataset, folder: Path,
                 data = pretokenize(data, tokenizer)
             args = sft_args(cfg, steps, folder)
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
-            for quiet in (PrinterCallback, ProgressCallback):  # TRL's raw dicts: the bar shows them
-                trainer.remove_callback(quiet)
-            trainer.add_callback(BarCallback(bar))
+            BarCallback.attach(trainer, bar)
             trainer.train()
             model = trainer.model
             phase = ["plain target", "thought-token formats"][i]
@@ -212,9 +210,7 @@ def fit_mixtures(cfg: RunConfig, model, tokenizer, train: datasets.Dataset, fold
         model=model, args=args, train_dataset=data, data_collator=lambda f: collate(f, vocab, pad)
     )
     with console.progress(cfg.pretrain.max_steps, 0, "stage 0 (mixtures)", "step") as bar:
-        for quiet in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(quiet)
-        trainer.add_callback(BarCallback(bar))
+        BarCallback.attach(trainer, bar)
         trainer.train()
     phase = {
         "phase": "teacher mixtures",
@@ -230,6 +226,13 @@ class BarCallback(TrainerCallback):
     def __init__(self, bar):
         self.bar = bar
 
+    @classmethod
+    def attach(cls, trainer, bar) -> None:
+        """The bar in place of the Trainer's own printing (raw dicts, a second bar)."""
+        for quiet in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(quiet)
+        trainer.add_callback(cls(bar))
+
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(1)
 
@@ -242,8 +245,9 @@ class BarCallback(TrainerCallback):
 
 
 def as_is_evaluation(cfg: RunConfig, env, model, tokenizer, console: Console) -> dict:
-    """The as-is model's (feedback off) greedy accuracy on the test problems `neuralese train` evaluates
-    on (the `eval` section's problems and answer budget, `data_seed`), printed: what RL starts from."""
+    """The as-is model's greedy accuracy on the test problems `neuralese train` evaluates on (the `eval`
+    section's problems and answer budget, `data_seed`), printed: what RL starts from. Feedback is off,
+    except that a model trained on mixtures reads its own soft thoughts, as it was taught to."""
     # A model trained on mixtures is scored reading its own soft thoughts where it was fed the teacher's.
     mixtures = cfg.pretrain.objective == "mixtures"
     thoughts = reading_config(cfg.neuralese.num_thoughts) if mixtures else None
