@@ -29,6 +29,7 @@ from neuralese.config import NeuraleseConfig
 from neuralese.errors import ConfigError
 from neuralese.models import embed_scale
 from neuralese.policy import render_prompt
+from neuralese.superposition import single_token
 
 COLUMNS = ("reachable", "reachable_weights", "written_steps", "completion")
 
@@ -110,14 +111,15 @@ def mixture_rows(rows: datasets.Dataset, tokenizer, source: str) -> datasets.Dat
 def one_token(tokenizer, text: str, known: dict[str, int], where: str) -> int:
     """The id of `text`, which must be one token of the tokenizer (cached in `known`)."""
     if text not in known:
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        token = single_token(tokenizer, text)
+        if token is None:
+            ids = tokenizer(text, add_special_tokens=False).input_ids
             raise ConfigError(
                 f"{where}: reachable text {text!r} is {len(ids)} tokens {ids} of the tokenizer, not one: a "
                 "mixture weighs one embedding per reachable value (a tiny model built by `neuralese "
                 "pretrain` holds every reachable text as a piece; for numbers set model.tiny.number_pieces)"
             )
-        known[text] = ids[0]
+        known[text] = token
     return known[text]
 
 

@@ -251,6 +251,7 @@ def as_is_evaluation(cfg: RunConfig, env, model, tokenizer, console: Console) ->
     # A model trained on mixtures is scored reading its own soft thoughts where it was fed the teacher's.
     mixtures = cfg.pretrain.objective == "mixtures"
     thoughts = reading_config(cfg.neuralese.num_thoughts) if mixtures else None
+    reading = f", reading {cfg.neuralese.num_thoughts} soft thoughts" if mixtures else ""
     policy = NeuralesePolicy(model, tokenizer, thoughts).eval()
     task = run_task(cfg, sampled=False)  # greedy: pass@k is the run's step-0 evaluation
     with torch.no_grad():
@@ -258,7 +259,7 @@ def as_is_evaluation(cfg: RunConfig, env, model, tokenizer, console: Console) ->
     model.train()
     console.notice(
         f"as-is greedy accuracy {result['accuracy']} on {result['n']} {task.split} problems "
-        f"(max_new_tokens {task.eval.max_new_tokens}{f', reading {cfg.neuralese.num_thoughts} soft thoughts' if mixtures else ''})"
+        f"(max_new_tokens {task.eval.max_new_tokens}{reading})"
     )
     return result
 

@@ -42,6 +42,12 @@ def value_tokens(tokenizer, signed_only: bool = False) -> dict[int, int]:
     return out
 
 
+def single_token(tokenizer, text: str) -> int | None:
+    """The id of `text` when the tokenizer writes it as one known token, else None."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return ids[0] if len(ids) == 1 and ids[0] != tokenizer.unk_token_id else None
+
+
 def target_weights(
     targets: list[list[dict[int, float]]], token_of: dict[int, int], vocab_size: int
 ) -> torch.Tensor:
@@ -141,9 +147,7 @@ def reachable_targets(rows, tokenizer, steps: int, vocab_size: int) -> torch.Ten
         for step in texts:
             for text in step:
                 if text not in one_token:
-                    ids = tokenizer(text, add_special_tokens=False).input_ids
-                    known = len(ids) == 1 and ids[0] != tokenizer.unk_token_id
-                    one_token[text] = ids[0] if known else None
+                    one_token[text] = single_token(tokenizer, text)
     token_of = {text: i for text, i in one_token.items() if i is not None}
     targets = [
         [dict(zip(texts, weights)) for texts, weights in zip(step_texts, step_weights)][:steps]
