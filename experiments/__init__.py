@@ -10,9 +10,7 @@ to launch it.
     translate_table      how well one tiny model's thoughts translate into another's
     cross_table          one model answering from another's translated thoughts, before and after RL
     reward_model_report  reward against true accuracy over steps, for runs rewarded by a model
-    mnns.supervised      CoT2's continuous supervision as a stage 0 (MNNS's supervised reference)
-    mnns.diagnose        accuracy, shuffled thoughts, superposition and pass@k of MNNS policies
-    mnns.table           MNNS's ablations beside CoT2's published table
-
-The ablation is a command of the package: `neuralese ablate` (docs/ablation.md).
+The ablation and its reports are commands of the package: `neuralese ablate` (with `--diagnose`
+for superposition and pass@k) and `neuralese compare` (ablations side by side; docs/ablation.md).
+CoT2's continuous supervision is `neuralese pretrain` with `pretrain.objective: mixtures`.
 """

@@ -98,6 +98,45 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
     assert "stage 0 (default): using" in again and again.count("done earlier") == 2
     assert (out / "table.md").read_text() == table
 
+    # Another subset of arms into the same folder: the earlier arms stay in the table and results.json,
+    # and `neuralese compare` pairs the arms that differ only in their window.
+    more = neuralese(
+        "ablate", str(recipe), "--seeds", "1", "--arms", "latent-full,latent-w0", "--out", str(out)
+    )
+    assert more.returncode == 0, more.stdout + more.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["arms"]) == ["token", "latent-w2", "latent-full", "latent-w0"]
+    assert [r["arm"] for r in results["runs"]] == list(results["arms"])
+    assert (
+        results["arms"]["latent-w2"]["window"] == "2" and results["arms"]["latent-full"]["window"] == "full"
+    )
+    assert all(
+        re.search(rf"^\| {a} \| \d\.\d{{3}}", (out / "table.md").read_text(), re.M) for a in results["arms"]
+    )
+    shown = neuralese("compare", str(out), str(out), "--labels", "first", "second")
+    assert shown.returncode == 0, shown.stderr
+    acc = {a: results["arms"][a]["accuracy"] for a in ("latent-full", "latent-w0")}
+    pair = rf"^\| (first|second) \| `latent-full` / `latent-w0` \| {acc['latent-full']:.3f} ± 0\.000 \| {acc['latent-w0']:.3f} ± 0\.000 \| "
+    assert len(re.findall(pair, shown.stdout, re.M)) == 2, shown.stdout
+    assert (
+        f"| `token` | {results['arms']['token']['switch_on']:.3f} ± 0.000 | {results['arms']['token']['accuracy']:.3f}"
+        in shown.stdout
+    )
+    # A folder written before results.json kept each arm's window: the pairs come from its recipe and spec.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for row in results["arms"].values():
+        del row["window"], row["sets"]
+    (legacy / "results.json").write_text(json.dumps(results))
+    again_shown = neuralese("compare", str(legacy), "--labels", "first")
+    assert again_shown.returncode == 0, again_shown.stderr
+    assert len(re.findall(pair, again_shown.stdout, re.M)) == 1, again_shown.stdout
+    # Bad input is named.
+    bad = neuralese("compare", str(tmp_path / "nowhere"))
+    assert bad.returncode == 2 and "holds no results.json" in bad.stderr and "nowhere" in bad.stderr
+    bad = neuralese("compare", str(out), str(legacy), "--labels", "one")
+    assert bad.returncode == 2 and "2 folder(s) but 1 label(s)" in bad.stderr, bad.stderr
+
     # A plan whose stage 0 differs (another width) does not start from that model: the default variant
     # lives at the recipe's model.path, shared by every OUT, so the reuse is refused with the key named.
     wider = neuralese(

@@ -13,5 +13,7 @@ prompts, over several seeds; docs/ablation.md explains the arms, the controls an
     processes.py  each stage 0 and arm x seed as its own `neuralese` process, with its peak RSS
     run.py        the whole ablation: every arm x seed, then the report
     diagnose.py   why an arm won or lost: gate closed, shuffled thoughts, thought statistics, memory
+    rescore.py    every finished run scored again before and after RL (`--diagnose`)
     report.py     OUT/table.md and OUT/accuracy.png
+    compare.py    finished ablations side by side (`neuralese compare`)
 """

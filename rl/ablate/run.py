@@ -102,6 +102,27 @@ def taught(steps: list[dict]) -> float | None:
     return statistics.fmean(shares) if shares else None
 
 
+def earlier_arms(plan: Plan, out: Path) -> tuple[list[dict], dict[str, dict]]:
+    """The runs and rows of arms an earlier call wrote into OUT/results.json that this plan does not
+    run (`--arms` of another subset), so the table and results.json keep every arm of the folder. Kept
+    only when the recipe and its overrides are this plan's; else they are named and left out."""
+    path = out / "results.json"
+    if not path.is_file():
+        return [], {}
+    old = json.loads(path.read_text())
+    rows = {n: row for n, row in old.get("arms", {}).items() if n not in plan.arms}
+    if not rows:
+        return [], {}
+    if (old.get("recipe"), old.get("overrides")) != (plan.recipe, plan.sets):
+        print(
+            f"ablate: {path} also holds {', '.join(rows)}, run with {old.get('recipe')} "
+            f"{old.get('overrides')}, not this plan's settings: left out of the new table",
+            flush=True,
+        )
+        return [], {}
+    return [r for r in old.get("runs", []) if r["arm"] in rows], rows
+
+
 def ablate(plan: Plan, out: Path) -> None:
     """Run the plan into OUT: stage 0, every arm x seed, then OUT/table.md, OUT/accuracy.png and
     OUT/results.json (every run's numbers)."""
@@ -128,6 +149,11 @@ def ablate(plan: Plan, out: Path) -> None:
             flush=True,
         )
     rows = aggregate(runs, plan.arms)
+    for name, row in rows.items():  # what `neuralese compare` pairs arms by
+        row["sets"] = plan.arms[name].sets
+        row["window"] = str(plan.config(*plan.arms[name].sets).neuralese.tbptt_window)
+    kept_runs, kept_rows = earlier_arms(plan, out)
+    runs, rows = [*kept_runs, *runs], {**kept_rows, **rows}
     write_table(out / "table.md", cfg, rows, plain, plan)
     plot(out / "accuracy.png", runs, rows, f"{plan.recipe}: {plan.seeds} seed(s) x {cfg.rl.steps} steps")
     results = {

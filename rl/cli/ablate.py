@@ -5,6 +5,7 @@
     neuralese ablate RECIPE.yaml --spec ARMS.yaml --check        every arm's recipe resolved, then stop
     neuralese ablate RECIPE.yaml --spec ARMS.yaml --switch-on    every arm scored before any RL step
     neuralese ablate RECIPE.yaml --out DIR --diagnose [--samples K]   every finished run scored again
+    neuralese compare OUT [OUT ...] [--labels L ...] [--out FILE.md]   finished ablations side by side
 
 Trains every arm x seed in its own process and writes OUT/table.md, OUT/accuracy.png and
 OUT/results.json (neuralese.ablate; docs/ablation.md). OUT defaults to the recipe's output_dir +
@@ -60,8 +61,20 @@ def cmd_ablate(args: argparse.Namespace) -> None:
     ablate(plan, out)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Print (or write) finished ablations side by side."""
+    from neuralese.ablate.compare import compare
+
+    text = compare(args.folders, args.labels)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"compare: wrote {args.out}")
+    else:
+        print(text)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """`ablate`, on the CLI's subparsers."""
+    """`ablate` and `compare`, on the CLI's subparsers."""
     p = recipe_command(
         sub,
         "ablate",
@@ -97,3 +110,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p, "--samples", NonNegativeInt, 10, "answers a problem for pass@1..K with --diagnose (0: none)"
     )
     p.set_defaults(fn=cmd_ablate)
+    c = sub.add_parser(
+        "compare",
+        help="finished ablations side by side: accuracy with controls, window full against 0, "
+        "superposition, pass@k",
+    )
+    c.add_argument("folders", nargs="+", help="`neuralese ablate` output folders (OUT)")
+    c.add_argument("--labels", nargs="+", help="a name per folder (default: the folder)")
+    c.add_argument("--out", help="write the markdown to this file instead of printing it")
+    c.set_defaults(fn=cmd_compare)
