@@ -28,7 +28,7 @@ from transformers import Trainer
 from neuralese.config import NeuraleseConfig
 from neuralese.errors import ConfigError
 from neuralese.models import embed_scale
-from neuralese.policy import render_prompt
+from neuralese.policy import tokenize_prompts
 from neuralese.superposition import single_token
 
 COLUMNS = ("reachable", "reachable_weights", "written_steps", "completion")
@@ -98,9 +98,7 @@ def mixture_rows(rows: datasets.Dataset, tokenizer, source: str) -> datasets.Dat
                 [one_token(tokenizer, t, token_of, f"{source} row {i} step {k}") for t in step_texts]
             )
             weights_k.append([float(w) for w in step_weights])
-        prompt = row["prompt"]
-        special = isinstance(prompt, str)  # a chat template adds its own specials (NeuralesePolicy.encode)
-        prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=special).input_ids
+        prompt_ids = tokenize_prompts(tokenizer, [row["prompt"]]).input_ids[0]
         tail = str(row["completion"])[len(written) :]
         tail_ids = tokenizer(tail, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         for key, value in zip(out, (prompt_ids, ids_k, weights_k, tail_ids)):

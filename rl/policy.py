@@ -56,6 +56,14 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]) 
     return tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
 
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list, **kwargs):
+    """The tokenizer's encoding of rendered prompts, as the policy reads them: plain text with the
+    tokenizer's special tokens, a conversation with only those its chat template wrote."""
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    special = all(isinstance(p, str) for p in prompts)
+    return tokenizer(texts, add_special_tokens=special, **kwargs)
+
+
 class NeuralesePolicy(nn.Module):
     """A causal LM that can feed its hidden state back into its next input."""
 
@@ -195,9 +203,7 @@ class NeuralesePolicy(nn.Module):
         self, prompts: list, device: torch.device | str | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask, [B, P] each."""
-        texts = [render_prompt(self.tokenizer, p) for p in prompts]
-        special = all(isinstance(p, str) for p in prompts)  # a chat template adds its own specials
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=special)
+        enc = tokenize_prompts(self.tokenizer, prompts, return_tensors="pt", padding=True)
         device = device or self.device
         return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
