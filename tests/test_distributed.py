@@ -1,6 +1,7 @@
 """Scale-out on real processes started by `accelerate launch` with the shipped configs.
 
-- Two CPU processes (gloo) take the same update as one process on the same global batch.
+- Two CPU processes (gloo) take the same update as one process on the same global batch, with GRPO
+  and with RAFT (whose normalizer counts the kept samples of both processes, one of which keeps none).
   The batch is fixed (rolled out once, then split by whole groups) rather than sampled by
   each process: a process draws from its own generator, so two processes sample other
   completions than one does. What data parallelism must preserve is the update given the
@@ -55,22 +56,32 @@ def recipe(model_dir: Path, out: Path, **rl) -> RunConfig:
     )
 
 
-@pytest.mark.parametrize(
-    "config, machines", [("ddp_cpu.yaml", 1), ("multinode.yaml", 2)], ids=["one-machine", "two-machines"]
+# Batch-wide reward scaling, a KL term, uneven micro-batches and two updates per batch: each depends
+# on statistics or normalizers over the whole step. RAFT: its loss is normalized by the kept samples'
+# positions, which a threshold makes differ between the two processes' halves.
+GRPO = dict(scale_rewards="batch", beta=0.05, micro_batch_per_device=3, num_iterations=2, learning_rate=1e-4)
+RAFT = dict(
+    algorithm="raft", raft_min_reward=0.1, micro_batch_per_device=3, num_iterations=2, learning_rate=1e-4
 )
-def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, config, machines):
+
+
+@pytest.mark.parametrize(
+    "config, machines, rl",
+    [("ddp_cpu.yaml", 1, GRPO), ("multinode.yaml", 2, GRPO), ("ddp_cpu.yaml", 1, RAFT)],
+    ids=["one-machine", "two-machines", "raft"],
+)
+def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, config, machines, rl):
     """Two processes on one machine, or on two machines (one each, over the loopback address)."""
-    # Batch-wide reward scaling, a KL term, uneven micro-batches and two updates per batch:
-    # each depends on statistics or normalizers over the whole step.
-    rl = dict(
-        scale_rewards="batch", beta=0.05, micro_batch_per_device=3, num_iterations=2, learning_rate=1e-4
-    )
     one = Trainer(recipe(tiny_dir, tmp_path / "one", **rl))
     before = {n: p.detach().clone() for n, p in one.policy.named_parameters()}
     rows = one.next_prompts()
     ro, texts = one.rollout(rows)
     rewards, _, _, _ = one.score(rows, texts, ro)
     assert rewards[:8].std() != rewards[8:].std(), "the two halves must differ for the batch std to matter"
+    if rl is RAFT:
+        kept = one.advantages(rewards) > 0
+        # Unequal halves; here one process keeps no sample and must still take part in the step.
+        assert kept.sum() > 0 and kept[:8].sum() != kept[8:].sum(), "the halves must keep unequal shares"
     torch.save({"rollout": ro, "rewards": rewards}, tmp_path / "batch.pt")
     expected = one.update(ro, one.advantages(rewards), rewards)
 
