@@ -58,6 +58,7 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
         and "[1/2] token seed 0" in log
         and "[2/2] latent-w2 seed 0" in log
     )
+    assert re.search(r"\[1/2\] token seed 0: .* s, peak RSS \d+ MiB, about \d+ min left", log), log
 
     table = (out / "table.md").read_text()
     for arm in ("token", "latent-w2"):

@@ -135,14 +135,17 @@ def ablate(plan: Plan, out: Path) -> None:
         print(f"ablate: as-is ({variant}) accuracy {b['accuracy']:.3f} on the plain prompt", flush=True)
     jobs = [(arm, seed) for arm in plan.arms.values() for seed in range(cfg.seed, cfg.seed + plan.seeds)]
     runs = []
+    walls = []  # of the runs this call trained, for the time left
     for i, (arm, seed) in enumerate(jobs, 1):
         r = run_arm(plan, arm, seed, as_is[arm.stage0], out)
         runs.append(r)
-        how = (
-            "done earlier"
-            if r.get("skipped")
-            else f"{r['wall_s']:.0f} s, peak RSS {r['peak_rss_mib'] or 0:.0f} MiB"
-        )
+        if r.get("skipped"):
+            how = "done earlier"
+        else:
+            walls.append(r["wall_s"])
+            how = f"{r['wall_s']:.0f} s, peak RSS {r['peak_rss_mib'] or 0:.0f} MiB"
+            if i < len(jobs):
+                how += f", about {statistics.fmean(walls) * (len(jobs) - i) / 60:.0f} min left"
         print(
             f"ablate: [{i}/{len(jobs)}] {arm.name} seed {seed}: accuracy {r['accuracy']:.3f} "
             f"(switch-on {r['switch_on']:.3f}, {r['positions']:.1f} positions), {r['step_s']:.2f} s/step, {how}",
