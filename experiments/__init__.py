@@ -9,8 +9,9 @@ to launch it.
     dense_table          the dense-token policy against the token policy, then RL on it
     translate_table      how well one tiny model's thoughts translate into another's
     cross_table          one model answering from another's translated thoughts, before and after RL
-    reward_model_report  reward against true accuracy over steps, for runs rewarded by a model
+
 The ablation and its reports are commands of the package: `neuralese ablate` (with `--diagnose`
-for superposition and pass@k) and `neuralese compare` (ablations side by side; docs/ablation.md).
-CoT2's continuous supervision is `neuralese pretrain` with `pretrain.objective: mixtures`.
+for superposition and pass@k) and `neuralese compare` (ablations side by side; docs/ablation.md),
+as is the report of runs rewarded by a model, `neuralese reward-model report RUN...`. CoT2's
+continuous supervision is `neuralese pretrain` with `pretrain.objective: mixtures`.
 """

@@ -147,12 +147,17 @@ def test_every_numeric_field_refuses_what_its_range_does(
         assert "expects " in line and f"got {value!r}" in line, line
 
 
-def numeric_flags() -> list[tuple[str, str, argparse.Action, list[str]]]:
-    """(command, flag, action, the command's other required arguments) for every numeric flag."""
-    parser = build_parser()
+def numeric_flags(parser: argparse.ArgumentParser | None = None, prefix: str = ""):
+    """(command, flag, action, the command's other required arguments) for every numeric flag of
+    every command, nested ones (`reward-model report`) included."""
+    parser = parser or build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     found = []
-    for command, p in sub.choices.items():
+    for name, p in sub.choices.items():
+        command = f"{prefix}{name}"
+        if any(isinstance(a, argparse._SubParsersAction) for a in p._actions):
+            found += numeric_flags(p, f"{command} ")
+            continue
         required = [a for a in p._actions if a.required or not a.option_strings]
         needed = [v for a in required for v in ([a.option_strings[0], "x"] if a.option_strings else ["x"])]
         for a in p._actions:
@@ -174,6 +179,7 @@ def test_the_generated_cases_cover_the_flags():
         ("eval", "--temperature"),
         ("eval", "--batch-size"),
         ("inspect", "--top-k"),
+        ("reward-model report", "--window"),
     } <= flags
 
 
@@ -192,7 +198,7 @@ def test_every_numeric_flag_refuses_what_its_range_does(
     if kind_ok and action.type.range.admits(value):
         assert action.type(text) == value
         return
-    rc, err = run_cli([command, *needed, f"{flag}={text}"], tmp_path, capfd)
+    rc, err = run_cli([*command.split(), *needed, f"{flag}={text}"], tmp_path, capfd)
     line = one_error_line(err, command)
     assert rc == 2 and f"argument {flag}: " in line, line
     if kind_ok:

@@ -258,7 +258,7 @@ def test_a_cascade_audit_measures_agreement_and_keeps_the_first_answer(stages):
 # ----------------------------------------------------------------------------- in RL
 
 
-def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm_dir, tmp_path):
+def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm_dir, tmp_path, capsys):
     from runs import run_config
 
     from neuralese.config import RewardConfig
@@ -288,6 +288,17 @@ def test_rl_steps_with_a_reward_model_and_a_cascade_log_their_calls(tiny_dir, rm
     given = step["reward/cascade/stage1_reward_model/given"]
     assert 0 <= given <= 1 and step["reward/cascade/stage0_reward_model/given"] == 1.0
     assert "accuracy" in step  # the environment's check, whatever the reward
+
+    # The report puts the reward beside that check, a row per window of steps.
+    from neuralese.cli import main
+
+    assert main(["reward-model", "report", str(tmp_path / "run"), "--window", "1"]) == 0
+    table = capsys.readouterr().out
+    row = f"| 1-1 | {step['reward/mean']:.3f} | {step['accuracy']:.3f} | "
+    assert row in table and f"| {given:.3f} |" in table, table
+    assert "reward/cascade/stage1_reward_model/given" in table and "time/reward/reward_model_s" in table
+    assert main(["reward-model", "report", str(tmp_path / "nowhere")]) == 2
+    assert "holds no metrics.jsonl" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- training here

@@ -7,6 +7,7 @@
     neuralese export RUN_DIR_OR_CHECKPOINT OUT [--overwrite]
     neuralese inspect RUN_OR_CHECKPOINT [--prompt TEXT] [--out FILE.png] [--top-k K] [--codec-map MAP]
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
+    neuralese reward-model report RUN [RUN ...] [--window N]
     neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map)
     neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese ablate RECIPE.yaml [--seeds N] [--spec ARMS.yaml] [--arms a,b] [--check | --switch-on]

@@ -5,6 +5,7 @@
 - `cascade`: stages that each answer where they can, the next scoring the rest (`fn: cascade`).
 - `pairs`, `train`: `neuralese reward-model train RECIPE.yaml` builds preference pairs from the
   policy's own samples (or a file) and trains with TRL's RewardTrainer, then the gears after it.
+- `report`: `neuralese reward-model report RUN...`, the reward beside the true accuracy over steps.
 
 Recipes name them in `rewards` like any reward function: importing this package registers
 `reward_model`, `judge` and `cascade` with neuralese.rewards.combine, which builds them with the

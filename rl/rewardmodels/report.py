@@ -1,6 +1,7 @@
-"""Reward against true accuracy over steps, for RL runs whose reward is (or includes) a model.
+"""`neuralese reward-model report`: reward against true accuracy over steps, for RL runs whose reward is
+(or includes) a model.
 
-    .venv/bin/python -m experiments.reward_model_report runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl
+    neuralese reward-model report runs/cmp/verifiable runs/cmp/rm runs/cmp/rm-kl [--window 25]
 
 For each run folder: greedy test accuracy at every evaluation (`eval/accuracy`), and per window of
 `--window` steps the mean training reward, the true accuracy of the same samples (`accuracy`, the
@@ -12,15 +13,24 @@ Markdown tables, for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
+from neuralese.errors import UsageError
+
 
 def rows(run: Path) -> list[dict]:
     """The metrics rows of a run folder."""
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise UsageError(
+            f"reward-model report: {run} holds no metrics.jsonl; give the folder of a `neuralese train` run"
+        )
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise UsageError(f"reward-model report: {path} line {e.lineno} is not JSON ({e.msg})") from None
 
 
 def mean(values: list) -> float | None:
@@ -68,18 +78,6 @@ def evals(runs: list[Path]) -> str:
     return "\n".join(out)
 
 
-def main() -> None:
-    """Print the evaluation table, then each run's window table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.reward_model_report", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--window", type=int, default=25, help="steps per row of the reward table")
-    args = parser.parse_args()
-    print(evals(args.runs))
-    for run in args.runs:
-        print(f"\n{run}\n\n{windows(run, args.window)}")
-
-
-if __name__ == "__main__":
-    main()
+def report(runs: list[Path], window: int = 25) -> str:
+    """The evaluation table, then each run's window table (module docstring)."""
+    return "\n".join([evals(runs), *(f"\n{run}\n\n{windows(run, window)}" for run in runs)])
