@@ -67,6 +67,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
     text = compare(args.folders, args.labels)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
         print(f"compare: wrote {args.out}")
     else:
