@@ -123,6 +123,20 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
         f"| `token` | {results['arms']['token']['switch_on']:.3f} ± 0.000 | {results['arms']['token']['accuracy']:.3f}"
         in shown.stdout
     )
+    # One setting whose arms ran in two folders (two ablations at once): one label reads them as one.
+    for name, arms in (("left", ("token", "latent-full")), ("right", ("latent-w0", "latent-w2"))):
+        (tmp_path / name).mkdir()
+        part = {
+            **results,
+            "arms": {a: results["arms"][a] for a in arms},
+            "runs": [r for r in results["runs"] if r["arm"] in arms],
+        }
+        (tmp_path / name / "results.json").write_text(json.dumps(part))
+    split = neuralese(
+        "compare", str(tmp_path / "left"), str(tmp_path / "right"), "--labels", "first", "first"
+    )
+    assert split.returncode == 0, split.stderr
+    assert len(re.findall(pair, split.stdout, re.M)) == 1 and "| arm | first: switch-on |" in split.stdout
     # A folder written before results.json kept each arm's window: the pairs come from its recipe and spec.
     legacy = tmp_path / "legacy"
     legacy.mkdir()

@@ -1,6 +1,11 @@
-"""`neuralese compare`: finished ablations side by side, one column group per folder.
+"""`neuralese compare`: finished ablations side by side, one column group per label.
 
     neuralese compare runs/mnns/ablate runs/mnns24/ablate --labels "dim 32" "dim 24"
+    neuralese compare runs/mnns6/a runs/mnns6/b --labels "6 numbers" "6 numbers"   # one setting, two folders
+
+Folders given the same label are one setting whose arms ran in several `--out` folders (two
+ablations at once, one core each): their arms, stage-0 scores and diagnostics are read together, so
+window `full` in one folder pairs with window 0 in another.
 
 Reads each folder's results.json (`neuralese ablate`) and, where it exists, diagnostics.jsonl
 (`neuralese ablate RECIPE --out OUT --diagnose`), and prints markdown:
@@ -32,56 +37,74 @@ SUPERPOSITION = ("entropy", "support", "reachable_mass", "tv_paths")
 PASS_AT = (1, 2, 5, 10)
 
 
-class Setting:
-    """One ablation folder: its label, results.json and diagnostics (empty without --diagnose)."""
+def read_folder(folder: Path) -> tuple[dict, list[dict]]:
+    """An ablation folder's results.json and diagnostics (empty without --diagnose)."""
+    path = folder / "results.json"
+    if not path.is_file():
+        raise UsageError(f"compare: {folder} holds no results.json; run `neuralese ablate` into it first")
+    try:
+        results = json.loads(path.read_text())
+        results["runs"], results["arms"]  # noqa: B018 (both must be there)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UsageError(f"compare: {path} is not an ablation's results ({e!r})") from None
+    diag = folder / "diagnostics.jsonl"
+    lines = diag.read_text().splitlines() if diag.is_file() else []
+    return results, [json.loads(line) for line in lines if line.strip()]
 
-    def __init__(self, label: str, folder: Path) -> None:
-        self.label, self.folder = label, folder
-        path = folder / "results.json"
-        if not path.is_file():
-            raise UsageError(f"compare: {folder} holds no results.json; run `neuralese ablate` into it first")
-        try:
-            self.results = json.loads(path.read_text())
-            self.runs: list[dict] = self.results["runs"]
-            self.arms: dict[str, dict] = self.results["arms"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UsageError(f"compare: {path} is not an ablation's results ({e!r})") from None
-        diag = folder / "diagnostics.jsonl"
-        self.diagnostics = (
-            [json.loads(line) for line in diag.read_text().splitlines() if line.strip()]
-            if diag.is_file()
-            else []
+
+def folder_windows(results: dict) -> dict[str, tuple[str, tuple[str, ...], str]]:
+    """Per arm of one folder: its stage 0, its overrides other than the window, and its window. Read
+    from results.json; an ablation written before it kept them is read from its recipe and spec files
+    (raises ConfigError when those are gone)."""
+    rows = results["arms"]
+    if all("window" in row for row in rows.values()):
+        return {
+            name: (row["stage0"], tuple(s for s in row["sets"] if not s.startswith(WINDOW)), row["window"])
+            for name, row in rows.items()
+        }
+    _, spec_arms = load_spec(results.get("spec"))
+    arms = with_controls(spec_arms)
+    out = {}
+    for name in rows:
+        if name not in arms:
+            raise ConfigError(f"arm {name!r} is not in the spec {results.get('spec')}")
+        arm = arms[name]
+        cfg = load_config(results["recipe"], [*results.get("overrides", []), *arm.sets])
+        out[name] = (
+            arm.stage0,
+            tuple(s for s in arm.sets if not s.startswith(WINDOW)),
+            str(cfg.neuralese.tbptt_window),
         )
+    return out
+
+
+class Setting:
+    """One column group: the ablation folders given one label (arms of one setting split over
+    several folders read as one), their runs, arms, stage-0 scores and diagnostics."""
+
+    def __init__(self, label: str, folders: list[Path]) -> None:
+        self.label, self.folders = label, folders
+        self.runs: list[dict] = []
+        self.arms: dict[str, dict] = {}
+        self.as_is: dict[str, dict] = {}
+        self.diagnostics: list[dict] = []
+        self.results: list[dict] = []
+        for folder in folders:
+            results, diagnostics = read_folder(folder)
+            self.results.append(results)
+            self.runs += results["runs"]
+            self.arms.update(results["arms"])
+            self.as_is.update(results.get("as_is", {}))
+            self.diagnostics += diagnostics
 
     def runs_of(self, arm: str) -> list[dict]:
         return [r for r in self.runs if r["arm"] == arm]
 
     def windows(self) -> dict[str, tuple[str, tuple[str, ...], str]]:
-        """Per arm: its stage 0, its overrides other than the window, and its window. Read from
-        results.json; an ablation written before it kept them is read from its recipe and spec files
-        (raises ConfigError when those are gone)."""
-        if all("window" in row for row in self.arms.values()):
-            return {
-                name: (
-                    row["stage0"],
-                    tuple(s for s in row["sets"] if not s.startswith(WINDOW)),
-                    row["window"],
-                )
-                for name, row in self.arms.items()
-            }
-        _, spec_arms = load_spec(self.results.get("spec"))
-        arms = with_controls(spec_arms)
-        out = {}
-        for name in self.arms:
-            if name not in arms:
-                raise ConfigError(f"arm {name!r} is not in the spec {self.results.get('spec')}")
-            arm = arms[name]
-            cfg = load_config(self.results["recipe"], [*self.results.get("overrides", []), *arm.sets])
-            out[name] = (
-                arm.stage0,
-                tuple(s for s in arm.sets if not s.startswith(WINDOW)),
-                str(cfg.neuralese.tbptt_window),
-            )
+        """Per arm of every folder: stage 0, the overrides but the window, the window."""
+        out: dict[str, tuple[str, tuple[str, ...], str]] = {}
+        for results in self.results:
+            out.update(folder_windows(results))
         return out
 
 
@@ -95,11 +118,11 @@ def accuracy_table(settings: list[Setting]) -> list[str]:
     """Stage-0 models on the plain prompt, then every arm (pause twins in their arm's column)."""
     head = " | ".join(f"{s.label}: switch-on | after RL | shuffled | pause" for s in settings)
     lines = [f"| arm | {head} | s / run |", "|---|" + "---:|---:|---:|---:|" * len(settings) + "---:|"]
-    variants = list(dict.fromkeys(v for s in settings for v in s.results.get("as_is", {})))
+    variants = list(dict.fromkeys(v for s in settings for v in s.as_is))
     for variant in variants:
         cells = []
         for s in settings:
-            b = s.results.get("as_is", {}).get(variant)
+            b = s.as_is.get(variant)
             cells += [fmt(b["accuracy"]) if b else "—", "", "", ""]
         lines.append(f"| stage 0 `{variant}`, plain prompt | " + " | ".join(cells) + " | |")
     arms = [
@@ -258,7 +281,10 @@ def compare(folders: list[str | Path], labels: list[str] | None = None) -> str:
         raise UsageError(
             f"compare: {len(folders)} folder(s) but {len(labels)} label(s); give one label per folder"
         )
-    settings = [Setting(label, Path(f)) for label, f in zip(labels or map(str, folders), folders)]
+    grouped: dict[str, list[Path]] = {}
+    for label, folder in zip(labels or map(str, folders), folders):
+        grouped.setdefault(label, []).append(Path(folder))
+    settings = [Setting(label, group) for label, group in grouped.items()]
     sections = [
         ("Accuracy (greedy; mean ± std over seeds)", accuracy_table(settings)),
         ("Window full against window 0", window_table(settings)),
