@@ -149,6 +149,9 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
     # Bad input is named.
     bad = neuralese("compare", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "holds no results.json" in bad.stderr and "nowhere" in bad.stderr
+    (legacy / "diagnostics.jsonl").write_text('{"arm": "token"}\n{not json\n')
+    bad = neuralese("compare", str(legacy))
+    assert bad.returncode == 2 and "diagnostics.jsonl line 2 is not JSON" in bad.stderr, bad.stderr
     bad = neuralese("compare", str(out), str(legacy), "--labels", "one")
     assert bad.returncode == 2 and "2 folder(s) but 1 label(s)" in bad.stderr, bad.stderr
 

@@ -44,12 +44,23 @@ def read_folder(folder: Path) -> tuple[dict, list[dict]]:
         raise UsageError(f"compare: {folder} holds no results.json; run `neuralese ablate` into it first")
     try:
         results = json.loads(path.read_text())
-        results["runs"], results["arms"]  # noqa: B018 (both must be there)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise UsageError(f"compare: {path} is not an ablation's results ({e!r})") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"compare: {path} line {e.lineno} is not JSON ({e.msg})") from None
+    if not isinstance(results, dict) or not (
+        isinstance(results.get("runs"), list) and isinstance(results.get("arms"), dict)
+    ):
+        raise UsageError(f"compare: {path} is not an ablation's results (expected `runs` and `arms`)")
     diag = folder / "diagnostics.jsonl"
     lines = diag.read_text().splitlines() if diag.is_file() else []
-    return results, [json.loads(line) for line in lines if line.strip()]
+    diagnostics = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            diagnostics.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UsageError(f"compare: {diag} line {i} is not JSON ({e.msg})") from None
+    return results, diagnostics
 
 
 def folder_windows(results: dict) -> dict[str, tuple[str, tuple[str, ...], str]]:

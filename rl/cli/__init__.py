@@ -11,7 +11,7 @@
     neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map)
     neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese ablate RECIPE.yaml [--seeds N] [--spec ARMS.yaml] [--arms a,b] [--check | --switch-on]
-    neuralese compare ABLATION_DIR [ABLATION_DIR ...] [--labels L ...]
+    neuralese compare ABLATION_DIR [ABLATION_DIR ...] [--labels L ...] [--out FILE.md]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 One module per command group (train, reward_model, translate, evaluate, export, inspect, codec,
