@@ -1,4 +1,5 @@
-"""`neuralese reward-model train`: a reward model (and the gears after it) trained on preference pairs.
+"""`neuralese reward-model`: train a reward model (and the gears after it) on preference pairs; report
+the runs it rewarded.
 
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese reward-model report RUN [RUN ...] [--window N]

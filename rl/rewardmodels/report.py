@@ -58,9 +58,9 @@ def windows(run: Path, size: int) -> str:
         cells = [
             f"{w[0]['step']}-{w[-1]['step']}",
             show(mean([r["reward/mean"] for r in w])),
-            show(mean([r["accuracy"] for r in w])),
+            show(mean([r.get("accuracy") for r in w])),
             show(mean([r.get("kl") for r in w]), 4),
-            show(mean([r["generated_positions/mean"] for r in w]), 2),
+            show(mean([r.get("generated_positions/mean") for r in w]), 2),
         ]
         cells += [show(mean([r.get(k) for r in w]), 4) for k in time_keys]
         cells += [show(mean([r.get(k) for r in w])) for k in share_keys]
