@@ -9,7 +9,8 @@ cuts the text into chunks of n1 * n2 tokens and trains only its own encoder and 
 the frozen level 1. AdamW with a cosine schedule; batches are drawn with the run's seed.
 
 The report (`report.json` in the folder, and the command's JSON line) measures the reconstruction
-on the training chunks and on the held-out ones: `token_accuracy` (the text tokens written back
+on the training chunks and on the held-out ones (a progress bar with the loss shows on stderr while it
+trains): `token_accuracy` (the text tokens written back
 right, padding left out), `chunk_exact` (chunks written back whole, padding included), `codes_used`
 (FSQ: distinct codes the held-out text takes), and `train_wall_s`, the training time on this machine.
 """
@@ -26,6 +27,7 @@ from transformers import get_scheduler
 from neuralese.codec.data import chunk_texts, load_texts
 from neuralese.codec.model import CONFIG, Codec, load_codec
 from neuralese.config import RunConfig, validate
+from neuralese.console import Console
 from neuralese.io import atomic_dir, check_output_dir, check_replaceable
 from neuralese.tiny import build_tokenizer
 
@@ -87,16 +89,19 @@ def fit(codec: Codec, chunks: torch.Tensor, cfg: RunConfig) -> list[tuple[int, f
     codec.train()
     if codec.base is not None:
         codec.base.eval()
-    for step in range(1, c.max_steps + 1):
-        batch = chunks[torch.randint(len(chunks), (c.batch_size,), generator=gen)]  # [b, N]
-        logits = codec.logits(codec.encode(batch))  # [b, N, V]
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % every == 0 or step == c.max_steps:
-            losses.append((step, round(loss.item(), 4)))
+    with Console("neuralese codec train").progress(c.max_steps, 0, "codec", "step") as bar:
+        for step in range(1, c.max_steps + 1):
+            batch = chunks[torch.randint(len(chunks), (c.batch_size,), generator=gen)]  # [b, N]
+            logits = codec.logits(codec.encode(batch))  # [b, N, V]
+            loss = F.cross_entropy(logits.flatten(0, 1), batch.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            if step % every == 0 or step == c.max_steps:
+                losses.append((step, round(loss.item(), 4)))
+                bar.set_postfix(loss=losses[-1][1])
     codec.eval()
     return losses
 
