@@ -44,9 +44,10 @@ def show(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def windows(run: Path, size: int) -> str:
-    """Per window of `size` steps: reward, true accuracy, KL, length, reward times and shares."""
-    steps = [r for r in rows(run) if "reward/mean" in r]
+def windows(metrics: list[dict], size: int) -> str:
+    """Per window of `size` steps of a run's `metrics` rows: reward, true accuracy, KL, length, reward
+    times and shares."""
+    steps = [r for r in metrics if "reward/mean" in r]
     time_keys = sorted({k for r in steps for k in r if k.startswith("time/reward/")})
     share_keys = sorted(
         {k for r in steps for k in r if k.endswith("/given") or k == "reward/cascade/audit/agreement"}
@@ -68,16 +69,19 @@ def windows(run: Path, size: int) -> str:
     return "\n".join(out)
 
 
-def evals(runs: list[Path]) -> str:
-    """Greedy test accuracy of every run at every evaluation step."""
-    steps = sorted({r["step"] for run in runs for r in rows(run) if "eval/accuracy" in r})
+def evals(metrics: list[tuple[Path, list[dict]]]) -> str:
+    """Greedy test accuracy of every run (its metrics rows) at every evaluation step."""
+    found = [
+        (run, {r["step"]: r["eval/accuracy"] for r in rs if "eval/accuracy" in r}) for run, rs in metrics
+    ]
+    steps = sorted({s for _, by_step in found for s in by_step})
     out = ["| run | " + " | ".join(f"greedy @ {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
-    for run in runs:
-        by_step = {r["step"]: r["eval/accuracy"] for r in rows(run) if "eval/accuracy" in r}
+    for run, by_step in found:
         out.append(f"| {run} | " + " | ".join(show(by_step.get(s)) for s in steps) + " |")
     return "\n".join(out)
 
 
 def report(runs: list[Path], window: int = 25) -> str:
-    """The evaluation table, then each run's window table (module docstring)."""
-    return "\n".join([evals(runs), *(f"\n{run}\n\n{windows(run, window)}" for run in runs)])
+    """The evaluation table, then each run's window table (module docstring); each metrics file read once."""
+    metrics = [(run, rows(run)) for run in runs]
+    return "\n".join([evals(metrics), *(f"\n{run}\n\n{windows(rs, window)}" for run, rs in metrics)])
