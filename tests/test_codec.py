@@ -15,6 +15,7 @@ from neuralese.cli import main
 from neuralese.codec.dense import DenseTokenizer, compose_code_embeddings, fix_code_embeddings
 from neuralese.codec.fsq import FSQ
 from neuralese.codec.model import WEIGHTS, Codec, load_codec
+from neuralese.codec.train import measure
 from neuralese.config import load_config
 from neuralese.config.codec import CodecConfig
 from neuralese.errors import CheckpointError, CodecError, ConfigError
@@ -217,9 +218,24 @@ def test_weights_of_another_shape_are_refused(addition_codec, tmp_path):
 def test_bad_fsq_levels_name_the_key(codec_recipe):
     with pytest.raises(ConfigError, match=r"key 'codec.fsq_levels\[1\]' must be an integer >= 2, got 1"):
         load_config(codec_recipe, ["codec.fsq_levels=[8, 1]"])
-    with pytest.raises(ConfigError, match="at most 2\\*\\*62"):
-        load_config(codec_recipe, ["codec.fsq_levels=" + str([8] * 21)])
     assert CodecConfig().fsq_levels == [8, 5, 5, 5]
+
+
+def test_a_code_past_63_bits_trains_and_is_measured_but_has_no_index(codec_recipe, addition_codec):
+    """A wide FSQ code (here 96 bits) is a vector like a continuous one: encode, decode and count the codes
+    used work; a number for it (index, a dense vocabulary) is refused by name instead of overflowing."""
+    cfg = load_config(codec_recipe, ["codec.fsq_levels=" + str([8] * 32)])
+    codec = Codec(cfg.codec, vocab_size=20)
+    codec.tokenizer = load_codec(addition_codec).tokenizer
+    assert codec.num_codes == 8**32 and codec.fsq.bits == 96
+    ids = torch.tensor([[5, 6], [5, 6], [7, 8]])
+    assert measure(codec, ids)["codes_used"] == 2  # two distinct chunks, told apart by their digits
+    with pytest.raises(CodecError, match=r"FSQ.index: .*96 bits.*64-bit index"):
+        codec.codes(ids.view(1, -1))
+    with pytest.raises(CodecError, match=r"FSQ.code: "):
+        codec.fsq.code(torch.zeros(1, dtype=torch.long))
+    with pytest.raises(CodecError, match=r"fsq_levels \[8, 8.*make 7.92e\+28 codes \(at most 1,048,576\)"):
+        DenseTokenizer(codec)
 
 
 # ----------------------------------------------------------------------------- the dense-token policy

@@ -50,6 +50,7 @@ DENSE_FILE = "dense_tokenizer.json"
 CODEC_DIR = "codec"
 SPECIALS = (PAD, BOS, EOS, UNK, THOUGHT)
 FORMAT = 1
+MAX_CODES = 2**20  # one vocabulary row per code: past about a million, the table is the model
 
 
 def code_token(index: int) -> str:
@@ -65,6 +66,12 @@ class DenseTokenizer(PreTrainedTokenizer):
         if codec.num_codes is None:
             raise CodecError(
                 "a dense-token model needs a discrete codec (quantizer 'fsq'); this one is continuous"
+            )
+        if codec.num_codes > MAX_CODES:
+            raise CodecError(
+                f"a dense-token model has one token per code, and this codec's fsq_levels {codec.cfg.fsq_levels} "
+                f"make {codec.num_codes:.3g} codes (at most {MAX_CODES:,}); train its codec with fewer or "
+                "smaller levels"
             )
         self.codec = codec
         self.offset = len(SPECIALS)

@@ -26,10 +26,15 @@ The continuous alternative (`quantizer: none`, neuralese.codec.model) is tanh(z)
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from neuralese.errors import CodecError
+
 EPS = 1e-3  # keeps tanh's open ends off the last half-level, so round() never reaches L_i // 2 + 1
+MAX_INDEX = 2**63 - 1  # a code's index is a torch.long
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,13 @@ class FSQ(nn.Module):
 
     @property
     def num_codes(self) -> int:
-        return int(torch.tensor(self.levels_list).prod())
+        """prod(L_i), exactly (a Python int: a code of more than 63 bits has no torch.long index)."""
+        return math.prod(self.levels_list)
+
+    @property
+    def bits(self) -> float:
+        """log2 of the code vocabulary: what one code can tell."""
+        return sum(math.log2(v) for v in self.levels_list)
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """[..., d] -> [..., d] in (-L_i / 2, L_i / 2) (shifted down by a half for even L_i)."""
@@ -80,12 +91,24 @@ class FSQ(nn.Module):
     def levels_tensor(self) -> torch.Tensor:
         return self.half_width.new_tensor(self.levels_list)
 
+    def digits(self, code: torch.Tensor) -> torch.Tensor:
+        """[..., d] grid code -> [..., d] long digits, digit i in [0, L_i): a code's identity at any size."""
+        return (code * self.half_width).round().long() + self.half_width.long()
+
     def index(self, code: torch.Tensor) -> torch.Tensor:
-        """[..., d] grid code -> [...] long index in [0, prod(L))."""
-        digits = (code * self.half_width).round().long() + self.half_width.long()
-        return (digits * self.basis).sum(-1)
+        """[..., d] grid code -> [...] long index in [0, prod(L)); refused for a code of more than 63 bits."""
+        self._need_index("index")
+        return (self.digits(code) * self.basis).sum(-1)
 
     def code(self, index: torch.Tensor) -> torch.Tensor:
         """[...] long index -> [..., d] grid code (the inverse of `index`)."""
+        self._need_index("code")
         digits = (index[..., None] // self.basis) % self.levels_tensor.long()
         return (digits - self.half_width.long()).float() / self.half_width
+
+    def _need_index(self, what: str) -> None:
+        if self.num_codes > MAX_INDEX:
+            raise CodecError(
+                f"FSQ.{what}: levels {self.levels_list} make {self.num_codes:.3g} codes ({self.bits:.0f} bits), "
+                "too many for a 64-bit index; a code this wide is used as a vector (encode / decode), not by number"
+            )

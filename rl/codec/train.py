@@ -12,7 +12,9 @@ The report (`report.json` in the folder, and the command's JSON line) measures t
 on the training chunks and on the held-out ones (a progress bar with the loss shows on stderr while it
 trains): `token_accuracy` (the text tokens written back
 right, padding left out), `chunk_exact` (chunks written back whole, padding included), `codes_used`
-(FSQ: distinct codes the held-out text takes), and `train_wall_s`, the training time on this machine.
+(FSQ: distinct codes the held-out text takes), `bits_per_token` (FSQ: log2 of the code vocabulary over
+the tokens per code, what a code can tell about each token) and `train_wall_s`, the training time on
+this machine.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def train_codec(cfg: RunConfig) -> Path:
         "quantizer": c.quantizer,
         "code_width": codec.code_width,
         "num_codes": codec.num_codes,
+        "bits_per_token": None if codec.fsq is None else round(codec.fsq.bits / codec.tokens_per_code, 3),
         "text": texts.source,
         "train": {**train_stats, "chunks": len(train), **measure(codec, train[:TRAIN_MEASURED])},
         "held_out": {**held_stats, "chunks": len(held), **measure(codec, held)},
@@ -111,7 +114,7 @@ def measure(codec: Codec, chunks: torch.Tensor) -> dict:
     """Reconstruction of `chunks` [M, N]: token accuracy (padding left out), exact chunks, codes used."""
     pad = codec.tokenizer.pad_token_id
     right = real = exact = 0
-    used: set[int] = set()
+    used: set[tuple[int, ...]] = set()
     for s in range(0, len(chunks), MEASURE_BATCH):
         ids = chunks[s : s + MEASURE_BATCH]
         code = codec.encode(ids)  # [b, 1, d]
@@ -121,7 +124,7 @@ def measure(codec: Codec, chunks: torch.Tensor) -> dict:
         real += int(keep.sum())
         exact += int(same.all(-1).sum())
         if codec.fsq is not None:
-            used.update(codec.fsq.index(code).flatten().tolist())
+            used.update(map(tuple, codec.fsq.digits(code).flatten(0, -2).tolist()))
     result = {
         "token_accuracy": round(right / max(1, real), 4),
         "chunk_exact": round(exact / max(1, len(chunks)), 4),

@@ -7,15 +7,11 @@ section, and `check_codec` adds the checks a range cannot say (each FSQ level, t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from neuralese.errors import ConfigError
 from neuralese.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-
-# Code indices are int64 (torch's `long`); a vocabulary past 2**62 could not be indexed.
-MAX_CODES = 2**62
 
 
 @dataclass
@@ -69,13 +65,9 @@ class CodecConfig:
     """AdamW weight decay."""
 
 
-def codes_in(levels: list[int]) -> int:
-    """The size of the FSQ code vocabulary: the product of the levels."""
-    return math.prod(levels)
-
-
 def check_codec(cfg: CodecConfig, source: str, prefix: str = "codec.") -> None:
-    """What a declared range cannot say: each FSQ level is an integer >= 2, and their product fits an index."""
+    """What a declared range cannot say: each FSQ level is an integer >= 2 (a vocabulary of any size: past 63
+    bits a code has no index, and FSQ.index says so where one is asked for)."""
     if not cfg.fsq_levels:
         raise ConfigError(
             f"{source}: key '{prefix}fsq_levels' must be a non-empty list of integers >= 2, got []"
@@ -85,8 +77,3 @@ def check_codec(cfg: CodecConfig, source: str, prefix: str = "codec.") -> None:
             raise ConfigError(
                 f"{source}: key '{prefix}fsq_levels[{i}]' must be an integer >= 2, got {level!r}"
             )
-    if codes_in(cfg.fsq_levels) > MAX_CODES:
-        raise ConfigError(
-            f"{source}: key '{prefix}fsq_levels' {cfg.fsq_levels} makes {codes_in(cfg.fsq_levels):.3g} codes; "
-            f"at most 2**62 can be indexed (use fewer or smaller levels)"
-        )
