@@ -9,13 +9,14 @@
     neuralese reward-model train RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese reward-model report RUN [RUN ...] [--window N]
     neuralese codec train RECIPE.yaml [--set ...] [--out DIR]    (and codec encode, decode, fit-map)
+    neuralese planner pretrain RECIPE.yaml [--set ...] [--only decoder|planner] [--overwrite]
     neuralese translate fit RECIPE.yaml [--set key.sub=value ...] [--out DIR]
     neuralese ablate RECIPE.yaml [--seeds N] [--spec ARMS.yaml] [--arms a,b] [--check | --switch-on]
     neuralese compare ABLATION_DIR [ABLATION_DIR ...] [--labels L ...] [--out FILE.md]
     neuralese config [RECIPE.yaml]     every config field with its type, default and docstring
 
 One module per command group (train, reward_model, translate, evaluate, export, inspect, codec,
-ablate, config), each registering its subparsers through `add_commands(subparsers)` and holding
+planner, ablate, config), each registering its subparsers through `add_commands(subparsers)` and holding
 its handlers; the helpers they share are in neuralese.cli.flags. Handlers import torch, transformers
 and the trainer only when they run, so `neuralese --help` and a recipe check answer at once.
 
@@ -40,6 +41,7 @@ from neuralese.cli import (
     evaluate,
     export,
     inspect,
+    planner,
     reward_model,
     train,
     translate,
@@ -48,7 +50,7 @@ from neuralese.cli.flags import Parser
 from neuralese.errors import NeuraleseError, UsageError
 
 # The command groups, in the order `neuralese --help` lists them.
-COMMANDS = (train, reward_model, translate, evaluate, export, inspect, codec, ablate, config)
+COMMANDS = (train, reward_model, translate, evaluate, export, inspect, codec, planner, ablate, config)
 
 
 def _quiet_libraries() -> None:

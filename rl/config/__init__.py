@@ -27,6 +27,7 @@ from neuralese.config.load import (
     to_dict,
     validate,
 )
+from neuralese.config.planner import PlannerConfig
 from neuralese.config.sections import (
     CurriculumConfig,
     EnvConfig,
@@ -50,6 +51,7 @@ from neuralese.io import describe_yaml_error
 
 __all__ = [
     "CrossConfig",
+    "PlannerConfig",
     "CurriculumConfig",
     "EnvConfig",
     "EvalConfig",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from neuralese.config.codec import CodecConfig
+from neuralese.config.planner import PlannerConfig
 from neuralese.config.translate import CrossConfig, TranslateConfig
 from neuralese.ranges import (
     AnyInt,
@@ -520,6 +521,8 @@ class RunConfig:
     """Translators between models' thoughts (`neuralese translate fit`)."""
     cross: CrossConfig = field(default_factory=CrossConfig)
     """Thinking across models: another model's translated thoughts in this model's thought positions."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    """A planner over codes and its decoder: their stage 0 (`neuralese planner pretrain`)."""
     log: LogConfig = field(default_factory=LogConfig)
     """Logging and checkpoints."""
 
