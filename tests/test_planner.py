@@ -5,6 +5,7 @@ control, and clear errors for tasks and recipes that have no plan."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -170,10 +171,29 @@ def test_rl_trains_the_planner_and_eval_takes_the_shuffled_control(planner_run, 
     run = planner_run / "run"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2]
+    args = {**TASK, "decoder": str(planner_run / "decoder"), "decoder_tokens": 5, "plans": "shuffled"}
+    results = []
+    for flags in (["--env-set", "plans=shuffled"], ["--env-args", json.dumps(args)]):
+        capsys.readouterr()
+        assert main(["eval", str(run), "--n", "8", "--quiet", *flags]) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert results[0] == results[1] and results[0]["n"] == 8
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("plans", "argument --env-set: expects KEY=VALUE such as plans=shuffled, got 'plans'"),
+        ("args..digits=3", "expects KEY=VALUE"),
+        ("plans=[", "argument --env-set 'plans=\\[': the value is not YAML"),
+        ("decoder_tokens.x=1", "env arg 'decoder_tokens' is 5, not a mapping"),
+        (
+            "args.digits=0",
+            "env 'multiplication': the factory rejected env.args.args {'digits': 0, 'cot': True}",
+        ),
+    ],
+)
+def test_a_bad_env_set_is_named(planner_run, capsys, flag, expected):
     capsys.readouterr()
-    args = json.dumps(
-        {**TASK, "decoder": str(planner_run / "decoder"), "decoder_tokens": 5, "plans": "shuffled"}
-    )
-    assert main(["eval", str(run), "--n", "8", "--env-args", args]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["n"] == 8 and 0.0 <= result["accuracy"] <= 1.0
+    assert main(["eval", str(planner_run / "run"), "--n", "2", "--quiet", "--env-set", flag]) == 2
+    assert re.search(expected, capsys.readouterr().err)

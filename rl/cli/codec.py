@@ -40,6 +40,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "level": r["level"],
                 "tokens_per_code": r["tokens_per_code"],
                 "quantizer": r["quantizer"],
+                "bits_per_token": r.get("bits_per_token"),
                 "held_out": {k: r["held_out"][k] for k in keep if k in r["held_out"]},
                 "train_wall_s": r["train_wall_s"],
             }

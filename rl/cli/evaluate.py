@@ -1,13 +1,14 @@
 """`neuralese eval`: greedy accuracy (and pass@k) of a checkpoint on an environment.
 
     neuralese eval RUN                       the run's env, test split, `eval` section and seed
-    neuralese eval CHECKPOINT [--env NAME] [--env-args YAML] [--split test] [--n N]
+    neuralese eval CHECKPOINT [--env NAME] [--env-args YAML] [--env-set KEY=VALUE ...] [--split test] [--n N]
                    [--samples K --temperature T] [--max-new-tokens M] [--thoughts shuffled] [--superposition]
 
 Prints one JSON line with at least `accuracy`, `n` and `mean_generated_positions`. A run folder, a
 checkpoint, an exported folder and an as-is model from `neuralese pretrain` know the task they were
 trained on (neuralese.load.task_of): every flag then defaults to what the run used, so `eval RUN`
-prints the run's own final evaluation; a flag overrides it. A plain model folder needs `--env`, and
+prints the run's own final evaluation; a flag overrides it (`--env-set plans=shuffled` one factory
+argument of the run's). A plain model folder needs `--env`, and
 its other flags default to the `eval` config fields they stand for (their ranges are those fields').
 With `--samples K` it also prints `pass_at`, pass@1..K. `--superposition` adds, per thought, how much of
 it sits on what that step can reach (neuralese.superposition), for environments whose rows say what
@@ -17,11 +18,14 @@ each step can reach (`reachable`, `reachable_weights`: MNNS with `values: true`,
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 
+import yaml
+
 from neuralese.cli.flags import config_flag, env_args_of
-from neuralese.config import EvalConfig, RunConfig
+from neuralese.config import EvalConfig, RunConfig, describe_yaml_error
 from neuralese.errors import UsageError
 
 # The flags that stand for a field of the `eval` section.
@@ -40,6 +44,7 @@ def eval_task(args: argparse.Namespace, task):
     same_env = args.env is None or (task is not None and args.env == task.env)
     base = task if task is not None and same_env else None
     env_args = env_args_of(args.env_args) if args.env_args is not None else (base.env_args if base else {})
+    env_args = with_env_sets(env_args, args.env_set or [])
     evaluation = base.eval if base else EvalConfig()
     evaluation = dataclasses.replace(
         evaluation, **{f: getattr(args, f) for f in EVAL_FLAGS if getattr(args, f) is not None}
@@ -52,6 +57,32 @@ def eval_task(args: argparse.Namespace, task):
     split = args.split or (base.split if base else "test")
     seed = args.seed if args.seed is not None else (base.seed if base else RunConfig().seed)
     return Task(args.env or task.env, env_args, split, evaluation, seed)
+
+
+def with_env_sets(env_args: dict, sets: list[str]) -> dict:
+    """`env_args` with each `--env-set KEY=VALUE` over it (VALUE read as YAML; a dotted KEY reaches into a
+    nested mapping, `args.digits=5`), in a copy."""
+    out = copy.deepcopy(env_args)
+    for item in sets:
+        key, eq, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(parts):
+            raise UsageError(f"argument --env-set: expects KEY=VALUE such as plans=shuffled, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UsageError(
+                f"argument --env-set {item!r}: the value is not YAML: {describe_yaml_error(e)}"
+            ) from None
+        where = out
+        for i, part in enumerate(parts[:-1]):
+            where = where.setdefault(part, {})
+            if not isinstance(where, dict):
+                raise UsageError(
+                    f"argument --env-set {item!r}: env arg {'.'.join(parts[: i + 1])!r} is {where!r}, not a mapping"
+                )
+        where[parts[-1]] = value
+    return out
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -101,6 +132,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--env", help="built-in env name or plug-in 'file.py:make' / 'pkg.module:make' (default: the run's)"
     )
     p.add_argument("--env-args", help="factory arguments as YAML, e.g. '{digits: 4}' (default: the run's)")
+    p.add_argument(
+        "--env-set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set one factory argument over the run's (or --env-args), e.g. plans=shuffled or args.digits=5",
+    )
     p.add_argument("--split", help="the split to evaluate (default: the run's env.test_split, else test)")
     default = " (default: the run's, else {})"
     for flag, field, text in (
