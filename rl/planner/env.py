@@ -28,6 +28,7 @@ import torch
 
 from neuralese.envs import correctness_check, make_env
 from neuralese.errors import EnvError
+from neuralese.load import load_policy
 from neuralese.rewards.match import completion_text
 
 VIEWS = ("planned", "plan", "decode")
@@ -126,8 +127,6 @@ class Planned:
     def decoder(self):
         """The decoder's policy (loaded on first use, frozen, on the GPU when there is one)."""
         if self._decoder is None:
-            from neuralese.load import load_policy
-
             if not Path(self.decoder_path).exists():
                 raise EnvError(
                     f"env.args.decoder {self.decoder_path!r} does not exist (`neuralese planner pretrain` "
