@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,20 @@ def test_a_bad_env_set_is_named(planner_run, capsys, flag, expected):
     capsys.readouterr()
     assert main(["eval", str(planner_run / "run"), "--n", "2", "--quiet", "--env-set", flag]) == 2
     assert re.search(expected, capsys.readouterr().err)
+
+
+def test_a_planner_run_resumes_and_exports_like_any_run(planner_run, tmp_path, capsys):
+    """The planner is the trainer's policy and the decoder the environment's: a resumed run goes on from
+    its last checkpoint, and the export evaluates through the same decoder as the run."""
+    run = tmp_path / "run"
+    shutil.copytree(planner_run / "run", run)
+    assert main(["train", str(run), "--resume", "--set", "rl.steps=3"]) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3]
+    assert main(["export", str(run), str(tmp_path / "export")]) == 0
+    results = []
+    for path in (run, tmp_path / "export"):
+        capsys.readouterr()
+        assert main(["eval", str(path), "--n", "8", "--quiet"]) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert results[0] == results[1]
