@@ -22,23 +22,8 @@ from neuralese.rewards.match import exact_match
 
 TASK = {"env": "multiplication", "args": {"digits": 2, "cot": True}}
 
-RECIPE = """\
-seed: 0
+SECTIONS = """\
 output_dir: {folder}/run
-codec:
-  output_dir: {folder}/codec
-  text: env
-  chunk_tokens: 2
-  fsq_levels: [8, 5, 5, 5]
-  width: 128
-  blocks: 1
-  embedding_size: 16
-  max_steps: 300
-  batch_size: 128
-  learning_rate: 5.0e-3
-  warmup_steps: 10
-  train_texts: 2000
-  eval_texts: 200
 model:
   path: {folder}/planner
   codec: {folder}/codec
@@ -117,9 +102,16 @@ def test_bad_planner_arguments_are_named():
         env.check(["12*34="], ["x####"], answer=["1"])
 
 
-def test_a_planner_recipe_needs_the_planner_env_and_a_decoder(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text(RECIPE.format(folder=tmp_path))
+def recipe_in(folder: Path, codec_recipe: Path) -> Path:
+    """The test codec's recipe (its env left out) with a planner's sections, whose folders are in `folder`."""
+    text = codec_recipe.read_text().replace("env: {name: addition, args: {digits: 2}}\n", "")
+    path = folder / "planner.yaml"
+    path.write_text(text + SECTIONS.format(folder=folder))
+    return path
+
+
+def test_a_planner_recipe_needs_the_planner_env_and_a_decoder(codec_recipe, tmp_path):
+    path = recipe_in(tmp_path, codec_recipe)
     check_planner_run(load_config(path))
     with pytest.raises(ConfigError, match="key 'env.name' is 'multiplication'; a planner run's environment"):
         check_planner_run(load_config(path, ["env.name=multiplication", "env.args={}"]))
@@ -129,13 +121,12 @@ def test_a_planner_recipe_needs_the_planner_env_and_a_decoder(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def planner_run(tmp_path_factory) -> Path:
+def planner_run(codec_recipe, tmp_path_factory) -> Path:
     """A codec on the task's text, stage 0 of the decoder and of a dense planner, and 2 RL steps, all
     through the real commands (about 20 s)."""
     folder = tmp_path_factory.mktemp("planner")
-    recipe = folder / "planner.yaml"
-    recipe.write_text(RECIPE.format(folder=folder))
-    assert main(["codec", "train", str(recipe)]) == 0
+    recipe = recipe_in(folder, codec_recipe)
+    assert main(["codec", "train", str(recipe), "--out", str(folder / "codec")]) == 0
     assert main(["planner", "pretrain", str(recipe)]) == 0
     assert main(["train", str(recipe)]) == 0
     return folder

@@ -160,14 +160,4 @@ class Planned:
         return scored
 
 
-def planned(
-    env: str,
-    args: dict | None = None,
-    view: str = "planned",
-    decoder: str | None = None,
-    decoder_tokens: int = 16,
-    plans: str = "own",
-    batch_size: int = 256,
-) -> Planned:
-    """The factory a recipe names (`env.name: neuralese.planner:planned`); arguments as `Planned`."""
-    return Planned(env, args, view, decoder, decoder_tokens, plans, batch_size)
+planned = Planned  # the factory a recipe names: `env.name: neuralese.planner:planned`
