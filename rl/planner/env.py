@@ -78,6 +78,11 @@ class Planned:
             raise ValueError(f"plans must be 'own' or 'shuffled', got {plans!r}")
         if isinstance(decoder_tokens, bool) or not isinstance(decoder_tokens, int) or decoder_tokens < 1:
             raise ValueError(f"decoder_tokens must be a positive integer, got {decoder_tokens!r}")
+        if plans != "own" and view != "planned":
+            raise ValueError(
+                f"plans {plans!r} applies to view 'planned' (the decoder reading the plans), got view {view!r}; "
+                "evaluate a planner's stage-0 folder end to end with view=planned"
+            )
         if view == "planned" and decoder is None:
             raise ValueError(
                 "view 'planned' scores the answer a decoder writes from the plan: set decoder to its folder "
