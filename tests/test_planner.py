@@ -91,6 +91,8 @@ def test_bad_planner_arguments_are_named():
         make_env("neuralese.planner:planned", {**TASK, "view": "plans"})
     with pytest.raises(EnvError, match="plans must be 'own' or 'shuffled', got 'mine'"):
         make_env("neuralese.planner:planned", {**TASK, "view": "plan", "plans": "mine"})
+    with pytest.raises(EnvError, match="batch_size must be a positive integer, got 0"):
+        make_env("neuralese.planner:planned", {**TASK, "view": "plan", "batch_size": 0})
     with pytest.raises(EnvError, match="plans 'shuffled' applies to view 'planned'.*got view 'plan'"):
         make_env("neuralese.planner:planned", {**TASK, "view": "plan", "plans": "shuffled"})
     with pytest.raises(

@@ -76,8 +76,9 @@ class Planned:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         if plans not in PLANS:
             raise ValueError(f"plans must be 'own' or 'shuffled', got {plans!r}")
-        if isinstance(decoder_tokens, bool) or not isinstance(decoder_tokens, int) or decoder_tokens < 1:
-            raise ValueError(f"decoder_tokens must be a positive integer, got {decoder_tokens!r}")
+        for name, value in (("decoder_tokens", decoder_tokens), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if plans != "own" and view != "planned":
             raise ValueError(
                 f"plans {plans!r} applies to view 'planned' (the decoder reading the plans), got view {view!r}; "
