@@ -54,17 +54,19 @@ def recipe_command(
     name: str,
     fn: Callable,
     help: str,
-    out: str,
+    out: str | None,
     *,
     recipe: str = "YAML recipe (see recipes/)",
 ) -> argparse.ArgumentParser:
-    """A verb that reads a recipe: RECIPE.yaml, --set overrides and --out (what `out` says)."""
+    """A verb that reads a recipe: RECIPE.yaml, --set overrides and --out (what `out` says; None: a verb
+    whose folders the recipe alone names, without --out)."""
     p = parent.add_parser(name, help=help)
     p.add_argument("recipe", help=recipe)
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10"
     )
-    p.add_argument("--out", help=out)
+    if out is not None:
+        p.add_argument("--out", help=out)
     p.set_defaults(fn=fn)
     return p
 

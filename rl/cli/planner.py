@@ -5,8 +5,8 @@
 Stage 0 of the decoder (reads `prompt + plan`, writes the answer) and of the planner (writes the plan),
 each an ordinary stage 0 over its view of the recipe's task (neuralese.planner.pretrain); one JSON line
 per model with its folder and as-is evaluation. `neuralese train RECIPE.yaml` then trains the planner
-on the task's reward for the decoder's answers; `neuralese eval RUN --env-args` with the run's env args
-and `plans: shuffled` is the control, each answer written from another problem's plan (docs/planner.md).
+on the task's reward for the decoder's answers; `neuralese eval RUN --env-set plans=shuffled` is the
+control, each answer written from another problem's plan (docs/planner.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from neuralese.cli.flags import load_recipe
+from neuralese.cli.flags import load_recipe, recipe_command
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -33,15 +33,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """The `planner` command and its subcommands, on the CLI's subparsers."""
     planner = sub.add_parser("planner", help="a planner over codes and a decoder that answers from its plan")
     psub = planner.add_subparsers(dest="action", required=True)
-    p = psub.add_parser(
-        "pretrain", help="stage 0 of the decoder and of the planner, each on its view of the task"
-    )
-    p.add_argument(
-        "recipe", help="YAML recipe whose env is neuralese.planner:planned (see recipes/planner.yaml)"
-    )
-    p.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. rl.steps=10"
+    p = recipe_command(
+        psub,
+        "pretrain",
+        cmd_pretrain,
+        "stage 0 of the decoder and of the planner, each on its view of the task",
+        None,  # two folders, both named by the recipe (env.args.decoder, model.path)
+        recipe="YAML recipe whose env is neuralese.planner:planned (see recipes/planner.yaml)",
     )
     p.add_argument("--only", choices=("decoder", "planner"), help="train one of the two (default: both)")
     p.add_argument("--overwrite", action="store_true", help="replace models already in their folders")
-    p.set_defaults(fn=cmd_pretrain)

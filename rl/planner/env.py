@@ -33,6 +33,7 @@ from neuralese.rewards.match import completion_text
 
 VIEWS = ("planned", "plan", "decode")
 PLANS = ("own", "shuffled")
+DECODER_TOKENS = 16  # most tokens the decoder writes, unless env.args.decoder_tokens says
 
 
 def split_plan(prompt: Any, completion: str, answer: Any, where: str) -> tuple[str, str]:
@@ -68,7 +69,7 @@ class Planned:
         args: dict | None = None,
         view: str = "planned",
         decoder: str | None = None,
-        decoder_tokens: int = 16,
+        decoder_tokens: int = DECODER_TOKENS,
         plans: str = "own",
         batch_size: int = 256,
     ):

@@ -21,7 +21,7 @@ from pathlib import Path
 from neuralese.config import RunConfig
 from neuralese.console import Console
 from neuralese.errors import ConfigError
-from neuralese.planner.env import planned
+from neuralese.planner.env import DECODER_TOKENS, planned
 from neuralese.plugins import is_reference, resolve
 from neuralese.pretrain import pretrain
 
@@ -55,7 +55,7 @@ def part_config(cfg: RunConfig, part: str) -> RunConfig:
         out.pretrain.output_dir = None
         out.pretrain.max_steps = cfg.planner.decoder_max_steps or cfg.pretrain.max_steps
         out.pretrain.learning_rate = cfg.planner.decoder_learning_rate or cfg.pretrain.learning_rate
-        out.eval.max_new_tokens = cfg.env.args.get("decoder_tokens", 16)
+        out.eval.max_new_tokens = cfg.env.args.get("decoder_tokens", DECODER_TOKENS)
     else:
         out.env.args["view"] = "plan"
     return out
@@ -70,8 +70,8 @@ def pretrain_planner(
         raise ConfigError("key 'model.tiny' must be set: planner pretrain builds both models from a config")
     console = console or Console("neuralese planner pretrain")
     folders = {}
-    for part in PARTS:
-        if part in parts:
-            console.notice(f"{part}: stage 0 on view {part_config(cfg, part).env.args['view']!r}")
-            folders[part] = pretrain(part_config(cfg, part), overwrite=overwrite, console=console)
+    for part in (p for p in PARTS if p in parts):
+        stage = part_config(cfg, part)
+        console.notice(f"{part}: stage 0 on view {stage.env.args['view']!r}")
+        folders[part] = pretrain(stage, overwrite=overwrite, console=console)
     return folders
