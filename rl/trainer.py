@@ -54,6 +54,7 @@ from neuralese.distributed import (
     prepare_deepspeed,
     uses_deepspeed,
 )
+from neuralese.dynamic import Drawn, DynamicSampler
 from neuralese.envs import correctness_check, load_split, make_env
 from neuralese.errors import TrainingError
 from neuralese.evaluate import evaluate_task, run_task
@@ -139,6 +140,14 @@ class Trainer:
         )
         total = lambda x: all_sum(self.accelerator, x)  # noqa: E731
         self.flywheel = Flywheel(cfg.rl, cfg.seed, total, self.policy.pad_token_id)  # what updates learn from
+        self.sampler = (  # which drawn groups a step learns from
+            DynamicSampler(
+                cfg.rl.samples_per_prompt, cfg.rl.dynamic_sampling_max_draws, total, self.policy.pad_token_id
+            )
+            if cfg.rl.dynamic_sampling
+            else None
+        )
+        self.timing = {"rollout": 0.0, "reward": 0.0}
         self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state = TrainerState()
@@ -187,7 +196,8 @@ class Trainer:
                 step = self.state.step
                 if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.rl.steps:
                     metrics.update(self.evaluate(step, sampled=False))  # greedy on the way: cheap
-                metrics.update(self.schedule(metrics["reward/mean"]))  # after the stage's evaluation
+                # After the stage's evaluation; under dynamic sampling the reward of every drawn sample.
+                metrics.update(self.schedule(metrics.get("sampling/reward_mean", metrics["reward/mean"])))
                 if step == cfg.rl.steps:  # after the schedule: the stage the last checkpoint holds
                     final = self.evaluate(step)
                     metrics.update(final)
@@ -213,18 +223,17 @@ class Trainer:
 
     def step(self) -> dict[str, Any]:
         """One RL step: prompts, rollout, reward, advantage, update; counted in `state.step` once done."""
-        rows = self.next_prompts()
-        t0 = time.perf_counter()
-        self.console.phase("rollout")
-        # bf16 math over float32 weights under `accelerate launch --mixed_precision bf16`; else a no-op.
-        with self.accelerator.autocast():
-            ro, texts = self.rollout(rows)
+        self.timing = {"rollout": 0.0, "reward": 0.0}
+        if self.sampler is None:
+            batch, sampled = self.draw(), {}
+        else:  # draws until the step's groups have reward spread (neuralese.dynamic)
+            batch, sampled = self.sampler.collect(self.draw)
+        rows, ro, texts, rewards = batch.rows, batch.rollout, batch.texts, batch.rewards
         t1 = time.perf_counter()
         self.console.phase("reward")
-        rewards, per_func, correct, reward_stats = self.score(rows, texts, ro)
         advantages = self.advantages(rewards)
         # The rollout itself; for RAFT the samples its filter kept, or at a round's end the round's pool.
-        batches, filtered = self.flywheel.batches(ro, advantages, rewards, correct)
+        batches, filtered = self.flywheel.batches(ro, advantages, rewards, batch.correct)
         t2 = time.perf_counter()
         self.console.phase("update")
         with self.accelerator.autocast():
@@ -234,13 +243,35 @@ class Trainer:
                 self.vllm.sync(self.policy)
             metrics["rollout/vllm_logprob_gap_max"] = self.vllm_gap
         t3 = time.perf_counter()
-        metrics.update(self.rollout_metrics(ro, rewards, per_func, correct), **reward_stats, **filtered)
-        metrics.update({"time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/update_s": t3 - t2})
+        metrics.update(self.rollout_metrics(ro, rewards, batch.per_func, batch.correct), **batch.stats)
+        metrics.update(filtered, **sampled)
+        metrics.update(
+            {
+                "time/rollout_s": self.timing["rollout"],
+                "time/reward_s": self.timing["reward"] + t2 - t1,
+                "time/update_s": t3 - t2,
+            }
+        )
         if self.state.step % self.cfg.log.completions_every == 0:
             rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
             self.log.completions(self.state.step + 1, rows_out)
         self.state.step += 1
         return metrics
+
+    def draw(self) -> Drawn:
+        """The next prompts (this process's share), their rollout and rewards."""
+        rows = self.next_prompts()
+        t0 = time.perf_counter()
+        self.console.phase("rollout")
+        # bf16 math over float32 weights under `accelerate launch --mixed_precision bf16`; else a no-op.
+        with self.accelerator.autocast():
+            ro, texts = self.rollout(rows)
+        t1 = time.perf_counter()
+        self.console.phase("reward")
+        rewards, per_func, correct, stats = self.score(rows, texts, ro)
+        self.timing["rollout"] += t1 - t0
+        self.timing["reward"] += time.perf_counter() - t1
+        return Drawn(rows, ro, texts, rewards, per_func, correct, stats)
 
     def schedule(self, reward_mean: float) -> dict[str, Any]:
         """The curriculum's stage of the step just taken; the next stage's thoughts when it ended a stage

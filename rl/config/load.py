@@ -257,6 +257,9 @@ def _training_rules(cfg: RunConfig) -> list[Rule]:
     if rl.algorithm in ("grpo", "dr_grpo", "rloo"):
         why = f">= 2 for {rl.algorithm} (group-relative advantages need a group)"
         rules.append((rl.samples_per_prompt >= 2, "rl.samples_per_prompt", why, rl.samples_per_prompt))
+    if rl.dynamic_sampling:
+        why = f"false unless rl.algorithm is grpo, dr_grpo or rloo (groups whose rewards differ; algorithm is {rl.algorithm!r})"
+        rules.append((rl.algorithm in ("grpo", "dr_grpo", "rloo"), "rl.dynamic_sampling", why, True))
     if nz.embedding_weights != "softmax":
         rules += [
             (

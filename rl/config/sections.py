@@ -323,6 +323,13 @@ class RLConfig:
     """PPO: weight of the value loss."""
     value_learning_rate: PositiveFloat | None = None
     """PPO: learning rate of the value head; None uses `learning_rate`."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling (verl's `filter_groups`): a step keeps drawing `prompts_per_step` prompts
+    until it holds that many groups whose rewards differ, and learns from those alone (GRPO, Dr. GRPO,
+    RLOO). A step short after `dynamic_sampling_max_draws` draws is filled with groups without spread.
+    Logged as `sampling/...` (neuralese.dynamic)."""
+    dynamic_sampling_max_draws: PositiveInt = 4
+    """Dynamic sampling: the most draws of `prompts_per_step` prompts one step makes."""
     max_nonfinite_steps: PositiveInt = 3
     """Stop after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
     reward_timeout_s: PositiveFloat = 60.0
