@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -123,6 +124,27 @@ def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
     rows = step_rows(tmp_path / "run")
     assert [r["step"] for r in rows[:2]] == [1, 2]  # one writer: no line twice
     assert all(torch.isfinite(torch.tensor([r["loss"], r["grad_norm"]])).all() for r in rows[:2])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_draw_until_both_hold_groups_with_spread(tiny_dir, tmp_path):
+    """Dynamic sampling over 2 processes: each draws its share until both hold groups with spread (a
+    collective decides when to stop, so neither waits on the other), and one line counts every draw."""
+    run = recipe(tiny_dir, tmp_path / "run", steps=3, dynamic_sampling=True)
+    save_config(run, tmp_path / "recipe.yaml")
+    launch(
+        CONFIGS / "ddp_cpu.yaml",
+        "train",
+        str(tmp_path / "recipe.yaml"),
+        str(tmp_path / "out.json"),
+        num_processes=2,
+    )
+    rows = step_rows(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert any(r["sampling/draws"] > 1 for r in rows)
+    for r in rows:
+        assert r["sampling/groups_drawn"] == 4 * r["sampling/draws"]  # both processes' groups, every draw
+        assert math.isfinite(r["loss"])
 
 
 @pytest.mark.slow

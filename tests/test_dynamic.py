@@ -14,7 +14,7 @@ from test_policy import make_policy, rollout
 
 from neuralese.build import check_run
 from neuralese.config import load_config
-from neuralese.dynamic import DynamicSampler, Drawn, group_spread
+from neuralese.dynamic import Drawn, DynamicSampler, group_spread
 from neuralese.errors import ConfigError
 from neuralese.trainer import Trainer
 
@@ -128,4 +128,6 @@ def test_dynamic_sampling_is_refused_for_an_algorithm_without_groups_to_filter(t
     with pytest.raises(ConfigError) as e:
         path = write(tmp_path, f"rl: {{algorithm: {algorithm}, dynamic_sampling: true}}\n")
         check_run(load_config(path), str(path))
-    assert "key 'rl.dynamic_sampling' must be false unless rl.algorithm is grpo, dr_grpo or rloo" in str(e.value)
+    assert "key 'rl.dynamic_sampling' must be false unless rl.algorithm is grpo, dr_grpo or rloo" in str(
+        e.value
+    )
