@@ -108,10 +108,9 @@ def test_two_gloo_processes_take_the_one_process_update(tiny_dir, tmp_path, conf
         assert two["metrics"][key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
-    """The whole loop over 2 processes: sharded prompts, gathered rewards, one writer."""
-    save_config(recipe(tiny_dir, tmp_path / "run", scale_rewards="batch"), tmp_path / "recipe.yaml")
+def train_two(tmp_path, run: RunConfig) -> dict:
+    """Train `run` over 2 gloo processes on this machine; the worker's summary."""
+    save_config(run, tmp_path / "recipe.yaml")
     launch(
         CONFIGS / "ddp_cpu.yaml",
         "train",
@@ -119,7 +118,13 @@ def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
         str(tmp_path / "out.json"),
         num_processes=2,
     )
-    out = json.loads((tmp_path / "out.json").read_text())
+    return json.loads((tmp_path / "out.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
+    """The whole loop over 2 processes: sharded prompts, gathered rewards, one writer."""
+    out = train_two(tmp_path, recipe(tiny_dir, tmp_path / "run", scale_rewards="batch"))
     assert out["world"] == 2 and "adapter.gate_logit" in out["moved"]
     rows = step_rows(tmp_path / "run")
     assert [r["step"] for r in rows[:2]] == [1, 2]  # one writer: no line twice
@@ -130,15 +135,7 @@ def test_two_gloo_processes_train_a_run(tiny_dir, tmp_path):
 def test_two_gloo_processes_draw_until_both_hold_groups_with_spread(tiny_dir, tmp_path):
     """Dynamic sampling over 2 processes: each draws its share until both hold groups with spread (a
     collective decides when to stop, so neither waits on the other), and one line counts every draw."""
-    run = recipe(tiny_dir, tmp_path / "run", steps=3, dynamic_sampling=True)
-    save_config(run, tmp_path / "recipe.yaml")
-    launch(
-        CONFIGS / "ddp_cpu.yaml",
-        "train",
-        str(tmp_path / "recipe.yaml"),
-        str(tmp_path / "out.json"),
-        num_processes=2,
-    )
+    train_two(tmp_path, recipe(tiny_dir, tmp_path / "run", steps=3, dynamic_sampling=True))
     rows = step_rows(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert any(r["sampling/draws"] > 1 for r in rows)
