@@ -1,41 +1,66 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, from nothing to an exported neuralese model:
+# The main job on the embedded default, from nothing to an exported neuralese model, on CoT2's task
+# (MNNS: sign 4 digits so that their sum is as small as it can be, yet not negative; recipes/mnns.yaml):
 #   1. set up .venv (scripts/setup.sh)
-#   2. stage 0: train a 1M-parameter Llama as-is on 4+4-digit addition from an imperfect teacher
-#   3. stage 1: neuralese RL (recipes/quickstart.yaml), evaluated before its first step and at its end
-#      (greedy accuracy, pass@1 and pass@8 at temperature 1)
-#   4. export the result, draw its thoughts, and print before/after
-# Everything lands in runs/demo (replaced on each run). Extra arguments are passed to
-# `neuralese train` as overrides, e.g. `scripts/demo.sh --set rl.steps=50`.
+#   2. stage 0: train a 2-layer GPT-2 of width 32 as-is (feedback off) on one optimal sign path per
+#      problem, written as 3 partial sums, then the answer
+#   3. stage 1, two GRPO runs from that one model at the same 4 generated positions, one core each:
+#      the written chain (token GRPO) and neuralese (3 continuous thoughts where the partial sums were
+#      written, Gumbel-softmax weights over the token embeddings, gradient through the whole chain)
+#   4. the shuffled control (each answer reads another problem's thoughts), export, draw the thoughts,
+#      and print the table
+# Everything lands in runs/demo (replaced on each run). Extra arguments are passed to both
+# `neuralese train` runs as overrides, e.g. `scripts/demo.sh --set rl.steps=50`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 N=.venv/bin/neuralese
 RUN=runs/demo
-RECIPE=recipes/quickstart.yaml
+RECIPE=recipes/mnns.yaml
 start=$(date +%s)
 rm -rf "$RUN"
+mkdir -p "$RUN"
 
-echo "== stage 0: as-is model (feedback off), TRL SFTTrainer"
-$N pretrain "$RECIPE" --set output_dir="$RUN" --set model.path="$RUN/as-is"
+echo "== stage 0: as-is model (feedback off), TRL SFTTrainer, one optimal path per problem"
+# Stage 0 reads 75% of CoT2's train multisets; RL reads the other 25%; every score is on CoT2's 1,308
+# held-out test sequences, which neither stage sees.
+$N pretrain "$RECIPE" --set model.path="$RUN/as-is" \
+  --set env.args.train_part=stage0 --set env.args.path=optimal --set eval.max_new_tokens=5 >"$RUN/stage0.json"
 
-echo "== stage 1: neuralese RL"
-# Its last line holds the run's evaluation before the first step (`start`: the gate closed, so the
-# as-is model exactly) and at the end, each on the recipe's eval section: 500 test problems, greedy
-# accuracy, pass@1 and pass@8 at temperature 1. `neuralese eval runs/demo` prints the same numbers.
-result=$($N train "$RECIPE" --set output_dir="$RUN" --set model.path="$RUN/as-is" "$@" | tail -n 1)
+echo "== stage 1: the written chain and neuralese, GRPO from the same model (one core each)"
+# Each run's last line holds its evaluation before the first step (`start`: the gate closed, so the
+# as-is model exactly) and at the end: greedy accuracy on the 1,308 test sequences.
+OMP_NUM_THREADS=1 $N train "$RECIPE" --out "$RUN/chain" --set model.path="$RUN/as-is" \
+  --set neuralese.mode=off --set rl.max_new_tokens=5 --set eval.max_new_tokens=5 "$@" \
+  >"$RUN/chain.json" 2>"$RUN/chain.log" &
+chain=$!
+OMP_NUM_THREADS=1 $N train "$RECIPE" --out "$RUN/neuralese" --set model.path="$RUN/as-is" \
+  --set neuralese.embedding_weights=gumbel "$@" >"$RUN/neuralese.json" 2>"$RUN/neuralese.log" &
+neuralese=$!
+wait $chain || { tail -n 20 "$RUN/chain.log"; exit 1; }
+wait $neuralese || { tail -n 20 "$RUN/neuralese.log"; exit 1; }
 
-echo "== export"
-$N export "$RUN" "$RUN/export" --overwrite
-$N inspect "$RUN/export" --out "$RUN/thoughts.png"   # the first test problem, 9216+2292=
+echo "== the shuffled control, export, thoughts"
+$N eval "$RUN/neuralese" --thoughts shuffled --quiet >"$RUN/shuffled.json"
+$N export "$RUN/neuralese" "$RUN/export" --overwrite
+$N inspect "$RUN/export" --out "$RUN/thoughts.png"   # the first test problem
 
-.venv/bin/python - "$result" "$(( $(date +%s) - start ))" <<'PY'
+.venv/bin/python - "$RUN" "$(( $(date +%s) - start ))" <<'PY'
 import json, sys
-run, secs = json.loads(sys.argv[1]), int(sys.argv[2])
-b, a = run["start"], run
-print(f"\n{'':24}{'as-is':>10}{'after RL':>10}")
-for key in ("accuracy", "pass_at_1", "pass_at_k", "mean_generated_positions"):
-    print(f"{key:24}{b['eval/' + key]:>10}{a['eval/' + key]:>10}")
+from pathlib import Path
+run, secs = Path(sys.argv[1]), int(sys.argv[2])
+last = lambda name: json.loads((run / name).read_text().splitlines()[-1])  # noqa: E731
+chain, thoughts, shuffled = last("chain.json"), last("neuralese.json"), last("shuffled.json")
+shuffled = {f"eval/{k}": v for k, v in shuffled.items()}  # `neuralese eval` names its keys bare
+rows = [
+    ("as-is: the written chain", chain["start"]),
+    ("token GRPO: the written chain", chain),
+    ("neuralese GRPO: 3 thoughts", thoughts),
+    ("  its thoughts shuffled", shuffled),
+]
+print(f"\n{'MNNS, 1,308 test sequences':32}{'accuracy':>10}{'positions':>11}")
+for name, r in rows:
+    print(f"{name:32}{r['eval/accuracy']:>10.3f}{r['eval/mean_generated_positions']:>11.1f}")
 print(f"\ndemo wall time: {secs} s (install excluded)")
 PY
