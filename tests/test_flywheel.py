@@ -142,7 +142,9 @@ def test_a_pool_of_rollouts_recomputes_each_row_as_it_was_sampled(tiny_dir, mode
     # The pool pads its rows more than their own rollouts did, so the float32 sums run in another order:
     # a few ulps of the value (a Gumbel thought's log-density reaches |40|), not a fixed 1e-5.
     for window in (0, 2, "full"):
-        torch.testing.assert_close(policy.recompute(pool, window).logprobs, pool.logprobs, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(
+            policy.recompute(pool, window).logprobs, pool.logprobs, atol=1e-5, rtol=1e-6
+        )
     assert policy.decode(pool) == [t for p in parts for t in policy.decode(p.select(torch.tensor([1, 0])))]
 
 
