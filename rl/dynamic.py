@@ -40,7 +40,9 @@ class Drawn:
     rewards: torch.Tensor  # [N] weighted total
     per_func: dict[str, torch.Tensor]  # name -> [N] (NaN where the function does not apply)
     correct: torch.Tensor  # [N] bool
-    stats: dict[str, Any] = field(default_factory=dict)  # the reward calls' timings
+    stats: dict[str, Any] = field(
+        default_factory=dict
+    )  # the reward calls' timings, the functions' own metrics
 
     def groups(self, index: list[int], group_size: int) -> Drawn:
         """The groups `index` (prompt order) of this draw."""
@@ -76,8 +78,18 @@ def join(draws: list[Drawn], pad_token_id: int) -> Drawn:
         rewards=torch.cat([d.rewards for d in draws]),
         per_func={k: torch.cat([d.per_func[k] for d in draws]) for k in first.per_func},
         correct=torch.cat([d.correct for d in draws]),
-        stats=first.stats,
+        stats=joined_stats([d.stats for d in draws]),
     )
+
+
+def joined_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reward calls of several draws as one step's: timings (`time/...`) summed, a function's own
+    metrics as its last call reports them."""
+    out: dict[str, Any] = {}
+    for one in stats:
+        for k, v in one.items():
+            out[k] = out.get(k, 0.0) + v if k.startswith("time/") else v
+    return out
 
 
 class DynamicSampler:

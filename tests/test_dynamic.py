@@ -14,7 +14,7 @@ from test_policy import make_policy, rollout
 
 from neuralese.build import check_run
 from neuralese.config import load_config
-from neuralese.dynamic import Drawn, DynamicSampler, group_spread
+from neuralese.dynamic import Drawn, DynamicSampler, group_spread, joined_stats
 from neuralese.errors import ConfigError
 from neuralese.trainer import Trainer
 
@@ -81,6 +81,14 @@ def test_a_step_draws_until_it_holds_a_group_with_spread_per_prompt(drawn_rollou
         "sampling/reward_mean": 10 / 16,  # every drawn sample, not the batch's 0.5
         "sampling/accuracy": 10 / 16,
     }
+
+
+def test_a_step_of_several_draws_sums_its_reward_timings():
+    stats = [
+        {"time/reward/score_s": 0.5, "reward/rm/calls": 3.0},
+        {"time/reward/score_s": 0.25, "reward/rm/calls": 5.0},
+    ]
+    assert joined_stats(stats) == {"time/reward/score_s": 0.75, "reward/rm/calls": 5.0}
 
 
 def test_a_step_short_after_its_last_draw_is_filled_in_the_order_drawn(drawn_rollout):
