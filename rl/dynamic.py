@@ -83,8 +83,8 @@ def join(draws: list[Drawn], pad_token_id: int) -> Drawn:
 
 
 def joined_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """The reward calls of several draws as one step's: timings (`time/...`) summed, a function's own
-    metrics as its last call reports them."""
+    """Several draws' stats as one step's: times (`time/...`) summed, a function's own metrics as its
+    last call reports them."""
     out: dict[str, Any] = {}
     for one in stats:
         for k, v in one.items():
@@ -131,8 +131,8 @@ class DynamicSampler:
             chosen = set(picked)
             flat = [(i, g) for i in range(len(draws)) for g in range(share)]
             picked += [x for x in flat if x not in chosen][: share - len(picked)]
-        parts = [draws[i].groups(sorted(g for j, g in picked if j == i), G) for i in range(len(draws))]
-        batch = join([p for p in parts if len(p.rewards)], self.pad_token_id)
+        by_draw = {i: sorted(g for j, g in picked if j == i) for i in range(len(draws))}
+        batch = join([draws[i].groups(gs, G) for i, gs in by_draw.items() if gs], self.pad_token_id)
         return batch, self.metrics(draws, len(kept))
 
     def metrics(self, draws: list[Drawn], kept: int) -> dict[str, Any]:

@@ -147,7 +147,6 @@ class Trainer:
             if cfg.rl.dynamic_sampling
             else None
         )
-        self.timing = {"rollout": 0.0, "reward": 0.0}
         self._build_optimizer()
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + self.rank)
         self.state = TrainerState()
@@ -223,7 +222,6 @@ class Trainer:
 
     def step(self) -> dict[str, Any]:
         """One RL step: prompts, rollout, reward, advantage, update; counted in `state.step` once done."""
-        self.timing = {"rollout": 0.0, "reward": 0.0}
         if self.sampler is None:
             batch, sampled = self.draw(), {}
         else:  # draws until the step's groups have reward spread (neuralese.dynamic)
@@ -245,13 +243,9 @@ class Trainer:
         t3 = time.perf_counter()
         metrics.update(self.rollout_metrics(ro, rewards, batch.per_func, batch.correct), **batch.stats)
         metrics.update(filtered, **sampled)
-        metrics.update(
-            {
-                "time/rollout_s": self.timing["rollout"],
-                "time/reward_s": self.timing["reward"] + t2 - t1,
-                "time/update_s": t3 - t2,
-            }
-        )
+        # The draws' own times (summed over them), the advantages and filter counted with the rewards.
+        metrics["time/reward_s"] += t2 - t1
+        metrics["time/update_s"] = t3 - t2
         if self.state.step % self.cfg.log.completions_every == 0:
             rows_out = completion_rows(rows, texts, ro, rewards, self.cfg.rl.samples_per_prompt)
             self.log.completions(self.state.step + 1, rows_out)
@@ -269,8 +263,7 @@ class Trainer:
         t1 = time.perf_counter()
         self.console.phase("reward")
         rewards, per_func, correct, stats = self.score(rows, texts, ro)
-        self.timing["rollout"] += t1 - t0
-        self.timing["reward"] += time.perf_counter() - t1
+        stats.update({"time/rollout_s": t1 - t0, "time/reward_s": time.perf_counter() - t1})
         return Drawn(rows, ro, texts, rewards, per_func, correct, stats)
 
     def schedule(self, reward_mean: float) -> dict[str, Any]:
