@@ -212,9 +212,10 @@ def test_every_arms_spec_resolves_against_its_recipe(capsys):
     specs = sorted((ROOT / "recipes" / "arms").glob("*.yaml"))
     assert specs, "recipes/arms/ holds no ablation spec"
     for spec in specs:
-        # A spec named after a recipe (ablate_NAME.yaml or NAME.yaml) goes with it; a general one (modes)
-        # onto pointer chasing.
-        named = [ROOT / "recipes" / f"{p}{spec.stem}.yaml" for p in ("ablate_", "")]
+        # A spec named after a recipe (ablate_NAME.yaml or NAME.yaml, or NAME-VARIANT.yaml) goes with it;
+        # a general one (modes) onto pointer chasing.
+        stems = (spec.stem, spec.stem.split("-")[0])
+        named = [ROOT / "recipes" / f"{p}{stem}.yaml" for stem in stems for p in ("ablate_", "")]
         recipe = next((r for r in named if r.is_file()), ROOT / "recipes" / "ablate_chase.yaml")
         rc = main(["ablate", str(recipe), "--spec", str(spec), "--check"])
         printed = capsys.readouterr()
