@@ -40,9 +40,8 @@ class Drawn:
     rewards: torch.Tensor  # [N] weighted total
     per_func: dict[str, torch.Tensor]  # name -> [N] (NaN where the function does not apply)
     correct: torch.Tensor  # [N] bool
-    stats: dict[str, Any] = field(
-        default_factory=dict
-    )  # the reward calls' timings, the functions' own metrics
+    # The draw's times (`time/rollout_s`, `time/reward_s`, the reward calls'), the functions' own metrics
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def groups(self, index: list[int], group_size: int) -> Drawn:
         """The groups `index` (prompt order) of this draw."""
