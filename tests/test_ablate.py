@@ -99,6 +99,19 @@ def test_ablate_writes_table_plot_and_results_and_resumes(tmp_path):
     assert "stage 0 (default): using" in again and again.count("done earlier") == 2
     assert (out / "table.md").read_text() == table
 
+    # Another ablation takes the same stage 0 from where it is (--stage0), trains none, and refuses it
+    # under another stage-0 schedule; a variant the spec lacks is refused by name.
+    model = tmp_path / "work" / "as-is"
+    base = ["ablate", str(recipe), "--arms", "token", "--switch-on", "--out", str(tmp_path / "other")]
+    shared = neuralese(*base, "--stage0", f"default={model}", "--set", f"model.path={tmp_path / 'none'}")
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    assert f"stage 0 (default): using {model}" in shared.stdout and not (tmp_path / "none").exists()
+    other = neuralese(*base, "--stage0", f"default={model}", "--set", "pretrain.max_steps=21")
+    assert other.returncode == 2 and "pretrain.max_steps: 20 there, 21 here" in other.stderr, other.stderr
+    assert "another --stage0 default=PATH" in other.stderr
+    unknown = neuralese(*base, "--stage0", f"answer={model}")
+    assert unknown.returncode == 2 and "--stage0 'answer=" in unknown.stderr and "(default)" in unknown.stderr
+
     # Another subset of arms into the same folder: the earlier arms stay in the table and results.json,
     # and `neuralese compare` pairs the arms that differ only in their window.
     more = neuralese(

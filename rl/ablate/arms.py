@@ -67,6 +67,7 @@ class Plan:
     seeds: int = 3
     threads: int = 1
     spec: str | None = None
+    models: dict[str, str] = field(default_factory=dict)  # --stage0 VARIANT=PATH: where a variant's model is
 
     def config(self, *sets: str) -> RunConfig:
         """The recipe with the plan's overrides, then `sets` (an arm's, a stage-0 variant's)."""
@@ -148,10 +149,21 @@ def make_plan(
     steps: int | None = None,
     seeds: int = 3,
     threads: int = 1,
+    models: list[str] | tuple[str, ...] = (),
 ) -> Plan:
     """The plan of `neuralese ablate`: the spec's arms (or the built-ins), those `arms` names
-    (comma-separated; default all) with their pause twins, and `steps` as an override of rl.steps."""
+    (comma-separated; default all) with their pause twins, `steps` as an override of rl.steps, and
+    `models` (VARIANT=PATH) as the folders of stage-0 variants shared with another ablation."""
     stage0, spec_arms = load_spec(spec)
+    paths = {}
+    for item in models:
+        variant, sep, path = item.partition("=")
+        if not sep or not path or variant not in stage0:
+            raise UsageError(
+                f"--stage0 {item!r}: expected VARIANT=PATH with VARIANT one of the spec's stage-0 variants "
+                f"({', '.join(stage0)})"
+            )
+        paths[variant] = path
     chosen = (
         list(spec_arms)
         if arms is None
@@ -161,7 +173,8 @@ def make_plan(
     if unknown or not chosen:
         raise UsageError(f"--arms: unknown {unknown or 'none given'}; choose from {', '.join(spec_arms)}")
     sets = [*sets, *([f"rl.steps={steps}"] if steps is not None else [])]
-    return Plan(recipe, stage0, with_controls({a: spec_arms[a] for a in chosen}), sets, seeds, threads, spec)
+    arms_ = with_controls({a: spec_arms[a] for a in chosen})
+    return Plan(recipe, stage0, arms_, sets, seeds, threads, spec, paths)
 
 
 def feedback_label(cfg: RunConfig, weights: bool = False) -> str:

@@ -3,6 +3,8 @@ any RL step).
 
 - Stage 0 runs once per variant the arms use: the recipe's `model.path` serves the `default` variant
   if it holds a model, else `neuralese pretrain` writes OUT/as-is-VARIANT (OUT/stage0.json: wall time).
+  `--stage0 VARIANT=PATH` puts a variant's model at PATH instead, so ablations that share a stage 0
+  (another step count, other arms) train it once.
   A model trained here records what made it (MODEL/stage0_settings.json: the tiny model's shape, the
   env, the pretrain schedule, the seed); a later plan whose stage 0 differs is refused, not started
   from it (the `default` model sits at the recipe's `model.path`, which every OUT shares).
@@ -33,8 +35,11 @@ from neuralese.policy import NeuralesePolicy
 from neuralese.preflight import targets
 
 
-def as_is_path(cfg: RunConfig, out: Path, variant: str) -> Path:
-    """Where a stage-0 variant's model is: the recipe's own for `default`, else OUT/as-is-VARIANT."""
+def as_is_path(plan: Plan, cfg: RunConfig, out: Path, variant: str) -> Path:
+    """Where a stage-0 variant's model is: the folder `--stage0 VARIANT=PATH` names, else the recipe's
+    `model.path` for `default`, else OUT/as-is-VARIANT."""
+    if variant in plan.models:
+        return Path(plan.models[variant])
     if variant == "default":
         return Path(cfg.model.path) if cfg.model.path else out / "as-is"
     return out / f"as-is-{variant}"
@@ -60,7 +65,7 @@ def stage0_settings(cfg: RunConfig) -> dict:
     }
 
 
-def check_reuse(path: Path, variant: str, cfg: RunConfig) -> None:
+def check_reuse(path: Path, variant: str, cfg: RunConfig, fix: str | None = None) -> None:
     """Refuse to reuse a stage-0 model this ablation trained under other settings (another width, env
     or schedule): its arms would silently start from the wrong model. A model without the record (a
     user's own checkpoint) is taken as it is."""
@@ -78,9 +83,14 @@ def check_reuse(path: Path, variant: str, cfg: RunConfig) -> None:
         shown = "; ".join(f"{k}: {was.get(k)!r} there, {now.get(k)!r} here" for k in diff[:5])
         raise ConfigError(
             f"stage 0 ({variant}): {path} holds a model trained under other settings ({shown}"
-            f"{'; ...' if len(diff) > 5 else ''}). Give this ablation its own --out"
-            f"{' and model.path' if variant == 'default' else ''}, or remove {path} to train it again"
+            f"{'; ...' if len(diff) > 5 else ''}). Give this ablation {fix or where(variant)}, or remove {path} to "
+            "train it again"
         )
+
+
+def where(variant: str) -> str:
+    """How an ablation gives a stage-0 variant a folder of its own."""
+    return "its own --out and model.path" if variant == "default" else "its own --out"
 
 
 def ensure_as_is(plan: Plan, out: Path) -> dict[str, Path]:
@@ -89,10 +99,12 @@ def ensure_as_is(plan: Plan, out: Path) -> dict[str, Path]:
     paths = {}
     for variant in dict.fromkeys(a.stage0 for a in plan.arms.values()):
         cfg = plan.config(*plan.stage0[variant])
-        path = as_is_path(cfg, out, variant)
+        path = as_is_path(plan, cfg, out, variant)
         paths[variant] = path
         if (path / "config.json").is_file():
-            check_reuse(path, variant, cfg)
+            check_reuse(
+                path, variant, cfg, f"another --stage0 {variant}=PATH" if variant in plan.models else None
+            )
             print(f"ablate: stage 0 ({variant}): using {path}", flush=True)
             continue
         if cfg.model.tiny is None:

@@ -1,7 +1,7 @@
 """`neuralese ablate`: does neuralese RL beat token RL on a task, and does it use its thoughts?
 
     neuralese ablate RECIPE.yaml --seeds 3 [--steps N] [--out DIR] [--arms a,b ...] [--spec ARMS.yaml]
-                     [--set key=value ...] [--threads 1]
+                     [--stage0 VARIANT=PATH ...] [--set key=value ...] [--threads 1]
     neuralese ablate RECIPE.yaml --spec ARMS.yaml --check        every arm's recipe resolved, then stop
     neuralese ablate RECIPE.yaml --spec ARMS.yaml --switch-on    every arm scored before any RL step
     neuralese ablate RECIPE.yaml --out DIR --diagnose [--samples K]   every finished run scored again
@@ -36,6 +36,7 @@ def cmd_ablate(args: argparse.Namespace) -> None:
         steps=args.steps,
         seeds=args.seeds,
         threads=args.threads,
+        models=args.stage0 or [],
     )
     check(plan)  # every arm against what its mode can do, before any stage 0 or run starts
     if args.check:
@@ -90,6 +91,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--spec", help="YAML file of stage-0 variants and arms (default: the built-in arms)")
     p.add_argument("--arms", help="comma-separated arms to run (default: every arm of the spec)")
+    p.add_argument(
+        "--stage0",
+        action="append",
+        metavar="VARIANT=PATH",
+        help="the model folder of a stage-0 variant (repeatable): reused if it holds a model trained under "
+        "the same stage-0 settings, else trained there (default: OUT/as-is-VARIANT; `default`: model.path)",
+    )
     number_flag(p, "--threads", PositiveInt, 1, "torch threads in every process")
     what = p.add_mutually_exclusive_group()
     what.add_argument(
