@@ -173,8 +173,8 @@ def make_plan(
     if unknown or not chosen:
         raise UsageError(f"--arms: unknown {unknown or 'none given'}; choose from {', '.join(spec_arms)}")
     sets = [*sets, *([f"rl.steps={steps}"] if steps is not None else [])]
-    arms_ = with_controls({a: spec_arms[a] for a in chosen})
-    return Plan(recipe, stage0, arms_, sets, seeds, threads, spec, paths)
+    planned = with_controls({a: spec_arms[a] for a in chosen})
+    return Plan(recipe, stage0, planned, sets, seeds, threads, spec, paths)
 
 
 def feedback_label(cfg: RunConfig, weights: bool = False) -> str:
